@@ -1,0 +1,3 @@
+from twinbase.cli import main
+
+main()

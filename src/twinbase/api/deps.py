@@ -1,0 +1,88 @@
+"""What every route needs: the services, the authenticated caller, the base URL for links."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
+
+from twinbase.api.http import base_url
+from twinbase.domain.itwins import ensure_user
+from twinbase.errors import HeaderNotFound, InvalidAuthorizationScheme
+from twinbase.identity.tokens import Principal, SigningKey, TokenIssuer, TokenVerifier
+from twinbase.jobs.queue import JobQueue
+from twinbase.settings import Settings
+from twinbase.store.blobs import BlobStore, UrlSigner
+from twinbase.store.db import Database
+
+
+@dataclass
+class Services:
+    """Everything built once per process by ``create_app``; routes reach it through ``Ctx``."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    signer: UrlSigner
+    key: SigningKey | None
+    issuer: TokenIssuer | None
+    verifier: TokenVerifier
+    jobs: JobQueue
+    known_users: set[str] = field(default_factory=set)
+    known_users_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def signed_url(self, base: str, key: str) -> str:
+        return self.signer.url(base, key, self.settings.signed_url_lifetime_seconds)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+@dataclass(frozen=True)
+class Context:
+    svc: Services
+    principal: Principal
+    base: str
+    request: Request
+
+
+async def authenticate(request: Request) -> Principal:
+    svc = services(request)
+    header = request.headers.get("authorization")
+    if header is None or not header.strip():
+        raise HeaderNotFound()
+    scheme, _, token = header.strip().partition(" ")
+    if not token:
+        raise InvalidAuthorizationScheme(f"Authorization scheme '{scheme}' is not valid.")
+    if scheme.lower() != "bearer":
+        raise InvalidAuthorizationScheme(f"Authorization scheme '{scheme}' is not valid.")
+    principal = svc.verifier.verify(token.strip())
+    if principal.user_id not in svc.known_users:
+        await run_in_threadpool(_record_user, svc, principal)
+    return principal
+
+
+def _record_user(svc: Services, principal: Principal) -> None:
+    for _attempt in range(3):
+        try:
+            with svc.db.write() as session:
+                ensure_user(session, principal)
+            break
+        except IntegrityError:
+            continue  # a concurrent first request recorded the same user; read it next time round
+    with svc.known_users_lock:
+        svc.known_users.add(principal.user_id)
+
+
+async def context(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Context:
+    svc = services(request)
+    return Context(svc=svc, principal=principal, base=base_url(request, svc.settings.public_url), request=request)
+
+
+Ctx = Annotated[Context, Depends(context)]

@@ -1,0 +1,271 @@
+"""Cross-cutting HTTP behaviour, written once for every API.
+
+- error rendering: every failure leaves as ``{"error": {"code", "message", "details"?}}``;
+- request ids and per-client rate limiting (a pure ASGI middleware, cheap on the hot path);
+- JSON bodies parsed into pydantic models with one detail per problem;
+- ``Prefer`` and paging helpers that build absolute ``_links``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, urlencode
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twinbase.errors import (
+    ErrorDetail,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimitExceeded,
+    TwinbaseError,
+)
+
+log = logging.getLogger("twinbase.http")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+def error_response(exc: TwinbaseError) -> Response:
+    return JSON(exc.to_wire(), status_code=exc.status, headers=exc.headers)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _api_invalid_code(path: str) -> tuple[str, str]:
+    """The 422 code and message of the API that owns ``path``."""
+    if path.startswith("/accesscontrol"):
+        return "InvalidAccessControlRequest", "Cannot perform operation."
+    if path.startswith("/imodels"):
+        return "InvalidiModelsRequest", "Cannot perform operation."
+    return "InvalidiTwinsRequest", "Cannot perform operation."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_twinbase_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TwinbaseError)
+        if exc.status >= 500:
+            log.error("request failed", exc_info=exc, extra={"action": "request_failed"})
+        return error_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed())
+        if exc.status_code == 404:
+            return error_response(NotFound())
+        if exc.status_code == 413:
+            return error_response(PayloadTooLarge())
+        code, message = _api_invalid_code(request.url.path)
+        return error_response(InvalidRequest(message, code=code))
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        code, message = _api_invalid_code(request.url.path)
+        details = [_detail_from_pydantic(err) for err in exc.errors()]
+        return error_response(InvalidRequest(message, code=code, details=details))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error", extra={"action": "unexpected_error"})
+        return error_response(TwinbaseError())
+
+    app.add_exception_handler(TwinbaseError, on_twinbase_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _detail_from_pydantic(err: Mapping[str, Any]) -> ErrorDetail:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    target = ".".join(loc) or "body"
+    kind = str(err.get("type", ""))
+    if kind == "missing":
+        return ErrorDetail("MissingRequiredProperty", f"Required property '{target}' is missing.", target)
+    if kind in ("json_invalid", "model_type", "model_attributes_type") and target == "body":
+        return ErrorDetail("InvalidRequestBody", "The request body is not a valid JSON object.", None)
+    msg = str(err.get("msg", "invalid value"))
+    return ErrorDetail("InvalidValue", f"Provided '{target}' value is not valid. {msg}.", target)
+
+
+def parse_body(raw: bytes, model: type[ModelT], *, code: str, message: str) -> ModelT:
+    """Validate a JSON body into ``model``; every problem becomes one 422 detail naming its field."""
+    if not raw.strip():
+        raise InvalidRequest(
+            message, code=code, details=[ErrorDetail("MissingRequestBody", "Request body is missing.", None)]
+        )
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            message,
+            code=code,
+            details=[ErrorDetail("InvalidRequestBody", "The request body is not valid JSON.", None)],
+        ) from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest(
+            message,
+            code=code,
+            details=[ErrorDetail("InvalidRequestBody", "The request body must be a JSON object.", None)],
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            message, code=code, details=[_detail_from_pydantic(e) for e in exc.errors()]
+        ) from exc
+
+
+# ------------------------------------------------------------------------------------------ middleware
+
+
+class TokenBucket:
+    """Per-client token bucket; ``take`` answers 0 or the seconds to wait."""
+
+    def __init__(self, per_minute: int, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(max(burst, 1))
+        self._state: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._state.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._state[client] = (tokens - 1.0, now)
+                if len(self._state) > 100_000:  # forget idle clients rather than grow without bound
+                    self._state.clear()
+                return 0.0
+            self._state[client] = (tokens, now)
+            return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
+
+
+class EdgeMiddleware:
+    """Request ids and rate limits, before routing. Pure ASGI: no per-request task or body copy."""
+
+    def __init__(self, app: ASGIApp, *, per_minute: int, burst: int, max_body: int) -> None:
+        self.app = app
+        self.bucket = TokenBucket(per_minute, burst) if per_minute > 0 else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = (headers.get(b"x-correlation-id") or headers.get(b"x-request-id") or b"").decode(
+            "latin-1"
+        )[:128] or uuid.uuid4().hex
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        if self.bucket is not None and scope["method"] != "OPTIONS" and scope["path"].startswith(_LIMITED):
+            wait = self.bucket.take(_client_key(scope, headers))
+            if wait > 0:
+                retry = str(max(1, math.ceil(wait)))
+                resp = error_response(RateLimitExceeded(headers={"Retry-After": retry}))
+                await resp(scope, receive, send_with_id)
+                return
+        await self.app(scope, receive, send_with_id)
+
+
+_LIMITED = ("/itwins", "/accesscontrol", "/imodels", "/mesh-export", "/export", "/connect")
+
+
+def _client_key(scope: Scope, headers: dict[bytes, bytes]) -> str:
+    auth = headers.get(b"authorization")
+    if auth:
+        # The credential identifies the client without verifying it here; verification comes later.
+        return hashlib.blake2b(auth, digest_size=12).hexdigest()
+    client = scope.get("client")
+    return f"ip:{client[0] if client else '-'}"
+
+
+def body_limit(max_bytes: int) -> Callable[[Request], Awaitable[bytes]]:
+    async def read(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise PayloadTooLarge()
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    return read
+
+
+# ---------------------------------------------------------------------------------------------- links
+
+
+def base_url(request: Request, public_url: str) -> str:
+    if public_url:
+        return public_url
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def prefer(request: Request) -> Literal["minimal", "representation"]:
+    value = request.headers.get("prefer", "").replace(" ", "").lower()
+    return "representation" if "return=representation" in value else "minimal"
+
+
+def page_links(
+    base: str,
+    path: str,
+    params: Mapping[str, str],
+    *,
+    top: int,
+    skip: int,
+    returned: int,
+    has_more: bool,
+) -> dict[str, dict[str, str]]:
+    """``self``, ``prev`` and ``next`` as absolute URLs; ``next`` only when more rows exist."""
+
+    def href(skip_value: int) -> str:
+        query = {k: v for k, v in params.items() if k not in ("$top", "$skip") and v != ""}
+        query["$top"] = str(top)
+        query["$skip"] = str(skip_value)
+        encoded = urlencode(query, safe="$,:'", quote_via=quote)
+        return f"{base}{path}?{encoded}"
+
+    links: dict[str, dict[str, str]] = {"self": {"href": href(skip)}}
+    if skip > 0:
+        links["prev"] = {"href": href(max(0, skip - max(top, 1)))}
+    if has_more and returned > 0:
+        links["next"] = {"href": href(skip + returned)}
+    return links

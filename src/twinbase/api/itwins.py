@@ -1,0 +1,146 @@
+"""HTTP for ``/itwins``: iTwins, accounts, favorites and recents (reference part B.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from twinbase.api.deps import Context, Ctx
+from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
+from twinbase.api.routing import Body, both, query_params
+from twinbase.domain import itwins as domain
+from twinbase.store.models import ITwin
+
+router = APIRouter()
+
+
+def image_url(ctx: Context, itwin: ITwin) -> str | None:
+    name = domain.image_name(itwin, "l")
+    if not name:
+        return None
+    return ctx.svc.signed_url(ctx.base, f"itwins/{itwin.id}/{name}")
+
+
+def one(ctx: Context, itwin: ITwin, *, mode: Any = "representation", status: int = 200) -> Response:
+    wire = domain.to_wire(itwin, mode=mode, image_url=image_url(ctx, itwin) if mode == "representation" else None)
+    return JSON({"iTwin": wire}, status_code=status)
+
+
+def many(ctx: Context, path: str, params: dict[str, str], q: domain.ITwinQuery, rows: list[ITwin], more: bool) -> Response:
+    mode = prefer(ctx.request)
+    items = [
+        domain.to_wire(
+            r,
+            mode=mode,
+            image_url=image_url(ctx, r) if (mode == "representation" or q.select) else None,
+            select_fields=q.select,
+        )
+        for r in rows
+    ]
+    links = page_links(ctx.base, path, params, top=q.top, skip=q.skip, returned=len(rows), has_more=more)
+    return JSON({"iTwins": items, "_links": links})
+
+
+# Literal segments first: they share a position with {itwin_id}.
+
+
+@both(router, "/itwins/favorites", ["GET"])
+def list_favorites(ctx: Ctx, request: Request) -> Response:
+    params = query_params(request)
+    q = domain.parse_query(params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False)
+    with ctx.svc.db.read() as session:
+        rows, more = domain.favorites(session, ctx.principal, q)
+        return many(ctx, "/itwins/favorites", params, q, rows, more)
+
+
+@both(router, "/itwins/favorites/{itwin_id}", ["POST"])
+def add_favorite(ctx: Ctx, itwin_id: str) -> Response:
+    with ctx.svc.db.write() as session:
+        domain.add_favorite(session, ctx.principal, itwin_id)
+    return no_content()
+
+
+@both(router, "/itwins/favorites/{itwin_id}", ["DELETE"])
+def remove_favorite(ctx: Ctx, itwin_id: str) -> Response:
+    with ctx.svc.db.write() as session:
+        domain.remove_favorite(session, ctx.principal, itwin_id)
+    return no_content()
+
+
+@both(router, "/itwins/recents", ["GET"])
+@both(router, "/itwins/myitwins/recents", ["GET"])
+def list_recents(ctx: Ctx, request: Request) -> Response:
+    params = query_params(request)
+    q = domain.parse_query(params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False)
+    with ctx.svc.db.read() as session:
+        rows, more = domain.recents(session, ctx.principal, q)
+        return many(ctx, "/itwins/recents", params, q, rows, more)
+
+
+@both(router, "/itwins/recents/{itwin_id}", ["POST"])
+@both(router, "/itwins/myitwins/recents/{itwin_id}", ["POST"])
+def add_recent(ctx: Ctx, itwin_id: str) -> Response:
+    with ctx.svc.db.write() as session:
+        domain.add_recent(session, ctx.principal, itwin_id)
+    return no_content()
+
+
+@both(router, "/itwins/myprimaryaccount", ["GET"])
+def my_primary_account(ctx: Ctx) -> Response:
+    with ctx.svc.db.write() as session:
+        account = domain.primary_account(session, ctx.principal)
+        return one(ctx, account, mode=prefer(ctx.request) if "prefer" in ctx.request.headers else "representation")
+
+
+@both(router, "/itwins/", ["GET"])
+def list_itwins(ctx: Ctx, request: Request) -> Response:
+    params = query_params(request)
+    q = domain.parse_query(params, scope_header=request.headers.get("x-itwin-query-scope"))
+    with ctx.svc.db.read() as session:
+        rows, more = domain.query(session, ctx.principal, q)
+        return many(ctx, "/itwins/", params, q, rows, more)
+
+
+@both(router, "/itwins/", ["POST"])
+def create_itwin(ctx: Ctx, raw: Body) -> Response:
+    data = parse_body(raw, domain.ITwinCreate, code=domain.INVALID, message="Cannot create iTwin.")
+    with ctx.svc.db.write() as session:
+        itwin = domain.create(session, ctx.principal, data)
+        return one(ctx, itwin, status=201)
+
+
+@both(router, "/itwins/{itwin_id}", ["GET"])
+def get_itwin(ctx: Ctx, itwin_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        itwin, _ = domain.get_visible(session, itwin_id, ctx.principal.user_id)
+        # Single GETs default to the full entity; an explicit Prefer: return=minimal trims it.
+        mode = prefer(ctx.request) if "prefer" in ctx.request.headers else "representation"
+        return one(ctx, itwin, mode=mode)
+
+
+@both(router, "/itwins/{itwin_id}", ["PATCH"])
+def update_itwin(ctx: Ctx, itwin_id: str, raw: Body) -> Response:
+    data = parse_body(raw, domain.ITwinUpdate, code=domain.INVALID, message="Cannot update iTwin.")
+    with ctx.svc.db.write() as session:
+        itwin = domain.update(session, ctx.principal, itwin_id, data)
+        return one(ctx, itwin)
+
+
+@both(router, "/itwins/{itwin_id}", ["DELETE"])
+def delete_itwin(ctx: Ctx, itwin_id: str) -> Response:
+    with ctx.svc.db.write() as session:
+        itwin = domain.delete_itwin(session, ctx.principal, itwin_id)
+        image = domain.image_name(itwin, "l")
+    if image:
+        ctx.svc.blobs.delete_prefix(f"itwins/{itwin_id}")
+    return no_content()
+
+
+@both(router, "/itwins/{itwin_id}/account", ["GET"])
+def get_account(ctx: Ctx, itwin_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        account = domain.account_of(session, ctx.principal, itwin_id)
+        mode = prefer(ctx.request) if "prefer" in ctx.request.headers else "representation"
+        return one(ctx, account, mode=mode)

@@ -1,0 +1,119 @@
+"""``create_app(settings)``: the one place where the server is assembled. Nothing is built at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from twinbase.api import accesscontrol, blobs, identity, images, itwin_exports, itwins, repositories
+from twinbase.api.deps import Services
+from twinbase.api.http import EdgeMiddleware, install_error_handlers
+from twinbase.domain import itwin_exports as export_jobs
+from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
+from twinbase.jobs.queue import JobQueue
+from twinbase.settings import Settings
+from twinbase.store.blobs import LocalBlobStore, UrlSigner
+from twinbase.store.db import Database, upgrade
+
+log = logging.getLogger("twinbase")
+
+CORS_ALLOW_HEADERS = [
+    "authorization",
+    "accept",
+    "prefer",
+    "sessionid",
+    "content-type",
+    "x-itwin-query-scope",
+    "x-correlation-id",
+    "x-max-return",
+    "range",
+    "x-ms-blob-type",
+    "x-ms-version",
+    "x-ms-client-request-id",
+    "use-new-exporter",
+]
+CORS_EXPOSE_HEADERS = [
+    "location",
+    "retry-after",
+    "x-request-id",
+    "etag",
+    "content-range",
+    "content-length",
+    "x-max-return",
+]
+
+
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    key = SigningKey.load_or_create(settings.key_dir) if settings.auth_mode == "builtin" else None
+    issuer = TokenIssuer(settings, key) if key is not None else None
+    jobs = JobQueue(db)
+    svc = Services(
+        settings=settings,
+        db=db,
+        blobs=LocalBlobStore(settings.blob_root),
+        signer=UrlSigner.from_file(settings.key_dir / "url-signing.key"),
+        key=key,
+        issuer=issuer,
+        verifier=TokenVerifier(settings, key),
+        jobs=jobs,
+    )
+    export_jobs.register(svc)
+    return svc
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+    holder: dict[str, Services] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = services or build_services(settings)
+        holder["svc"] = svc
+        app.state.services = svc
+        svc.jobs.start(settings.job_workers)
+        log.info("twinbase ready", extra={"action": "ready"})
+        try:
+            yield
+        finally:
+            svc.jobs.stop()
+            svc.db.dispose()
+
+    app = FastAPI(
+        title="twinbase",
+        summary="Self-hosted iTwin Platform APIs",
+        version="0.1.0",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    for module in (identity, blobs, itwin_exports, repositories, images, itwins, accesscontrol):
+        app.include_router(module.router)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        max_age=3600,
+    )
+    app.add_middleware(
+        EdgeMiddleware,
+        per_minute=settings.rate_limit_per_minute,
+        burst=settings.rate_limit_burst,
+        max_body=1024 * 1024,
+    )
+    return app

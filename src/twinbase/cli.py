@@ -1,0 +1,122 @@
+"""The ``twinbase`` command: serve, token, db upgrade, app register."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from twinbase.settings import load_settings
+
+cli = typer.Typer(help="twinbase: a self-hosted iTwin Platform.", no_args_is_help=True, add_completion=False)
+db_cli = typer.Typer(help="Metadata database commands.", no_args_is_help=True)
+app_cli = typer.Typer(help="Service applications (client_credentials grant).", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(app_cli, name="app")
+err = Console(stderr=True)
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data folder (default ./twinbase-data).")]  # noqa: UP045
+
+
+@cli.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="Port (default 8080).")] = None,  # noqa: UP045
+    data_dir: DataDir = None,
+    workers: Annotated[Optional[int], typer.Option(help="uvicorn worker processes.")] = None,  # noqa: UP045
+) -> None:
+    """Run the server with embedded defaults (SQLite and a blob folder under the data dir)."""
+    import os
+
+    import uvicorn
+
+    from twinbase.store.db import upgrade
+
+    settings = load_settings(host=host, port=port, data_dir=data_dir, workers=workers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    # Workers rebuild the settings from the environment, so pass the resolved values down.
+    os.environ["TWINBASE_DATA_DIR"] = str(settings.data_dir)
+    os.environ["TWINBASE_DATABASE_URL"] = settings.database_url
+    err.print(f"[bold]twinbase[/] on http://{settings.host}:{settings.port}  data: {settings.data_dir}")
+    uvicorn.run(
+        "twinbase.asgi:app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@cli.command()
+def token(
+    user: Annotated[str, typer.Option(help="Subject (user id).")],
+    email: Annotated[Optional[str], typer.Option(help="Email claim.")] = None,  # noqa: UP045
+    name: Annotated[Optional[str], typer.Option(help="Display name claim.")] = None,  # noqa: UP045
+    scope: Annotated[Optional[list[str]], typer.Option(help="Scope (repeatable).")] = None,  # noqa: UP045
+    expires: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    data_dir: DataDir = None,
+) -> None:
+    """Print an access token (the bare JWT) signed by this server's key."""
+    from twinbase.identity.tokens import SigningKey, TokenIssuer
+
+    settings = load_settings(data_dir=data_dir)
+    if settings.auth_mode != "builtin":
+        err.print("token: only the builtin issuer can mint tokens (auth_mode=builtin)")
+        raise typer.Exit(2)
+    issuer = TokenIssuer(settings, SigningKey.load_or_create(settings.key_dir))
+    given, _, family = (name or "").partition(" ")
+    typer.echo(
+        issuer.issue(
+            user,
+            name=name,
+            email=email,
+            given_name=given or None,
+            family_name=family or None,
+            scopes=scope,
+            expires_in=expires,
+        )
+    )
+
+
+@db_cli.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Apply the database migrations."""
+    from twinbase.store.db import upgrade
+
+    settings = load_settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    err.print("database is up to date")
+
+
+@app_cli.command("register")
+def app_register(
+    name: Annotated[str, typer.Option(help="Display name of the service application.")],
+    scope: Annotated[str, typer.Option(help="Space-separated scopes it may ask for.")] = "itwin-platform",
+    data_dir: DataDir = None,
+) -> None:
+    """Register a service application; prints its client id and secret (shown once)."""
+    from twinbase.identity.apps import register
+    from twinbase.store.db import Database, upgrade
+
+    settings = load_settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    with db.write() as session:
+        client_id, secret = register(session, name, scope)
+    db.dispose()
+    typer.echo(f"client_id={client_id}")
+    typer.echo(f"client_secret={secret}")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,146 @@
+"""Who may see and do what in an iTwin.
+
+A user's permissions in an iTwin are: everything when they own it (or own its Account, the
+organization administrator case); otherwise the union of the permissions of their roles there;
+``None`` when they are not a member at all. Callers turn ``None`` into 404 (never a hint that the
+iTwin exists) and a missing permission into 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from twinbase.errors import InsufficientPermissions, ITwinNotFound, NotFound
+from twinbase.store.models import ITwin, Member, MemberRole, Role
+
+ITWINS_READ = "itwins_read"
+ITWINS_CREATE = "itwins_create"
+ITWINS_MODIFY = "itwins_modify"
+ITWINS_DELETE = "itwins_delete"
+MEMBERS_READ = "itwins_members_read"
+MEMBERS_MODIFY = "itwins_members_modify"
+MANAGE_ROLES = "administration_manage_roles"
+INVITE_MEMBER = "administration_invite_member"
+IMODELS_WEBVIEW = "imodels_webview"
+IMODELS_READ = "imodels_read"
+IMODELS_WRITE = "imodels_write"
+IMODELS_MANAGE = "imodels_manage"
+IMODELS_DELETE = "imodels_delete"
+
+ALL_PERMISSIONS: tuple[str, ...] = (
+    ITWINS_READ,
+    ITWINS_CREATE,
+    ITWINS_MODIFY,
+    ITWINS_DELETE,
+    MEMBERS_READ,
+    MEMBERS_MODIFY,
+    MANAGE_ROLES,
+    INVITE_MEMBER,
+    IMODELS_WEBVIEW,
+    IMODELS_READ,
+    IMODELS_WRITE,
+    IMODELS_MANAGE,
+    IMODELS_DELETE,
+)
+
+PERMISSION_DESCRIPTIONS: dict[str, str] = {
+    ITWINS_READ: "Read the iTwin and its repositories.",
+    ITWINS_CREATE: "Create child iTwins.",
+    ITWINS_MODIFY: "Update the iTwin, its image, repositories and resources.",
+    ITWINS_DELETE: "Delete the iTwin.",
+    MEMBERS_READ: "See the iTwin's members.",
+    MEMBERS_MODIFY: "Change the iTwin's members.",
+    MANAGE_ROLES: "Create, change and delete the iTwin's roles.",
+    INVITE_MEMBER: "Add members to the iTwin.",
+    IMODELS_WEBVIEW: "View iModels in a browser.",
+    IMODELS_READ: "Open iModels read-only and download them.",
+    IMODELS_WRITE: "Push changes and create named versions.",
+    IMODELS_MANAGE: "Create iModels, manage briefcases and locks.",
+    IMODELS_DELETE: "Delete iModels.",
+}
+
+# Roles every new iTwin starts with; the creator is its owner (all permissions).
+DEFAULT_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Administrator": ("Full control of the iTwin.", ALL_PERMISSIONS),
+    "Contributor": (
+        "Read the iTwin, read and write its iModels.",
+        (ITWINS_READ, MEMBERS_READ, IMODELS_WEBVIEW, IMODELS_READ, IMODELS_WRITE),
+    ),
+    "Reader": ("Read the iTwin and view its iModels.", (ITWINS_READ, MEMBERS_READ, IMODELS_WEBVIEW, IMODELS_READ)),
+}
+
+
+def permissions_of(session: Session, itwin: ITwin, user_id: str) -> frozenset[str] | None:
+    """The user's permissions in ``itwin``; ``None`` for a non-member."""
+    owner_of = set(
+        session.scalars(
+            select(Member.itwin_id).where(
+                Member.user_id == user_id,
+                Member.is_owner.is_(True),
+                Member.itwin_id.in_([i for i in (itwin.id, itwin.itwin_account_id) if i]),
+            )
+        )
+    )
+    if owner_of:
+        return frozenset(ALL_PERMISSIONS)
+    member = session.get(Member, (itwin.id, user_id))
+    if member is None:
+        return None
+    perms: set[str] = set()
+    for role_perms in session.scalars(
+        select(Role.permissions)
+        .join(MemberRole, MemberRole.role_id == Role.id)
+        .where(MemberRole.itwin_id == itwin.id, MemberRole.user_id == user_id)
+    ):
+        perms.update(role_perms or ())
+    return frozenset(perms)
+
+
+def visible_itwin(session: Session, itwin_id: str, user_id: str, *, for_update: bool = False) -> tuple[ITwin, frozenset[str]]:
+    """The iTwin and the caller's permissions, or 404 ``iTwinNotFound`` when they cannot see it."""
+    itwin = session.get(ITwin, itwin_id, with_for_update=for_update) if _is_uuid(itwin_id) else None
+    if itwin is None:
+        raise ITwinNotFound()
+    perms = permissions_of(session, itwin, user_id)
+    if perms is None:
+        raise ITwinNotFound()
+    return itwin, perms
+
+
+def require(perms: Iterable[str], *needed: str) -> None:
+    have = set(perms)
+    missing = [p for p in needed if p not in have]
+    if missing:
+        raise InsufficientPermissions(
+            f"The user has insufficient permissions for the requested operation: {', '.join(missing)} required."
+        )
+
+
+def require_visible(perms: frozenset[str] | None, not_found: type[NotFound] = ITwinNotFound) -> frozenset[str]:
+    if perms is None:
+        raise not_found()
+    return perms
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+def is_uuid(value: str) -> bool:
+    return _is_uuid(value)
+
+
+def visible_itwin_ids_sql(user_id: str):  # type: ignore[no-untyped-def]
+    """A SELECT of the iTwin ids the user is a member of (directly or as owner of their account)."""
+    member_ids = select(Member.itwin_id).where(Member.user_id == user_id)
+    owned_accounts = select(Member.itwin_id).where(Member.user_id == user_id, Member.is_owner.is_(True))
+    return select(ITwin.id).where((ITwin.id.in_(member_ids)) | (ITwin.itwin_account_id.in_(owned_accounts)))

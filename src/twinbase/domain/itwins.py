@@ -1,0 +1,749 @@
+"""iTwins: create, read, update, delete, query; accounts; favorites and recents.
+
+Rules (reference part B): class/subClass pairs, unique ``number`` per account (409 ``iTwinExists``),
+Inactive hidden unless asked for, Account iTwins as the root of every hierarchy (one per user, made on
+first sight), the creator as owner. Functions take the caller's session and never commit.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from twinbase.domain import access
+from twinbase.domain.odata import FilterSyntaxError, UnknownProperty, compile_filter
+from twinbase.errors import ErrorDetail, InvalidRequest, ITwinExists, ITwinNotFound, invalid_value
+from twinbase.identity.tokens import Principal
+from twinbase.store.models import (
+    Favorite,
+    ITwin,
+    Member,
+    MemberRole,
+    Recent,
+    Repository,
+    RepositoryResource,
+    Role,
+    User,
+    new_id,
+    utcnow,
+)
+
+INVALID = "InvalidiTwinsRequest"
+
+CLASSES = ("Account", "Thing", "Endeavor")
+SUBCLASSES = ("Account", "Asset", "Project", "Portfolio", "Program", "WorkPackage")
+CLASS_OF_SUBCLASS = {
+    "Account": "Account",
+    "Asset": "Thing",
+    "Project": "Endeavor",
+    "WorkPackage": "Endeavor",
+    "Program": "Endeavor",
+    "Portfolio": "Endeavor",
+}
+STATUSES = ("Active", "Inactive", "Trial")
+DATA_CENTERS = (
+    "East US",
+    "North Europe",
+    "West Europe",
+    "Southeast Asia",
+    "Australia East",
+    "UK South",
+    "Canada Central",
+    "Central India",
+    "Japan East",
+)
+MAX_RECENTS = 25
+
+
+def _canonical(value: str, allowed: Sequence[str], target: str) -> str:
+    for candidate in allowed:
+        if candidate.lower() == value.lower():
+            return candidate
+    raise ValueError(f"'{value}' is not one of {', '.join(allowed)}")
+
+
+class ITwinFields(BaseModel):
+    """Fields a client may set on create or update. Strict types: a number is not a string."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type: StrictStr | None = Field(default=None, max_length=255)
+    number: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+    displayName: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+    geographicLocation: StrictStr | None = Field(default=None, max_length=255)
+    latitude: StrictFloat | StrictInt | None = Field(default=None, ge=-90, le=90)
+    longitude: StrictFloat | StrictInt | None = Field(default=None, ge=-180, le=180)
+    ianaTimeZone: StrictStr | None = Field(default=None, max_length=64)
+    dataCenterLocation: StrictStr | None = None
+    status: StrictStr | None = None
+
+    @field_validator("ianaTimeZone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"'{value}' is not an IANA time zone") from exc
+        return value
+
+    @field_validator("dataCenterLocation")
+    @classmethod
+    def _dc(cls, value: str | None) -> str | None:
+        return None if value is None else _canonical(value, DATA_CENTERS, "dataCenterLocation")
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str | None) -> str | None:
+        return None if value is None else _canonical(value, STATUSES, "status")
+
+    @field_validator("displayName", "number")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class ITwinCreate(ITwinFields):
+    class_: StrictStr = Field(alias="class")
+    subClass: StrictStr
+    displayName: StrictStr = Field(min_length=1, max_length=255)
+    parentId: StrictStr | None = None
+
+    @field_validator("class_")
+    @classmethod
+    def _class(cls, value: str) -> str:
+        return _canonical(value, CLASSES, "class")
+
+    @field_validator("subClass")
+    @classmethod
+    def _sub_class(cls, value: str) -> str:
+        return _canonical(value, SUBCLASSES, "subClass")
+
+
+class ITwinUpdate(ITwinFields):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+def _conflict_number(number: str) -> ITwinExists:
+    return ITwinExists(
+        "iTwin already exists.",
+        details=[ErrorDetail("InvalidValue", f"An iTwin with number '{number}' already exists.", "number")],
+    )
+
+
+# ------------------------------------------------------------------------------------------- users
+
+
+def ensure_user(session: Session, principal: Principal) -> User:
+    """Record the caller on first sight, with a primary Account iTwin they own."""
+    user = session.get(User, principal.user_id)
+    if user is None:
+        invited = (
+            session.scalar(select(User).where(User.email == principal.email, User.is_invited.is_(True)))
+            if principal.email
+            else None
+        )
+        if invited is not None:
+            # A member added by email before first sign-in: take over the placeholder's memberships.
+            session.execute(
+                Member.__table__.update().where(Member.user_id == invited.id).values(user_id=principal.user_id)
+            )
+            session.execute(
+                MemberRole.__table__.update()
+                .where(MemberRole.user_id == invited.id)
+                .values(user_id=principal.user_id)
+            )
+            session.delete(invited)
+            session.flush()
+        email_taken = principal.email and session.scalar(select(User.id).where(User.email == principal.email))
+        user = User(
+            id=principal.user_id,
+            display_name=principal.display_name,
+            given_name=principal.given_name,
+            surname=principal.surname,
+            email=None if email_taken else principal.email,
+            is_service=principal.is_service,
+        )
+        session.add(user)
+        session.flush()
+    else:
+        changed = False
+        for attr, value in (
+            ("display_name", principal.display_name),
+            ("given_name", principal.given_name),
+            ("surname", principal.surname),
+        ):
+            if value and getattr(user, attr) != value:
+                setattr(user, attr, value)
+                changed = True
+        if changed:
+            session.flush()
+    if user.primary_account_id is None:
+        account = ITwin(
+            id=new_id(),
+            class_="Account",
+            sub_class="Account",
+            number=f"account-{principal.user_id}"[:255],
+            display_name=f"{principal.display_name or principal.user_id}'s organization"[:255],
+            created_by=principal.user_id,
+            modified_by=principal.user_id,
+        )
+        account.itwin_account_id = account.id
+        session.add(account)
+        session.flush()
+        _make_owner(session, account, principal.user_id)
+        user.primary_account_id = account.id
+        session.flush()
+    return user
+
+
+def _make_owner(session: Session, itwin: ITwin, user_id: str) -> None:
+    session.add(Member(itwin_id=itwin.id, user_id=user_id, is_owner=True))
+    for name, (description, perms) in access.DEFAULT_ROLES.items():
+        session.add(Role(itwin_id=itwin.id, display_name=name, description=description, permissions=list(perms)))
+    session.flush()
+
+
+# ------------------------------------------------------------------------------------------- CRUD
+
+
+def get_visible(session: Session, itwin_id: str, user_id: str) -> tuple[ITwin, frozenset[str]]:
+    itwin, perms = access.visible_itwin(session, itwin_id, user_id)
+    access.require(perms, access.ITWINS_READ)
+    return itwin, perms
+
+
+def create(session: Session, principal: Principal, body: ITwinCreate) -> ITwin:
+    user = ensure_user(session, principal)
+    details: list[ErrorDetail] = []
+    if body.class_ == "Account" or body.subClass == "Account":
+        details.append(invalid_value("class", "Account iTwins are created by the service, not through the API."))
+    elif CLASS_OF_SUBCLASS[body.subClass] != body.class_:
+        details.append(
+            invalid_value("subClass", f"subClass '{body.subClass}' does not belong to class '{body.class_}'.")
+        )
+    if details:
+        raise InvalidRequest("Cannot create iTwin.", code=INVALID, details=details)
+    if body.parentId:
+        if not access.is_uuid(body.parentId):
+            raise InvalidRequest("Cannot create iTwin.", code=INVALID, details=[invalid_value("parentId")])
+        parent, perms = access.visible_itwin(session, body.parentId, principal.user_id)
+        access.require(perms, access.ITWINS_CREATE)
+        account_id = parent.itwin_account_id or parent.id
+        parent_id = parent.id
+    else:
+        account_id = user.primary_account_id
+        parent_id = account_id
+    itwin_id = new_id()
+    number = body.number or itwin_id
+    now = utcnow()
+    itwin = ITwin(
+        id=itwin_id,
+        class_=body.class_,
+        sub_class=body.subClass,
+        type=body.type,
+        number=number,
+        display_name=body.displayName,
+        geographic_location=body.geographicLocation,
+        latitude=body.latitude,
+        longitude=body.longitude,
+        iana_time_zone=body.ianaTimeZone,
+        data_center_location=body.dataCenterLocation or "East US",
+        status=body.status or "Active",
+        parent_id=parent_id,
+        itwin_account_id=account_id,
+        created_at=now,
+        created_by=principal.user_id,
+        modified_at=now,
+        modified_by=principal.user_id,
+    )
+    _check_number_free(session, account_id, number, None)
+    session.add(itwin)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise _conflict_number(number) from exc
+    _make_owner(session, itwin, principal.user_id)
+    session.add(
+        Repository(
+            id=itwin.id,
+            itwin_id=itwin.id,
+            class_="iModels",
+            sub_class=None,
+            display_name="iModels",
+            uri=f"twinbase:/imodels?iTwinId={itwin.id}",
+            is_default=True,
+            position=0,
+        )
+    )
+    session.flush()
+    return itwin
+
+
+def _check_number_free(session: Session, account_id: str | None, number: str, except_id: str | None) -> None:
+    clash = session.scalar(
+        select(ITwin.id).where(ITwin.itwin_account_id == account_id, ITwin.number == number, ITwin.id != except_id)
+    )
+    if clash:
+        raise _conflict_number(number)
+
+
+def update(session: Session, principal: Principal, itwin_id: str, body: ITwinUpdate) -> ITwin:
+    itwin, perms = access.visible_itwin(session, itwin_id, principal.user_id, for_update=True)
+    access.require(perms, access.ITWINS_MODIFY)
+    extra = body.model_extra or {}
+    details = [
+        invalid_value(name, f"Property '{name}' cannot be changed.")
+        for name in ("class", "subClass", "parentId", "iTwinAccountId", "id")
+        if name in extra and extra[name] != _current(itwin, name)
+    ]
+    if itwin.class_ == "Account" and body.status not in (None, "Active"):
+        details.append(invalid_value("status", "An Account iTwin is always Active."))
+    if details:
+        raise InvalidRequest("Cannot update iTwin.", code=INVALID, details=details)
+    changes = body.model_dump(exclude_unset=True, exclude={"class_", "subClass", "parentId"})
+    mapping = {
+        "type": "type",
+        "number": "number",
+        "displayName": "display_name",
+        "geographicLocation": "geographic_location",
+        "latitude": "latitude",
+        "longitude": "longitude",
+        "ianaTimeZone": "iana_time_zone",
+        "dataCenterLocation": "data_center_location",
+        "status": "status",
+    }
+    for wire, attr in mapping.items():
+        if wire in changes:
+            value = changes[wire]
+            if value is None and wire in ("number", "displayName", "status", "dataCenterLocation"):
+                raise InvalidRequest("Cannot update iTwin.", code=INVALID, details=[invalid_value(wire)])
+            setattr(itwin, attr, value)
+    if "number" in changes:
+        _check_number_free(session, itwin.itwin_account_id, itwin.number, itwin.id)
+    itwin.modified_at = utcnow()
+    itwin.modified_by = principal.user_id
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise _conflict_number(itwin.number) from exc
+    return itwin
+
+
+def _current(itwin: ITwin, name: str) -> Any:
+    return {
+        "class": itwin.class_,
+        "subClass": itwin.sub_class,
+        "parentId": itwin.parent_id,
+        "iTwinAccountId": itwin.itwin_account_id,
+        "id": itwin.id,
+    }[name]
+
+
+def delete_itwin(session: Session, principal: Principal, itwin_id: str) -> ITwin:
+    itwin, perms = access.visible_itwin(session, itwin_id, principal.user_id, for_update=True)
+    access.require(perms, access.ITWINS_DELETE)
+    if itwin.class_ == "Account":
+        raise InvalidRequest(
+            "Cannot delete iTwin.", code=INVALID, details=[invalid_value("id", "An Account iTwin cannot be deleted.")]
+        )
+    if session.scalar(select(func.count()).select_from(ITwin).where(ITwin.parent_id == itwin.id)):
+        raise InvalidRequest(
+            "Cannot delete iTwin.",
+            code=INVALID,
+            details=[ErrorDetail("InvalidChange", "The iTwin has child iTwins; delete them first.", "id")],
+        )
+    repo_ids = select(Repository.id).where(Repository.itwin_id == itwin.id).scalar_subquery()
+    session.execute(delete(RepositoryResource).where(RepositoryResource.repository_id.in_(repo_ids)))
+    for table in (Repository, Favorite, Recent, MemberRole, Member, Role):
+        session.execute(delete(table).where(table.itwin_id == itwin.id))  # type: ignore[attr-defined]
+    session.delete(itwin)
+    session.flush()
+    return itwin
+
+
+def account_of(session: Session, principal: Principal, itwin_id: str) -> ITwin:
+    itwin, _perms = access.visible_itwin(session, itwin_id, principal.user_id)
+    account = session.get(ITwin, itwin.itwin_account_id or itwin.id)
+    if account is None:
+        raise ITwinNotFound()
+    return account
+
+
+def primary_account(session: Session, principal: Principal) -> ITwin:
+    user = ensure_user(session, principal)
+    account = session.get(ITwin, user.primary_account_id)
+    if account is None:
+        raise ITwinNotFound()
+    return account
+
+
+# ------------------------------------------------------------------------------------------ queries
+
+QueryScope = Literal["memberOfItwin", "all", "OrganizationAdmin"]
+
+FILTER_COLUMNS: dict[str, Any] = {
+    "id": ITwin.id,
+    "class": ITwin.class_,
+    "subClass": ITwin.sub_class,
+    "type": ITwin.type,
+    "number": ITwin.number,
+    "displayName": ITwin.display_name,
+    "geographicLocation": ITwin.geographic_location,
+    "latitude": ITwin.latitude,
+    "longitude": ITwin.longitude,
+    "ianaTimeZone": ITwin.iana_time_zone,
+    "dataCenterLocation": ITwin.data_center_location,
+    "status": ITwin.status,
+    "parentId": ITwin.parent_id,
+    "iTwinAccountId": ITwin.itwin_account_id,
+    "createdDateTime": ITwin.created_at,
+    "createdBy": ITwin.created_by,
+    "lastModifiedDateTime": ITwin.modified_at,
+    "lastModifiedBy": ITwin.modified_by,
+}
+ORDER_COLUMNS = FILTER_COLUMNS
+
+
+@dataclass
+class ITwinQuery:
+    """The parsed query parameters of every iTwins list (list, favorites, recents, exports)."""
+
+    sub_classes: list[str] = field(default_factory=list)
+    status: str | None = None
+    type: str | None = None
+    number: str | None = None
+    display_name: str | None = None
+    parent_id: str | None = None
+    account_id: str | None = None
+    search: str | None = None
+    filter: str | None = None
+    order_by: str | None = None
+    include_inactive: bool = False
+    top: int = 1000
+    skip: int = 0
+    select: list[str] | None = None
+    scope: QueryScope = "memberOfItwin"
+
+
+def parse_query(params: dict[str, str], *, scope_header: str | None, allow_filters: bool = True) -> ITwinQuery:
+    """Validate list parameters; every problem is a 422 ``InvalidiTwinsRequest`` detail."""
+    details: list[ErrorDetail] = []
+    q = ITwinQuery()
+
+    def intval(name: str, low: int, high: int | None) -> int | None:
+        raw = params.get(name)
+        if raw is None or raw == "":
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            details.append(invalid_value(name, f"'{name}' must be an integer."))
+            return None
+        if value < low or (high is not None and value > high):
+            rng = f"between {low} and {high}" if high is not None else f"at least {low}"
+            details.append(invalid_value(name, f"'{name}' must be {rng}."))
+            return None
+        return value
+
+    top = intval("$top", 0, 1000)
+    skip = intval("$skip", 0, None)
+    q.top = 1000 if top is None else top
+    q.skip = skip or 0
+    if params.get("subClass"):
+        for part in params["subClass"].split(","):
+            try:
+                q.sub_classes.append(_canonical(part.strip(), SUBCLASSES, "subClass"))
+            except ValueError:
+                details.append(invalid_value("subClass", f"Provided 'subClass' value '{part}' is not valid."))
+    if params.get("status"):
+        try:
+            q.status = _canonical(params["status"], STATUSES, "status")
+        except ValueError:
+            details.append(invalid_value("status"))
+    inactive = params.get("includeInactive", "").lower()
+    if inactive not in ("", "true", "false"):
+        details.append(invalid_value("includeInactive"))
+    q.include_inactive = inactive == "true"
+    if q.status and inactive:
+        details.append(
+            ErrorDetail(
+                "MutuallyExclusiveParametersProvided",
+                "Parameters 'status' and 'includeInactive' cannot be used together.",
+                "includeInactive",
+            )
+        )
+    if allow_filters:
+        q.type = params.get("type") or None
+        q.number = params.get("number") or None
+        q.display_name = params.get("displayName") or None
+        q.parent_id = params.get("parentId") or None
+        q.account_id = params.get("iTwinAccountId") or None
+        q.search = params.get("$search") or None
+        q.filter = params.get("$filter") or None
+        q.order_by = params.get("$orderby") or params.get("$orderBy") or None
+        if q.search and (q.number or q.display_name):
+            details.append(
+                ErrorDetail(
+                    "MutuallyExclusiveParametersProvided",
+                    "'$search' cannot be combined with 'number' or 'displayName'.",
+                    "$search",
+                )
+            )
+        simple = [n for n in ("status", "type", "number", "displayName", "parentId", "iTwinAccountId", "$search")
+                  if params.get(n)]
+        if q.filter and simple:
+            details.append(
+                ErrorDetail(
+                    "MutuallyExclusiveParametersProvided",
+                    f"'$filter' cannot be combined with {', '.join(simple)}.",
+                    "$filter",
+                )
+            )
+        for name in ("parentId", "iTwinAccountId"):
+            value = params.get(name)
+            if value and not access.is_uuid(value):
+                details.append(invalid_value(name))
+    else:
+        q.type = params.get("type") or None
+    if params.get("$select"):
+        q.select = [s.strip() for s in params["$select"].split(",") if s.strip()]
+        for name in q.select:
+            if name not in WIRE_FIELDS:
+                raise InvalidRequest(
+                    "Cannot query iTwins.",
+                    code=INVALID,
+                    details=[invalid_value("$select", f"The $select string contains an unknown property '{name}'.")],
+                )
+    scope = (scope_header or "memberOfItwin").strip().lower()
+    scopes: dict[str, QueryScope] = {"memberofitwin": "memberOfItwin", "all": "all", "organizationadmin": "OrganizationAdmin"}
+    if scope not in scopes:
+        details.append(
+            ErrorDetail("InvalidHeaderValue", "Header 'X-iTwin-Query-Scope' value is not valid.", "X-iTwin-Query-Scope")
+        )
+    else:
+        q.scope = scopes[scope]
+    if details:
+        raise InvalidRequest("Cannot query iTwins.", code=INVALID, details=details)
+    return q
+
+
+def _visible_ids(user_id: str, scope: QueryScope) -> Any:
+    member_of = select(Member.itwin_id).where(Member.user_id == user_id)
+    owned_accounts = select(Member.itwin_id).where(Member.user_id == user_id, Member.is_owner.is_(True))
+    in_owned_account = ITwin.itwin_account_id.in_(owned_accounts)
+    if scope == "memberOfItwin":
+        return ITwin.id.in_(member_of)
+    if scope == "OrganizationAdmin":
+        return in_owned_account
+    return or_(ITwin.id.in_(member_of), in_owned_account)
+
+
+def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
+    if q.sub_classes:
+        stmt = stmt.where(ITwin.sub_class.in_(q.sub_classes))
+    elif not q.filter:
+        stmt = stmt.where(ITwin.class_ != "Account")
+    if q.status:
+        stmt = stmt.where(ITwin.status == q.status)
+    elif not q.include_inactive and not q.filter:
+        stmt = stmt.where(ITwin.status != "Inactive")
+    if q.type:
+        stmt = stmt.where(func.lower(ITwin.type) == q.type.lower())
+    if q.number:
+        stmt = stmt.where(ITwin.number == q.number)
+    if q.display_name:
+        stmt = stmt.where(ITwin.display_name == q.display_name)
+    if q.parent_id:
+        stmt = stmt.where(ITwin.parent_id == q.parent_id)
+    if q.account_id:
+        stmt = stmt.where(ITwin.itwin_account_id == q.account_id)
+    if q.search:
+        pattern = "%" + q.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(
+            or_(func.lower(ITwin.display_name).like(pattern, escape="\\"), func.lower(ITwin.number).like(pattern, escape="\\"))
+        )
+    if q.filter:
+        try:
+            stmt = stmt.where(compile_filter(q.filter, FILTER_COLUMNS))
+        except FilterSyntaxError as exc:
+            raise InvalidRequest(str(exc), code=INVALID, details=[invalid_value("$filter", str(exc))]) from exc
+        except UnknownProperty as exc:
+            raise InvalidRequest("Cannot query iTwins.", code=INVALID, details=[invalid_value("$filter", str(exc))]) from exc
+    return stmt
+
+
+def apply_order(stmt: Select[Any], order_by: str | None, default: Any) -> Select[Any]:
+    if not order_by:
+        return stmt.order_by(*default)
+    clauses = []
+    for part in order_by.split(","):
+        words = part.split()
+        if not words or len(words) > 2:
+            raise InvalidRequest("Cannot query iTwins.", code=INVALID, details=[invalid_value("$orderby")])
+        col = {k.lower(): v for k, v in ORDER_COLUMNS.items()}.get(words[0].lower())
+        direction = words[1].lower() if len(words) == 2 else "asc"
+        if col is None or direction not in ("asc", "desc"):
+            raise InvalidRequest("Cannot query iTwins.", code=INVALID, details=[invalid_value("$orderby")])
+        clauses.append(col.desc() if direction == "desc" else col.asc())
+    return stmt.order_by(*clauses, ITwin.id)
+
+
+def query(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[ITwin], bool]:
+    """One page of the caller's iTwins and whether more follow."""
+    stmt = apply_query(select(ITwin).where(_visible_ids(principal.user_id, q.scope)), q)
+    stmt = apply_order(stmt, q.order_by, (ITwin.created_at.desc(), ITwin.id))
+    return _page(session, stmt, q)
+
+
+def _page(session: Session, stmt: Select[Any], q: ITwinQuery) -> tuple[list[ITwin], bool]:
+    if q.top == 0:
+        return [], False
+    rows = list(session.scalars(stmt.offset(q.skip).limit(q.top + 1)))
+    return rows[: q.top], len(rows) > q.top
+
+
+# ------------------------------------------------------------------------------ favorites, recents
+
+
+def favorites(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[ITwin], bool]:
+    stmt = (
+        select(ITwin)
+        .join(Favorite, Favorite.itwin_id == ITwin.id)
+        .where(Favorite.user_id == principal.user_id, _visible_ids(principal.user_id, "all"))
+    )
+    stmt = apply_query(stmt, q).order_by(Favorite.created_at.desc(), ITwin.id)
+    return _page(session, stmt, q)
+
+
+def add_favorite(session: Session, principal: Principal, itwin_id: str) -> None:
+    ensure_user(session, principal)
+    get_visible(session, itwin_id, principal.user_id)
+    if session.get(Favorite, (principal.user_id, itwin_id)) is None:
+        session.add(Favorite(user_id=principal.user_id, itwin_id=itwin_id))
+        session.flush()
+
+
+def remove_favorite(session: Session, principal: Principal, itwin_id: str) -> None:
+    get_visible(session, itwin_id, principal.user_id)
+    session.execute(delete(Favorite).where(Favorite.user_id == principal.user_id, Favorite.itwin_id == itwin_id))
+
+
+def recents(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[ITwin], bool]:
+    stmt = (
+        select(ITwin)
+        .join(Recent, Recent.itwin_id == ITwin.id)
+        .where(Recent.user_id == principal.user_id, _visible_ids(principal.user_id, "all"))
+    )
+    stmt = apply_query(stmt, q).order_by(Recent.accessed_at.desc(), ITwin.id)
+    q.top = min(q.top, MAX_RECENTS)
+    return _page(session, stmt, q)
+
+
+def add_recent(session: Session, principal: Principal, itwin_id: str) -> None:
+    ensure_user(session, principal)
+    get_visible(session, itwin_id, principal.user_id)
+    recent = session.get(Recent, (principal.user_id, itwin_id))
+    if recent is None:
+        session.add(Recent(user_id=principal.user_id, itwin_id=itwin_id, accessed_at=utcnow()))
+    else:
+        recent.accessed_at = utcnow()
+    session.flush()
+    stale = list(
+        session.scalars(
+            select(Recent.itwin_id)
+            .where(Recent.user_id == principal.user_id)
+            .order_by(Recent.accessed_at.desc())
+            .offset(MAX_RECENTS)
+        )
+    )
+    if stale:
+        session.execute(delete(Recent).where(Recent.user_id == principal.user_id, Recent.itwin_id.in_(stale)))
+
+
+# ---------------------------------------------------------------------------------------- wire shape
+
+MINIMAL_FIELDS = ("id", "class", "subClass", "type", "number", "displayName", "iTwinAccountId")
+WIRE_FIELDS = (
+    "id",
+    "class",
+    "subClass",
+    "type",
+    "number",
+    "displayName",
+    "geographicLocation",
+    "latitude",
+    "longitude",
+    "ianaTimeZone",
+    "dataCenterLocation",
+    "status",
+    "parentId",
+    "iTwinAccountId",
+    "imageName",
+    "image",
+    "createdDateTime",
+    "createdBy",
+    "lastModifiedDateTime",
+    "lastModifiedBy",
+)
+
+
+def iso(dt: Any) -> str | None:
+    if dt is None:
+        return None
+    return str(dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z")
+
+
+def to_wire(
+    itwin: ITwin,
+    *,
+    mode: Literal["minimal", "representation"],
+    image_url: str | None = None,
+    select_fields: list[str] | None = None,
+) -> dict[str, Any]:
+    full: dict[str, Any] = {
+        "id": itwin.id,
+        "class": itwin.class_,
+        "subClass": itwin.sub_class,
+        "type": itwin.type,
+        "number": itwin.number,
+        "displayName": itwin.display_name,
+        "geographicLocation": itwin.geographic_location,
+        "latitude": itwin.latitude,
+        "longitude": itwin.longitude,
+        "ianaTimeZone": itwin.iana_time_zone,
+        "dataCenterLocation": itwin.data_center_location,
+        "status": itwin.status,
+        "parentId": itwin.parent_id,
+        "iTwinAccountId": itwin.itwin_account_id,
+        "imageName": image_name(itwin, "l"),
+        "image": image_url,
+        "createdDateTime": iso(itwin.created_at),
+        "createdBy": itwin.created_by,
+        "lastModifiedDateTime": iso(itwin.modified_at),
+        "lastModifiedBy": itwin.modified_by,
+    }
+    if select_fields:
+        return {k: full[k] for k in select_fields}
+    if mode == "minimal":
+        return {k: full[k] for k in MINIMAL_FIELDS}
+    return full
+
+
+def image_name(itwin: ITwin, size: str) -> str | None:
+    if not itwin.image_id:
+        return None
+    ext = "png" if itwin.image_content_type == "image/png" else "jpg"
+    return f"{itwin.image_id}_{size}.{ext}"

@@ -1,0 +1,112 @@
+"""One settings object for the whole server.
+
+Every field can be set with an environment variable ``TWINBASE_<FIELD>`` (upper case) or in a TOML
+config file named by ``TWINBASE_CONFIG``. README.md documents each field; ``tests/test_docs.py``
+fails when one is missing there.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Settings(BaseModel):
+    """Server configuration. Build it with :func:`load_settings`; nothing reads it at import time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path("twinbase-data"),
+        description="Folder for the embedded defaults: the SQLite database, blobs and the signing key.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the metadata database. Empty: SQLite file `<data_dir>/twinbase.db`. "
+        "Scale-out: `postgresql+psycopg://user@host/db`.",
+    )
+    blob_dir: Path | None = Field(
+        default=None, description="Folder of the local blob store. Empty: `<data_dir>/blobs`."
+    )
+    public_url: str = Field(
+        default="",
+        description="Base URL used in every `_links` href and signed URL, e.g. `https://twins.example.com`. "
+        "Empty: taken from each request's Host header.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface `twinbase serve` binds to.")
+    port: int = Field(default=8080, description="Port `twinbase serve` listens on.")
+    workers: int = Field(default=1, description="Number of uvicorn worker processes for `twinbase serve`.")
+
+    auth_mode: Literal["builtin", "oidc"] = Field(
+        default="builtin",
+        description="`builtin`: twinbase issues and checks its own tokens. `oidc`: trust an external issuer.",
+    )
+    auth_issuer: str = Field(
+        default="",
+        description="Expected `iss` claim. Builtin mode: empty means the public URL. OIDC mode: required.",
+    )
+    auth_audience: str = Field(default="itwin-platform", description="Expected `aud` claim of access tokens.")
+    auth_jwks_url: str = Field(default="", description="OIDC mode: the issuer's JWKS URL.")
+    auth_required_scope: str = Field(
+        default="itwin-platform", description="Scope every access token must carry."
+    )
+    token_lifetime_seconds: int = Field(
+        default=3600, description="Lifetime of the tokens the builtin issuer hands out."
+    )
+
+    rate_limit_per_minute: int = Field(
+        default=6000,
+        description="Requests per minute allowed to one client (user or service app), 0 to disable.",
+    )
+    rate_limit_burst: int = Field(
+        default=600, description="Requests one client may send at once before the per-minute rate applies."
+    )
+    signed_url_lifetime_seconds: int = Field(
+        default=3600, description="How long signed blob URLs (downloads, exports, images) stay valid."
+    )
+    job_workers: int = Field(
+        default=2, description="In-process job worker threads (iTwin exports and later long jobs); 0 = none."
+    )
+    export_retention_seconds: int = Field(
+        default=4 * 3600, description="How long iTwin export outputs are kept and listed."
+    )
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'twinbase.db'}"
+        if self.blob_dir is None:
+            self.blob_dir = self.data_dir / "blobs"
+        self.public_url = self.public_url.rstrip("/")
+        return self
+
+    @property
+    def blob_root(self) -> Path:
+        assert self.blob_dir is not None
+        return self.blob_dir
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from (lowest first) the config file, the environment, then ``overrides``."""
+    file_values: dict[str, Any] = {}
+    config_path = os.environ.get("TWINBASE_CONFIG")
+    if config_path:
+        with open(config_path, "rb") as fh:
+            file_values = tomllib.load(fh)
+    env_values = {
+        name: os.environ[f"TWINBASE_{name.upper()}"]
+        for name in Settings.model_fields
+        if f"TWINBASE_{name.upper()}" in os.environ
+    }
+    merged = {**file_values, **env_values, **{k: v for k, v in overrides.items() if v is not None}}
+    # Pass everything as init arguments so the precedence above is the only one that applies.
+    return Settings.model_validate(merged)
