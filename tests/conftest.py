@@ -1,0 +1,198 @@
+"""Test fixtures: the real server process, on SQLite and on PostgreSQL.
+
+``server`` is a session-scoped running ``twinbase serve`` (uvicorn) on loopback, parametrized over
+both metadata backends, so every test that uses it runs twice. PostgreSQL (127.0.0.1:5432, trust
+auth) must be running: a missing database fails the run, it never skips. Set
+``TWINBASE_TEST_DB=sqlite`` or ``postgres`` to run one backend while developing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from twinbase.identity.tokens import SigningKey, TokenIssuer
+from twinbase.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TWINBASE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    data_dir: Path
+    database_url: str
+    process: subprocess.Popen[bytes]
+    backend: str
+    env: dict[str, str] = field(default_factory=dict)
+    _issuer: TokenIssuer | None = None
+
+    @property
+    def issuer(self) -> TokenIssuer:
+        if self._issuer is None:
+            settings = Settings(data_dir=self.data_dir, database_url=self.database_url)
+            self._issuer = TokenIssuer(settings, SigningKey.load_or_create(settings.key_dir))
+        return self._issuer
+
+    def token(self, user: str | None = None, **kwargs: Any) -> str:
+        """A valid token for ``user`` (a fresh unique user when omitted)."""
+        user = user or f"user-{uuid.uuid4().hex[:10]}"
+        kwargs.setdefault("email", f"{user}@example.com")
+        kwargs.setdefault("name", f"{user.title()} Tester")
+        kwargs.setdefault("given_name", user.title())
+        kwargs.setdefault("family_name", "Tester")
+        return self.issuer.issue(user, **kwargs)
+
+    def client(self, token: str | None = None, **headers: str) -> httpx.Client:
+        h = dict(headers)
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.base_url, headers=h, timeout=30)
+
+    def user(self, name: str | None = None) -> httpx.Client:
+        """A client for a brand-new user."""
+        return self.client(self.token(name))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def create_pg_database() -> str:
+    import psycopg
+
+    name = f"twinbase_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required at {PG_ADMIN_URL} and is not reachable: {exc}")
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_url(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+def start_server(data_dir: Path, database_url: str, backend: str, **env: str) -> Server:
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "TWINBASE_DATABASE_URL": database_url,
+        "TWINBASE_JOB_WORKERS": "2",
+        **env,
+    }
+    full_env.pop("TWINBASE_CONFIG", None)
+    log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twinbase", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=data_dir.parent,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(data_dir.parent / f'server-{port}.log').read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not start in 60 s")
+    return Server(base, data_dir, database_url, proc, backend, env)
+
+
+def _backends() -> list[str]:
+    choice = os.environ.get("TWINBASE_TEST_DB", "both")
+    return ["sqlite", "postgres"] if choice == "both" else [choice]
+
+
+@pytest.fixture(scope="session", params=_backends())
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(request.param, tmp_path_factory) as srv:
+        yield srv
+
+
+class running_server:
+    """Context manager: a server on a fresh database of ``backend`` ('sqlite' or 'postgres')."""
+
+    def __init__(self, backend: str, tmp_path_factory: pytest.TempPathFactory, **env: str) -> None:
+        self.backend = backend
+        self.tmp = tmp_path_factory.mktemp(f"srv-{backend}")
+        self.env = env
+        self.pg_name: str | None = None
+        self.server: Server | None = None
+
+    def __enter__(self) -> Server:
+        data_dir = self.tmp / "data"
+        if self.backend == "postgres":
+            self.pg_name = create_pg_database()
+            url = pg_url(self.pg_name)
+        else:
+            url = f"sqlite:///{data_dir / 'twinbase.db'}"
+        self.server = start_server(data_dir, url, self.backend, **self.env)
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.pg_name is not None:
+            drop_pg_database(self.pg_name)
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Every failure has the iTwin error shape and the documented status and code."""
+    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
+    assert resp.headers["content-type"].startswith("application/json"), resp.headers
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert isinstance(err["code"], str) and isinstance(err["message"], str) and err["message"], err
+    assert err["code"] == code, err
+    for detail in err.get("details", []):
+        assert isinstance(detail["code"], str) and isinstance(detail["message"], str), detail
+    assert "Traceback" not in resp.text
+    return dict(err)
+
+
+def new_itwin(client: httpx.Client, **fields: Any) -> dict[str, Any]:
+    body = {"class": "Endeavor", "subClass": "Project", "displayName": f"Project {uuid.uuid4().hex[:6]}"}
+    body.update(fields)
+    resp = client.post("/itwins/", json=body)
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json()["iTwin"])
