@@ -183,7 +183,9 @@ class InvalidRequest(TwinbaseError):
 class RateLimitExceeded(TwinbaseError):
     status = 429
     code = "RateLimitExceeded"
-    default_message = "The client sent more requests than allowed by this API for the current tier of the client."
+    default_message = (
+        "The client sent more requests than allowed by this API for the current tier of the client."
+    )
 
 
 class ServiceUnavailable(TwinbaseError):

@@ -22,8 +22,14 @@ class RangeNotSatisfiable(TwinbaseError):
 
 
 def _content_type(key: str) -> str:
-    for ext, kind in ((".png", "image/png"), (".jpg", "image/jpeg"), (".json", "application/json"),
-                      (".gz", "application/gzip"), (".zip", "application/zip"), (".csv", "text/csv")):
+    for ext, kind in (
+        (".png", "image/png"),
+        (".jpg", "image/jpeg"),
+        (".json", "application/json"),
+        (".gz", "application/gzip"),
+        (".zip", "application/zip"),
+        (".csv", "text/csv"),
+    ):
         if key.endswith(ext):
             return kind
     return "application/octet-stream"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from twinbase.api.http import base_url
 from twinbase.domain.itwins import ensure_user
@@ -82,7 +82,9 @@ def _record_user(svc: Services, principal: Principal) -> None:
 
 async def context(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Context:
     svc = services(request)
-    return Context(svc=svc, principal=principal, base=base_url(request, svc.settings.public_url), request=request)
+    return Context(
+        svc=svc, principal=principal, base=base_url(request, svc.settings.public_url), request=request
+    )
 
 
 Ctx = Annotated[Context, Depends(context)]

@@ -89,7 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         code, message = _api_invalid_code(request.url.path)
-        details = [_detail_from_pydantic(err) for err in exc.errors()]
+        details = _details(list(exc.errors()))
         return error_response(InvalidRequest(message, code=code, details=details))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -103,7 +103,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _detail_from_pydantic(err: Mapping[str, Any]) -> ErrorDetail:
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    loc = [
+        str(p)
+        for p in err.get("loc", ())
+        if p not in ("body", "query", "path", "header") and not _is_union_tag(p)
+    ]
     target = ".".join(loc) or "body"
     kind = str(err.get("type", ""))
     if kind == "missing":
@@ -112,6 +116,25 @@ def _detail_from_pydantic(err: Mapping[str, Any]) -> ErrorDetail:
         return ErrorDetail("InvalidRequestBody", "The request body is not a valid JSON object.", None)
     msg = str(err.get("msg", "invalid value"))
     return ErrorDetail("InvalidValue", f"Provided '{target}' value is not valid. {msg}.", target)
+
+
+_UNION_TAGS = {"float", "int", "str", "bool", "none", "dict", "list", "json-or-python"}
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic names the member of a union it tried (``latitude.float``); clients want ``latitude``."""
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part)
+
+
+def _details(errors: list[Any]) -> list[ErrorDetail]:
+    out: list[ErrorDetail] = []
+    seen: set[tuple[str, str | None]] = set()
+    for err in errors:
+        detail = _detail_from_pydantic(err)
+        if (detail.code, detail.target) not in seen:
+            seen.add((detail.code, detail.target))
+            out.append(detail)
+    return out
 
 
 def parse_body(raw: bytes, model: type[ModelT], *, code: str, message: str) -> ModelT:
@@ -137,9 +160,7 @@ def parse_body(raw: bytes, model: type[ModelT], *, code: str, message: str) -> M
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(
-            message, code=code, details=[_detail_from_pydantic(e) for e in exc.errors()]
-        ) from exc
+        raise InvalidRequest(message, code=code, details=_details(list(exc.errors()))) from exc
 
 
 # ------------------------------------------------------------------------------------------ middleware

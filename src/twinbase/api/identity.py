@@ -85,7 +85,9 @@ def token(request: Request, raw: Body) -> Response:
         display_name = app.display_name
     requested = set((form.get("scope") or " ".join(sorted(allowed))).split())
     if not requested <= allowed:
-        return _oauth_error("invalid_scope", f"Scopes not allowed for this client: {' '.join(sorted(requested - allowed))}.")
+        return _oauth_error(
+            "invalid_scope", f"Scopes not allowed for this client: {' '.join(sorted(requested - allowed))}."
+        )
     lifetime = svc.settings.token_lifetime_seconds
     access_token = svc.issuer.issue(
         client_id,
@@ -95,4 +97,11 @@ def token(request: Request, raw: Body) -> Response:
         expires_in=lifetime,
         extra={"twinbase_service": True},
     )
-    return JSON({"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime, "scope": " ".join(sorted(requested))})
+    return JSON(
+        {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "scope": " ".join(sorted(requested)),
+        }
+    )

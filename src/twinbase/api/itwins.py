@@ -24,11 +24,15 @@ def image_url(ctx: Context, itwin: ITwin) -> str | None:
 
 
 def one(ctx: Context, itwin: ITwin, *, mode: Any = "representation", status: int = 200) -> Response:
-    wire = domain.to_wire(itwin, mode=mode, image_url=image_url(ctx, itwin) if mode == "representation" else None)
+    wire = domain.to_wire(
+        itwin, mode=mode, image_url=image_url(ctx, itwin) if mode == "representation" else None
+    )
     return JSON({"iTwin": wire}, status_code=status)
 
 
-def many(ctx: Context, path: str, params: dict[str, str], q: domain.ITwinQuery, rows: list[ITwin], more: bool) -> Response:
+def many(
+    ctx: Context, path: str, params: dict[str, str], q: domain.ITwinQuery, rows: list[ITwin], more: bool
+) -> Response:
     mode = prefer(ctx.request)
     items = [
         domain.to_wire(
@@ -49,7 +53,9 @@ def many(ctx: Context, path: str, params: dict[str, str], q: domain.ITwinQuery, 
 @both(router, "/itwins/favorites", ["GET"])
 def list_favorites(ctx: Ctx, request: Request) -> Response:
     params = query_params(request)
-    q = domain.parse_query(params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False)
+    q = domain.parse_query(
+        params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False
+    )
     with ctx.svc.db.read() as session:
         rows, more = domain.favorites(session, ctx.principal, q)
         return many(ctx, "/itwins/favorites", params, q, rows, more)
@@ -73,7 +79,9 @@ def remove_favorite(ctx: Ctx, itwin_id: str) -> Response:
 @both(router, "/itwins/myitwins/recents", ["GET"])
 def list_recents(ctx: Ctx, request: Request) -> Response:
     params = query_params(request)
-    q = domain.parse_query(params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False)
+    q = domain.parse_query(
+        params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False
+    )
     with ctx.svc.db.read() as session:
         rows, more = domain.recents(session, ctx.principal, q)
         return many(ctx, "/itwins/recents", params, q, rows, more)
@@ -91,7 +99,9 @@ def add_recent(ctx: Ctx, itwin_id: str) -> Response:
 def my_primary_account(ctx: Ctx) -> Response:
     with ctx.svc.db.write() as session:
         account = domain.primary_account(session, ctx.principal)
-        return one(ctx, account, mode=prefer(ctx.request) if "prefer" in ctx.request.headers else "representation")
+        return one(
+            ctx, account, mode=prefer(ctx.request) if "prefer" in ctx.request.headers else "representation"
+        )
 
 
 @both(router, "/itwins/", ["GET"])
@@ -124,7 +134,7 @@ def get_itwin(ctx: Ctx, itwin_id: str) -> Response:
 def update_itwin(ctx: Ctx, itwin_id: str, raw: Body) -> Response:
     data = parse_body(raw, domain.ITwinUpdate, code=domain.INVALID, message="Cannot update iTwin.")
     with ctx.svc.db.write() as session:
-        itwin = domain.update(session, ctx.principal, itwin_id, data)
+        itwin = domain.update_itwin(session, ctx.principal, itwin_id, data)
         return one(ctx, itwin)
 
 

@@ -69,7 +69,10 @@ DEFAULT_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
         "Read the iTwin, read and write its iModels.",
         (ITWINS_READ, MEMBERS_READ, IMODELS_WEBVIEW, IMODELS_READ, IMODELS_WRITE),
     ),
-    "Reader": ("Read the iTwin and view its iModels.", (ITWINS_READ, MEMBERS_READ, IMODELS_WEBVIEW, IMODELS_READ)),
+    "Reader": (
+        "Read the iTwin and view its iModels.",
+        (ITWINS_READ, MEMBERS_READ, IMODELS_WEBVIEW, IMODELS_READ),
+    ),
 }
 
 
@@ -99,7 +102,9 @@ def permissions_of(session: Session, itwin: ITwin, user_id: str) -> frozenset[st
     return frozenset(perms)
 
 
-def visible_itwin(session: Session, itwin_id: str, user_id: str, *, for_update: bool = False) -> tuple[ITwin, frozenset[str]]:
+def visible_itwin(
+    session: Session, itwin_id: str, user_id: str, *, for_update: bool = False
+) -> tuple[ITwin, frozenset[str]]:
     """The iTwin and the caller's permissions, or 404 ``iTwinNotFound`` when they cannot see it."""
     itwin = session.get(ITwin, itwin_id, with_for_update=for_update) if _is_uuid(itwin_id) else None
     if itwin is None:
@@ -115,11 +120,14 @@ def require(perms: Iterable[str], *needed: str) -> None:
     missing = [p for p in needed if p not in have]
     if missing:
         raise InsufficientPermissions(
-            f"The user has insufficient permissions for the requested operation: {', '.join(missing)} required."
+            "The user has insufficient permissions for the requested operation: "
+            f"{', '.join(missing)} required."
         )
 
 
-def require_visible(perms: frozenset[str] | None, not_found: type[NotFound] = ITwinNotFound) -> frozenset[str]:
+def require_visible(
+    perms: frozenset[str] | None, not_found: type[NotFound] = ITwinNotFound
+) -> frozenset[str]:
     if perms is None:
         raise not_found()
     return perms

@@ -12,8 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
-from sqlalchemy import Select, delete, func, or_, select
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -153,29 +161,30 @@ def ensure_user(session: Session, principal: Principal) -> User:
             if principal.email
             else None
         )
-        if invited is not None:
-            # A member added by email before first sign-in: take over the placeholder's memberships.
-            session.execute(
-                Member.__table__.update().where(Member.user_id == invited.id).values(user_id=principal.user_id)
-            )
-            session.execute(
-                MemberRole.__table__.update()
-                .where(MemberRole.user_id == invited.id)
-                .values(user_id=principal.user_id)
-            )
-            session.delete(invited)
-            session.flush()
-        email_taken = principal.email and session.scalar(select(User.id).where(User.email == principal.email))
+        email_taken = invited is None and bool(
+            principal.email and session.scalar(select(User.id).where(User.email == principal.email))
+        )
         user = User(
             id=principal.user_id,
             display_name=principal.display_name,
             given_name=principal.given_name,
             surname=principal.surname,
-            email=None if email_taken else principal.email,
+            email=None,
             is_service=principal.is_service,
         )
         session.add(user)
         session.flush()
+        if invited is not None:
+            # A member added by email before first sign-in: take over the placeholder's memberships.
+            for table in (Member, MemberRole):
+                session.execute(
+                    update(table).where(table.user_id == invited.id).values(user_id=principal.user_id)
+                )
+            session.delete(invited)
+            session.flush()
+        if principal.email and not email_taken:
+            user.email = principal.email
+            session.flush()
     else:
         changed = False
         for attr, value in (
@@ -210,7 +219,9 @@ def ensure_user(session: Session, principal: Principal) -> User:
 def _make_owner(session: Session, itwin: ITwin, user_id: str) -> None:
     session.add(Member(itwin_id=itwin.id, user_id=user_id, is_owner=True))
     for name, (description, perms) in access.DEFAULT_ROLES.items():
-        session.add(Role(itwin_id=itwin.id, display_name=name, description=description, permissions=list(perms)))
+        session.add(
+            Role(itwin_id=itwin.id, display_name=name, description=description, permissions=list(perms))
+        )
     session.flush()
 
 
@@ -227,7 +238,9 @@ def create(session: Session, principal: Principal, body: ITwinCreate) -> ITwin:
     user = ensure_user(session, principal)
     details: list[ErrorDetail] = []
     if body.class_ == "Account" or body.subClass == "Account":
-        details.append(invalid_value("class", "Account iTwins are created by the service, not through the API."))
+        details.append(
+            invalid_value("class", "Account iTwins are created by the service, not through the API.")
+        )
     elif CLASS_OF_SUBCLASS[body.subClass] != body.class_:
         details.append(
             invalid_value("subClass", f"subClass '{body.subClass}' does not belong to class '{body.class_}'.")
@@ -242,6 +255,7 @@ def create(session: Session, principal: Principal, body: ITwinCreate) -> ITwin:
         account_id = parent.itwin_account_id or parent.id
         parent_id = parent.id
     else:
+        assert user.primary_account_id is not None
         account_id = user.primary_account_id
         parent_id = account_id
     itwin_id = new_id()
@@ -293,13 +307,15 @@ def create(session: Session, principal: Principal, body: ITwinCreate) -> ITwin:
 
 def _check_number_free(session: Session, account_id: str | None, number: str, except_id: str | None) -> None:
     clash = session.scalar(
-        select(ITwin.id).where(ITwin.itwin_account_id == account_id, ITwin.number == number, ITwin.id != except_id)
+        select(ITwin.id).where(
+            ITwin.itwin_account_id == account_id, ITwin.number == number, ITwin.id != except_id
+        )
     )
     if clash:
         raise _conflict_number(number)
 
 
-def update(session: Session, principal: Principal, itwin_id: str, body: ITwinUpdate) -> ITwin:
+def update_itwin(session: Session, principal: Principal, itwin_id: str, body: ITwinUpdate) -> ITwin:
     itwin, perms = access.visible_itwin(session, itwin_id, principal.user_id, for_update=True)
     access.require(perms, access.ITWINS_MODIFY)
     extra = body.model_extra or {}
@@ -324,14 +340,14 @@ def update(session: Session, principal: Principal, itwin_id: str, body: ITwinUpd
         "dataCenterLocation": "data_center_location",
         "status": "status",
     }
+    if changes.get("number") is not None:
+        _check_number_free(session, itwin.itwin_account_id, changes["number"], itwin.id)
     for wire, attr in mapping.items():
         if wire in changes:
             value = changes[wire]
             if value is None and wire in ("number", "displayName", "status", "dataCenterLocation"):
                 raise InvalidRequest("Cannot update iTwin.", code=INVALID, details=[invalid_value(wire)])
             setattr(itwin, attr, value)
-    if "number" in changes:
-        _check_number_free(session, itwin.itwin_account_id, itwin.number, itwin.id)
     itwin.modified_at = utcnow()
     itwin.modified_by = principal.user_id
     try:
@@ -357,7 +373,9 @@ def delete_itwin(session: Session, principal: Principal, itwin_id: str) -> ITwin
     access.require(perms, access.ITWINS_DELETE)
     if itwin.class_ == "Account":
         raise InvalidRequest(
-            "Cannot delete iTwin.", code=INVALID, details=[invalid_value("id", "An Account iTwin cannot be deleted.")]
+            "Cannot delete iTwin.",
+            code=INVALID,
+            details=[invalid_value("id", "An Account iTwin cannot be deleted.")],
         )
     if session.scalar(select(func.count()).select_from(ITwin).where(ITwin.parent_id == itwin.id)):
         raise InvalidRequest(
@@ -368,7 +386,7 @@ def delete_itwin(session: Session, principal: Principal, itwin_id: str) -> ITwin
     repo_ids = select(Repository.id).where(Repository.itwin_id == itwin.id).scalar_subquery()
     session.execute(delete(RepositoryResource).where(RepositoryResource.repository_id.in_(repo_ids)))
     for table in (Repository, Favorite, Recent, MemberRole, Member, Role):
-        session.execute(delete(table).where(table.itwin_id == itwin.id))  # type: ignore[attr-defined]
+        session.execute(delete(table).where(table.itwin_id == itwin.id))
     session.delete(itwin)
     session.flush()
     return itwin
@@ -438,7 +456,9 @@ class ITwinQuery:
     scope: QueryScope = "memberOfItwin"
 
 
-def parse_query(params: dict[str, str], *, scope_header: str | None, allow_filters: bool = True) -> ITwinQuery:
+def parse_query(
+    params: dict[str, str], *, scope_header: str | None, allow_filters: bool = True
+) -> ITwinQuery:
     """Validate list parameters; every problem is a 422 ``InvalidiTwinsRequest`` detail."""
     details: list[ErrorDetail] = []
     q = ITwinQuery()
@@ -502,8 +522,11 @@ def parse_query(params: dict[str, str], *, scope_header: str | None, allow_filte
                     "$search",
                 )
             )
-        simple = [n for n in ("status", "type", "number", "displayName", "parentId", "iTwinAccountId", "$search")
-                  if params.get(n)]
+        simple = [
+            n
+            for n in ("status", "type", "number", "displayName", "parentId", "iTwinAccountId", "$search")
+            if params.get(n)
+        ]
         if q.filter and simple:
             details.append(
                 ErrorDetail(
@@ -525,13 +548,23 @@ def parse_query(params: dict[str, str], *, scope_header: str | None, allow_filte
                 raise InvalidRequest(
                     "Cannot query iTwins.",
                     code=INVALID,
-                    details=[invalid_value("$select", f"The $select string contains an unknown property '{name}'.")],
+                    details=[
+                        invalid_value("$select", f"The $select string contains an unknown property '{name}'.")
+                    ],
                 )
     scope = (scope_header or "memberOfItwin").strip().lower()
-    scopes: dict[str, QueryScope] = {"memberofitwin": "memberOfItwin", "all": "all", "organizationadmin": "OrganizationAdmin"}
+    scopes: dict[str, QueryScope] = {
+        "memberofitwin": "memberOfItwin",
+        "all": "all",
+        "organizationadmin": "OrganizationAdmin",
+    }
     if scope not in scopes:
         details.append(
-            ErrorDetail("InvalidHeaderValue", "Header 'X-iTwin-Query-Scope' value is not valid.", "X-iTwin-Query-Scope")
+            ErrorDetail(
+                "InvalidHeaderValue",
+                "Header 'X-iTwin-Query-Scope' value is not valid.",
+                "X-iTwin-Query-Scope",
+            )
         )
     else:
         q.scope = scopes[scope]
@@ -554,7 +587,8 @@ def _visible_ids(user_id: str, scope: QueryScope) -> Any:
 def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
     if q.sub_classes:
         stmt = stmt.where(ITwin.sub_class.in_(q.sub_classes))
-    elif not q.filter:
+    elif not (q.filter and "account" in q.filter.lower()):
+        # Account iTwins are the roots of hierarchies, not projects: listed only when asked for.
         stmt = stmt.where(ITwin.class_ != "Account")
     if q.status:
         stmt = stmt.where(ITwin.status == q.status)
@@ -573,15 +607,22 @@ def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
     if q.search:
         pattern = "%" + q.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         stmt = stmt.where(
-            or_(func.lower(ITwin.display_name).like(pattern, escape="\\"), func.lower(ITwin.number).like(pattern, escape="\\"))
+            or_(
+                func.lower(ITwin.display_name).like(pattern, escape="\\"),
+                func.lower(ITwin.number).like(pattern, escape="\\"),
+            )
         )
     if q.filter:
         try:
             stmt = stmt.where(compile_filter(q.filter, FILTER_COLUMNS))
         except FilterSyntaxError as exc:
-            raise InvalidRequest(str(exc), code=INVALID, details=[invalid_value("$filter", str(exc))]) from exc
+            raise InvalidRequest(
+                str(exc), code=INVALID, details=[invalid_value("$filter", str(exc))]
+            ) from exc
         except UnknownProperty as exc:
-            raise InvalidRequest("Cannot query iTwins.", code=INVALID, details=[invalid_value("$filter", str(exc))]) from exc
+            raise InvalidRequest(
+                "Cannot query iTwins.", code=INVALID, details=[invalid_value("$filter", str(exc))]
+            ) from exc
     return stmt
 
 
@@ -638,7 +679,9 @@ def add_favorite(session: Session, principal: Principal, itwin_id: str) -> None:
 
 def remove_favorite(session: Session, principal: Principal, itwin_id: str) -> None:
     get_visible(session, itwin_id, principal.user_id)
-    session.execute(delete(Favorite).where(Favorite.user_id == principal.user_id, Favorite.itwin_id == itwin_id))
+    session.execute(
+        delete(Favorite).where(Favorite.user_id == principal.user_id, Favorite.itwin_id == itwin_id)
+    )
 
 
 def recents(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[ITwin], bool]:

@@ -11,7 +11,8 @@ Grammar (what the iTwins API accepts)::
     func    := contains | startswith | endswith
     literal := 'string' ('' escapes a quote) | number | true | false | null
 
-A syntax error raises ``FilterSyntaxError`` with the position just past the offending token, which the API reports as
+A syntax error raises ``FilterSyntaxError`` with the position just past the offending token,
+which the API reports as
 ``Syntax error at position N in '<filter>'.``
 """
 

@@ -22,8 +22,12 @@ def register(session: Session, display_name: str, scopes: str = "itwin-platform"
     client_id = "service-" + secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     session.add(
-        ServiceApp(client_id=client_id, secret_hash=_hash(secret, secrets.token_bytes(16)),
-                   display_name=display_name, scopes=scopes)
+        ServiceApp(
+            client_id=client_id,
+            secret_hash=_hash(secret, secrets.token_bytes(16)),
+            display_name=display_name,
+            scopes=scopes,
+        )
     )
     session.flush()
     return client_id, secret

@@ -6,6 +6,7 @@ cached by their exact string until they expire, so the RSA check runs once per t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -62,10 +63,8 @@ class SigningKey:
             tmp = key_dir / f".signing-key-{os.getpid()}.tmp"
             tmp.write_bytes(pem)
             os.chmod(tmp, 0o600)
-            try:
+            with contextlib.suppress(FileExistsError):  # another worker created it first
                 os.link(tmp, path)
-            except FileExistsError:
-                pass
             tmp.unlink(missing_ok=True)
         return cls(path.read_bytes())
 
@@ -155,7 +154,7 @@ class TokenVerifier:
         return principal
 
     def _decode(self, token: str) -> dict[str, Any]:
-        options = {"require": ["exp", "sub"]}
+        options: Any = {"require": ["exp", "sub"]}
         try:
             if self._jwks is not None:
                 signing_key = self._jwks.get_signing_key_from_jwt(token).key
@@ -178,9 +177,8 @@ class TokenVerifier:
             raise Unauthorized() from exc
         scopes = _scopes(claims)
         if self.settings.auth_required_scope and self.settings.auth_required_scope not in scopes:
-            raise Unauthorized(
-                f"Access denied: the access token does not carry the '{self.settings.auth_required_scope}' scope."
-            )
+            scope = self.settings.auth_required_scope
+            raise Unauthorized(f"Access denied: the access token does not carry the '{scope}' scope.")
         return claims
 
     @staticmethod

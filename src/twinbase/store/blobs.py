@@ -156,10 +156,8 @@ class UrlSigner:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(secrets.token_bytes(32))
             os.chmod(tmp, 0o600)
-            try:
-                os.link(tmp, path)  # first writer wins when several workers start at once
-            except FileExistsError:
-                pass
+            with contextlib.suppress(FileExistsError):  # first writer wins when several workers start
+                os.link(tmp, path)
             tmp.unlink(missing_ok=True)
         return cls(path.read_bytes())
 

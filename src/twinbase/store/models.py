@@ -156,7 +156,9 @@ class MemberRole(Base):
     user_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("users.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
     )
-    role_id: Mapped[str] = mapped_column(String(36), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    role_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class Repository(Base):
@@ -191,7 +193,9 @@ class Favorite(Base):
     user_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("users.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
     )
-    itwin_id: Mapped[str] = mapped_column(String(36), ForeignKey("itwins.id", ondelete="CASCADE"), primary_key=True)
+    itwin_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("itwins.id", ondelete="CASCADE"), primary_key=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -200,7 +204,9 @@ class Recent(Base):
     user_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("users.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
     )
-    itwin_id: Mapped[str] = mapped_column(String(36), ForeignKey("itwins.id", ondelete="CASCADE"), primary_key=True)
+    itwin_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("itwins.id", ondelete="CASCADE"), primary_key=True
+    )
     accessed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -1,0 +1,40 @@
+# The two commands a newcomer needs:  make serve  and  make test.
+# Each installs what it needs (a virtualenv in .venv, the compat npm packages) on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: serve test lint typecheck unit compat bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+compat/node_modules/.installed-stamp: compat/package.json compat/package-lock.json
+	cd compat && npm ci --no-audit --no-fund
+	touch $@
+
+## Run the server with embedded defaults (SQLite + blob folder in ./twinbase-data) on http://127.0.0.1:8080
+serve: $(STAMP)
+	$(BIN)/twinbase serve
+
+## Run every test: lint, types, and the suite against SQLite and PostgreSQL with the official npm clients
+test: $(STAMP) compat/node_modules/.installed-stamp
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/itwins_load.py
+
+clean:
+	rm -rf $(VENV) compat/node_modules
