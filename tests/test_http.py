@@ -99,3 +99,17 @@ def test_default_limits_allow_a_busy_client(server: Server) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(hit, range(40))) == 400
+
+
+def test_accept_versions(server: Server) -> None:
+    with server.user() as alice:
+        ok = [
+            "application/vnd.bentley.itwin-platform.v1+json",
+            "application/json",
+            "*/*",
+            "application/vnd.bentley.itwin-platform.v2+json, application/json",
+        ]
+        for accept in ok:
+            assert alice.get("/itwins/", headers={"Accept": accept}).status_code == 200, accept
+        resp = alice.get("/itwins/", headers={"Accept": "application/vnd.bentley.itwin-platform.v9+json"})
+        assert_error(resp, 406, "InvalidHeaderValue")

@@ -43,7 +43,8 @@ def all_endpoints() -> list[tuple[str, str]]:
         methods = getattr(route, "methods", None)
         if not path or not methods or path in PUBLIC:
             continue
-        concrete = re.sub(r"\{[^}]+\}", lambda _m: str(uuid.uuid4()), path)
+        # Deterministic ids: pytest-xdist workers must collect the same test ids.
+        concrete = re.sub(r"\{[^}]+\}", lambda m: str(uuid.uuid5(uuid.NAMESPACE_URL, m.group(0))), path)
         for method in sorted(methods - {"HEAD"}):
             out.append((method, concrete))
     return out

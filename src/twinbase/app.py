@@ -114,6 +114,5 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         EdgeMiddleware,
         per_minute=settings.rate_limit_per_minute,
         burst=settings.rate_limit_burst,
-        max_body=1024 * 1024,
     )
     return app

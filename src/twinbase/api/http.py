@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -192,10 +193,9 @@ class TokenBucket:
 class EdgeMiddleware:
     """Request ids and rate limits, before routing. Pure ASGI: no per-request task or body copy."""
 
-    def __init__(self, app: ASGIApp, *, per_minute: int, burst: int, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, per_minute: int, burst: int) -> None:
         self.app = app
         self.bucket = TokenBucket(per_minute, burst) if per_minute > 0 else None
-        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -219,7 +219,45 @@ class EdgeMiddleware:
                 resp = error_response(RateLimitExceeded(headers={"Retry-After": retry}))
                 await resp(scope, receive, send_with_id)
                 return
+        accept = headers.get(b"accept")
+        if (
+            accept
+            and b"vnd.bentley" in accept
+            and not accepts_api_version(scope["path"], accept.decode("latin-1"))
+        ):
+            await error_response(UnsupportedApiVersion())(scope, receive, send_with_id)
+            return
         await self.app(scope, receive, send_with_id)
+
+
+class UnsupportedApiVersion(TwinbaseError):
+    status = 406
+    code = "InvalidHeaderValue"
+    default_message = "The API version requested in the Accept header is not supported."
+
+
+# API versions each API serves, as ``application/vnd.bentley.itwin-platform.v<N>+json``.
+API_VERSIONS: tuple[tuple[str, frozenset[int]], ...] = (
+    ("/itwins", frozenset({1})),
+    ("/accesscontrol", frozenset({1, 2})),
+    ("/imodels", frozenset({1, 2})),
+    ("/mesh-export", frozenset({1})),
+    ("/export", frozenset({1})),
+)
+_VENDOR = re.compile(r"application/vnd\.bentley\.itwin-platform\.v(\d+)\+json")
+
+
+def accepts_api_version(path: str, accept: str) -> bool:
+    """False only when every media type in ``accept`` is a Bentley one of a version this API lacks."""
+    versions = next((v for prefix, v in API_VERSIONS if path.startswith(prefix)), None)
+    if versions is None:
+        return True
+    for media in accept.split(","):
+        media = media.split(";")[0].strip().lower()
+        m = _VENDOR.fullmatch(media)
+        if m is None or int(m.group(1)) in versions:
+            return True
+    return False
 
 
 _LIMITED = ("/itwins", "/accesscontrol", "/imodels", "/mesh-export", "/export", "/connect")

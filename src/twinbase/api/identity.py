@@ -11,18 +11,11 @@ from starlette.responses import Response
 from twinbase.api.deps import services
 from twinbase.api.http import JSON, base_url
 from twinbase.api.routing import Body
-from twinbase.errors import NotFound, TwinbaseError
+from twinbase.errors import NotFound
 from twinbase.identity.apps import verify_client
 from twinbase.identity.tokens import builtin_issuer
 
 router = APIRouter()
-
-
-class OAuthError(TwinbaseError):
-    """RFC 6749 errors keep their own shape: ``{"error": "...", "error_description": "..."}``."""
-
-    status = 400
-    code = "invalid_request"
 
 
 def _oauth_error(code: str, description: str, status: int = 400) -> Response:

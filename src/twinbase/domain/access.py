@@ -8,12 +8,13 @@ iTwin exists) and a missing permission into 403.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from twinbase.errors import InsufficientPermissions, ITwinNotFound, NotFound
+from twinbase.errors import InsufficientPermissions, ITwinNotFound
 from twinbase.store.models import ITwin, Member, MemberRole, Role
 
 ITWINS_READ = "itwins_read"
@@ -106,7 +107,7 @@ def visible_itwin(
     session: Session, itwin_id: str, user_id: str, *, for_update: bool = False
 ) -> tuple[ITwin, frozenset[str]]:
     """The iTwin and the caller's permissions, or 404 ``iTwinNotFound`` when they cannot see it."""
-    itwin = session.get(ITwin, itwin_id, with_for_update=for_update) if _is_uuid(itwin_id) else None
+    itwin = session.get(ITwin, itwin_id, with_for_update=for_update) if is_uuid(itwin_id) else None
     if itwin is None:
         raise ITwinNotFound()
     perms = permissions_of(session, itwin, user_id)
@@ -125,30 +126,9 @@ def require(perms: Iterable[str], *needed: str) -> None:
         )
 
 
-def require_visible(
-    perms: frozenset[str] | None, not_found: type[NotFound] = ITwinNotFound
-) -> frozenset[str]:
-    if perms is None:
-        raise not_found()
-    return perms
-
-
-def _is_uuid(value: str) -> bool:
-    import uuid
-
+def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         return False
     return True
-
-
-def is_uuid(value: str) -> bool:
-    return _is_uuid(value)
-
-
-def visible_itwin_ids_sql(user_id: str):  # type: ignore[no-untyped-def]
-    """A SELECT of the iTwin ids the user is a member of (directly or as owner of their account)."""
-    member_ids = select(Member.itwin_id).where(Member.user_id == user_id)
-    owned_accounts = select(Member.itwin_id).where(Member.user_id == user_id, Member.is_owner.is_(True))
-    return select(ITwin.id).where((ITwin.id.in_(member_ids)) | (ITwin.itwin_account_id.in_(owned_accounts)))

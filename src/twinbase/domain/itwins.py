@@ -157,12 +157,15 @@ def ensure_user(session: Session, principal: Principal) -> User:
     user = session.get(User, principal.user_id)
     if user is None:
         invited = (
-            session.scalar(select(User).where(User.email == principal.email, User.is_invited.is_(True)))
+            session.scalar(
+                select(User).where(func.lower(User.email) == principal.email, User.is_invited.is_(True))
+            )
             if principal.email
             else None
         )
         email_taken = invited is None and bool(
-            principal.email and session.scalar(select(User.id).where(User.email == principal.email))
+            principal.email
+            and session.scalar(select(User.id).where(func.lower(User.email) == principal.email))
         )
         user = User(
             id=principal.user_id,

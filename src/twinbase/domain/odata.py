@@ -7,9 +7,11 @@ Grammar (what the iTwins API accepts)::
     and     := unary ("and" unary)*
     unary   := "not" unary | primary
     primary := "(" expr ")" | func "(" prop "," literal ")" | prop op literal
+             | prop "in" ("(" | "[") literal ("," literal)* (")" | "]")
     op      := eq | ne | gt | ge | lt | le
-    func    := contains | startswith | endswith
+    func    := contains | startswith | endswith   (the arguments may come in either order)
     literal := 'string' ('' escapes a quote) | number | true | false | null
+             | date-time (2024-05-01, 2024-05-01T10:00:00Z, ...)
 
 A syntax error raises ``FilterSyntaxError`` with the position just past the offending token,
 which the API reports as
@@ -21,12 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, not_, or_
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<comma>,)|(?P<str>'(?:[^']|'')*')"
+    r"\s*(?:(?P<lp>[(\[])|(?P<rp>[)\]])|(?P<comma>,)|(?P<str>'(?:[^']|'')*')"
+    r"|(?P<date>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)"
     r"|(?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<word>[A-Za-z_][A-Za-z0-9_./]*))"
 )
 
@@ -140,6 +144,13 @@ class _Parser:
         self.i += 1
         if tok.kind == "str":
             return tok.value[1:-1].replace("''", "'")
+        if tok.kind == "date":
+            try:
+                value = datetime.fromisoformat(tok.value.replace("Z", "+00:00"))
+            except ValueError:
+                self.i -= 1
+                raise self.fail() from None
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
         if tok.kind == "num":
             return float(tok.value) if any(c in tok.value for c in ".eE") else int(tok.value)
         if tok.kind == "word" and tok.value.lower() in ("true", "false"):
@@ -162,9 +173,16 @@ class _Parser:
             raise self.fail()
         if tok.value.lower() in _FUNCS and self.i + 1 < len(self.toks) and self.toks[self.i + 1].kind == "lp":
             self.i += 2
-            col = self.column(self.take("word"))
-            self.take("comma")
-            value = self.literal()
+            first = self.peek()
+            if first is not None and first.kind == "str":
+                # contains('text', prop): the argument order some documentation examples use.
+                value = self.literal()
+                self.take("comma")
+                col = self.column(self.take("word"))
+            else:
+                col = self.column(self.take("word"))
+                self.take("comma")
+                value = self.literal()
             self.take("rp")
             if not isinstance(value, str):
                 raise self.fail()
@@ -178,6 +196,16 @@ class _Parser:
             return lowered.like(f"%{pattern}", escape="\\")
         self.i += 1
         op_tok = self.peek()
+        if op_tok is not None and op_tok.kind == "word" and op_tok.value.lower() == "in":
+            col = self.column(tok)
+            self.i += 1
+            self.take("lp")
+            values = [self.literal()]
+            while self.peek() is not None and self.peek().kind == "comma":  # type: ignore[union-attr]
+                self.i += 1
+                values.append(self.literal())
+            self.take("rp")
+            return or_(*(_compare(col, "eq", v) for v in values))
         if op_tok is None or op_tok.kind != "word" or op_tok.value.lower() not in _OPS:
             raise self.fail()
         col = self.column(tok)
