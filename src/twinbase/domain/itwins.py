@@ -396,7 +396,7 @@ def delete_itwin(session: Session, principal: Principal, itwin_id: str) -> ITwin
 
 
 def account_of(session: Session, principal: Principal, itwin_id: str) -> ITwin:
-    itwin, _perms = access.visible_itwin(session, itwin_id, principal.user_id)
+    itwin, _perms = get_visible(session, itwin_id, principal.user_id)
     account = session.get(ITwin, itwin.itwin_account_id or itwin.id)
     if account is None:
         raise ITwinNotFound()
