@@ -1,24 +1,46 @@
-"""Signed blob downloads: ``GET /blobs/{key}?se=&sig=``, no Authorization header, byte ranges."""
+"""Signed blob links: ``/blobs/{key}?sp=&se=&sig=``, fetched and uploaded without an Authorization header.
+
+Two client flavours are served by the same URLs, as the iModels clients expect (reference §4):
+- plain: ``GET`` (200, or 206 for a ``Range``) and ``PUT`` of the whole body (any 2xx);
+- Azure block blob: ``PUT`` answering **201** with an ETag (Put Blob), ``PUT ?comp=block&blockid=``
+  (Put Block, staged), ``PUT ?comp=blocklist`` (Put Block List, the XML order is the file order),
+  and ``GET`` with ``x-ms-range`` / ``If-Match`` on retries.
+
+Bodies stream to the blob store chunk by chunk; nothing holds a whole file in memory.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import xml.etree.ElementTree as ET
+from email.utils import formatdate
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from twinbase.api.deps import services
-from twinbase.errors import BlobNotFound, TwinbaseError
+from twinbase.api.deps import Services, services
+from twinbase.errors import BlobNotFound, ErrorDetail, InvalidRequest, PayloadTooLarge, TwinbaseError
+from twinbase.store.blobs import BlobInfo, InvalidBlobKey, check_key
 
 router = APIRouter()
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+MAX_BLOCK_LIST = 4 * 1024 * 1024
+MAX_BLOCKS = 50_000
 
 
 class RangeNotSatisfiable(TwinbaseError):
     status = 416
     code = "InvalidRange"
     default_message = "The requested byte range cannot be satisfied."
+
+
+class ConditionNotMet(TwinbaseError):
+    status = 412
+    code = "ConditionNotMet"
+    default_message = "The blob changed since the ETag given in If-Match."
 
 
 def _content_type(key: str) -> str:
@@ -35,20 +57,34 @@ def _content_type(key: str) -> str:
     return "application/octet-stream"
 
 
+def _authorize(svc: Services, request: Request, key: str, perm: str) -> None:
+    q = request.query_params
+    if q.get("sp", "r") != perm or not svc.signer.verify(key, q.get("se"), q.get("sig"), perm=perm):
+        # Same answer for a bad signature and a missing blob: a link either works or it does not.
+        raise BlobNotFound("The link is invalid or has expired.")
+
+
+def _blob_headers(info: BlobInfo) -> dict[str, str]:
+    return {
+        "ETag": info.etag,
+        "Last-Modified": formatdate(info.modified, usegmt=True),
+        "Accept-Ranges": "bytes",
+        "x-ms-blob-type": "BlockBlob",
+        "x-ms-version": "2021-08-06",
+    }
+
+
 @router.api_route("/blobs/{key:path}", methods=["GET", "HEAD"])
 def download(request: Request, key: str) -> Response:
     svc = services(request)
-    if not svc.signer.verify(key, request.query_params.get("se"), request.query_params.get("sig")):
-        # Same answer for a bad signature and a missing blob: a link either works or it does not.
-        raise BlobNotFound("The link is invalid or has expired.")
+    _authorize(svc, request, key, "r")
     info = svc.blobs.stat(key)
-    headers = {
-        "ETag": info.etag,
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "private, max-age=300",
-    }
+    headers = {**_blob_headers(info), "Cache-Control": "private, max-age=300"}
+    if_match = request.headers.get("if-match")
+    if if_match and if_match not in ("*", info.etag):
+        raise ConditionNotMet()
     start, end, status = 0, info.size - 1, 200
-    rng = request.headers.get("range")
+    rng = request.headers.get("x-ms-range") or request.headers.get("range")
     if rng:
         m = _RANGE.match(rng.strip())
         if not m or (not m.group(1) and not m.group(2)):
@@ -71,3 +107,94 @@ def download(request: Request, key: str) -> Response:
         headers=headers,
         media_type=_content_type(key),
     )
+
+
+def _staging_key(key: str, block_id: str) -> str:
+    folder = hashlib.sha1(key.encode()).hexdigest()
+    return f"staging/{folder}/{hashlib.sha1(block_id.encode()).hexdigest()}"
+
+
+def _invalid(message: str, target: str) -> InvalidRequest:
+    return InvalidRequest(
+        "Cannot upload the file.",
+        code="InvalidRequest",
+        details=[ErrorDetail("InvalidValue", message, target)],
+    )
+
+
+async def _receive_into(svc: Services, request: Request, key: str) -> BlobInfo:
+    """Stream the request body into ``key``; a broken or aborted upload leaves the old blob as it was."""
+    writer = svc.blobs.writer(key)
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                writer.write(chunk)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) != writer.size:
+            raise _invalid("The body is shorter than its Content-Length.", "Content-Length")
+    except BaseException:
+        writer.abort()
+        raise
+    return await run_in_threadpool(writer.commit)
+
+
+def _created(info: BlobInfo) -> Response:
+    headers = _blob_headers(info)
+    headers["x-ms-request-server-encrypted"] = "false"
+    headers.pop("Accept-Ranges")
+    return Response(status_code=201, headers=headers)
+
+
+@router.put("/blobs/{key:path}")
+async def upload(request: Request, key: str) -> Response:
+    svc = services(request)
+    try:
+        check_key(key)
+    except InvalidBlobKey as exc:
+        raise BlobNotFound() from exc
+    _authorize(svc, request, key, "w")
+    comp = request.query_params.get("comp")
+    if comp == "block":
+        block_id = request.query_params.get("blockid", "")
+        if not block_id or len(block_id) > 128:
+            raise _invalid("blockid is missing or too long.", "blockid")
+        await _receive_into(svc, request, _staging_key(key, block_id))
+        return Response(status_code=201, headers={"x-ms-version": "2021-08-06"})
+    if comp == "blocklist":
+        return await _commit_block_list(svc, request, key)
+    if comp is not None:
+        raise _invalid(f"comp={comp} is not supported.", "comp")
+    return _created(await _receive_into(svc, request, key))
+
+
+async def _commit_block_list(svc: Services, request: Request, key: str) -> Response:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BLOCK_LIST:
+            raise PayloadTooLarge()
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise _invalid("The block list is not valid XML.", "body") from exc
+    block_ids = [el.text or "" for el in root if el.tag in ("Latest", "Uncommitted", "Committed")]
+    if not block_ids or len(block_ids) > MAX_BLOCKS:
+        raise _invalid("The block list is empty or too long.", "body")
+    staged = [_staging_key(key, b) for b in block_ids]
+    for staged_key in staged:
+        try:
+            svc.blobs.stat(staged_key)
+        except BlobNotFound as exc:
+            raise _invalid("The block list names a block that was not uploaded.", "body") from exc
+
+    def concatenate() -> BlobInfo:
+        def parts():  # type: ignore[no-untyped-def]
+            for staged_key in staged:
+                yield from svc.blobs.open_range(staged_key)
+
+        info = svc.blobs.put(key, parts())
+        for staged_key in set(staged):
+            svc.blobs.delete(staged_key)
+        return info
+
+    return _created(await run_in_threadpool(concatenate))

@@ -54,6 +54,10 @@ class BlobStore(Protocol):
         """Store the stream under ``key`` atomically; readers see the old bytes or the new, never a mix."""
         ...
 
+    def writer(self, key: str) -> BlobWriter:
+        """An incremental, atomic writer for ``key`` (for request bodies that arrive chunk by chunk)."""
+        ...
+
     def stat(self, key: str) -> BlobInfo:
         """Size and ETag of the blob; raises ``BlobNotFound``."""
         ...
@@ -82,21 +86,17 @@ class LocalBlobStore:
         return self.root / check_key(key)
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        writer = self.writer(key)
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp_name, path)
+            for chunk in chunks:
+                writer.write(chunk)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+            writer.abort()
             raise
-        return self.stat(key)
+        return writer.commit()
+
+    def writer(self, key: str) -> LocalBlobWriter:
+        return LocalBlobWriter(self, key)
 
     def put_file(self, key: str, source: BinaryIO) -> BlobInfo:
         return self.put(key, iter(lambda: source.read(CHUNK), b""))
@@ -130,6 +130,59 @@ class LocalBlobStore:
             self.delete(prefix)
 
 
+class BlobWriter(Protocol):
+    """Bytes go to a temporary file; ``commit`` makes them the blob, ``abort`` forgets them."""
+
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> BlobInfo: ...
+
+    def abort(self) -> None: ...
+
+
+class LocalBlobWriter:
+    def __init__(self, store: LocalBlobStore, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.path = store._path(key)
+        fd, self._tmp_name = tempfile.mkstemp(dir=store._tmp, prefix="put-")
+        self._out: BinaryIO | None = os.fdopen(fd, "wb")
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        assert self._out is not None, "writer already finished"
+        self._out.write(data)
+        self.size += len(data)
+
+    def commit(self) -> BlobInfo:
+        assert self._out is not None, "writer already finished"
+        out, self._out = self._out, None
+        try:
+            out.flush()
+            os.fsync(out.fileno())  # the bytes are on disk before the name points at them
+            out.close()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp_name, self.path)
+        except BaseException:
+            out.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp_name)
+            raise
+        return self.store.stat(self.key)
+
+    def abort(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp_name)
+
+    def __del__(self) -> None:  # a writer dropped without commit must not leave a temp file
+        self.abort()
+
+
 def _read_range(fh: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
     with fh:
         fh.seek(start)
@@ -161,21 +214,24 @@ class UrlSigner:
             tmp.unlink(missing_ok=True)
         return cls(path.read_bytes())
 
-    def signature(self, key: str, expires: int) -> str:
-        mac = hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
+    def signature(self, key: str, expires: int, perm: str = "r") -> str:
+        mac = hmac.new(self._secret, f"{key}\n{expires}\n{perm}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def query(self, key: str, lifetime: int, now: float | None = None) -> str:
+    def query(self, key: str, lifetime: int, now: float | None = None, perm: str = "r") -> str:
+        """``perm`` is ``r`` (GET) or ``w`` (PUT: single upload, blocks, block list)."""
         # A random nonce makes every issued link distinct, as the clients' tests expect.
         expires = int((now or time.time()) + lifetime)
-        return f"se={expires}&sig={self.signature(key, expires)}&sn={secrets.token_hex(4)}"
+        return f"sp={perm}&se={expires}&sig={self.signature(key, expires, perm)}&sn={secrets.token_hex(4)}"
 
-    def url(self, base_url: str, key: str, lifetime: int) -> str:
-        return f"{base_url}/blobs/{quote(key)}?{self.query(key, lifetime)}"
+    def url(self, base_url: str, key: str, lifetime: int, perm: str = "r") -> str:
+        return f"{base_url}/blobs/{quote(key)}?{self.query(key, lifetime, perm=perm)}"
 
-    def verify(self, key: str, expires: str | None, sig: str | None, now: float | None = None) -> bool:
+    def verify(
+        self, key: str, expires: str | None, sig: str | None, now: float | None = None, perm: str = "r"
+    ) -> bool:
         if not expires or not sig or not expires.isdigit():
             return False
         if int(expires) < (now or time.time()):
             return False
-        return hmac.compare_digest(self.signature(key, int(expires)), sig)
+        return hmac.compare_digest(self.signature(key, int(expires), perm), sig)

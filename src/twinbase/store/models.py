@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -244,3 +245,209 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# ------------------------------------------------------------------------------------ iModels (v2)
+
+
+class IModel(Base):
+    """An iModel: a baseline file plus a strictly linear timeline of changesets.
+
+    ``tip_index``/``tip_changeset_id`` name the newest completed changeset (0/"" = baseline);
+    completing a changeset moves the tip with a compare-and-set, so two pushes on one parent
+    cannot both win.
+    """
+
+    __tablename__ = "imodels"
+    __table_args__ = (UniqueConstraint("itwin_id", "name", name="uq_imodels_itwin_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    itwin_id: Mapped[str] = mapped_column(String(36), ForeignKey("itwins.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    # notInitialized until its baseline exists, then initialized.
+    state: Mapped[str] = mapped_column(String(32), default="notInitialized")
+    # The create operation: successful | scheduled | waitingForFile | failed.
+    create_state: Mapped[str] = mapped_column(String(32), default="successful")
+    creation_mode: Mapped[str | None] = mapped_column(String(32))
+    cloned_from: Mapped[str | None] = mapped_column(String(36))
+    forked_from: Mapped[str | None] = mapped_column(String(36))
+    extent: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    containers_enabled: Mapped[int] = mapped_column(Integer, default=0)
+    geographic_coordinate_system: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    data_center_location: Mapped[str] = mapped_column(String(64), default="East US")
+    tip_index: Mapped[int] = mapped_column(Integer, default=0)
+    tip_changeset_id: Mapped[str] = mapped_column(String(64), default="")
+    next_briefcase_id: Mapped[int] = mapped_column(Integer, default=2)
+    thumbnail_content_type: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+    last_changeset_push_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class BaselineFile(Base):
+    __tablename__ = "baseline_files"
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(36), default=new_id)
+    declared_size: Mapped[int] = mapped_column(BigInteger)
+    file_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # waitingForFile | initializationScheduled | initialized | initializationFailed | fileIsBriefcase
+    state: Mapped[str] = mapped_column(String(32), default="waitingForFile")
+    blob_key: Mapped[str] = mapped_column(String(512))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Changeset(Base):
+    __tablename__ = "changesets"
+    __table_args__ = (
+        UniqueConstraint("imodel_id", "index", name="uq_changesets_imodel_index"),
+        Index("ix_changesets_imodel_parent", "imodel_id", "parent_id"),
+    )
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Assigned when the file is complete; NULL while waitingForFile.
+    index: Mapped[int | None] = mapped_column(Integer)
+    parent_id: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str | None] = mapped_column(String(255))
+    briefcase_id: Mapped[int] = mapped_column(Integer)
+    containing_changes: Mapped[int] = mapped_column(Integer, default=0)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    # waitingForFile | fileUploaded
+    state: Mapped[str] = mapped_column(String(32), default="waitingForFile")
+    creator_id: Mapped[str] = mapped_column(String(255))
+    application_id: Mapped[str | None] = mapped_column(String(255))
+    application_name: Mapped[str | None] = mapped_column(String(255))
+    synchronization_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    group_id: Mapped[str | None] = mapped_column(String(36))
+    blob_key: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ChangesetExtendedData(Base):
+    __tablename__ = "changeset_extended_data"
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    changeset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    changeset_index: Mapped[int] = mapped_column(Integer)
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ChangesetGroup(Base):
+    __tablename__ = "changeset_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), index=True
+    )
+    description: Mapped[str | None] = mapped_column(String(255))
+    # inProgress | completed | timedOut | forciblyClosed
+    state: Mapped[str] = mapped_column(String(32), default="inProgress")
+    creator_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class NamedVersion(Base):
+    __tablename__ = "named_versions"
+    __table_args__ = (
+        UniqueConstraint("imodel_id", "name", name="uq_named_versions_imodel_name"),
+        UniqueConstraint("imodel_id", "changeset_index", name="uq_named_versions_imodel_changeset"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
+    changeset_id: Mapped[str | None] = mapped_column(String(64))
+    changeset_index: Mapped[int] = mapped_column(Integer, default=0)
+    # visible | hidden
+    state: Mapped[str] = mapped_column(String(16), default="visible")
+    creator_id: Mapped[str] = mapped_column(String(255))
+    application_id: Mapped[str | None] = mapped_column(String(255))
+    application_name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Checkpoint(Base):
+    """A whole .bim at a changeset. Index 0 is the baseline; later ones come from the file engine."""
+
+    __tablename__ = "checkpoints"
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    changeset_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    changeset_id: Mapped[str] = mapped_column(String(64), default="")
+    # successful | scheduled | failed | notGenerated
+    state: Mapped[str] = mapped_column(String(32), default="successful")
+    blob_key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Briefcase(Base):
+    __tablename__ = "briefcases"
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    briefcase_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(255), index=True)
+    device_name: Mapped[str | None] = mapped_column(String(255))
+    application_id: Mapped[str | None] = mapped_column(String(255))
+    application_name: Mapped[str | None] = mapped_column(String(255))
+    file_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Lock(Base):
+    """One briefcase's lock on one object; many shared holders or exactly one exclusive holder."""
+
+    __tablename__ = "locks"
+    __table_args__ = (Index("ix_locks_imodel_briefcase", "imodel_id", "briefcase_id"),)
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    object_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    briefcase_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # shared | exclusive
+    lock_level: Mapped[str] = mapped_column(String(16))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReleasedLock(Base):
+    """The changeset index at which an exclusive lock on an object was last released (NewerChangesExist)."""
+
+    __tablename__ = "released_locks"
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    object_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    changeset_index: Mapped[int] = mapped_column(Integer)
+    lock_level: Mapped[str] = mapped_column(String(16), default="exclusive")
+
+
+class IModelFavorite(Base):
+    __tablename__ = "imodel_favorites"
+    user_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("users.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    )
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IModelRecent(Base):
+    __tablename__ = "imodel_recents"
+    user_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("users.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    )
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    accessed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
