@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from email.utils import formatdate
 
 from fastapi import APIRouter, Request
@@ -188,7 +189,7 @@ async def _commit_block_list(svc: Services, request: Request, key: str) -> Respo
             raise _invalid("The block list names a block that was not uploaded.", "body") from exc
 
     def concatenate() -> BlobInfo:
-        def parts():  # type: ignore[no-untyped-def]
+        def parts() -> Iterator[bytes]:
             for staged_key in staged:
                 yield from svc.blobs.open_range(staged_key)
 
