@@ -196,3 +196,42 @@ def new_itwin(client: httpx.Client, **fields: Any) -> dict[str, Any]:
     resp = client.post("/itwins/", json=body)
     assert resp.status_code == 201, resp.text
     return dict(resp.json()["iTwin"])
+
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLE_BIM = SHARED_DATA / "bim" / "imodelnative_test.bim"
+
+
+def new_imodel(
+    client: httpx.Client, itwin_id: str, *, name: str | None = None, path: Path = SAMPLE_BIM, **fields: Any
+) -> dict[str, Any]:
+    """An initialized iModel made the way iTwin.js makes one: POST with baselineFile, PUT, complete, poll."""
+    assert path.exists(), f"test data missing: {path} (see ../shared/data/README.md)"
+    size = path.stat().st_size
+    body = {
+        "iTwinId": itwin_id,
+        "name": name or f"iModel {uuid.uuid4().hex[:8]}",
+        "baselineFile": {"size": size},
+    }
+    body.update(fields)
+    resp = client.post("/imodels/", json=body)
+    assert resp.status_code == 201, resp.text
+    created = resp.json()["iModel"]
+    upload = created["_links"]["upload"]["href"]
+    with open(path, "rb") as fh:
+        put = httpx.put(upload, content=fh.read(), headers={"x-ms-blob-type": "BlockBlob"}, timeout=60)
+    assert put.status_code == 201, put.text
+    done = client.post(created["_links"]["complete"]["href"], json={})
+    assert done.status_code == 200, done.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = client.get(f"/imodels/{created['id']}/baselinefile").json()["baselineFile"]["state"]
+        if state == "initialized":
+            break
+        assert state in ("waitingForFile", "initializationScheduled"), state
+        time.sleep(0.2)
+    else:
+        raise AssertionError("baseline did not initialize in 60 s")
+    got = client.get(f"/imodels/{created['id']}")
+    assert got.status_code == 200
+    return dict(got.json()["iModel"])

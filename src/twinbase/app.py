@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from twinbase.api import accesscontrol, blobs, identity, images, itwin_exports, itwins, repositories
+from twinbase.api import accesscontrol, blobs, identity, images, imodels, itwin_exports, itwins, repositories
 from twinbase.api.deps import Services
 from twinbase.api.http import EdgeMiddleware, install_error_handlers
+from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
 from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
 from twinbase.jobs.queue import JobQueue
@@ -66,6 +67,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         jobs=jobs,
     )
     export_jobs.register(svc)
+    imodel_jobs.register(svc)
     return svc
 
 
@@ -95,7 +97,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    for module in (identity, blobs, itwin_exports, repositories, images, itwins, accesscontrol):
+    for module in (identity, blobs, itwin_exports, repositories, images, itwins, accesscontrol, imodels):
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)

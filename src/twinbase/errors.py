@@ -200,3 +200,106 @@ def invalid_value(target: str, message: str | None = None) -> ErrorDetail:
 
 def missing_property(target: str) -> ErrorDetail:
     return ErrorDetail("MissingRequiredProperty", f"Required property '{target}' is missing.", target)
+
+
+# ------------------------------------------------------------------------------------ iModels API
+# Messages are the platform's exact strings: the official clients' tests compare them.
+
+
+class IModelNotFound(NotFound):
+    code = "iModelNotFound"
+    default_message = "Requested iModel is not available."
+
+
+class ChangesetNotFound(NotFound):
+    code = "ChangesetNotFound"
+    default_message = "Requested Changeset is not available."
+
+
+class BriefcaseNotFound(NotFound):
+    code = "BriefcaseNotFound"
+    default_message = "Requested Briefcase is not available."
+
+
+class NamedVersionNotFound(NotFound):
+    code = "NamedVersionNotFound"
+    default_message = "Requested Named Version is not available."
+
+
+class CheckpointNotFound(NotFound):
+    code = "CheckpointNotFound"
+    default_message = "Requested Checkpoint is not available."
+
+
+class LockNotFound(NotFound):
+    code = "LockNotFound"
+    default_message = "Requested Lock(s) is not available."
+
+
+class UserNotFound(NotFound):
+    code = "UserNotFound"
+    default_message = "Requested User is not available."
+
+
+class BaselineFileNotFound(NotFound):
+    code = "BaselineFileNotFound"
+    default_message = "Requested Baseline File is not available."
+
+
+class ChangesetGroupNotFound(NotFound):
+    code = "ChangesetGroupNotFound"
+    default_message = "Requested Changeset Group is not available."
+
+
+class ChangesetExtendedDataNotFound(NotFound):
+    code = "ChangesetExtendedDataNotFound"
+    default_message = "Requested Changeset Extended Data is not available."
+
+
+class ThumbnailNotFound(NotFound):
+    code = "FileNotFound"
+    default_message = "Requested Thumbnail is not available."
+
+
+class IModelExists(Conflict):
+    code = "iModelExists"
+    default_message = "iModel with the same name already exists within the iTwin."
+
+
+class ChangesetExists(Conflict):
+    code = "ChangesetExists"
+    default_message = "Changeset with the same id already exists."
+
+
+class NamedVersionExists(Conflict):
+    code = "NamedVersionExists"
+    default_message = "Named Version with the same name already exists."
+
+
+class NamedVersionOnChangesetExists(Conflict):
+    code = "NamedVersionOnChangesetExists"
+    default_message = "Named Version already exists on the Changeset."
+
+
+class ConflictWithAnotherUser(Conflict):
+    code = "ConflictWithAnotherUser"
+    default_message = "Lock(s) is owned by another Briefcase."
+
+
+class NewerChangesExist(Conflict):
+    code = "NewerChangesExist"
+    default_message = "One or more objects have been locked in a newer Changeset."
+
+
+class ResourceQuotaExceeded(TwinbaseError):
+    status = 409
+    code = "ResourceQuotaExceeded"
+    default_message = "The maximum number of resources has been reached."
+
+
+INVALID_IMODELS = "InvalidiModelsRequest"
+
+
+def invalid_imodels(message: str, *details: ErrorDetail) -> InvalidRequest:
+    """422 ``InvalidiModelsRequest`` with its details (``invalid_imodels("Cannot create iModel.", d)``)."""
+    return InvalidRequest(message, code=INVALID_IMODELS, details=list(details))

@@ -68,6 +68,11 @@ class Settings(BaseModel):
     signed_url_lifetime_seconds: int = Field(
         default=3600, description="How long signed blob URLs (downloads, exports, images) stay valid."
     )
+    storage_type: Literal["azure", "google"] = Field(
+        default="azure",
+        description="`storageType` of iModel file links: `azure` (block-blob protocol) or `google` "
+        "(plain PUT/GET). twinbase serves both on every link; this only picks the client's uploader.",
+    )
     job_workers: int = Field(
         default=2, description="In-process job worker threads (iTwin exports and later long jobs); 0 = none."
     )

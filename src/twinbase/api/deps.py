@@ -38,6 +38,11 @@ class Services:
     def signed_url(self, base: str, key: str) -> str:
         return self.signer.url(base, key, self.settings.signed_url_lifetime_seconds)
 
+    def storage_link(self, base: str, key: str, perm: str = "r") -> dict[str, str]:
+        """A ``StorageLink`` of the iModels API: ``{href, storageType}`` for download (r) or upload (w)."""
+        href = self.signer.url(base, key, self.settings.signed_url_lifetime_seconds, perm=perm)
+        return {"href": href, "storageType": self.settings.storage_type}
+
 
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services

@@ -1,0 +1,78 @@
+"""HTTP for ``/imodels``: iModels and their baseline file (reference §5.1, §5.2)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from twinbase.api.deps import Context, Ctx
+from twinbase.api.http import JSON, page_links, parse_body, prefer
+from twinbase.api.routing import Body, both, query_params
+from twinbase.domain import imodels as domain
+from twinbase.errors import INVALID_IMODELS, BaselineFileNotFound
+from twinbase.store.models import BaselineFile, IModel
+
+router = APIRouter()
+
+
+def imodel_response(ctx: Context, imodel: IModel, status: int = 200, **extra_links: object) -> Response:
+    wire = domain.to_wire(imodel, ctx.base)
+    wire["_links"].update(extra_links)
+    return JSON({"iModel": wire}, status_code=status)
+
+
+@both(router, "/imodels/", ["GET"])
+def list_imodels(ctx: Ctx, request: Request) -> Response:
+    params = query_params(request)
+    with ctx.svc.db.read() as session:
+        rows, top, skip, more = domain.query(session, ctx.principal, params)
+        mode = prefer(request)
+        items = [domain.to_wire(r, ctx.base, mode) for r in rows]
+    links = page_links(ctx.base, "/imodels", params, top=top, skip=skip, returned=len(rows), has_more=more)
+    return JSON({"iModels": items, "_links": links})
+
+
+@both(router, "/imodels/", ["POST"])
+def create_imodel(ctx: Ctx, raw: Body) -> Response:
+    body = parse_body(raw, domain.IModelCreate, code=INVALID_IMODELS, message="Cannot create iModel.")
+    domain.validate_create(body)
+    if body.baselineFile is not None:
+        with ctx.svc.db.write() as session:
+            imodel, baseline = domain.create_from_baseline(session, ctx.principal, body)
+            upload = ctx.svc.storage_link(ctx.base, baseline.blob_key, "w")
+            complete = {"href": f"{domain.links_base(ctx.base, imodel.id)}/baselinefile"}
+            return imodel_response(ctx, imodel, 201, upload=upload, complete=complete)
+    with ctx.svc.db.write() as session:
+        imodel = domain.create_empty(ctx.svc, session, ctx.principal, body)
+        return imodel_response(ctx, imodel, 201)
+
+
+@both(router, "/imodels/{imodel_id}", ["GET"])
+def get_imodel(ctx: Ctx, imodel_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, _ = domain.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        return imodel_response(ctx, imodel)
+
+
+def _baseline_response(ctx: Context, baseline: BaselineFile) -> Response:
+    download = ctx.svc.storage_link(ctx.base, baseline.blob_key) if baseline.state == "initialized" else None
+    return JSON({"baselineFile": domain.baseline_to_wire(baseline, ctx.base, download)})
+
+
+@both(router, "/imodels/{imodel_id}/baselinefile", ["GET"])
+def get_baseline(ctx: Ctx, imodel_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, _ = domain.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        baseline = session.get(BaselineFile, imodel.id)
+        if baseline is None:
+            raise BaselineFileNotFound()
+        return _baseline_response(ctx, baseline)
+
+
+@both(router, "/imodels/{imodel_id}/baselinefile", ["POST", "PATCH"])
+def complete_baseline(ctx: Ctx, imodel_id: str) -> Response:
+    with ctx.svc.db.write() as session:
+        baseline = domain.complete_baseline(ctx.svc, session, ctx.principal, imodel_id)
+        response = _baseline_response(ctx, baseline)
+    ctx.svc.jobs.wake()
+    return response

@@ -1,0 +1,464 @@
+"""iModels: access, create (empty, from a baseline file), list, get, and the baseline file.
+
+Access (reference part D): an iModel is visible to members of its iTwin holding ``imodels_webview``;
+a non-member gets 404 ``iModelNotFound`` (never a hint it exists), a member without the needed
+permission 403. Functions take the caller's session and never commit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from twinbase.bim.identity import BimFormatError, read_identity, stamp
+from twinbase.bim.seed import write_empty_seed
+from twinbase.domain import access
+from twinbase.domain.itwins import iso
+from twinbase.errors import (
+    BaselineFileNotFound,
+    BlobNotFound,
+    ErrorDetail,
+    IModelExists,
+    IModelNotFound,
+    InsufficientPermissions,
+    ITwinNotFound,
+    invalid_imodels,
+    invalid_value,
+)
+from twinbase.identity.tokens import Principal
+from twinbase.jobs.queue import JobQueue
+from twinbase.settings import Settings
+from twinbase.store.blobs import BlobStore
+from twinbase.store.db import Database
+from twinbase.store.models import BaselineFile, Checkpoint, IModel, ITwin, new_id, utcnow
+
+BASELINE_JOB = "imodel_baseline"
+
+
+# ------------------------------------------------------------------------------------------ access
+
+
+def visible_imodel(
+    session: Session, imodel_id: str, user_id: str, *needed: str, for_update: bool = False
+) -> tuple[IModel, frozenset[str]]:
+    """The iModel and the caller's permissions on it; 404 when invisible, 403 when a permission lacks."""
+    imodel = session.get(IModel, imodel_id, with_for_update=for_update) if access.is_uuid(imodel_id) else None
+    if imodel is None:
+        raise IModelNotFound()
+    itwin = session.get(ITwin, imodel.itwin_id)
+    perms = access.permissions_of(session, itwin, user_id) if itwin is not None else None
+    if perms is None:
+        raise IModelNotFound()
+    if access.IMODELS_WEBVIEW not in perms and access.IMODELS_READ not in perms:
+        raise InsufficientPermissions()
+    access.require(perms, *needed)
+    return imodel, perms
+
+
+def itwin_for_imodels(session: Session, itwin_id: str, user_id: str, *needed: str) -> ITwin:
+    if not access.is_uuid(itwin_id):
+        raise ITwinNotFound()
+    itwin = session.get(ITwin, itwin_id)
+    perms = access.permissions_of(session, itwin, user_id) if itwin is not None else None
+    if itwin is None or perms is None:
+        raise ITwinNotFound()
+    access.require(perms, *needed)
+    return itwin
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+class LatLong(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+
+
+class Extent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    southWest: LatLong
+    northEast: LatLong
+
+
+class BaselineFileSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    size: StrictInt = Field(gt=0)
+
+
+class TemplateSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    iModelId: StrictStr
+    changesetId: StrictStr | None = None
+
+
+class GcsSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    horizontalCRSId: StrictStr | None = None
+
+
+class IModelCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    iTwinId: StrictStr
+    name: StrictStr = Field(min_length=1, max_length=255)
+    description: StrictStr | None = Field(default=None, max_length=255)
+    extent: Extent | None = None
+    containersEnabled: StrictInt | None = Field(default=None, ge=0, le=7)
+    creationMode: StrictStr | None = None
+    geographicCoordinateSystem: GcsSpec | None = None
+    baselineFile: BaselineFileSpec | None = None
+    template: TemplateSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("creationMode")
+    @classmethod
+    def _mode(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        modes = {"empty": "empty", "frombaseline": "fromBaseline", "fromimodelversion": "fromIModelVersion"}
+        if value.lower() not in modes:
+            raise ValueError(f"'{value}' is not one of empty, fromBaseline, fromiModelVersion")
+        return modes[value.lower()]
+
+
+# ------------------------------------------------------------------------------------------ create
+
+
+class FileServices(Protocol):
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    jobs: JobQueue
+
+
+def baseline_key(imodel_id: str) -> str:
+    return f"imodels/{imodel_id}/baseline.bim"
+
+
+def checkpoint_key(imodel_id: str, index: int) -> str:
+    return f"imodels/{imodel_id}/checkpoints/{index}.bim"
+
+
+def _name_taken(session: Session, itwin_id: str, name: str, except_id: str | None = None) -> bool:
+    return (
+        session.scalar(
+            select(IModel.id).where(IModel.itwin_id == itwin_id, IModel.name == name, IModel.id != except_id)
+        )
+        is not None
+    )
+
+
+def _exists() -> IModelExists:
+    return IModelExists()
+
+
+def new_imodel(
+    session: Session, principal: Principal, body: IModelCreate, *, state: str, create_state: str
+) -> IModel:
+    """Insert the iModel row (the caller fills in its files); ``iModelExists`` on a duplicate name."""
+    itwin = itwin_for_imodels(session, body.iTwinId, principal.user_id, access.IMODELS_MANAGE)
+    if _name_taken(session, itwin.id, body.name):
+        raise _exists()
+    imodel = IModel(
+        id=new_id(),
+        itwin_id=itwin.id,
+        name=body.name,
+        description=body.description,
+        state=state,
+        create_state=create_state,
+        creation_mode=body.creationMode,
+        extent=body.extent.model_dump() if body.extent else None,
+        containers_enabled=body.containersEnabled or 0,
+        geographic_coordinate_system=body.geographicCoordinateSystem.model_dump(exclude_none=True)
+        if body.geographicCoordinateSystem
+        else None,
+        data_center_location=itwin.data_center_location or "East US",
+        created_by=principal.user_id,
+    )
+    session.add(imodel)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise _exists() from exc
+    return imodel
+
+
+def validate_create(body: IModelCreate) -> None:
+    if not access.is_uuid(body.iTwinId):
+        raise invalid_imodels("Cannot create iModel.", invalid_value("iTwinId"))
+    if body.baselineFile is not None and body.template is not None:
+        raise invalid_imodels(
+            "Cannot create iModel.",
+            ErrorDetail(
+                "MutuallyExclusivePropertiesProvided",
+                "Properties 'baselineFile' and 'template' cannot be used together.",
+                "baselineFile",
+            ),
+        )
+
+
+def create_from_baseline(
+    session: Session, principal: Principal, body: IModelCreate
+) -> tuple[IModel, BaselineFile]:
+    assert body.baselineFile is not None
+    imodel = new_imodel(session, principal, body, state="notInitialized", create_state="waitingForFile")
+    baseline = BaselineFile(
+        imodel_id=imodel.id,
+        declared_size=body.baselineFile.size,
+        blob_key=baseline_key(imodel.id),
+        created_by=principal.user_id,
+    )
+    session.add(baseline)
+    session.flush()
+    return imodel, baseline
+
+
+def create_empty(svc: FileServices, session: Session, principal: Principal, body: IModelCreate) -> IModel:
+    """A real, valid empty iModel: a stamped copy of the seed as its baseline and checkpoint 0."""
+    imodel = new_imodel(session, principal, body, state="initialized", create_state="successful")
+    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+        path = Path(tmp) / "empty.bim"
+        write_empty_seed(path)
+        stamp(path, imodel_id=imodel.id, itwin_id=imodel.itwin_id)
+        _store_baseline(svc, session, imodel, path, principal.user_id)
+    return imodel
+
+
+def _store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Path, user_id: str) -> None:
+    with open(path, "rb") as fh:
+        info = svc.blobs.put(checkpoint_key(imodel.id, 0), iter(lambda: fh.read(1 << 20), b""))
+    with open(path, "rb") as fh:
+        svc.blobs.put(baseline_key(imodel.id), iter(lambda: fh.read(1 << 20), b""))
+    baseline = session.get(BaselineFile, imodel.id)
+    if baseline is None:
+        baseline = BaselineFile(
+            imodel_id=imodel.id, declared_size=info.size, blob_key=baseline_key(imodel.id), created_by=user_id
+        )
+        session.add(baseline)
+    baseline.file_size = info.size
+    baseline.state = "initialized"
+    session.merge(
+        Checkpoint(
+            imodel_id=imodel.id,
+            changeset_index=0,
+            changeset_id="",
+            state="successful",
+            blob_key=checkpoint_key(imodel.id, 0),
+            size=info.size,
+        )
+    )
+    session.flush()
+
+
+def complete_baseline(
+    svc: FileServices, session: Session, principal: Principal, imodel_id: str
+) -> BaselineFile:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_MANAGE, for_update=True)
+    baseline = session.get(BaselineFile, imodel.id)
+    if baseline is None:
+        raise BaselineFileNotFound()
+    if baseline.state != "waitingForFile":
+        raise invalid_imodels(
+            "Cannot complete Baseline File upload.",
+            ErrorDetail("InvalidChange", "Baseline File upload is not in progress.", "state"),
+        )
+    try:
+        size = svc.blobs.stat(baseline.blob_key).size
+    except BlobNotFound as exc:
+        raise invalid_imodels(
+            "Cannot complete Baseline File upload.",
+            ErrorDetail("InvalidChange", "The Baseline File has not been uploaded.", "baselineFile"),
+        ) from exc
+    if size != baseline.declared_size:
+        raise invalid_imodels(
+            "Cannot complete Baseline File upload.",
+            ErrorDetail(
+                "DataConflict",
+                f"The uploaded file has {size} bytes, but {baseline.declared_size} were declared.",
+                "baselineFile.size",
+            ),
+        )
+    baseline.file_size = size
+    baseline.state = "initializationScheduled"
+    imodel.create_state = "scheduled"
+    svc.jobs.enqueue(session, BASELINE_JOB, {"imodel_id": imodel.id})
+    session.flush()
+    return baseline
+
+
+def initialize_baseline(svc: FileServices, imodel_id: str) -> None:
+    """The job: check the uploaded file is an iModel, stamp it as checkpoint 0, mark it initialized."""
+    with svc.db.read() as session:
+        imodel = session.get(IModel, imodel_id)
+        baseline = session.get(BaselineFile, imodel_id)
+        if imodel is None or baseline is None or baseline.state != "initializationScheduled":
+            return
+        itwin_id, key, user_id = imodel.itwin_id, baseline.blob_key, baseline.created_by
+    state = "initialized"
+    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+        path = Path(tmp) / "baseline.bim"
+        with open(path, "wb") as out:
+            for chunk in svc.blobs.open_range(key):
+                out.write(chunk)
+        try:
+            identity = read_identity(path)
+            if identity.briefcase_id != 0:
+                state = "fileIsBriefcase"
+            else:
+                stamp(path, imodel_id=imodel_id, itwin_id=itwin_id)
+        except BimFormatError:
+            state = "initializationFailed"
+        with svc.db.write() as session:
+            imodel = session.get(IModel, imodel_id, with_for_update=True)
+            baseline = session.get(BaselineFile, imodel_id)
+            if imodel is None or baseline is None:
+                return
+            if state == "initialized":
+                _store_baseline(svc, session, imodel, path, user_id)
+                imodel.state = "initialized"
+                imodel.create_state = "successful"
+            else:
+                baseline.state = state
+                imodel.create_state = "failed"
+
+
+def register(svc: FileServices) -> None:
+    svc.jobs.register(BASELINE_JOB, lambda payload: initialize_baseline(svc, str(payload["imodel_id"])))
+
+
+# ------------------------------------------------------------------------------------------- lists
+
+
+def parse_paging(params: Mapping[str, str], *, default_top: int = 100, message: str) -> tuple[int, int]:
+    def integer(name: str, low: int, high: int | None, default: int) -> int:
+        raw = params.get(name, "")
+        if raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            raise invalid_imodels(message, invalid_value(name))
+        return value
+
+    return integer("$top", 1, 1000, default_top), integer("$skip", 0, None, 0)
+
+
+def order_clause(raw: str | None, columns: Mapping[str, Any], default: list[Any], message: str) -> list[Any]:
+    if not raw:
+        return default
+    clauses = []
+    for part in raw.split(","):
+        words = part.split()
+        col = columns.get(words[0]) if words else None
+        direction = words[1].lower() if len(words) == 2 else "asc"
+        if col is None or len(words) > 2 or direction not in ("asc", "desc"):
+            raise invalid_imodels(message, invalid_value("$orderBy"))
+        clauses.append(col.desc() if direction == "desc" else col.asc())
+    return clauses
+
+
+def query(
+    session: Session, principal: Principal, params: Mapping[str, str]
+) -> tuple[list[IModel], int, int, bool]:
+    message = "Cannot query iModels."
+    itwin_id = params.get("iTwinId") or params.get("itwinId") or ""
+    if not itwin_id:
+        raise invalid_imodels(
+            message,
+            ErrorDetail("MissingRequiredParameter", "Required parameter 'iTwinId' is missing.", "iTwinId"),
+        )
+    itwin_for_imodels(session, itwin_id, principal.user_id, access.IMODELS_WEBVIEW)
+    top, skip = parse_paging(params, message=message)
+    stmt: Select[Any] = select(IModel).where(IModel.itwin_id == itwin_id)
+    if params.get("name"):
+        stmt = stmt.where(IModel.name == params["name"])
+    state = params.get("state")
+    if state:
+        if state not in ("initialized", "notInitialized"):
+            raise invalid_imodels(message, invalid_value("state"))
+        stmt = stmt.where(IModel.state == state)
+    if params.get("$search"):
+        pattern = (
+            "%"
+            + params["$search"].lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            + "%"
+        )
+        stmt = stmt.where(
+            or_(
+                func.lower(IModel.name).like(pattern, escape="\\"),
+                func.lower(IModel.description).like(pattern, escape="\\"),
+            )
+        )
+    order = order_clause(
+        params.get("$orderBy") or params.get("$orderby"),
+        {"name": IModel.name, "createdDateTime": IModel.created_at},
+        [IModel.created_at.desc()],
+        message,
+    )
+    rows = list(session.scalars(stmt.order_by(*order, IModel.id).offset(skip).limit(top + 1)))
+    return rows[:top], top, skip, len(rows) > top
+
+
+# -------------------------------------------------------------------------------------------- wire
+
+
+def links_base(base: str, imodel_id: str) -> str:
+    return f"{base}/imodels/{imodel_id}"
+
+
+def to_wire(
+    imodel: IModel, base: str, mode: Literal["minimal", "representation"] = "representation"
+) -> dict[str, Any]:
+    if mode == "minimal":
+        return {"id": imodel.id, "displayName": imodel.name}
+    root = links_base(base, imodel.id)
+    return {
+        "id": imodel.id,
+        "displayName": imodel.name,
+        "name": imodel.name,
+        "description": imodel.description,
+        "state": imodel.state,
+        "createdDateTime": iso(imodel.created_at),
+        "lastChangesetPushDateTime": iso(imodel.last_changeset_push_at),
+        "iTwinId": imodel.itwin_id,
+        "extent": imodel.extent,
+        "containersEnabled": imodel.containers_enabled,
+        "dataCenterLocation": imodel.data_center_location,
+        "geographicCoordinateSystem": imodel.geographic_coordinate_system,
+        "_links": {
+            "creator": {"href": f"{root}/users/{imodel.created_by}"},
+            "changesets": {"href": f"{root}/changesets"},
+            "namedVersions": {"href": f"{root}/namedversions"},
+        },
+    }
+
+
+def baseline_to_wire(baseline: BaselineFile, base: str, download: dict[str, str] | None) -> dict[str, Any]:
+    root = links_base(base, baseline.imodel_id)
+    return {
+        "id": baseline.id,
+        "displayName": "baseline.bim",
+        "fileSize": baseline.file_size or baseline.declared_size,
+        "state": baseline.state,
+        "_links": {"creator": {"href": f"{root}/users/{baseline.created_by}"}, "download": download},
+    }
+
+
+def touch_push(imodel: IModel) -> None:
+    imodel.last_changeset_push_at = utcnow()
