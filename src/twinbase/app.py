@@ -9,7 +9,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from twinbase.api import accesscontrol, blobs, identity, images, imodels, itwin_exports, itwins, repositories
+from twinbase.api import (
+    accesscontrol,
+    blobs,
+    briefcases,
+    changesets,
+    identity,
+    images,
+    imodel_ops,
+    imodels,
+    itwin_exports,
+    itwins,
+    locks,
+    namedversions,
+    repositories,
+)
 from twinbase.api.deps import Services
 from twinbase.api.http import EdgeMiddleware, install_error_handlers
 from twinbase.domain import imodels as imodel_jobs
@@ -97,7 +111,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    for module in (identity, blobs, itwin_exports, repositories, images, itwins, accesscontrol, imodels):
+    # Order matters where literal segments share a position with ids (``/itwins/exports`` before
+    # ``/itwins/{id}``, ``/imodels/favorites`` before ``/imodels/{id}``).
+    itwin_apis = [identity, blobs, itwin_exports, repositories, images, itwins, accesscontrol]
+    imodel_apis = [imodel_ops, imodels, changesets, namedversions, briefcases, locks]
+    for module in itwin_apis + imodel_apis:
         app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)

@@ -462,3 +462,9 @@ def baseline_to_wire(baseline: BaselineFile, base: str, download: dict[str, str]
 
 def touch_push(imodel: IModel) -> None:
     imodel.last_changeset_push_at = utcnow()
+
+
+def application_of(principal: Principal) -> dict[str, str] | None:
+    """The client application behind the token, as iModels entities report it (``{id, name}``)."""
+    client = principal.client_id or "twinbase"
+    return {"id": client, "name": client}
