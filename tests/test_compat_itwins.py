@@ -1,0 +1,101 @@
+"""The official ``@itwin/itwins-client`` (npm, pinned in compat/package.json) against the live server.
+
+``compat/itwins.mjs`` drives the unchanged client and asserts every answer; this test installs the
+locked packages (``npm ci``, only when ``compat/node_modules`` is missing or older than the lock file)
+and runs the script against the ``server`` fixture. Node.js and npm are required: without them the
+test fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Server
+
+COMPAT = ROOT / "compat"
+LOCK_FILE = COMPAT / "package-lock.json"
+INSTALLED_MARKER = COMPAT / "node_modules" / ".package-lock.json"  # written by npm on every install
+NPM_TIMEOUT = 600
+SCRIPT_TIMEOUT = 300
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"'{name}' is required for the client compatibility tests and is not on PATH")
+    return path
+
+
+def _install_needed() -> bool:
+    if not INSTALLED_MARKER.exists():
+        return True
+    return INSTALLED_MARKER.stat().st_mtime < LOCK_FILE.stat().st_mtime
+
+
+def ensure_node_modules() -> None:
+    """``npm ci`` once, serialized across pytest-xdist workers by a file lock."""
+    npm = _tool("npm")
+    assert LOCK_FILE.exists(), (
+        f"{LOCK_FILE} is missing: run 'npm install' in compat/ and commit the lock file"
+    )
+    lock_path = Path(tempfile.gettempdir()) / f"twinbase-compat-npm-{os.getuid()}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not _install_needed():
+                return
+            proc = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=COMPAT,
+                capture_output=True,
+                text=True,
+                timeout=NPM_TIMEOUT,
+                check=False,
+            )
+            assert proc.returncode == 0, f"npm ci failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            assert INSTALLED_MARKER.exists(), (
+                f"npm ci left no {INSTALLED_MARKER}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def test_itwins_client_1_6_1(server: Server) -> None:
+    node = _tool("node")
+    ensure_node_modules()  # a no-op once node_modules is newer than the lock file
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "TWINBASE_URL": server.base_url,
+        "TWINBASE_TOKEN": server.token(f"compat-{run}-owner"),
+        "TWINBASE_TOKEN_OTHER": server.token(f"compat-{run}-other"),
+    }
+    env.pop("COMPAT_KEEP_GOING", None)
+    try:
+        proc = subprocess.run(
+            [node, str(COMPAT / "itwins.mjs")],
+            cwd=COMPAT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        partial = "\n".join(
+            out.decode(errors="replace") if isinstance(out, bytes) else out
+            for out in (exc.stdout, exc.stderr)
+            if out
+        )
+        pytest.fail(f"compat/itwins.mjs did not finish in {SCRIPT_TIMEOUT} s:\n{partial}")
+    output = f"{proc.stdout}\n{proc.stderr}".strip()
+    assert proc.returncode == 0, f"compat/itwins.mjs exited {proc.returncode} ({server.backend}):\n{output}"
+    assert "all " in proc.stdout and "steps passed" in proc.stdout, output
