@@ -24,8 +24,10 @@ from twinbase.api import (
     namedversions,
     repositories,
 )
+from twinbase.api.cache import ResponseCache
 from twinbase.api.deps import Services
 from twinbase.api.http import EdgeMiddleware, install_error_handlers
+from twinbase.domain import imodel_ops as imodel_op_jobs
 from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
 from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
@@ -79,9 +81,11 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         issuer=issuer,
         verifier=TokenVerifier(settings, key),
         jobs=jobs,
+        cache=ResponseCache(db, settings.read_cache_seconds),
     )
     export_jobs.register(svc)
     imodel_jobs.register(svc)
+    imodel_op_jobs.register(svc)
     return svc
 
 
@@ -111,16 +115,19 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    # Order matters where literal segments share a position with ids (``/itwins/exports`` before
-    # ``/itwins/{id}``, ``/imodels/favorites`` before ``/imodels/{id}``).
-    itwin_apis = [identity, blobs, itwin_exports, repositories, images, itwins, accesscontrol]
-    imodel_apis = [imodel_ops, imodels, changesets, namedversions, briefcases, locks]
-    for module in itwin_apis + imodel_apis:
-        app.include_router(module.router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    # The hottest routes first (Starlette tries them in order). Where a literal segment shares a
+    # position with an id, the literal's module comes first (``/imodels/favorites`` before
+    # ``/imodels/{id}``) or the id is typed (``{itwin_id:itwinid}`` cannot be ``exports``).
+    itwin_apis = [itwins, itwin_exports, repositories, images, accesscontrol, identity, blobs]
+    imodel_apis = [imodel_ops, imodels, changesets, namedversions, briefcases, locks]
+    for module in itwin_apis + imodel_apis:
+        # Flattened into the app's own route list: matching walks one list instead of nested routers.
+        app.router.routes.extend(module.router.routes)
 
     app.add_middleware(
         CORSMiddleware,

@@ -73,6 +73,11 @@ class Settings(BaseModel):
         description="`storageType` of iModel file links: `azure` (block-blob protocol) or `google` "
         "(plain PUT/GET). twinbase serves both on every link; this only picks the client's uploader.",
     )
+    read_cache_seconds: float = Field(
+        default=2.0,
+        description="Lifetime of the per-process cache of hot GET answers. Writes in the same process "
+        "clear it at once; other worker processes may serve a read this much older. 0 disables it.",
+    )
     job_workers: int = Field(
         default=2, description="In-process job worker threads (iTwin exports and later long jobs); 0 = none."
     )

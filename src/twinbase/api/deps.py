@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
+from twinbase.api.cache import ResponseCache
 from twinbase.api.http import base_url
 from twinbase.domain.itwins import ensure_user
 from twinbase.errors import HeaderNotFound, InvalidAuthorizationScheme
@@ -32,6 +33,7 @@ class Services:
     issuer: TokenIssuer | None
     verifier: TokenVerifier
     jobs: JobQueue
+    cache: ResponseCache
     known_users: set[str] = field(default_factory=set)
     known_users_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,7 +87,9 @@ def _record_user(svc: Services, principal: Principal) -> None:
         svc.known_users.add(principal.user_id)
 
 
-async def context(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Context:
+async def context(request: Request) -> Context:
+    # One flat dependency (authentication inline): FastAPI's per-dependency cost is paid once.
+    principal = await authenticate(request)
     svc = services(request)
     return Context(
         svc=svc, principal=principal, base=base_url(request, svc.settings.public_url), request=request

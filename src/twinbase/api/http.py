@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import re
@@ -47,6 +48,10 @@ class JSON(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+    @classmethod
+    def from_bytes(cls, body: bytes, status_code: int = 200) -> Response:
+        return Response(body, status_code=status_code, media_type=cls.media_type)
 
 
 def no_content() -> Response:
@@ -190,6 +195,15 @@ class TokenBucket:
             return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
 
 
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique per process and across processes (random prefix), without a system call per request."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
 class EdgeMiddleware:
     """Request ids and rate limits, before routing. Pure ASGI: no per-request task or body copy."""
 
@@ -201,14 +215,26 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/") and not path.startswith("/blobs/"):
+            # `/itwins/` and `/itwins` are the same resource to every client; route one spelling.
+            scope = dict(scope)
+            scope["path"] = path.rstrip("/") or "/"
+            raw = scope.get("raw_path")
+            if raw:
+                scope["raw_path"] = raw.rstrip(b"/") or b"/"
         headers = dict(scope["headers"])
         request_id = (headers.get(b"x-correlation-id") or headers.get(b"x-request-id") or b"").decode(
             "latin-1"
-        )[:128] or uuid.uuid4().hex
+        )[:128] or _new_request_id()
         id_header = (b"x-request-id", request_id.encode("latin-1"))
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
@@ -227,7 +253,14 @@ class EdgeMiddleware:
         ):
             await error_response(UnsupportedApiVersion())(scope, receive, send_with_id)
             return
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Rendered here rather than by Starlette's outermost handler, which re-raises and makes
+            # the server drop the keep-alive connection: clients would see the *next* request fail.
+            log.exception("unexpected error", extra={"action": "unexpected_error", "request_id": request_id})
+            if not started:
+                await error_response(TwinbaseError())(scope, receive, send_with_id)
 
 
 class UnsupportedApiVersion(TwinbaseError):

@@ -105,12 +105,18 @@ def my_primary_account(ctx: Ctx) -> Response:
 
 
 @both(router, "/itwins/", ["GET"])
-def list_itwins(ctx: Ctx, request: Request) -> Response:
+async def list_itwins(ctx: Ctx, request: Request) -> Response:
     params = query_params(request)
-    q = domain.parse_query(params, scope_header=request.headers.get("x-itwin-query-scope"))
-    with ctx.svc.db.read() as session:
-        rows, more = domain.query(session, ctx.principal, q)
-        return many(ctx, "/itwins/", params, q, rows, more)
+    scope = request.headers.get("x-itwin-query-scope")
+    q = domain.parse_query(params, scope_header=scope)
+    key = ("itwins", ctx.principal.user_id, tuple(sorted(params.items())), scope, prefer(request), ctx.base)
+
+    def compute() -> Response:
+        with ctx.svc.db.read() as session:
+            rows, more = domain.query(session, ctx.principal, q)
+            return many(ctx, "/itwins/", params, q, rows, more)
+
+    return await ctx.svc.cache.respond(key, compute)
 
 
 @both(router, "/itwins/", ["POST"])
@@ -121,16 +127,20 @@ def create_itwin(ctx: Ctx, raw: Body) -> Response:
         return one(ctx, itwin, status=201)
 
 
-@both(router, "/itwins/{itwin_id}", ["GET"])
-def get_itwin(ctx: Ctx, itwin_id: str) -> Response:
-    with ctx.svc.db.read() as session:
-        itwin, _ = domain.get_visible(session, itwin_id, ctx.principal.user_id)
-        # Single GETs default to the full entity; an explicit Prefer: return=minimal trims it.
-        mode = prefer(ctx.request) if "prefer" in ctx.request.headers else "representation"
-        return one(ctx, itwin, mode=mode)
+@both(router, "/itwins/{itwin_id:itwinid}", ["GET"])
+async def get_itwin(ctx: Ctx, itwin_id: str) -> Response:
+    # Single GETs default to the full entity; an explicit Prefer: return=minimal trims it.
+    mode = prefer(ctx.request) if "prefer" in ctx.request.headers else "representation"
+
+    def compute() -> Response:
+        with ctx.svc.db.read() as session:
+            itwin, _ = domain.read_visible(session, itwin_id, ctx.principal.user_id)
+            return one(ctx, itwin, mode=mode)
+
+    return await ctx.svc.cache.respond(("itwin", ctx.principal.user_id, itwin_id, mode, ctx.base), compute)
 
 
-@both(router, "/itwins/{itwin_id}", ["PATCH"])
+@both(router, "/itwins/{itwin_id:itwinid}", ["PATCH"])
 def update_itwin(ctx: Ctx, itwin_id: str, raw: Body) -> Response:
     data = parse_body(raw, domain.ITwinUpdate, code=domain.INVALID, message="Cannot update iTwin.")
     with ctx.svc.db.write() as session:
@@ -138,7 +148,7 @@ def update_itwin(ctx: Ctx, itwin_id: str, raw: Body) -> Response:
         return one(ctx, itwin)
 
 
-@both(router, "/itwins/{itwin_id}", ["DELETE"])
+@both(router, "/itwins/{itwin_id:itwinid}", ["DELETE"])
 def delete_itwin(ctx: Ctx, itwin_id: str) -> Response:
     with ctx.svc.db.write() as session:
         itwin = domain.delete_itwin(session, ctx.principal, itwin_id)

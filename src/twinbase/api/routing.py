@@ -6,7 +6,11 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.routing import Match
+from starlette.types import Scope
 
 from twinbase.api.http import body_limit
 
@@ -14,13 +18,49 @@ MAX_JSON_BODY = 1024 * 1024
 read_json_body = body_limit(MAX_JSON_BODY)
 
 
+class ITwinIdConvertor(Convertor[str]):
+    """``{name:itwinid}``: one path segment that is not a literal of the iTwins API.
+
+    With it ``/itwins/{id}`` cannot swallow ``/itwins/exports`` and friends, so the hot iTwin routes
+    can come first in the route list whatever order the modules are included in.
+    """
+
+    regex = "(?!(?:exports|repositories|favorites|recents|myprimaryaccount|myitwins)(?:/|$))[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("itwinid", ITwinIdConvertor())
+
+
+class FastRoute(APIRoute):
+    """An ``APIRoute`` that rejects a non-matching path with one regex test.
+
+    Starlette tries routes in order; FastAPI's own ``matches`` costs several microseconds even for a
+    route whose path cannot match, and a request walks dozens of those before its own. twinbase
+    serves from the root (no ``root_path``), so the raw path is the route path.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and self.path_regex.match(scope["path"]) is None:
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def both(router: APIRouter, path: str, methods: list[str], **kwargs: Any) -> Callable[[Any], Any]:
-    """Register ``path`` with and without a trailing slash: the clients use both spellings."""
+    """Register ``path`` for both spellings the clients use, with and without a trailing slash.
+
+    ``EdgeMiddleware`` strips a trailing slash from every request path, so one route (the
+    spelling without the slash) serves both; half the routes means half the matching per request.
+    """
+    canonical = path.rstrip("/") or "/"
 
     def decorate(fn: Any) -> Any:
-        router.add_api_route(path, fn, methods=methods, **kwargs)
-        alt = path[:-1] if path.endswith("/") else path + "/"
-        router.add_api_route(alt, fn, methods=methods, include_in_schema=False, **kwargs)
+        router.add_api_route(canonical, fn, methods=methods, route_class_override=FastRoute, **kwargs)
         return fn
 
     return decorate

@@ -91,7 +91,7 @@ class JobQueue:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def claim(self) -> Job | None:
-        with self.db.write() as session:
+        with self.db.write(invalidates_reads=False) as session:
             self.recover_stalled(session)
             stmt = (
                 select(Job)
@@ -135,11 +135,11 @@ class JobQueue:
     def _heartbeat(self, job_id: str, done: threading.Event) -> None:
         interval = max(1.0, self.stall_after.total_seconds() / 4)
         while not done.wait(interval):
-            with self.db.write() as session:
+            with self.db.write(invalidates_reads=False) as session:
                 session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
 
     def _finish(self, job: Job, *, error: str | None) -> None:
-        with self.db.write() as session:
+        with self.db.write(invalidates_reads=False) as session:
             row = session.get(Job, job.id)
             if row is None:
                 return

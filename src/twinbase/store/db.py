@@ -9,6 +9,7 @@ lock up front (busy timeout) instead of failing half-way when a read lock cannot
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,9 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        # Bumped after every committed write in this process; read caches compare against it.
+        self.generation = 0
+        self._generation_lock = threading.Lock()
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(
             bind=self.engine.execution_options(twinbase_write=True), expire_on_commit=False, autoflush=True
@@ -79,11 +83,16 @@ class Database:
                 session.rollback()
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, *, invalidates_reads: bool = True) -> Iterator[Session]:
+        """A write transaction, committed at the end. ``invalidates_reads=False`` is for bookkeeping
+        (job claims, heartbeats) that no API answer depends on, so read caches survive it."""
         with self._write() as session:
             try:
                 yield session
                 session.commit()
+                if invalidates_reads:
+                    with self._generation_lock:
+                        self.generation += 1
             except OperationalError as exc:
                 session.rollback()
                 raise ServiceUnavailable() from exc

@@ -141,6 +141,8 @@ class Member(Base):
     """A user's membership in an iTwin: owner, or holder of roles (member_roles)."""
 
     __tablename__ = "members"
+    # Every request asks "which iTwins is this user a member of": the user comes first here.
+    __table_args__ = (Index("ix_members_user_itwin", "user_id", "itwin_id"),)
     itwin_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("itwins.id", ondelete="CASCADE"), primary_key=True
     )
