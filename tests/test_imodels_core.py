@@ -164,3 +164,45 @@ def test_access(server: Server) -> None:
         )
         assert_error(alice.get(f"/imodels/{uuid.uuid4()}"), 404, "iModelNotFound")
         assert_error(alice.get("/imodels/not-an-id"), 404, "iModelNotFound")
+
+
+REPRESENTATION_KEYS = {
+    "id",
+    "displayName",
+    "name",
+    "description",
+    "state",
+    "createdDateTime",
+    "lastChangesetPushDateTime",
+    "iTwinId",
+    "extent",
+    "containersEnabled",
+    "dataCenterLocation",
+    "geographicCoordinateSystem",
+    "_links",
+}
+
+
+def test_entity_shape(server: Server) -> None:
+    """§6: minimal ``{id, displayName}``; the full entity with explicit nulls and the three links."""
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        imodel = new_imodel(alice, itwin["id"], name="Shape")
+        assert set(imodel) == REPRESENTATION_KEYS
+        assert imodel["description"] is None and imodel["extent"] is None
+        assert imodel["lastChangesetPushDateTime"] is None and imodel["containersEnabled"] == 0
+        assert imodel["createdDateTime"].endswith("Z") and imodel["dataCenterLocation"]
+        root = f"{server.base_url}/imodels/{imodel['id']}"
+        links = imodel["_links"]
+        assert set(links) == {"creator", "changesets", "namedVersions"}
+        assert links["changesets"] == {"href": f"{root}/changesets"}
+        assert links["namedVersions"] == {"href": f"{root}/namedversions"}
+        creator = links["creator"]["href"]
+        assert creator.startswith(f"{root}/users/")
+        assert alice.get(creator).json()["user"]["id"] == creator.rsplit("/", 1)[1]
+        listed = alice.get(
+            "/imodels", params={"iTwinId": itwin["id"]}, headers={"Prefer": "return=representation"}
+        ).json()["iModels"]
+        assert listed == [imodel]
+        minimal = alice.get("/imodels", params={"iTwinId": itwin["id"]}).json()["iModels"]
+        assert minimal == [{"id": imodel["id"], "displayName": "Shape"}]

@@ -1,5 +1,72 @@
-"""Placeholder router; filled in by its own module."""
+"""HTTP for ``/imodels/{id}/briefcases`` (reference §5.3, §6)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from twinbase.api.deps import Ctx
+from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
+from twinbase.api.routing import Body, both, query_params
+from twinbase.domain import briefcases as domain
+from twinbase.domain import checkpoints
+from twinbase.errors import INVALID_IMODELS
 
 router = APIRouter()
+
+
+@both(router, "/imodels/{imodel_id}/briefcases", ["POST"])
+def acquire_briefcase(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
+    # iTwin.js sends ``{}``; a bare POST (no body at all) means the same.
+    body = parse_body(
+        raw if raw.strip() else b"{}",
+        domain.BriefcaseAcquire,
+        code=INVALID_IMODELS,
+        message="Cannot acquire Briefcase.",
+    )
+    with ctx.svc.db.write() as session:
+        briefcase = domain.acquire(session, ctx.principal, imodel_id, body)
+        return JSON({"briefcase": domain.to_wire(briefcase, ctx.base)}, status_code=201)
+
+
+@both(router, "/imodels/{imodel_id}/briefcases", ["GET"])
+def list_briefcases(ctx: Ctx, imodel_id: str, request: Request) -> Response:
+    params = query_params(request)
+    mode = prefer(request)
+    with ctx.svc.db.read() as session:
+        imodel, rows, top, skip, more = domain.query(session, ctx.principal, imodel_id, params)
+        items = [domain.to_wire(b, ctx.base, mode) for b in rows]
+        path = f"/imodels/{imodel.id}/briefcases"
+    links = page_links(
+        ctx.base,
+        path,
+        params,
+        top=top,
+        skip=skip,
+        returned=len(rows),
+        has_more=more,
+    )
+    return JSON({"briefcases": items, "_links": links})
+
+
+# The literal ``checkpoint`` segment must be matched before ``{briefcase_id}``.
+@both(router, "/imodels/{imodel_id}/briefcases/checkpoint", ["GET"])
+def briefcase_checkpoint(ctx: Ctx, imodel_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        cp = domain.latest_checkpoint(session, ctx.principal, imodel_id)
+        download = ctx.svc.storage_link(ctx.base, cp.blob_key)
+        return JSON({"checkpoint": checkpoints.to_wire(cp, download)})
+
+
+@both(router, "/imodels/{imodel_id}/briefcases/{briefcase_id}", ["GET"])
+def get_briefcase(ctx: Ctx, imodel_id: str, briefcase_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        briefcase = domain.get(session, ctx.principal, imodel_id, briefcase_id)
+        return JSON({"briefcase": domain.to_wire(briefcase, ctx.base)})
+
+
+@both(router, "/imodels/{imodel_id}/briefcases/{briefcase_id}", ["DELETE"])
+def release_briefcase(ctx: Ctx, imodel_id: str, briefcase_id: str) -> Response:
+    with ctx.svc.db.write() as session:
+        domain.release(session, ctx.principal, imodel_id, briefcase_id)
+    return no_content()

@@ -1,5 +1,205 @@
-"""Placeholder router; filled in by its own module."""
+"""HTTP for changesets, their checkpoints and extended data, and changeset groups (reference §5.4).
 
-from fastapi import APIRouter
+Reading metadata needs ``imodels_webview``; file links (changeset downloads, checkpoints) need
+``imodels_read``; pushing, extended data and groups need ``imodels_write``. The literal
+``/changesets/extendeddata`` is registered before ``/changesets/{ref}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from twinbase.api.deps import Context, Ctx
+from twinbase.api.http import JSON, page_links, parse_body, prefer
+from twinbase.api.routing import Body, both, query_params
+from twinbase.domain import access, checkpoints, imodels
+from twinbase.domain import changesets as domain
+from twinbase.errors import INVALID_IMODELS
+from twinbase.store.models import Changeset, Checkpoint
 
 router = APIRouter()
+
+CHANGESETS = "/imodels/{imodel_id}/changesets"
+CHANGESET = CHANGESETS + "/{ref}"
+GROUPS = "/imodels/{imodel_id}/changesetgroups"
+
+
+def _links_base(ctx: Context, imodel_id: str) -> str:
+    return imodels.links_base(ctx.base, imodel_id)
+
+
+def _full(ctx: Context, cs: Changeset, around: domain.Surroundings | None, can_read: bool) -> dict[str, Any]:
+    download = ctx.svc.storage_link(ctx.base, cs.blob_key) if can_read else None
+    return domain.to_wire(cs, ctx.base, around=around, download=download)
+
+
+def checkpoint_response(ctx: Context, checkpoint: Checkpoint) -> Response:
+    download = ctx.svc.storage_link(ctx.base, checkpoint.blob_key)
+    return JSON({"checkpoint": checkpoints.to_wire(checkpoint, download)})
+
+
+# -------------------------------------------------------------------------------------- changesets
+
+
+@both(router, CHANGESETS, ["POST"])
+def create_changeset(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
+    with ctx.svc.db.write() as session:
+        imodel = domain.writable_imodel(session, imodel_id, ctx.principal, lock=True)
+        body = parse_body(raw, domain.ChangesetCreate, code=INVALID_IMODELS, message=domain.CREATE_MESSAGE)
+        cs = domain.create(session, ctx.principal, imodel, body)
+        wire = domain.to_wire(cs, ctx.base)
+        wire["_links"]["upload"] = ctx.svc.storage_link(ctx.base, cs.blob_key, "w")
+        wire["_links"]["complete"] = {"href": domain.changeset_href(ctx.base, cs.imodel_id, cs.id)}
+    return JSON({"changeset": wire}, status_code=201)
+
+
+@both(router, CHANGESETS, ["GET"])
+def list_changesets(ctx: Ctx, request: Request, imodel_id: str) -> Response:
+    params = query_params(request)
+    mode = prefer(request)
+    with ctx.svc.db.read() as session:
+        imodel, perms = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        page = domain.query(session, imodel.id, params)
+        iid = imodel.id
+        if mode == "minimal":
+            items = [domain.to_wire(cs, ctx.base, "minimal") for cs in page.rows]
+        else:
+            around = domain.surroundings(session, imodel.id, page.rows)
+            can_read = access.IMODELS_READ in perms
+            items = [_full(ctx, cs, around, can_read) for cs in page.rows]
+    links = page_links(
+        ctx.base,
+        f"/imodels/{iid}/changesets",
+        params,
+        top=page.top,
+        skip=page.skip,
+        returned=len(items),
+        has_more=page.more,
+    )
+    return JSON({"changesets": items, "_links": links})
+
+
+@both(router, CHANGESETS + "/extendeddata", ["GET"])
+def list_extended_data(ctx: Ctx, request: Request, imodel_id: str) -> Response:
+    params = query_params(request)
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        page = domain.query_extended_data(session, imodel.id, params)
+        iid = imodel.id
+        items = [domain.extended_data_to_wire(row) for row in page.rows]
+    links = page_links(
+        ctx.base,
+        f"/imodels/{iid}/changesets/extendeddata",
+        params,
+        top=page.top,
+        skip=page.skip,
+        returned=len(items),
+        has_more=page.more,
+    )
+    return JSON({"extendedData": items, "_links": links})
+
+
+@both(router, CHANGESET, ["GET"])
+def get_changeset(ctx: Ctx, imodel_id: str, ref: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, perms = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        cs = domain.find(session, imodel.id, ref)
+        around = domain.surroundings(session, imodel.id, [cs])
+        wire = _full(ctx, cs, around, access.IMODELS_READ in perms)
+    return JSON({"changeset": wire})
+
+
+@both(router, CHANGESET, ["PATCH"])
+def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Response:
+    with ctx.svc.db.write() as session:
+        imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
+        body = parse_body(raw, domain.ChangesetUpdate, code=INVALID_IMODELS, message=domain.UPDATE_MESSAGE)
+        cs = domain.complete(session, ctx.svc.blobs, ctx.principal, imodel, ref, body)
+        around = domain.surroundings(session, cs.imodel_id, [cs])
+        wire = domain.to_wire(cs, ctx.base, around=around)
+    return JSON({"changeset": wire})
+
+
+@both(router, CHANGESET + "/checkpoint", ["GET"])
+def get_changeset_checkpoint(ctx: Ctx, imodel_id: str, ref: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
+        checkpoint = domain.checkpoint_at(session, imodel.id, ref)
+        return checkpoint_response(ctx, checkpoint)
+
+
+# ----------------------------------------------------------------------------------- extended data
+
+
+@both(router, CHANGESET + "/extendeddata", ["POST"])
+def create_extended_data(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Response:
+    with ctx.svc.db.write() as session:
+        imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
+        body = parse_body(
+            raw, domain.ExtendedDataCreate, code=INVALID_IMODELS, message=domain.EXTENDED_DATA_MESSAGE
+        )
+        row = domain.create_extended_data(session, ctx.principal, imodel, ref, body)
+        wire = domain.extended_data_to_wire(row)
+    return JSON({"extendedData": wire}, status_code=201)
+
+
+@both(router, CHANGESET + "/extendeddata", ["GET"])
+def get_extended_data(ctx: Ctx, imodel_id: str, ref: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        row = domain.get_extended_data(session, imodel.id, ref)
+        return JSON({"extendedData": domain.extended_data_to_wire(row)})
+
+
+# -------------------------------------------------------------------------------- changeset groups
+
+
+@both(router, GROUPS, ["POST"])
+def create_group(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
+    with ctx.svc.db.write() as session:
+        imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
+        body = parse_body(raw, domain.GroupCreate, code=INVALID_IMODELS, message=domain.GROUP_CREATE_MESSAGE)
+        group = domain.create_group(session, ctx.principal, imodel, body)
+        wire = domain.group_to_wire(group, ctx.base)
+    return JSON({"changesetGroup": wire}, status_code=201)
+
+
+@both(router, GROUPS, ["GET"])
+def list_groups(ctx: Ctx, request: Request, imodel_id: str) -> Response:
+    params = query_params(request)
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        page = domain.query_groups(session, imodel.id, params)
+        iid = imodel.id
+        items = [domain.group_to_wire(g, ctx.base) for g in page.rows]
+    links = page_links(
+        ctx.base,
+        f"/imodels/{iid}/changesetgroups",
+        params,
+        top=page.top,
+        skip=page.skip,
+        returned=len(items),
+        has_more=page.more,
+    )
+    return JSON({"changesetGroups": items, "_links": links})
+
+
+@both(router, GROUPS + "/{group_id}", ["GET"])
+def get_group(ctx: Ctx, imodel_id: str, group_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        group = domain.find_group(session, imodel.id, group_id)
+        return JSON({"changesetGroup": domain.group_to_wire(group, ctx.base)})
+
+
+@both(router, GROUPS + "/{group_id}", ["PATCH"])
+def update_group(ctx: Ctx, imodel_id: str, group_id: str, raw: Body) -> Response:
+    with ctx.svc.db.write() as session:
+        imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
+        body = parse_body(raw, domain.GroupUpdate, code=INVALID_IMODELS, message=domain.GROUP_UPDATE_MESSAGE)
+        group = domain.update_group(session, imodel, group_id, body)
+        wire = domain.group_to_wire(group, ctx.base)
+    return JSON({"changesetGroup": wire})

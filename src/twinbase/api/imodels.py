@@ -1,18 +1,26 @@
-"""HTTP for ``/imodels``: iModels and their baseline file (reference §5.1, §5.2)."""
+"""HTTP for ``/imodels``: iModels and their baseline file (reference §5.1, §5.2).
+
+Create (empty, from a baseline file, from a template), get, list, update, delete. The other
+operations on an iModel (clone, fork, favorites, thumbnails, users, ...) are in ``imodel_ops``.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, page_links, parse_body, prefer
+from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
+from twinbase.domain import imodel_ops as ops
 from twinbase.domain import imodels as domain
 from twinbase.errors import INVALID_IMODELS, BaselineFileNotFound
 from twinbase.store.models import BaselineFile, IModel
 
 router = APIRouter()
+log = logging.getLogger("twinbase.imodels")
 
 
 def imodel_response(ctx: Context, imodel: IModel, status: int = 200, **extra_links: object) -> Response:
@@ -42,6 +50,12 @@ def create_imodel(ctx: Ctx, raw: Body) -> Response:
             upload = ctx.svc.storage_link(ctx.base, baseline.blob_key, "w")
             complete = {"href": f"{domain.links_base(ctx.base, imodel.id)}/baselinefile"}
             return imodel_response(ctx, imodel, 201, upload=upload, complete=complete)
+    if body.template is not None:
+        with ctx.svc.db.write() as session:
+            imodel = ops.create_from_template(session, ctx.principal, body)
+            response = imodel_response(ctx, imodel, 201)
+        ctx.svc.jobs.wake()
+        return response
     with ctx.svc.db.write() as session:
         imodel = domain.create_empty(ctx.svc, session, ctx.principal, body)
         return imodel_response(ctx, imodel, 201)
@@ -52,6 +66,27 @@ def get_imodel(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.read() as session:
         imodel, _ = domain.visible_imodel(session, imodel_id, ctx.principal.user_id)
         return imodel_response(ctx, imodel)
+
+
+@both(router, "/imodels/{imodel_id}", ["PATCH"])
+def update_imodel(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
+    body = parse_body(raw, ops.IModelUpdate, code=INVALID_IMODELS, message="Cannot update iModel.")
+    with ctx.svc.db.write() as session:
+        imodel = ops.update_imodel(session, ctx.principal, imodel_id, body)
+        return imodel_response(ctx, imodel)
+
+
+@both(router, "/imodels/{imodel_id}", ["DELETE"])
+def delete_imodel(ctx: Ctx, imodel_id: str) -> Response:
+    with ctx.svc.db.write() as session:
+        prefix = ops.delete_imodel(session, ctx.principal, imodel_id)
+    try:
+        ctx.svc.blobs.delete_prefix(prefix)
+    except OSError:  # the rows are gone: orphan files at worst, never a half-deleted iModel
+        log.warning(
+            "could not delete iModel files", extra={"action": "imodel_blobs_delete_failed", "key": prefix}
+        )
+    return no_content()
 
 
 def _baseline_response(ctx: Context, baseline: BaselineFile) -> Response:

@@ -1,5 +1,69 @@
-"""Placeholder router; filled in by its own module."""
+"""HTTP for ``/imodels/{id}/locks`` (reference §5.6). Lock lists send no ``Prefer``: one shape."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from twinbase.api.deps import Ctx
+from twinbase.api.http import JSON, page_links, parse_body
+from twinbase.api.routing import Body, both, query_params
+from twinbase.domain import locks as domain
+from twinbase.errors import INVALID_IMODELS
 
 router = APIRouter()
+
+
+# The literal segments come first: ``/locks/release-chunk`` and ``/locks/released-locks``.
+@both(router, "/imodels/{imodel_id}/locks/release-chunk", ["POST"])
+def release_chunk(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
+    body = parse_body(raw, domain.ReleaseChunk, code=INVALID_IMODELS, message="Cannot release Locks.")
+    with ctx.svc.db.write() as session:
+        last = domain.release_chunk(session, ctx.principal, imodel_id, body)
+    return JSON({"isLastChunk": last})
+
+
+@both(router, "/imodels/{imodel_id}/locks/released-locks", ["GET"])
+def released_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
+    params = query_params(request)
+    with ctx.svc.db.read() as session:
+        imodel, ids, top, skip, more = domain.released(session, ctx.principal, imodel_id, params)
+        path = f"/imodels/{imodel.id}/locks/released-locks"
+    items = [{"lockLevel": domain.EXCLUSIVE, "objectIds": ids}] if ids else []
+    links = page_links(
+        ctx.base,
+        path,
+        params,
+        top=top,
+        skip=skip,
+        returned=len(ids),
+        has_more=more,
+    )
+    return JSON({"releasedLocks": items, "_links": links})
+
+
+@both(router, "/imodels/{imodel_id}/locks", ["PATCH"])
+def update_locks(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
+    body = parse_body(raw, domain.LockUpdate, code=INVALID_IMODELS, message=domain.UPDATE_MESSAGE)
+    with ctx.svc.db.write() as session:
+        locked = domain.update_locks(session, ctx.principal, imodel_id, body)
+    return JSON({"lock": {"briefcaseId": body.briefcaseId, "lockedObjects": locked}})
+
+
+@both(router, "/imodels/{imodel_id}/locks", ["GET"])
+def list_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
+    params = query_params(request)
+    with ctx.svc.db.read() as session:
+        imodel, entities, top, skip, more = domain.query(session, ctx.principal, imodel_id, params)
+        path = f"/imodels/{imodel.id}/locks"
+    returned = sum(len(g["objectIds"]) for e in entities for g in e["lockedObjects"])
+    links = page_links(
+        ctx.base,
+        path,
+        params,
+        top=top,
+        skip=skip,
+        returned=returned,
+        has_more=more,
+    )
+    return JSON({"locks": entities, "_links": links})

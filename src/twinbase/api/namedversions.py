@@ -1,5 +1,91 @@
-"""Placeholder router; filled in by its own module."""
+"""HTTP for named versions and their checkpoints (reference §5.5).
 
-from fastapi import APIRouter
+Reading needs ``imodels_webview``, checkpoints ``imodels_read``, creating and updating
+``imodels_write``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from twinbase.api.changesets import checkpoint_response
+from twinbase.api.deps import Ctx
+from twinbase.api.http import JSON, page_links, parse_body, prefer
+from twinbase.api.routing import Body, both, query_params
+from twinbase.domain import access, checkpoints, imodels
+from twinbase.domain import namedversions as domain
+from twinbase.errors import INVALID_IMODELS
 
 router = APIRouter()
+
+NAMED_VERSIONS = "/imodels/{imodel_id}/namedversions"
+NAMED_VERSION = NAMED_VERSIONS + "/{nv_id}"
+
+
+@both(router, NAMED_VERSIONS, ["POST"])
+def create_named_version(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
+    with ctx.svc.db.write() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_WRITE)
+        body = parse_body(raw, domain.NamedVersionCreate, code=INVALID_IMODELS, message=domain.CREATE_MESSAGE)
+        nv = domain.create(session, ctx.principal, imodel, body)
+        wire = domain.to_wire(nv, ctx.base)
+    return JSON({"namedVersion": wire}, status_code=201)
+
+
+@both(router, NAMED_VERSIONS, ["GET"])
+def list_named_versions(ctx: Ctx, request: Request, imodel_id: str) -> Response:
+    params = query_params(request)
+    mode = prefer(request)
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        page = domain.query(session, imodel.id, params)
+        iid = imodel.id
+        items = [domain.to_wire(nv, ctx.base, mode) for nv in page.rows]
+    links = page_links(
+        ctx.base,
+        f"/imodels/{iid}/namedversions",
+        params,
+        top=page.top,
+        skip=page.skip,
+        returned=len(items),
+        has_more=page.more,
+    )
+    return JSON({"namedVersions": items, "_links": links})
+
+
+@both(router, NAMED_VERSION, ["GET"])
+def get_named_version(ctx: Ctx, imodel_id: str, nv_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id)
+        nv = domain.find(session, imodel.id, nv_id)
+        return JSON({"namedVersion": domain.to_wire(nv, ctx.base)})
+
+
+@both(router, NAMED_VERSION, ["PATCH"])
+def update_named_version(ctx: Ctx, imodel_id: str, nv_id: str, raw: Body) -> Response:
+    with ctx.svc.db.write() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_WRITE)
+        body = parse_body(raw, domain.NamedVersionUpdate, code=INVALID_IMODELS, message=domain.UPDATE_MESSAGE)
+        nv = domain.update(session, imodel, nv_id, body)
+        wire = domain.to_wire(nv, ctx.base)
+    return JSON({"namedVersion": wire})
+
+
+@both(router, NAMED_VERSION + "/checkpoint", ["GET"])
+def get_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) -> Response:
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
+        nv = domain.find(session, imodel.id, nv_id)
+        return checkpoint_response(ctx, checkpoints.at_or_before(session, imodel.id, nv.changeset_index))
+
+
+@both(router, NAMED_VERSION + "/checkpoint", ["PUT"])
+def regenerate_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) -> Response:
+    """Regeneration: checkpoints are only ever the stored ones, so the current one is the answer."""
+    with ctx.svc.db.read() as session:
+        imodel, _ = imodels.visible_imodel(
+            session, imodel_id, ctx.principal.user_id, access.IMODELS_READ, access.IMODELS_WRITE
+        )
+        nv = domain.find(session, imodel.id, nv_id)
+        return checkpoint_response(ctx, checkpoints.at_or_before(session, imodel.id, nv.changeset_index))

@@ -7,6 +7,7 @@ download link, so clients replay the changesets after it.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from sqlalchemy import select
@@ -31,6 +32,23 @@ def at_or_before(session: Session, imodel_id: str, index: int) -> Checkpoint:
     if checkpoint is None:
         raise CheckpointNotFound()
     return checkpoint
+
+
+def successful_indexes(session: Session, imodel_id: str) -> list[int]:
+    """Indexes of the iModel's successful checkpoints, ascending (for many look-ups in one list page)."""
+    return list(
+        session.scalars(
+            select(Checkpoint.changeset_index)
+            .where(Checkpoint.imodel_id == imodel_id, Checkpoint.state == "successful")
+            .order_by(Checkpoint.changeset_index)
+        )
+    )
+
+
+def nearest(indexes: list[int], index: int) -> int | None:
+    """The greatest of the ascending ``indexes`` that is ``<= index``; None when there is none."""
+    pos = bisect.bisect_right(indexes, index)
+    return indexes[pos - 1] if pos else None
 
 
 def to_wire(checkpoint: Checkpoint, download: dict[str, str] | None) -> dict[str, Any]:

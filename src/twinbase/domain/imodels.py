@@ -10,15 +10,17 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.bim.identity import BimFormatError, read_identity, stamp
-from twinbase.bim.seed import write_empty_seed
+from twinbase.bim.seed import SeedMissing, write_empty_seed
 from twinbase.domain import access
 from twinbase.domain.itwins import iso
 from twinbase.errors import (
@@ -29,6 +31,7 @@ from twinbase.errors import (
     IModelNotFound,
     InsufficientPermissions,
     ITwinNotFound,
+    ServiceUnavailable,
     invalid_imodels,
     invalid_value,
 )
@@ -75,6 +78,28 @@ def itwin_for_imodels(session: Session, itwin_id: str, user_id: str, *needed: st
 
 # ------------------------------------------------------------------------------------------ inputs
 
+MAX_TEXT = 255
+
+
+def _at_most_255(value: str) -> str:
+    # The platform's exact detail: "Provided 'description' value is not valid. The value exceeds allowed
+    # 255 characters." (``api.http`` adds the prefix and the final period to pydantic's message).
+    if len(value) > MAX_TEXT:
+        raise PydanticCustomError(
+            "string_too_long", "The value exceeds allowed {max_length} characters", {"max_length": MAX_TEXT}
+        )
+    return value
+
+
+Text255 = Annotated[StrictStr, AfterValidator(_at_most_255)]
+"""A string of at most 255 characters, refused with the platform's own message."""
+
+
+def not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
 
 class LatLong(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -107,8 +132,8 @@ class GcsSpec(BaseModel):
 class IModelCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     iTwinId: StrictStr
-    name: StrictStr = Field(min_length=1, max_length=255)
-    description: StrictStr | None = Field(default=None, max_length=255)
+    name: Text255 = Field(min_length=1)
+    description: Text255 | None = None
     extent: Extent | None = None
     containersEnabled: StrictInt | None = Field(default=None, ge=0, le=7)
     creationMode: StrictStr | None = None
@@ -116,12 +141,7 @@ class IModelCreate(BaseModel):
     baselineFile: BaselineFileSpec | None = None
     template: TemplateSpec | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    check_name = field_validator("name")(not_blank)
 
     @field_validator("creationMode")
     @classmethod
@@ -152,7 +172,7 @@ def checkpoint_key(imodel_id: str, index: int) -> str:
     return f"imodels/{imodel_id}/checkpoints/{index}.bim"
 
 
-def _name_taken(session: Session, itwin_id: str, name: str, except_id: str | None = None) -> bool:
+def name_taken(session: Session, itwin_id: str, name: str, except_id: str | None = None) -> bool:
     return (
         session.scalar(
             select(IModel.id).where(IModel.itwin_id == itwin_id, IModel.name == name, IModel.id != except_id)
@@ -170,23 +190,57 @@ def new_imodel(
 ) -> IModel:
     """Insert the iModel row (the caller fills in its files); ``iModelExists`` on a duplicate name."""
     itwin = itwin_for_imodels(session, body.iTwinId, principal.user_id, access.IMODELS_MANAGE)
-    if _name_taken(session, itwin.id, body.name):
-        raise _exists()
-    imodel = IModel(
-        id=new_id(),
-        itwin_id=itwin.id,
+    return insert_imodel(
+        session,
+        itwin,
         name=body.name,
         description=body.description,
-        state=state,
-        create_state=create_state,
-        creation_mode=body.creationMode,
         extent=body.extent.model_dump() if body.extent else None,
         containers_enabled=body.containersEnabled or 0,
         geographic_coordinate_system=body.geographicCoordinateSystem.model_dump(exclude_none=True)
         if body.geographicCoordinateSystem
         else None,
-        data_center_location=itwin.data_center_location or "East US",
+        creation_mode=body.creationMode,
+        state=state,
+        create_state=create_state,
         created_by=principal.user_id,
+    )
+
+
+def insert_imodel(
+    session: Session,
+    itwin: ITwin,
+    *,
+    name: str,
+    description: str | None,
+    extent: dict[str, Any] | None,
+    containers_enabled: int,
+    geographic_coordinate_system: dict[str, Any] | None,
+    creation_mode: str | None,
+    state: str,
+    create_state: str,
+    created_by: str,
+    cloned_from: str | None = None,
+    forked_from: str | None = None,
+) -> IModel:
+    """Insert an iModel row into ``itwin`` (access already checked); ``iModelExists`` on a duplicate name."""
+    if name_taken(session, itwin.id, name):
+        raise _exists()
+    imodel = IModel(
+        id=new_id(),
+        itwin_id=itwin.id,
+        name=name,
+        description=description,
+        state=state,
+        create_state=create_state,
+        creation_mode=creation_mode,
+        cloned_from=cloned_from,
+        forked_from=forked_from,
+        extent=extent,
+        containers_enabled=containers_enabled,
+        geographic_coordinate_system=geographic_coordinate_system,
+        data_center_location=itwin.data_center_location or "East US",
+        created_by=created_by,
     )
     session.add(imodel)
     try:
@@ -227,18 +281,31 @@ def create_from_baseline(
     return imodel, baseline
 
 
+class SeedUnavailable(ServiceUnavailable):
+    """503: this installation was built without the empty seed iModel (``make seed``)."""
+
+    default_message = (
+        "Empty iModels cannot be created right now: the server has no seed iModel. "
+        "Create the iModel from a baseline file, or retry later."
+    )
+
+
 def create_empty(svc: FileServices, session: Session, principal: Principal, body: IModelCreate) -> IModel:
     """A real, valid empty iModel: a stamped copy of the seed as its baseline and checkpoint 0."""
     imodel = new_imodel(session, principal, body, state="initialized", create_state="successful")
     with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
         path = Path(tmp) / "empty.bim"
-        write_empty_seed(path)
+        try:
+            write_empty_seed(path)
+        except SeedMissing as exc:
+            raise SeedUnavailable() from exc
         stamp(path, imodel_id=imodel.id, itwin_id=imodel.itwin_id)
-        _store_baseline(svc, session, imodel, path, principal.user_id)
+        store_baseline(svc, session, imodel, path, principal.user_id)
     return imodel
 
 
-def _store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Path, user_id: str) -> None:
+def store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Path, user_id: str) -> None:
+    """Make the (stamped) file at ``path`` the iModel's baseline and its checkpoint 0."""
     with open(path, "rb") as fh:
         info = svc.blobs.put(checkpoint_key(imodel.id, 0), iter(lambda: fh.read(1 << 20), b""))
     with open(path, "rb") as fh:
@@ -328,7 +395,7 @@ def initialize_baseline(svc: FileServices, imodel_id: str) -> None:
             if imodel is None or baseline is None:
                 return
             if state == "initialized":
-                _store_baseline(svc, session, imodel, path, user_id)
+                store_baseline(svc, session, imodel, path, user_id)
                 imodel.state = "initialized"
                 imodel.create_state = "successful"
             else:
@@ -422,6 +489,11 @@ def links_base(base: str, imodel_id: str) -> str:
     return f"{base}/imodels/{imodel_id}"
 
 
+def user_href(base: str, imodel_id: str, user_id: str) -> str:
+    """``.../imodels/{iModelId}/users/{userId}``, as the clients parse it; user ids are token subjects."""
+    return f"{links_base(base, imodel_id)}/users/{quote(user_id, safe='')}"
+
+
 def to_wire(
     imodel: IModel, base: str, mode: Literal["minimal", "representation"] = "representation"
 ) -> dict[str, Any]:
@@ -442,7 +514,7 @@ def to_wire(
         "dataCenterLocation": imodel.data_center_location,
         "geographicCoordinateSystem": imodel.geographic_coordinate_system,
         "_links": {
-            "creator": {"href": f"{root}/users/{imodel.created_by}"},
+            "creator": {"href": user_href(base, imodel.id, imodel.created_by)},
             "changesets": {"href": f"{root}/changesets"},
             "namedVersions": {"href": f"{root}/namedversions"},
         },
@@ -450,13 +522,15 @@ def to_wire(
 
 
 def baseline_to_wire(baseline: BaselineFile, base: str, download: dict[str, str] | None) -> dict[str, Any]:
-    root = links_base(base, baseline.imodel_id)
     return {
         "id": baseline.id,
         "displayName": "baseline.bim",
         "fileSize": baseline.file_size or baseline.declared_size,
         "state": baseline.state,
-        "_links": {"creator": {"href": f"{root}/users/{baseline.created_by}"}, "download": download},
+        "_links": {
+            "creator": {"href": user_href(base, baseline.imodel_id, baseline.created_by)},
+            "download": download,
+        },
     }
 
 

@@ -273,6 +273,9 @@ class IModel(Base):
     creation_mode: Mapped[str | None] = mapped_column(String(32))
     cloned_from: Mapped[str | None] = mapped_column(String(36))
     forked_from: Mapped[str | None] = mapped_column(String(36))
+    # For a clone, fork or template copy: the source changeset the copy goes up to ("" / 0 = baseline).
+    source_changeset_id: Mapped[str | None] = mapped_column(String(64))
+    source_changeset_index: Mapped[int | None] = mapped_column(Integer)
     extent: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     containers_enabled: Mapped[int] = mapped_column(Integer, default=0)
     geographic_coordinate_system: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -418,6 +421,9 @@ class Lock(Base):
     briefcase_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # shared | exclusive
     lock_level: Mapped[str] = mapped_column(String(16))
+    # The newest changeset index the holder named when taking the lock: an older requester of the
+    # same object must pull first (NewerChangesExist).
+    changeset_index: Mapped[int | None] = mapped_column(Integer)
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -1,0 +1,816 @@
+"""iModels beyond create/get/list: update, delete, copies, favorites, recents, thumbnails, users.
+
+- **Update** changes ``name``, ``description`` and ``extent`` (``imodels_manage``); **delete** removes the
+  iModel and every row that hangs off it in one transaction (``imodels_delete``); the API layer deletes
+  its blobs (``imodels/{id}/...``) once that transaction is committed.
+- **Copies** (clone, fork, create from a template) answer at once with a ``notInitialized`` iModel whose
+  create operation is ``scheduled``; a durable job (``imodel_copy``) then copies the source's checkpoint 0
+  (stamped with the new identity) as baseline and checkpoint 0, and its changesets up to the requested
+  one, rows and files, keeping their ids, indexes and parents. The changeset to copy up to is resolved
+  when the request arrives, so later pushes to the source do not change what is copied.
+- **Favorites** and **recents** (at most 25 per user and iTwin, newest first) of iModels.
+- **Thumbnails**: a default PNG (plain, small 400x250 or large 800x500) until one is uploaded; an upload
+  (PNG or JPEG) serves as both sizes (no imaging library here).
+- **Users** of an iModel: the members of its iTwin, plus whoever created it or left work in it
+  (changesets, named versions, briefcases), with their statistics in this iModel.
+- **Permissions**: the caller's iModel permissions.
+
+Functions take the caller's session and never commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+import tempfile
+import uuid
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from sqlalchemy import Select, case, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from twinbase.bim.identity import BimFormatError, stamp
+from twinbase.domain import access
+from twinbase.domain.images import jpeg_size, png_size
+from twinbase.domain.imodels import (
+    Extent,
+    FileServices,
+    IModelCreate,
+    Text255,
+    insert_imodel,
+    itwin_for_imodels,
+    name_taken,
+    not_blank,
+    order_clause,
+    parse_paging,
+    store_baseline,
+    user_href,
+    visible_imodel,
+)
+from twinbase.domain.itwins import iso
+from twinbase.errors import (
+    BlobNotFound,
+    ChangesetNotFound,
+    ErrorDetail,
+    IModelExists,
+    InvalidRequest,
+    PayloadTooLarge,
+    UserNotFound,
+    invalid_imodels,
+    invalid_value,
+)
+from twinbase.identity.tokens import Principal
+from twinbase.jobs.queue import JobQueue
+from twinbase.store.models import (
+    BaselineFile,
+    Briefcase,
+    Changeset,
+    ChangesetExtendedData,
+    ChangesetGroup,
+    Checkpoint,
+    IModel,
+    IModelFavorite,
+    IModelRecent,
+    ITwin,
+    Job,
+    Lock,
+    Member,
+    NamedVersion,
+    ReleasedLock,
+    User,
+    utcnow,
+)
+
+log = logging.getLogger("twinbase.imodels")
+
+COPY_JOB = "imodel_copy"
+LIST_MESSAGE = "Cannot query iModels."
+MAX_RECENTS = 25
+ROOT_ELEMENT_ID = "0x1"
+
+
+def blob_prefix(imodel_id: str) -> str:
+    """Every file of an iModel lives under this prefix (baseline, checkpoints, changesets, thumbnail)."""
+    return f"imodels/{imodel_id}"
+
+
+# ------------------------------------------------------------------------------------------ update
+
+
+class IModelUpdate(BaseModel):
+    """PATCH body: only the properties present change; ``description`` and ``extent`` may be null."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: Text255 | None = Field(default=None, min_length=1)
+    description: Text255 | None = None
+    extent: Extent | None = None
+
+    check_name = field_validator("name")(not_blank)
+
+
+def update_imodel(session: Session, principal: Principal, imodel_id: str, body: IModelUpdate) -> IModel:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_MANAGE, for_update=True)
+    present = body.model_fields_set
+    if "name" in present:
+        if body.name is None:
+            raise invalid_imodels("Cannot update iModel.", invalid_value("name"))
+        if body.name != imodel.name and name_taken(session, imodel.itwin_id, body.name, imodel.id):
+            raise IModelExists()
+        imodel.name = body.name
+    if "description" in present:
+        imodel.description = body.description
+    if "extent" in present:
+        imodel.extent = body.extent.model_dump() if body.extent is not None else None
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:  # a concurrent rename took the name first
+        raise IModelExists() from exc
+    return imodel
+
+
+# ------------------------------------------------------------------------------------------ delete
+
+# Every table that hangs off an iModel, children first.
+IMODEL_TABLES: tuple[Any, ...] = (
+    Lock,
+    ReleasedLock,
+    Briefcase,
+    NamedVersion,
+    Checkpoint,
+    ChangesetExtendedData,
+    Changeset,
+    ChangesetGroup,
+    BaselineFile,
+    IModelFavorite,
+    IModelRecent,
+)
+
+
+def delete_imodel(session: Session, principal: Principal, imodel_id: str) -> str:
+    """Delete the iModel's rows; returns the blob prefix to delete once the transaction is committed."""
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_DELETE, for_update=True)
+    for table in IMODEL_TABLES:
+        session.execute(delete(table).where(table.imodel_id == imodel.id))
+    session.delete(imodel)
+    session.flush()
+    return blob_prefix(imodel.id)
+
+
+# ------------------------------------------------------------------------------------------ copies
+
+CopyKind = Literal["clone", "fork", "template"]
+COPY_MESSAGES: dict[str, str] = {
+    "clone": "Cannot clone iModel.",
+    "fork": "Cannot fork iModel.",
+    "template": "Cannot create iModel.",
+}
+
+
+class CloneRequest(BaseModel):
+    """``POST /imodels/{id}/clone``: where to, under which name, and up to which changeset."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    iTwinId: StrictStr
+    name: Text255 | None = Field(default=None, min_length=1)
+    description: Text255 | None = None
+    changesetId: StrictStr | None = Field(default=None, max_length=64)
+    changesetIndex: StrictInt | None = Field(default=None, ge=0)
+    containersEnabled: StrictInt | None = Field(default=None, ge=0, le=7)
+
+    check_name = field_validator("name")(not_blank)
+
+
+class ForkRequest(CloneRequest):
+    """``POST /imodels/{id}/fork``: a clone that remembers its main iModel."""
+
+    preserveHistory: StrictBool | None = None
+
+
+@dataclass(frozen=True)
+class SourcePoint:
+    """The changeset of the source a copy goes up to (index 0 and id "" = the baseline alone)."""
+
+    index: int
+    changeset_id: str
+
+
+def resolve_point(
+    session: Session, source: IModel, changeset_id: str | None, changeset_index: int | None, message: str
+) -> SourcePoint:
+    if changeset_id is not None and changeset_index is not None:
+        raise invalid_imodels(
+            message,
+            ErrorDetail(
+                "MutuallyExclusivePropertiesProvided",
+                "Properties 'changesetId' and 'changesetIndex' cannot be used together.",
+                "changesetId",
+            ),
+        )
+    if changeset_id == "" or changeset_index == 0:
+        return SourcePoint(0, "")
+    uploaded = select(Changeset.index, Changeset.id).where(
+        Changeset.imodel_id == source.id, Changeset.state == "fileUploaded", Changeset.index.is_not(None)
+    )
+    if changeset_id is None and changeset_index is None:
+        newest = session.execute(uploaded.order_by(Changeset.index.desc()).limit(1)).first()
+        return SourcePoint(int(newest[0] or 0), str(newest[1])) if newest else SourcePoint(0, "")
+    if changeset_id is not None:
+        row = session.execute(uploaded.where(Changeset.id == changeset_id.lower())).first()
+    else:
+        row = session.execute(uploaded.where(Changeset.index == changeset_index)).first()
+    if row is None:
+        raise ChangesetNotFound()
+    return SourcePoint(int(row[0] or 0), str(row[1]))
+
+
+def _require_initialized(source: IModel, message: str) -> None:
+    if source.state != "initialized":
+        raise invalid_imodels(
+            message, ErrorDetail("InvalidChange", "The source iModel is not initialized.", "iModelId")
+        )
+
+
+def _enqueue_copy(
+    session: Session, imodel: IModel, source: IModel, point: SourcePoint, kind: CopyKind, user_id: str
+) -> None:
+    imodel.source_changeset_id = point.changeset_id
+    imodel.source_changeset_index = point.index
+    JobQueue.enqueue(
+        session,
+        COPY_JOB,
+        {
+            "imodel_id": imodel.id,
+            "source_id": source.id,
+            "kind": kind,
+            "changeset_index": point.index,
+            "changeset_id": point.changeset_id,
+            "user_id": user_id,
+        },
+    )
+
+
+def start_copy(
+    session: Session, principal: Principal, source_id: str, body: CloneRequest, kind: Literal["clone", "fork"]
+) -> IModel:
+    """Insert the clone or fork (``notInitialized``, create operation ``scheduled``) and its copy job."""
+    message = COPY_MESSAGES[kind]
+    if not access.is_uuid(body.iTwinId):
+        raise invalid_imodels(message, invalid_value("iTwinId"))
+    source, _ = visible_imodel(session, source_id, principal.user_id, access.IMODELS_READ)
+    itwin = itwin_for_imodels(session, body.iTwinId, principal.user_id, access.IMODELS_MANAGE)
+    _require_initialized(source, message)
+    point = resolve_point(session, source, body.changesetId, body.changesetIndex, message)
+    imodel = insert_imodel(
+        session,
+        itwin,
+        name=body.name if body.name is not None else source.name,
+        description=body.description if body.description is not None else source.description,
+        # The platform's own tests: a clone keeps the source's extent, a fork does not.
+        extent=source.extent if kind == "clone" else None,
+        containers_enabled=body.containersEnabled
+        if body.containersEnabled is not None
+        else source.containers_enabled,
+        geographic_coordinate_system=source.geographic_coordinate_system,
+        creation_mode=None,
+        state="notInitialized",
+        create_state="scheduled",
+        created_by=principal.user_id,
+        cloned_from=source.id if kind == "clone" else None,
+        forked_from=source.id if kind == "fork" else None,
+    )
+    # A fork without preserveHistory should squash the copied changesets into its baseline; that needs
+    # the file engine (apply changesets to a .bim), so until it exists every fork keeps the history.
+    _enqueue_copy(session, imodel, source, point, kind, principal.user_id)
+    return imodel
+
+
+def create_from_template(session: Session, principal: Principal, body: IModelCreate) -> IModel:
+    """``POST /imodels`` with ``template``: a new iModel made of the template's files, up to a changeset."""
+    assert body.template is not None
+    message = COPY_MESSAGES["template"]
+    itwin = itwin_for_imodels(session, body.iTwinId, principal.user_id, access.IMODELS_MANAGE)
+    source, _ = visible_imodel(session, body.template.iModelId, principal.user_id, access.IMODELS_READ)
+    _require_initialized(source, message)
+    point = resolve_point(session, source, body.template.changesetId, None, message)
+    imodel = insert_imodel(
+        session,
+        itwin,
+        name=body.name,
+        description=body.description,
+        extent=body.extent.model_dump() if body.extent else None,
+        containers_enabled=body.containersEnabled or 0,
+        geographic_coordinate_system=body.geographicCoordinateSystem.model_dump(exclude_none=True)
+        if body.geographicCoordinateSystem
+        else source.geographic_coordinate_system,
+        creation_mode=body.creationMode,
+        state="notInitialized",
+        create_state="scheduled",
+        created_by=principal.user_id,
+    )
+    # As for forks: the template's changesets are copied rather than squashed into the new baseline.
+    _enqueue_copy(session, imodel, source, point, "template", principal.user_id)
+    return imodel
+
+
+def _copied_key(key: str, source_id: str, imodel_id: str, changeset_id: str) -> str:
+    old = blob_prefix(source_id) + "/"
+    if key.startswith(old):
+        return blob_prefix(imodel_id) + "/" + key[len(old) :]
+    return f"{blob_prefix(imodel_id)}/changesets/{changeset_id}.cs"
+
+
+def _mark_failed(svc: FileServices, imodel_id: str, reason: str) -> None:
+    log.warning(
+        "iModel copy failed", extra={"action": "imodel_copy_failed", "imodel": imodel_id, "why": reason}
+    )
+    with svc.db.write() as session:
+        imodel = session.get(IModel, imodel_id, with_for_update=True)
+        if imodel is not None and imodel.create_state == "scheduled":
+            imodel.create_state = "failed"
+
+
+def run_copy(svc: FileServices, payload: Mapping[str, Any]) -> None:
+    """The ``imodel_copy`` job. Idempotent: a retry redoes the copy; a finished copy is left alone."""
+    imodel_id = str(payload["imodel_id"])
+    source_id = str(payload["source_id"])
+    upto = int(payload["changeset_index"])
+    user_id = str(payload.get("user_id") or "")
+    with svc.db.read() as session:
+        imodel = session.get(IModel, imodel_id)
+        if imodel is None or imodel.create_state != "scheduled":
+            return
+        itwin_id = imodel.itwin_id
+        user_id = user_id or imodel.created_by
+        checkpoint = session.get(Checkpoint, (source_id, 0))
+        checkpoint_key = (
+            checkpoint.blob_key if checkpoint is not None and checkpoint.state == "successful" else None
+        )
+        rows = session.scalars(
+            select(Changeset)
+            .where(
+                Changeset.imodel_id == source_id,
+                Changeset.state == "fileUploaded",
+                Changeset.index >= 1,
+                Changeset.index <= upto,
+            )
+            .order_by(Changeset.index)
+        )
+        columns = [attr.key for attr in Changeset.__mapper__.column_attrs if attr.key != "imodel_id"]
+        copies = [{name: getattr(row, name) for name in columns} for row in rows]
+    if checkpoint_key is None:
+        _mark_failed(svc, imodel_id, "the source has no baseline checkpoint")
+        return
+    if [c["index"] for c in copies] != list(range(1, upto + 1)):
+        _mark_failed(svc, imodel_id, "the source's changesets changed")
+        return
+    gone = False
+    try:
+        with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+            path = Path(tmp) / "baseline.bim"
+            with open(path, "wb") as out:
+                for chunk in svc.blobs.open_range(checkpoint_key):
+                    out.write(chunk)
+            stamp(path, imodel_id=imodel_id, itwin_id=itwin_id)
+            for item in copies:
+                new_key = _copied_key(item["blob_key"], source_id, imodel_id, item["id"])
+                svc.blobs.put(new_key, svc.blobs.open_range(item["blob_key"]))
+                item["blob_key"] = new_key
+                item["group_id"] = None  # changeset groups belong to the source
+            with svc.db.write() as session:
+                imodel = session.get(IModel, imodel_id, with_for_update=True)
+                if imodel is None:
+                    gone = True
+                elif imodel.create_state == "scheduled":
+                    store_baseline(svc, session, imodel, path, user_id)
+                    session.execute(delete(Changeset).where(Changeset.imodel_id == imodel_id))
+                    for item in copies:
+                        session.add(Changeset(imodel_id=imodel_id, **item))
+                    if copies:
+                        imodel.tip_index = int(copies[-1]["index"])
+                        imodel.tip_changeset_id = str(copies[-1]["id"])
+                        pushed = [c["pushed_at"] or c["created_at"] for c in copies]
+                        imodel.last_changeset_push_at = max(p for p in pushed if p is not None)
+                    imodel.state = "initialized"
+                    imodel.create_state = "successful"
+    except BimFormatError as exc:
+        _mark_failed(svc, imodel_id, f"the source's checkpoint is not an iModel: {exc}")
+        return
+    except BlobNotFound:
+        _mark_failed(svc, imodel_id, "a file of the source is missing (was it deleted?)")
+        return
+    if gone:  # deleted while being copied: drop what this job wrote
+        svc.blobs.delete_prefix(blob_prefix(imodel_id))
+
+
+def register(svc: FileServices) -> None:
+    svc.jobs.register(COPY_JOB, lambda payload: run_copy(svc, payload))
+
+
+def fork_relationship_id(source_id: str, imodel_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"twinbase:imodel-fork:{source_id}:{imodel_id}"))
+
+
+def create_operation(session: Session, principal: Principal, imodel_id: str) -> dict[str, Any]:
+    """``{state, clonedFrom, forkedFrom}`` of the iModel's create operation."""
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id)
+    state = imodel.create_state
+    payload: dict[str, Any] = {}
+    if imodel.cloned_from or imodel.forked_from or state == "scheduled":
+        job = session.scalar(
+            select(Job)
+            .where(Job.kind == COPY_JOB, Job.payload["imodel_id"].as_string() == imodel.id)
+            .order_by(Job.created_at.desc())
+            .limit(1)
+        )
+        if job is not None:
+            payload = dict(job.payload)
+            if state == "scheduled" and job.status == "failed":  # it gave up after its retries
+                state = "failed"
+    # The row is the record; the job payload is only a fallback for rows made before it was kept.
+    origin = {
+        "changesetId": imodel.source_changeset_id
+        if imodel.source_changeset_id is not None
+        else str(payload.get("changeset_id", "")),
+        "changesetIndex": imodel.source_changeset_index
+        if imodel.source_changeset_index is not None
+        else int(payload.get("changeset_index", 0)),
+    }
+    cloned = {"iModelId": imodel.cloned_from, **origin} if imodel.cloned_from else None
+    forked = (
+        {
+            "iModelId": imodel.forked_from,
+            **origin,
+            "relationshipId": fork_relationship_id(imodel.forked_from, imodel.id),
+        }
+        if imodel.forked_from
+        else None
+    )
+    return {"state": state, "clonedFrom": cloned, "forkedFrom": forked}
+
+
+# ------------------------------------------------------------------------------- favorites, recents
+
+
+def _itwin_of_list(session: Session, principal: Principal, params: Mapping[str, str]) -> ITwin:
+    itwin_id = params.get("iTwinId") or params.get("itwinId") or ""
+    if not itwin_id:
+        raise invalid_imodels(
+            LIST_MESSAGE,
+            ErrorDetail("MissingRequiredParameter", "Required parameter 'iTwinId' is missing.", "iTwinId"),
+        )
+    return itwin_for_imodels(session, itwin_id, principal.user_id, access.IMODELS_WEBVIEW)
+
+
+def _page(session: Session, stmt: Select[Any], top: int, skip: int) -> tuple[list[IModel], bool]:
+    rows = list(session.scalars(stmt.offset(skip).limit(top + 1)))
+    return rows[:top], len(rows) > top
+
+
+def favorites(
+    session: Session, principal: Principal, params: Mapping[str, str]
+) -> tuple[list[IModel], int, int, bool]:
+    itwin = _itwin_of_list(session, principal, params)
+    top, skip = parse_paging(params, message=LIST_MESSAGE)
+    stmt = (
+        select(IModel)
+        .join(IModelFavorite, IModelFavorite.imodel_id == IModel.id)
+        .where(IModelFavorite.user_id == principal.user_id, IModel.itwin_id == itwin.id)
+        .order_by(IModelFavorite.created_at.desc(), IModel.id)
+    )
+    rows, more = _page(session, stmt, top, skip)
+    return rows, top, skip, more
+
+
+def add_favorite(session: Session, principal: Principal, imodel_id: str) -> None:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id)
+    try:
+        with session.begin_nested():  # the savepoint holds the insert: a clash must not spoil the rest
+            if session.get(IModelFavorite, (principal.user_id, imodel.id)) is None:
+                session.add(IModelFavorite(user_id=principal.user_id, imodel_id=imodel.id))
+                session.flush()
+    except IntegrityError:  # a concurrent request added it: the outcome is the same
+        pass
+
+
+def remove_favorite(session: Session, principal: Principal, imodel_id: str) -> None:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id)
+    session.execute(
+        delete(IModelFavorite).where(
+            IModelFavorite.user_id == principal.user_id, IModelFavorite.imodel_id == imodel.id
+        )
+    )
+
+
+def recents(
+    session: Session, principal: Principal, params: Mapping[str, str]
+) -> tuple[list[IModel], int, int, bool]:
+    itwin = _itwin_of_list(session, principal, params)
+    top, skip = parse_paging(params, message=LIST_MESSAGE, default_top=MAX_RECENTS)
+    top = min(top, MAX_RECENTS)
+    stmt = (
+        select(IModel)
+        .join(IModelRecent, IModelRecent.imodel_id == IModel.id)
+        .where(IModelRecent.user_id == principal.user_id, IModel.itwin_id == itwin.id)
+        .order_by(IModelRecent.accessed_at.desc(), IModel.id)
+    )
+    rows, more = _page(session, stmt, top, skip)
+    return rows, top, skip, more
+
+
+def add_recent(session: Session, principal: Principal, imodel_id: str) -> None:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id)
+    try:
+        with session.begin_nested():  # the savepoint holds the insert: a clash must not spoil the rest
+            recent = session.get(IModelRecent, (principal.user_id, imodel.id))
+            if recent is None:
+                session.add(
+                    IModelRecent(user_id=principal.user_id, imodel_id=imodel.id, accessed_at=utcnow())
+                )
+            else:
+                recent.accessed_at = utcnow()
+            session.flush()
+    except IntegrityError:  # a concurrent first visit inserted it
+        session.execute(
+            update(IModelRecent)
+            .where(IModelRecent.user_id == principal.user_id, IModelRecent.imodel_id == imodel.id)
+            .values(accessed_at=utcnow())
+        )
+    stale = list(
+        session.scalars(
+            select(IModelRecent.imodel_id)
+            .join(IModel, IModel.id == IModelRecent.imodel_id)
+            .where(IModelRecent.user_id == principal.user_id, IModel.itwin_id == imodel.itwin_id)
+            .order_by(IModelRecent.accessed_at.desc(), IModel.id)
+            .offset(MAX_RECENTS)
+        )
+    )
+    if stale:
+        session.execute(
+            delete(IModelRecent).where(
+                IModelRecent.user_id == principal.user_id, IModelRecent.imodel_id.in_(stale)
+            )
+        )
+
+
+def remove_recent(session: Session, principal: Principal, imodel_id: str) -> None:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id)
+    session.execute(
+        delete(IModelRecent).where(
+            IModelRecent.user_id == principal.user_id, IModelRecent.imodel_id == imodel.id
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------- thumbnails
+
+THUMBNAIL_SIZES: dict[str, tuple[int, int]] = {"small": (400, 250), "large": (800, 500)}
+THUMBNAIL_TYPES = ("image/png", "image/jpeg")
+MAX_THUMBNAIL_BYTES = 5 * 1024 * 1024
+THUMBNAIL_MESSAGE = "Cannot upload Thumbnail."
+# A light grey-blue, the colour of an empty viewport.
+_DEFAULT_RGB = bytes((0xD5, 0xDD, 0xE6))
+
+
+class ThumbnailTooLarge(PayloadTooLarge):
+    default_message = (
+        f"The thumbnail is larger than the maximum of {MAX_THUMBNAIL_BYTES // (1024 * 1024)} MB."
+    )
+
+
+def thumbnail_key(imodel_id: str) -> str:
+    return f"{blob_prefix(imodel_id)}/thumbnail"
+
+
+def thumbnail_size(params: Mapping[str, str]) -> str:
+    size = (params.get("size") or "small").lower()
+    if size not in THUMBNAIL_SIZES:
+        raise invalid_imodels(
+            "Cannot download Thumbnail.", invalid_value("size", "Provided 'size' value is not valid.")
+        )
+    return size
+
+
+@functools.cache
+def default_thumbnail(size: str) -> bytes:
+    """A plain PNG of the size's dimensions (RGB, 8 bits), built once per size."""
+    width, height = THUMBNAIL_SIZES[size]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + _DEFAULT_RGB * width  # filter type 0, then the pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def invalid_thumbnail(message: str) -> InvalidRequest:
+    return invalid_imodels(THUMBNAIL_MESSAGE, ErrorDetail("InvalidThumbnailFormat", message))
+
+
+def thumbnail_content_type(header: str | None) -> str:
+    media = (header or "").split(";", 1)[0].strip().lower()
+    if media not in THUMBNAIL_TYPES:
+        raise invalid_thumbnail(
+            f"Content-Type '{media or 'missing'}' is not a supported thumbnail format; "
+            "use image/png or image/jpeg."
+        )
+    return media
+
+
+def check_thumbnail(data: bytes, content_type: str) -> None:
+    """The bytes must be an image of the declared type with a size (read from its header only)."""
+    kind = "PNG" if content_type == "image/png" else "JPEG"
+    if not data:
+        raise invalid_thumbnail("The request body is empty; send the image bytes.")
+    size = png_size(data) if content_type == "image/png" else jpeg_size(data)
+    if size is None or size[0] <= 0 or size[1] <= 0:
+        raise invalid_thumbnail(f"The request body is not a valid {kind} image.")
+
+
+def check_can_upload_thumbnail(session: Session, principal: Principal, imodel_id: str) -> None:
+    visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_MANAGE)
+
+
+def set_thumbnail(session: Session, principal: Principal, imodel_id: str, content_type: str) -> None:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_MANAGE, for_update=True)
+    imodel.thumbnail_content_type = content_type
+    session.flush()
+
+
+def thumbnail_of(session: Session, principal: Principal, imodel_id: str) -> tuple[str, str | None]:
+    """The iModel's id and its uploaded thumbnail's media type (``None``: the default one)."""
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_WEBVIEW)
+    return imodel.id, imodel.thumbnail_content_type
+
+
+# --------------------------------------------------------------------------------------------- users
+
+USER_ORDER_COLUMNS: dict[str, Any] = {"givenName": User.given_name, "surname": User.surname}
+
+
+def _users_of(imodel: IModel) -> Select[Any]:
+    return select(User).where(
+        User.is_invited.is_(False),
+        or_(
+            User.id.in_(select(Member.user_id).where(Member.itwin_id == imodel.itwin_id)),
+            User.id == imodel.created_by,
+            User.id.in_(select(Changeset.creator_id).where(Changeset.imodel_id == imodel.id)),
+            User.id.in_(select(NamedVersion.creator_id).where(NamedVersion.imodel_id == imodel.id)),
+            User.id.in_(select(Briefcase.owner_id).where(Briefcase.imodel_id == imodel.id)),
+        ),
+    )
+
+
+def users(
+    session: Session, principal: Principal, imodel_id: str, params: Mapping[str, str]
+) -> tuple[IModel, list[User], int, int, bool]:
+    message = "Cannot query Users."
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_WEBVIEW)
+    top, skip = parse_paging(params, message=message)
+    order = order_clause(
+        params.get("$orderBy") or params.get("$orderby"),
+        USER_ORDER_COLUMNS,
+        [User.given_name.asc(), User.surname.asc()],
+        message,
+    )
+    rows = list(session.scalars(_users_of(imodel).order_by(*order, User.id).offset(skip).limit(top + 1)))
+    return imodel, rows[:top], top, skip, len(rows) > top
+
+
+def user(session: Session, principal: Principal, imodel_id: str, user_id: str) -> tuple[IModel, User]:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_WEBVIEW)
+    found = session.scalar(_users_of(imodel).where(User.id == user_id))
+    if found is None:
+        raise UserNotFound()
+    return imodel, found
+
+
+def statistics(session: Session, imodel_id: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per user: pushed changesets, last push, named versions, briefcases, and the applications used."""
+    out: dict[str, dict[str, Any]] = {
+        uid: {
+            "pushedChangesetsCount": 0,
+            "lastChangesetPushDate": None,
+            "createdVersionsCount": 0,
+            "briefcasesCount": 0,
+            "applications": [],
+        }
+        for uid in user_ids
+    }
+    if not user_ids:
+        return out
+    for uid, count, last in session.execute(
+        select(
+            Changeset.creator_id,
+            func.count(),
+            func.max(func.coalesce(Changeset.pushed_at, Changeset.created_at)),
+        )
+        .where(
+            Changeset.imodel_id == imodel_id,
+            Changeset.state == "fileUploaded",
+            Changeset.creator_id.in_(user_ids),
+        )
+        .group_by(Changeset.creator_id)
+    ):
+        out[uid]["pushedChangesetsCount"] = int(count)
+        out[uid]["lastChangesetPushDate"] = iso(last)
+    for uid, count in session.execute(
+        select(NamedVersion.creator_id, func.count())
+        .where(NamedVersion.imodel_id == imodel_id, NamedVersion.creator_id.in_(user_ids))
+        .group_by(NamedVersion.creator_id)
+    ):
+        out[uid]["createdVersionsCount"] = int(count)
+    briefcases = session.execute(
+        select(
+            Briefcase.owner_id, Briefcase.briefcase_id, Briefcase.application_id, Briefcase.application_name
+        )
+        .where(Briefcase.imodel_id == imodel_id, Briefcase.owner_id.in_(user_ids))
+        .order_by(Briefcase.acquired_at, Briefcase.briefcase_id)
+    ).all()
+    locks: dict[int, tuple[bool, bool]] = {}
+    if briefcases:
+        root_exclusive = case(
+            (
+                (Lock.lock_level == "exclusive") & (func.lower(Lock.object_id) == ROOT_ELEMENT_ID),
+                1,
+            ),
+            else_=0,
+        )
+        for briefcase_id, count, root in session.execute(
+            select(Lock.briefcase_id, func.count(), func.max(root_exclusive))
+            .where(Lock.imodel_id == imodel_id, Lock.briefcase_id.in_([b[1] for b in briefcases]))
+            .group_by(Lock.briefcase_id)
+        ):
+            locks[int(briefcase_id)] = (int(count) > 0, bool(root))
+    apps: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for owner, briefcase_id, app_id, app_name in briefcases:
+        out[owner]["briefcasesCount"] += 1
+        key = (app_id or app_name or "twinbase", app_name or app_id or "twinbase")
+        entry = apps.setdefault(owner, {}).setdefault(
+            key, {"id": key[0], "name": key[1], "ownsLocks": False, "ownsExclusiveRootElementLock": False}
+        )
+        owns, root_lock = locks.get(int(briefcase_id), (False, False))
+        entry["ownsLocks"] = entry["ownsLocks"] or owns
+        entry["ownsExclusiveRootElementLock"] = entry["ownsExclusiveRootElementLock"] or root_lock
+    for owner, by_app in apps.items():
+        out[owner]["applications"] = list(by_app.values())
+    return out
+
+
+def user_to_wire(
+    found: User,
+    base: str,
+    imodel_id: str,
+    mode: Literal["minimal", "representation"],
+    stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    # The clients document displayName as the user's email (their tests look users up by it).
+    minimal: dict[str, Any] = {
+        "id": found.id,
+        "displayName": found.email or found.display_name or found.id,
+        "_links": {"self": {"href": user_href(base, imodel_id, found.id)}},
+    }
+    if mode == "minimal":
+        return minimal
+    return {
+        "id": found.id,
+        "displayName": minimal["displayName"],
+        "givenName": found.given_name,
+        "surname": found.surname,
+        "email": found.email,
+        "statistics": stats,
+        "_links": minimal["_links"],
+    }
+
+
+# --------------------------------------------------------------------------------------- permissions
+
+# What ``GET /imodels/{id}/permissions`` lists. ``imodels_delete`` is an iTwin-level permission only
+# (the clients' docs), and the platform leaves it out here: its own test expects an administrator to
+# get exactly these four.
+IMODEL_PERMISSIONS = (
+    access.IMODELS_WEBVIEW,
+    access.IMODELS_READ,
+    access.IMODELS_WRITE,
+    access.IMODELS_MANAGE,
+)
+
+
+def my_permissions(session: Session, principal: Principal, imodel_id: str) -> list[str]:
+    _, perms = visible_imodel(session, imodel_id, principal.user_id)
+    return [p for p in IMODEL_PERMISSIONS if p in perms]

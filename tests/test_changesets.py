@@ -1,0 +1,714 @@
+"""Changesets on the real server: push (create, upload, complete), the linear timeline under
+concurrency, lists and their filters, download links, checkpoints, extended data and groups."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from conftest import Server, assert_error, new_imodel, new_itwin
+
+REPRESENTATION = {"Prefer": "return=representation"}
+MINIMAL_KEYS = {
+    "id",
+    "displayName",
+    "description",
+    "index",
+    "parentId",
+    "creatorId",
+    "pushDateTime",
+    "state",
+    "containingChanges",
+    "fileSize",
+    "briefcaseId",
+    "groupId",
+    "_links",
+}
+FULL_KEYS = MINIMAL_KEYS | {"application", "synchronizationInfo"}
+# The client's link parsers (reference §1), matched case-insensitively on "/imodels/".
+CHANGESET_LINK = re.compile(r"^.*/imodels/([^/]+)/changesets/([^/]+)$", re.I)
+CHECKPOINT_LINK = re.compile(r"^.*/imodels/([^/]+)/changesets/([^/]+)/checkpoint$", re.I)
+USER_LINK = re.compile(r"^.*/imodels/([^/]+)/users/([^/]+)$", re.I)
+
+
+def hex40() -> str:
+    return secrets.token_hex(20)
+
+
+def acquire(client: httpx.Client, imodel_id: str) -> int:
+    resp = client.post(f"/imodels/{imodel_id}/briefcases", json={})
+    assert resp.status_code == 201, resp.text
+    return int(resp.json()["briefcase"]["briefcaseId"])
+
+
+def create(
+    client: httpx.Client, imodel_id: str, briefcase: int, parent: str, size: int, **fields: Any
+) -> httpx.Response:
+    body: dict[str, Any] = {"briefcaseId": briefcase, "fileSize": size, "parentId": parent}
+    body.setdefault("id", hex40())
+    body.update(fields)
+    return client.post(f"/imodels/{imodel_id}/changesets", json=body)
+
+
+def upload(changeset: dict[str, Any], data: bytes) -> None:
+    link = changeset["_links"]["upload"]
+    assert link["storageType"] == "azure"
+    resp = httpx.put(link["href"], content=data, headers={"x-ms-blob-type": "BlockBlob"})
+    assert resp.status_code == 201, resp.text
+
+
+def complete(client: httpx.Client, changeset: dict[str, Any], briefcase: int) -> httpx.Response:
+    return client.patch(
+        changeset["_links"]["complete"]["href"], json={"state": "fileUploaded", "briefcaseId": briefcase}
+    )
+
+
+def push(
+    client: httpx.Client, imodel_id: str, briefcase: int, parent: str, data: bytes, **fields: Any
+) -> dict[str, Any]:
+    resp = create(client, imodel_id, briefcase, parent, len(data), **fields)
+    assert resp.status_code == 201, resp.text
+    created = resp.json()["changeset"]
+    upload(created, data)
+    done = complete(client, created, briefcase)
+    assert done.status_code == 200, done.text
+    return dict(done.json()["changeset"])
+
+
+def indexes(client: httpx.Client, imodel_id: str, **params: str) -> list[int]:
+    resp = client.get(f"/imodels/{imodel_id}/changesets", params=params)
+    assert resp.status_code == 200, resp.text
+    return [c["index"] for c in resp.json()["changesets"]]
+
+
+def member(server: Server, owner: httpx.Client, itwin_id: str, *permissions: str) -> httpx.Client:
+    """A new user holding a new role with exactly ``permissions`` in the iTwin."""
+    name = f"member-{uuid.uuid4().hex[:8]}"
+    client = server.user(name)
+    assert client.get("/itwins/myprimaryaccount").status_code == 200  # recorded on first sight
+    ac = f"/accesscontrol/itwins/{itwin_id}"
+    role = owner.post(f"{ac}/roles", json={"displayName": f"Role {name}", "description": "test"})
+    assert role.status_code == 201, role.text
+    role_id = role.json()["role"]["id"]
+    patched = owner.patch(f"{ac}/roles/{role_id}", json={"permissions": list(permissions)})
+    assert patched.status_code == 200, patched.text
+    added = owner.post(
+        f"{ac}/members/users", json={"members": [{"email": f"{name}@example.com", "roleIds": [role_id]}]}
+    )
+    assert added.status_code == 201, added.text
+    return client
+
+
+@pytest.fixture(scope="module")
+def chain(server: Server) -> Iterator[dict[str, Any]]:
+    """One iModel with five completed changesets; tests using it must not move its tip."""
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        imodel = new_imodel(alice, itwin["id"])
+        briefcase = acquire(alice, imodel["id"])
+        pushed: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+        parent = ""
+        for i in range(5):
+            data = secrets.token_bytes(1000 + 517 * i)
+            cs = push(alice, imodel["id"], briefcase, parent, data, description=f"change {i + 1}")
+            pushed.append(cs)
+            blobs.append(data)
+            parent = cs["id"]
+        yield {
+            "alice": alice,
+            "itwin": itwin,
+            "imodel": imodel,
+            "briefcase": briefcase,
+            "pushed": pushed,
+            "data": blobs,
+        }
+
+
+# ------------------------------------------------------------------------------------------- push
+
+
+def test_push_flow_and_shapes(server: Server) -> None:
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        imodel = new_imodel(alice, itwin["id"])
+        iid = imodel["id"]
+        assert imodel["lastChangesetPushDateTime"] is None
+        bc = acquire(alice, iid)
+        data = secrets.token_bytes(4096)
+        cs_id = hex40()
+        # iTwin.js sends parentId "" for the first changeset; the authoring client leaves it out.
+        resp = alice.post(
+            f"/imodels/{iid}/changesets",
+            json={"id": cs_id, "briefcaseId": bc, "fileSize": len(data), "containingChanges": 0},
+        )
+        assert resp.status_code == 201, resp.text
+        created = resp.json()["changeset"]
+        assert set(created) == FULL_KEYS
+        assert created["id"] == cs_id and created["state"] == "waitingForFile" and created["index"] is None
+        assert created["parentId"] == "" and created["description"] is None and created["groupId"] is None
+        assert created["synchronizationInfo"] is None and created["briefcaseId"] == bc
+        assert created["fileSize"] == len(data) and created["containingChanges"] == 0
+        assert isinstance(created["application"], dict) and set(created["application"]) == {"id", "name"}
+        links = created["_links"]
+        assert links["download"] is None and links["currentOrPrecedingCheckpoint"] is None
+        assert links["namedVersion"] is None
+        assert links["complete"] == {"href": f"{server.base_url}/imodels/{iid}/changesets/{cs_id}"}
+        assert links["upload"]["storageType"] == "azure" and cs_id in links["upload"]["href"]
+        assert USER_LINK.match(links["creator"]["href"]).group(1) == iid  # type: ignore[union-attr]
+        assert CHANGESET_LINK.match(links["self"]["href"]).groups() == (iid, cs_id)  # type: ignore[union-attr]
+
+        # Pending: visible by id, never in a list, not addressable by index.
+        assert (
+            alice.get(f"/imodels/{iid}/changesets/{cs_id}").json()["changeset"]["state"] == "waitingForFile"
+        )
+        assert indexes(alice, iid) == []
+        assert_error(alice.get(f"/imodels/{iid}/changesets/1"), 404, "ChangesetNotFound")
+
+        upload(created, data)
+        done = complete(alice, created, bc)
+        assert done.status_code == 200, done.text
+        first = done.json()["changeset"]
+        assert first["index"] == 1 and first["state"] == "fileUploaded" and first["displayName"] == "1"
+        assert first["synchronizationInfo"] is None and first["_links"]["download"] is None
+        checkpoint_href = first["_links"]["currentOrPrecedingCheckpoint"]["href"]
+        assert CHECKPOINT_LINK.match(checkpoint_href).groups() == (iid, "0")  # type: ignore[union-attr]
+        # Completing again (a client retry after a lost answer) returns the same changeset unchanged.
+        again = complete(alice, created, bc)
+        assert again.status_code == 200 and again.json()["changeset"]["index"] == 1
+        assert again.json()["changeset"]["pushDateTime"] == first["pushDateTime"]
+
+        second = push(
+            alice,
+            iid,
+            bc,
+            cs_id,
+            b"second",
+            description="Second change",
+            containingChanges=65,
+            synchronizationInfo={"taskId": "task-1", "changedFiles": ["a.dgn", "b.dgn"]},
+        )
+        assert second["index"] == 2 and second["parentId"] == cs_id
+        assert second["description"] == "Second change" and second["containingChanges"] == 65
+        assert second["synchronizationInfo"] == {"taskId": "task-1", "changedFiles": ["a.dgn", "b.dgn"]}
+        got = alice.get(f"/imodels/{iid}/changesets/2").json()["changeset"]
+        assert got["id"] == second["id"] and got["synchronizationInfo"] == second["synchronizationInfo"]
+        after = alice.get(f"/imodels/{iid}").json()["iModel"]
+        assert after["lastChangesetPushDateTime"] is not None
+
+
+def test_list_shapes_and_fresh_download_links(server: Server, chain: dict[str, Any]) -> None:
+    alice, iid, pushed = chain["alice"], chain["imodel"]["id"], chain["pushed"]
+    minimal = alice.get(f"/imodels/{iid}/changesets").json()
+    assert [c["id"] for c in minimal["changesets"]] == [c["id"] for c in pushed]
+    assert all(set(c) == MINIMAL_KEYS for c in minimal["changesets"])
+    assert all(set(c["_links"]) == {"self", "creator"} for c in minimal["changesets"])
+    assert minimal["_links"]["self"]["href"].startswith(f"{server.base_url}/imodels/{iid}/changesets?")
+    assert "next" not in minimal["_links"]
+    assert [c["parentId"] for c in minimal["changesets"]] == [""] + [c["id"] for c in pushed[:-1]]
+
+    full = alice.get(f"/imodels/{iid}/changesets", headers=REPRESENTATION).json()["changesets"]
+    again = alice.get(f"/imodels/{iid}/changesets", headers=REPRESENTATION).json()["changesets"]
+    for cs, cs2, data in zip(full, again, chain["data"], strict=True):
+        assert set(cs) == FULL_KEYS and cs["fileSize"] == len(data)
+        href = cs["_links"]["download"]["href"]
+        assert cs["_links"]["download"]["storageType"] == "azure" and cs["id"] in href
+        assert href != cs2["_links"]["download"]["href"]  # every GET signs a fresh link
+        got = httpx.get(href)
+        assert got.status_code == 200 and got.content == data and got.headers["etag"]
+        assert httpx.get(cs2["_links"]["download"]["href"]).content == data
+        checkpoint = CHECKPOINT_LINK.match(cs["_links"]["currentOrPrecedingCheckpoint"]["href"])
+        assert checkpoint is not None and checkpoint.groups() == (iid, "0")
+        assert cs["_links"]["namedVersion"] is None
+        assert cs["application"] is not None
+
+    by_id = alice.get(f"/imodels/{iid}/changesets/{pushed[2]['id']}").json()["changeset"]
+    by_index = alice.get(f"/imodels/{iid}/changesets/3").json()["changeset"]
+    assert by_id["index"] == 3 and by_id["id"] == by_index["id"] == pushed[2]["id"]
+    assert httpx.get(by_index["_links"]["download"]["href"]).content == chain["data"][2]
+    assert by_id["_links"]["download"]["href"] != by_index["_links"]["download"]["href"]
+    for ref in ("6", "0", hex40(), "not-a-changeset", "9" * 39, "1" * 40, "x" * 300):
+        err = assert_error(alice.get(f"/imodels/{iid}/changesets/{ref}"), 404, "ChangesetNotFound")
+        assert err["message"] == "Requested Changeset is not available." and "details" not in err
+
+
+def test_list_filters_order_and_paging(chain: dict[str, Any]) -> None:
+    alice, iid = chain["alice"], chain["imodel"]["id"]
+    assert indexes(alice, iid) == [1, 2, 3, 4, 5]
+    assert indexes(alice, iid, afterIndex="2") == [3, 4, 5]
+    assert indexes(alice, iid, afterIndex="0") == [1, 2, 3, 4, 5]
+    assert indexes(alice, iid, lastIndex="3") == [1, 2, 3]
+    assert indexes(alice, iid, afterIndex="2", lastIndex="3") == [3]
+    assert indexes(alice, iid, afterIndex="5") == []
+    assert indexes(alice, iid, afterIndex="3", lastIndex="3") == []
+    assert indexes(alice, iid, **{"$orderBy": "index desc"}) == [5, 4, 3, 2, 1]
+    assert indexes(alice, iid, **{"$orderBy": "index asc"}) == [1, 2, 3, 4, 5]
+    assert indexes(alice, iid, **{"$orderBy": "index"}) == [1, 2, 3, 4, 5]
+    assert indexes(alice, iid, **{"$skip": "3"}) == [4, 5]
+    assert indexes(alice, iid, **{"$top": "2", "$skip": "1", "$orderBy": "index desc"}) == [4, 3]
+    # "Latest changeset", as iTwin.js asks for it.
+    latest = alice.get(
+        f"/imodels/{iid}/changesets?$top=1&$orderBy=index desc", headers=REPRESENTATION
+    ).json()["changesets"]
+    assert [c["index"] for c in latest] == [5] and latest[0]["_links"]["download"] is not None
+    # The pull iTwin.js does, as a plain query string without encoding.
+    assert indexes(alice, iid, lastIndex="4", afterIndex="1") == [2, 3, 4]
+
+    # Following next links visits every changeset once, with the caller's filters and Prefer kept.
+    seen: list[int] = []
+    resp = alice.get(
+        f"/imodels/{iid}/changesets", params={"$top": "2", "afterIndex": "1"}, headers=REPRESENTATION
+    )
+    pages = 0
+    while True:
+        body = resp.json()
+        pages += 1
+        assert all("download" in c["_links"] for c in body["changesets"])
+        seen.extend(c["index"] for c in body["changesets"])
+        if pages > 1:
+            assert "prev" in body["_links"]
+        nxt = body["_links"].get("next")
+        if not nxt:
+            break
+        assert "afterIndex=1" in nxt["href"]
+        resp = alice.get(nxt["href"], headers=REPRESENTATION)
+    assert seen == [2, 3, 4, 5] and pages == 2
+
+    for params in (
+        {"afterIndex": "-1"},
+        {"afterIndex": "x"},
+        {"lastIndex": "1.5"},
+        {"$top": "0"},
+        {"$top": "1001"},
+        {"$skip": "-1"},
+        {"$orderBy": "name"},
+        {"$orderBy": "index sideways"},
+        {"$orderBy": "index asc desc"},
+    ):
+        assert_error(alice.get(f"/imodels/{iid}/changesets", params=params), 422, "InvalidiModelsRequest")
+    assert indexes(alice, iid, **{"$top": "1000"}) == [1, 2, 3, 4, 5]
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+def test_push_errors(server: Server) -> None:
+    with server.user() as alice, server.user() as bob:
+        itwin = new_itwin(alice)
+        iid = new_imodel(alice, itwin["id"])["id"]
+        bc = acquire(alice, iid)
+        first = push(alice, iid, bc, "", b"one")
+
+        # The parent must be the tip: "" (the baseline) is no longer, an unknown id never was.
+        for parent in ("", hex40()):
+            err = assert_error(create(alice, iid, bc, parent, 3), 409, "NewerChangesExist")
+            assert "details" not in err
+        # A changeset id is pushed once.
+        err = assert_error(create(alice, iid, bc, "", 3, id=first["id"]), 409, "ChangesetExists")
+        assert err["message"] == "Changeset with the same id already exists." and "details" not in err
+        assert_error(create(alice, iid, bc, first["id"], 3, id=first["id"]), 409, "ChangesetExists")
+        # Briefcases: unknown, or someone else's.
+        assert_error(create(alice, iid, 999_999, first["id"], 3), 404, "BriefcaseNotFound")
+        member_client = member(server, alice, itwin["id"], "imodels_webview", "imodels_read", "imodels_write")
+        other_bc = acquire(member_client, iid)
+        assert_error(create(alice, iid, other_bc, first["id"], 3), 404, "BriefcaseNotFound")
+        # Groups.
+        assert_error(
+            create(alice, iid, bc, first["id"], 3, groupId=str(uuid.uuid4())), 404, "ChangesetGroupNotFound"
+        )
+        assert_error(create(alice, iid, bc, first["id"], 3, groupId="nope"), 404, "ChangesetGroupNotFound")
+
+        # Completion checks the upload: missing, then the wrong size.
+        pending = create(alice, iid, bc, first["id"], 10).json()["changeset"]
+        err = assert_error(complete(alice, pending, bc), 422, "InvalidiModelsRequest")
+        assert err["details"][0]["code"] == "InvalidChange"
+        upload(pending, b"too short")
+        err = assert_error(complete(alice, pending, bc), 422, "InvalidiModelsRequest")
+        assert err["details"][0]["code"] == "DataConflict"
+        got = alice.get(f"/imodels/{iid}/changesets/{pending['id']}").json()["changeset"]
+        assert got["state"] == "waitingForFile" and got["index"] is None
+        assert indexes(alice, iid) == [1]
+        # Another briefcase pushing on the same tip while this push is open: ConflictWithAnotherUser.
+        err = assert_error(
+            create(member_client, iid, other_bc, first["id"], 3), 409, "ConflictWithAnotherUser"
+        )
+        assert "details" not in err
+        member_client.close()
+        # Completion with a bad body, the wrong briefcase, or an unknown changeset.
+        for body in (
+            {"state": "waitingForFile", "briefcaseId": bc},
+            {"state": "fileUploaded"},
+            {"state": "fileUploaded", "briefcaseId": "2"},
+            {"briefcaseId": bc},
+        ):
+            resp = alice.patch(f"/imodels/{iid}/changesets/{pending['id']}", json=body)
+            assert_error(resp, 422, "InvalidiModelsRequest")
+        assert_error(
+            alice.patch(
+                f"/imodels/{iid}/changesets/{pending['id']}",
+                json={"state": "fileUploaded", "briefcaseId": other_bc},
+            ),
+            422,
+            "InvalidiModelsRequest",
+        )
+        assert_error(
+            alice.patch(
+                f"/imodels/{iid}/changesets/{hex40()}", json={"state": "fileUploaded", "briefcaseId": bc}
+            ),
+            404,
+            "ChangesetNotFound",
+        )
+        # The same create sent again (a retry) answers the same pending changeset with fresh links.
+        retry = create(alice, iid, bc, first["id"], 9, id=pending["id"])
+        assert retry.status_code == 201, retry.text
+        assert retry.json()["changeset"]["_links"]["upload"]["href"] != pending["_links"]["upload"]["href"]
+        done = complete(alice, pending, bc)
+        assert done.status_code == 200, done.text
+        assert done.json()["changeset"]["index"] == 2 and done.json()["changeset"]["fileSize"] == 9
+
+        # A user who is not a member sees nothing.
+        assert_error(create(bob, iid, bc, pending["id"], 3), 404, "iModelNotFound")
+        assert_error(bob.get(f"/imodels/{iid}/changesets"), 404, "iModelNotFound")
+        assert_error(alice.get(f"/imodels/{uuid.uuid4()}/changesets"), 404, "iModelNotFound")
+        assert_error(alice.post("/imodels/not-an-id/changesets", json={}), 404, "iModelNotFound")
+        assert indexes(alice, iid) == [1, 2]
+
+
+def test_bad_input_writes_nothing(server: Server) -> None:
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        iid = new_imodel(alice, itwin["id"])["id"]
+        bc = acquire(alice, iid)
+        url = f"/imodels/{iid}/changesets"
+        good = {"id": hex40(), "briefcaseId": bc, "fileSize": 10, "parentId": ""}
+        cases: list[tuple[dict[str, Any], str | None]] = [
+            ({k: v for k, v in good.items() if k != "id"}, "id"),
+            ({**good, "id": hex40().upper()}, "id"),
+            ({**good, "id": hex40()[:39]}, "id"),
+            ({**good, "id": 12345}, "id"),
+            ({**good, "parentId": "abc"}, "parentId"),
+            ({**good, "fileSize": 0}, "fileSize"),
+            ({**good, "fileSize": -5}, "fileSize"),
+            ({**good, "fileSize": "10"}, "fileSize"),
+            ({k: v for k, v in good.items() if k != "fileSize"}, "fileSize"),
+            ({**good, "briefcaseId": "2"}, "briefcaseId"),
+            ({k: v for k, v in good.items() if k != "briefcaseId"}, "briefcaseId"),
+            ({**good, "description": "d" * 256}, "description"),
+            ({**good, "description": 5}, "description"),
+            ({**good, "containingChanges": -1}, "containingChanges"),
+            ({**good, "synchronizationInfo": "task"}, "synchronizationInfo"),
+            ({**good, "synchronizationInfo": {"changedFiles": []}}, "synchronizationInfo.taskId"),
+        ]
+        for body, target in cases:
+            err = assert_error(alice.post(url, json=body), 422, "InvalidiModelsRequest")
+            assert err["message"] == "Cannot create Changeset."
+            assert target in [d.get("target") for d in err["details"]], (body, err)
+        long = assert_error(
+            alice.post(url, json={**good, "description": "d" * 256}), 422, "InvalidiModelsRequest"
+        )
+        assert long["details"][0]["message"] == (
+            "Provided 'description' value is not valid. The value exceeds allowed 255 characters."
+        )
+        for raw, detail in (
+            (b"{not json", "InvalidRequestBody"),
+            (b"[1, 2]", "InvalidRequestBody"),
+            (b"", "MissingRequestBody"),
+        ):
+            resp = alice.post(url, content=raw, headers={"Content-Type": "application/json"})
+            err = assert_error(resp, 422, "InvalidiModelsRequest")
+            assert err["details"][0]["code"] == detail
+        # Nothing was written: none of the ids exists, the timeline is empty, the next push is index 1.
+        for body, _ in cases:
+            if isinstance(body.get("id"), str):
+                assert alice.get(f"{url}/{body['id']}").status_code == 404
+        assert indexes(alice, iid) == []
+        assert push(alice, iid, bc, "", b"x" * 10, id=good["id"])["index"] == 1
+
+
+def test_permissions(server: Server, chain: dict[str, Any]) -> None:
+    alice, itwin_id, iid = chain["alice"], chain["itwin"]["id"], chain["imodel"]["id"]
+    reader = member(server, alice, itwin_id, "imodels_webview", "imodels_read")
+    viewer = member(server, alice, itwin_id, "imodels_webview")
+    nothing = member(server, alice, itwin_id, "itwins_read")
+    tip = chain["pushed"][-1]["id"]
+    with closing(reader), closing(viewer), closing(nothing):
+        # Readers read everything, files included, but cannot push.
+        full = reader.get(f"/imodels/{iid}/changesets", headers=REPRESENTATION).json()["changesets"]
+        assert len(full) == 5 and httpx.get(full[0]["_links"]["download"]["href"]).content == chain["data"][0]
+        assert reader.get(f"/imodels/{iid}/changesets/1/checkpoint").status_code == 200
+        assert_error(create(reader, iid, chain["briefcase"], tip, 3), 403, "InsufficientPermissions")
+        assert_error(
+            reader.patch(
+                f"/imodels/{iid}/changesets/{tip}", json={"state": "fileUploaded", "briefcaseId": 2}
+            ),
+            403,
+            "InsufficientPermissions",
+        )
+        assert_error(reader.post(f"/imodels/{iid}/changesetgroups", json={}), 403, "InsufficientPermissions")
+        # Web viewers see the metadata without file links.
+        seen = viewer.get(f"/imodels/{iid}/changesets/2").json()["changeset"]
+        assert seen["index"] == 2 and seen["_links"]["download"] is None
+        assert all(
+            c["_links"]["download"] is None
+            for c in viewer.get(f"/imodels/{iid}/changesets", headers=REPRESENTATION).json()["changesets"]
+        )
+        assert_error(viewer.get(f"/imodels/{iid}/changesets/2/checkpoint"), 403, "InsufficientPermissions")
+        # Members without any iModel permission get 403, strangers 404.
+        assert_error(nothing.get(f"/imodels/{iid}/changesets"), 403, "InsufficientPermissions")
+    with server.user() as stranger:
+        for resp in (
+            stranger.get(f"/imodels/{iid}/changesets/1"),
+            stranger.get(f"/imodels/{iid}/changesets/1/checkpoint"),
+            stranger.get(f"/imodels/{iid}/changesets/extendeddata"),
+            stranger.get(f"/imodels/{iid}/changesetgroups"),
+            stranger.post(f"/imodels/{iid}/changesets", content=b"{bad"),
+        ):
+            assert_error(resp, 404, "iModelNotFound")
+    assert indexes(alice, iid) == [1, 2, 3, 4, 5]
+
+
+# ------------------------------------------------------------------------------------ concurrency
+
+
+def _race(workers: int, fn: Any) -> list[Any]:
+    barrier = threading.Barrier(workers)
+    results: list[Any] = [None] * workers
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_concurrent_pushes_from_many_briefcases(server: Server) -> None:
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        iid = new_imodel(alice, itwin["id"])["id"]
+        bc0 = acquire(alice, iid)
+        tip = push(alice, iid, bc0, "", b"base change")
+        n = 8
+        briefcases = [acquire(alice, iid) for _ in range(n)]
+        token = alice.headers["Authorization"]
+
+        def attempt(i: int) -> tuple[str, int, str]:
+            data = secrets.token_bytes(2000 + i)
+            with httpx.Client(base_url=server.base_url, headers={"Authorization": token}, timeout=60) as c:
+                resp = create(c, iid, briefcases[i], tip["id"], len(data))
+                if resp.status_code != 201:
+                    return ("create", resp.status_code, resp.json()["error"]["code"])
+                created = resp.json()["changeset"]
+                upload(created, data)
+                done = complete(c, created, briefcases[i])
+                if done.status_code != 200:
+                    return ("complete", done.status_code, done.json()["error"]["code"])
+                return ("done", 200, created["id"])
+
+        results = _race(n, attempt)
+        winners = [r for r in results if r[0] == "done"]
+        assert len(winners) == 1, results
+        for r in results:
+            if r[0] != "done":
+                assert r[1] == 409 and r[2] in ("NewerChangesExist", "ConflictWithAnotherUser"), r
+        listed = alice.get(f"/imodels/{iid}/changesets").json()["changesets"]
+        assert [c["index"] for c in listed] == [1, 2]
+        assert listed[1]["id"] == winners[0][2] and listed[1]["parentId"] == tip["id"]
+
+
+def test_concurrent_completions_on_one_parent(server: Server) -> None:
+    """Many pending changesets on the same parent (one briefcase retrying): one completion wins."""
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        iid = new_imodel(alice, itwin["id"])["id"]
+        bc = acquire(alice, iid)
+        tip = push(alice, iid, bc, "", b"first")
+        n = 8
+        pending = []
+        for i in range(n):
+            data = secrets.token_bytes(100 + i)
+            created = create(alice, iid, bc, tip["id"], len(data)).json()["changeset"]
+            upload(created, data)
+            pending.append(created)
+        token = alice.headers["Authorization"]
+
+        def finish(i: int) -> tuple[int, str]:
+            with httpx.Client(headers={"Authorization": token}, timeout=60) as c:
+                resp = complete(c, pending[i], bc)
+                body = resp.json()
+                return resp.status_code, body["changeset"]["id"] if resp.status_code == 200 else body[
+                    "error"
+                ]["code"]
+
+        results = _race(n, finish)
+        winners = [r for r in results if r[0] == 200]
+        assert len(winners) == 1, results
+        assert sorted(r for r in results if r[0] != 200) == [(409, "NewerChangesExist")] * (n - 1)
+        listed = alice.get(f"/imodels/{iid}/changesets").json()["changesets"]
+        assert [(c["index"], c["id"]) for c in listed] == [(1, tip["id"]), (2, winners[0][1])]
+        for cs in pending:
+            if cs["id"] != winners[0][1]:
+                got = alice.get(f"/imodels/{iid}/changesets/{cs['id']}").json()["changeset"]
+                assert got["state"] == "waitingForFile" and got["index"] is None
+                # A loser retried later still loses: its parent is no longer the tip.
+                assert_error(complete(alice, cs, bc), 409, "NewerChangesExist")
+                resent = create(alice, iid, bc, tip["id"], cs["fileSize"], id=cs["id"])
+                assert_error(resent, 409, "NewerChangesExist")
+        # The timeline goes on from the winner.
+        assert push(alice, iid, bc, winners[0][1], b"next")["index"] == 3
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def test_checkpoints(chain: dict[str, Any]) -> None:
+    alice, iid, pushed = chain["alice"], chain["imodel"]["id"], chain["pushed"]
+    baseline = alice.get(f"/imodels/{iid}/changesets/0/checkpoint")
+    assert baseline.status_code == 200, baseline.text
+    cp = baseline.json()["checkpoint"]
+    assert cp["changesetIndex"] == 0 and cp["changesetId"] == "" and cp["state"] == "successful"
+    assert cp["directoryAccessInfo"] is None and cp["size"] > 0
+    link = cp["_links"]["download"]
+    assert link["storageType"] == "azure"
+    first_byte = httpx.get(link["href"], headers={"Range": "bytes=0-0"})
+    assert first_byte.status_code == 206
+    assert first_byte.headers["content-range"] == f"bytes 0-0/{cp['size']}"
+    data = httpx.get(link["href"]).content
+    assert len(data) == cp["size"] and data[:16] == b"SQLite format 3\x00"
+    # Every changeset answers the nearest preceding checkpoint (here the baseline), by index or id.
+    for ref in ("1", "5", pushed[2]["id"]):
+        got = alice.get(f"/imodels/{iid}/changesets/{ref}/checkpoint")
+        assert got.status_code == 200, got.text
+        assert got.json()["checkpoint"]["changesetIndex"] == 0
+        assert got.json()["checkpoint"]["_links"]["download"]["href"] != link["href"]
+    # The link in a changeset leads to a working checkpoint.
+    href = alice.get(f"/imodels/{iid}/changesets/4").json()["changeset"]["_links"][
+        "currentOrPrecedingCheckpoint"
+    ]
+    assert alice.get(href["href"]).json()["checkpoint"]["changesetIndex"] == 0
+    for ref in ("6", hex40(), "abc"):
+        assert_error(alice.get(f"/imodels/{iid}/changesets/{ref}/checkpoint"), 404, "ChangesetNotFound")
+
+
+# ---------------------------------------------------------------------------------- extended data
+
+
+def b64(value: Any) -> str:
+    return base64.b64encode(orjson.dumps(value)).decode()
+
+
+def test_extended_data(server: Server, chain: dict[str, Any]) -> None:
+    alice, iid, pushed = chain["alice"], chain["imodel"]["id"], chain["pushed"]
+    url = f"/imodels/{iid}/changesets"
+    created = alice.post(f"{url}/2/extendeddata", json={"data": b64({"step": 2, "tags": ["a"]})})
+    assert created.status_code == 201, created.text
+    wire = created.json()["extendedData"]
+    assert wire == {
+        "changesetId": pushed[1]["id"],
+        "changesetIndex": 2,
+        "data": b64({"step": 2, "tags": ["a"]}),
+    }
+    assert alice.get(f"{url}/2/extendeddata").json() == {"extendedData": wire}
+    assert alice.get(f"{url}/{pushed[1]['id']}/extendeddata").json() == {"extendedData": wire}
+    by_id = alice.post(f"{url}/{pushed[3]['id']}/extendeddata", json={"data": b64([4])})
+    assert by_id.status_code == 201 and by_id.json()["extendedData"]["changesetIndex"] == 4
+
+    # Once per changeset; only valid base64 of JSON up to 200 KiB; only by the changeset's creator.
+    assert_error(
+        alice.post(f"{url}/2/extendeddata", json={"data": b64({})}), 409, "ChangesetExtendedDataExists"
+    )
+    for data in (
+        "***not base64***",
+        base64.b64encode(b"not json").decode(),
+        b64({"big": "x" * (200 * 1024)}),
+        12,
+        None,
+    ):
+        assert_error(alice.post(f"{url}/3/extendeddata", json={"data": data}), 422, "InvalidiModelsRequest")
+    assert_error(alice.post(f"{url}/3/extendeddata", json={}), 422, "InvalidiModelsRequest")
+    near_limit = b64({"big": "x" * (200 * 1024 - 20)})
+    writer = member(server, alice, chain["itwin"]["id"], "imodels_webview", "imodels_read", "imodels_write")
+    with closing(writer):
+        assert_error(
+            writer.post(f"{url}/3/extendeddata", json={"data": b64({})}), 403, "InsufficientPermissions"
+        )
+    assert_error(alice.get(f"{url}/3/extendeddata"), 404, "ChangesetExtendedDataNotFound")
+    assert alice.post(f"{url}/3/extendeddata", json={"data": near_limit}).status_code == 201
+    assert_error(alice.post(f"{url}/9/extendeddata", json={"data": b64({})}), 404, "ChangesetNotFound")
+    err = assert_error(alice.get(f"{url}/1/extendeddata"), 404, "ChangesetExtendedDataNotFound")
+    assert err["message"] == "Requested Changeset Extended Data is not available."
+    assert_error(alice.get(f"{url}/{hex40()}/extendeddata"), 404, "ChangesetNotFound")
+
+    listed = alice.get(f"{url}/extendeddata").json()
+    assert [e["changesetIndex"] for e in listed["extendedData"]] == [2, 3, 4]
+    assert listed["_links"]["self"]["href"].startswith(f"{server.base_url}{url}/extendeddata?")
+    page = alice.get(f"{url}/extendeddata", params={"$top": "2"}).json()
+    assert [e["changesetIndex"] for e in page["extendedData"]] == [2, 3]
+    rest = alice.get(page["_links"]["next"]["href"]).json()
+    assert [e["changesetIndex"] for e in rest["extendedData"]] == [4] and "next" not in rest["_links"]
+    assert_error(alice.get(f"{url}/extendeddata", params={"$top": "0"}), 422, "InvalidiModelsRequest")
+
+
+# --------------------------------------------------------------------------------- changeset groups
+
+
+def test_changeset_groups(server: Server) -> None:
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        iid = new_imodel(alice, itwin["id"])["id"]
+        bc = acquire(alice, iid)
+        url = f"/imodels/{iid}/changesetgroups"
+        resp = alice.post(url, json={"description": "Sync run 1"})
+        assert resp.status_code == 201, resp.text
+        group = resp.json()["changesetGroup"]
+        assert set(group) == {"id", "description", "state", "creatorId", "createdDateTime", "_links"}
+        assert group["state"] == "inProgress" and group["description"] == "Sync run 1"
+        assert USER_LINK.match(group["_links"]["creator"]["href"]) is not None
+        assert alice.get(f"{url}/{group['id']}").json() == {"changesetGroup": group}
+        other = alice.post(url, json={"description": "Sync run 2"}).json()["changesetGroup"]
+
+        first = push(alice, iid, bc, "", b"grouped", groupId=group["id"])
+        assert first["groupId"] == group["id"]
+        second = push(alice, iid, bc, first["id"], b"ungrouped")
+        assert second["groupId"] is None
+
+        done = alice.patch(f"{url}/{group['id']}", json={"state": "completed"})
+        assert done.status_code == 200 and done.json()["changesetGroup"]["state"] == "completed"
+        assert alice.patch(f"{url}/{group['id']}", json={"state": "completed"}).status_code == 200
+        err = assert_error(
+            create(alice, iid, bc, second["id"], 3, groupId=group["id"]), 422, "InvalidiModelsRequest"
+        )
+        assert err["details"][0]["target"] == "groupId"
+        assert indexes(alice, iid) == [1, 2]
+
+        listed = alice.get(url).json()
+        assert [g["id"] for g in listed["changesetGroups"]] == [group["id"], other["id"]]
+        assert [g["state"] for g in listed["changesetGroups"]] == ["completed", "inProgress"]
+        page = alice.get(url, params={"$top": "1"}).json()
+        assert len(page["changesetGroups"]) == 1 and "next" in page["_links"]
+
+        for bad in ({"state": "inProgress"}, {"state": "bogus"}, {}, {"state": 1}):
+            assert_error(alice.patch(f"{url}/{other['id']}", json=bad), 422, "InvalidiModelsRequest")
+        assert_error(alice.post(url, json={"description": "d" * 256}), 422, "InvalidiModelsRequest")
+        assert_error(alice.post(url, content=b"{oops"), 422, "InvalidiModelsRequest")
+        assert len(alice.get(url).json()["changesetGroups"]) == 2
+        for gid in (str(uuid.uuid4()), "nope"):
+            err = assert_error(alice.get(f"{url}/{gid}"), 404, "ChangesetGroupNotFound")
+            assert err["message"] == "Requested Changeset Group is not available."
+            assert_error(
+                alice.patch(f"{url}/{gid}", json={"state": "completed"}), 404, "ChangesetGroupNotFound"
+            )
