@@ -88,3 +88,20 @@ def test_signed_urls(tmp_path: Path) -> None:
     assert not signer.verify("x/y", query["se"], query["sig"], now=int(query["se"]) + 1)
     assert not signer.verify("x/y", None, None)
     assert signer.url("http://h", "a", 60) != signer.url("http://h", "a", 60)  # every link is fresh
+
+
+def test_sweep_removes_only_old_leftovers(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    old = tmp_path / ".tmp" / "put-old"
+    old.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    fresh = tmp_path / ".tmp" / "put-fresh"
+    fresh.write_bytes(b"y")
+    staged = tmp_path / "staging" / "abc" / "def"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"z")
+    os.utime(staged, (1, 1))
+    store.put("kept", [b"k"])
+    assert store.sweep() == 2
+    assert not old.exists() and not staged.exists() and fresh.exists()
+    assert b"".join(store.open_range("kept")) == b"k"

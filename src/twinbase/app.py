@@ -72,10 +72,12 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     key = SigningKey.load_or_create(settings.key_dir) if settings.auth_mode == "builtin" else None
     issuer = TokenIssuer(settings, key) if key is not None else None
     jobs = JobQueue(db)
+    blobs = LocalBlobStore(settings.blob_root)
+    blobs.sweep()
     svc = Services(
         settings=settings,
         db=db,
-        blobs=LocalBlobStore(settings.blob_root),
+        blobs=blobs,
         signer=UrlSigner.from_file(settings.key_dir / "url-signing.key"),
         key=key,
         issuer=issuer,

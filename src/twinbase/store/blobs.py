@@ -85,6 +85,23 @@ class LocalBlobStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def sweep(self, max_age_seconds: float = 24 * 3600) -> int:
+        """Delete temporary files and staged blocks left by uploads that died (a killed process).
+
+        Only old ones: another worker process may be writing a fresh one right now.
+        """
+        cutoff = time.time() - max_age_seconds
+        removed = 0
+        for folder in (self._tmp, self.root / "staging"):
+            if not folder.is_dir():
+                continue
+            for path in folder.rglob("*"):
+                with contextlib.suppress(OSError):
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
+
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
         writer = self.writer(key)
         try:
