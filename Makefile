@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint typecheck unit compat bench clean
+.PHONY: serve test lint typecheck unit compat bench clean seed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP) compat/node_modules/.installed-stamp
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format src tests bench
+
+## Regenerate the empty seed iModel (src/twinbase/bim/data/empty.bim.gz) with the pinned iTwin.js backend
+seed: compat/node_modules/.installed-stamp
+	cd compat && node make-seed.mjs
 
 bench: $(STAMP)
 	$(BIN)/python bench/itwins_load.py

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
@@ -99,6 +100,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         svc = services or build_services(settings)
         holder["svc"] = svc
         app.state.services = svc
+        # Blocking work (database, files) runs in this many threads. More threads than cores only
+        # make them fight over the GIL: throughput falls as concurrency grows.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         svc.jobs.start(settings.job_workers)
         log.info("twinbase ready", extra={"action": "ready"})
         try:

@@ -73,6 +73,11 @@ class Settings(BaseModel):
         description="`storageType` of iModel file links: `azure` (block-blob protocol) or `google` "
         "(plain PUT/GET). twinbase serves both on every link; this only picks the client's uploader.",
     )
+    request_threads: int = Field(
+        default=4,
+        ge=1,
+        description="Threads per worker process for blocking request work (database queries, files).",
+    )
     read_cache_seconds: float = Field(
         default=2.0,
         description="Lifetime of the per-process cache of hot GET answers. Writes in the same process "

@@ -55,12 +55,20 @@ class ResponseCache:
                 self._entries.popitem(last=False)
 
     async def respond(self, key: Hashable, compute: Callable[[], Response]) -> Response:
-        """The cached body for ``key``, or ``compute()`` run in the thread pool (and cached if 200)."""
+        """The cached body for ``key``, or ``compute()``'s answer (cached if 200).
+
+        ``compute`` must be a short read: it runs on the event loop for SQLite, in a thread otherwise.
+        """
         body = self.get(key)
         if body is not None:
             return JSON.from_bytes(body)
         generation = self.db.generation
-        response: Response = await run_in_threadpool(compute)
+        if self.db.is_sqlite:
+            # A local SQLite read takes well under a millisecond; handing it to a thread costs more
+            # than that, and threads then fight the event loop for the GIL.
+            response = compute()
+        else:
+            response = await run_in_threadpool(compute)
         if response.status_code == 200 and isinstance(response, JSON):
             self.put(key, generation, bytes(response.body))
         return response

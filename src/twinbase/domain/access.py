@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from twinbase.errors import InsufficientPermissions, ITwinNotFound
@@ -128,7 +128,36 @@ def visible_itwin(
 _ITWIN_ROW = [col.label(attr.key) for attr in ITwin.__mapper__.column_attrs for col in attr.columns]
 
 
-def visible_itwin_row(session: Session, itwin_id: str, user_id: str) -> tuple[Any, frozenset[str]]:
+def _itwin_row_statement() -> Any:
+    owner = (
+        select(Member.itwin_id)
+        .where(
+            Member.user_id == bindparam("user_id"),
+            Member.is_owner.is_(True),
+            or_(Member.itwin_id == ITwin.id, Member.itwin_id == ITwin.itwin_account_id),
+        )
+        .exists()
+    )
+    member = select(Member.itwin_id).where(
+        Member.user_id == bindparam("user_id"), Member.itwin_id == ITwin.id
+    )
+    return select(*_ITWIN_ROW, owner.label("is_owner"), member.exists().label("is_member")).where(
+        ITwin.id == bindparam("itwin_id")
+    )
+
+
+# Built once: composing and keying this statement per request would cost more than running it.
+_ITWIN_ROW_STATEMENT = _itwin_row_statement()
+_ROLE_PERMISSIONS = (
+    select(Role.permissions)
+    .join(MemberRole, MemberRole.role_id == Role.id)
+    .where(MemberRole.itwin_id == bindparam("itwin_id"), MemberRole.user_id == bindparam("user_id"))
+)
+
+
+def visible_itwin_row(
+    session: Session | Connection, itwin_id: str, user_id: str
+) -> tuple[Any, frozenset[str]]:
     """Like ``visible_itwin`` for read-only use, in one Core query: the hot path of ``GET /itwins/{id}``.
 
     The row carries ``is_owner`` (of the iTwin or of its Account) and ``is_member``; roles are read
@@ -136,29 +165,14 @@ def visible_itwin_row(session: Session, itwin_id: str, user_id: str) -> tuple[An
     """
     if not is_uuid(itwin_id):
         raise ITwinNotFound()
-    owner = (
-        select(Member.itwin_id)
-        .where(
-            Member.user_id == user_id,
-            Member.is_owner.is_(True),
-            or_(Member.itwin_id == ITwin.id, Member.itwin_id == ITwin.itwin_account_id),
-        )
-        .exists()
-    )
-    member = select(Member.itwin_id).where(Member.user_id == user_id, Member.itwin_id == ITwin.id).exists()
-    row = session.execute(
-        select(*_ITWIN_ROW, owner.label("is_owner"), member.label("is_member")).where(ITwin.id == itwin_id)
-    ).first()
+    params = {"itwin_id": itwin_id, "user_id": user_id}
+    row = session.execute(_ITWIN_ROW_STATEMENT, params).first()
     if row is None or not (row.is_owner or row.is_member):
         raise ITwinNotFound()
     if row.is_owner:
         return row, ALL
     perms: set[str] = set()
-    for role_perms in session.scalars(
-        select(Role.permissions)
-        .join(MemberRole, MemberRole.role_id == Role.id)
-        .where(MemberRole.itwin_id == itwin_id, MemberRole.user_id == user_id)
-    ):
+    for role_perms in session.scalars(_ROLE_PERMISSIONS, params):
         perms.update(role_perms or ())
     return row, frozenset(perms)
 

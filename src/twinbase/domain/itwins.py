@@ -21,7 +21,7 @@ from pydantic import (
     StrictStr,
     field_validator,
 )
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Connection, Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -232,7 +232,7 @@ def _make_owner(session: Session, itwin: ITwin, user_id: str) -> None:
 # ------------------------------------------------------------------------------------------- CRUD
 
 
-def read_visible(session: Session, itwin_id: str, user_id: str) -> tuple[Any, frozenset[str]]:
+def read_visible(session: Session | Connection, itwin_id: str, user_id: str) -> tuple[Any, frozenset[str]]:
     """A read-only row of the iTwin (attributes as on ``ITwin``), for answering GETs quickly."""
     row, perms = access.visible_itwin_row(session, itwin_id, user_id)
     access.require(perms, access.ITWINS_READ)
@@ -659,7 +659,7 @@ def apply_order(stmt: Select[Any], order_by: str | None, default: Any) -> Select
     return stmt.order_by(*clauses, ITwin.id)
 
 
-def query(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[ITwin], bool]:
+def query(session: Session | Connection, principal: Principal, q: ITwinQuery) -> tuple[list[Any], bool]:
     """One page of the caller's iTwins and whether more follow (plain rows: no ORM identity map)."""
     stmt = apply_query(select(*ITWIN_COLUMNS).where(_visible_ids(principal.user_id, q.scope)), q)
     stmt = apply_order(stmt, q.order_by, (ITwin.created_at.desc(), ITwin.id))
@@ -667,11 +667,11 @@ def query(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[I
 
 
 # Every mapped column under its attribute name, so rows read like ``ITwin`` objects (``row.class_``).
-ITWIN_COLUMNS = [getattr(ITwin, attr.key) for attr in ITwin.__mapper__.column_attrs]
+ITWIN_COLUMNS = [col.label(attr.key) for attr in ITwin.__mapper__.column_attrs for col in attr.columns]
 
 
 def _page(
-    session: Session, stmt: Select[Any], q: ITwinQuery, *, plain: bool = False
+    session: Session | Connection, stmt: Select[Any], q: ITwinQuery, *, plain: bool = False
 ) -> tuple[list[Any], bool]:
     """``plain``: ``stmt`` selects ``ITWIN_COLUMNS`` and the page holds rows, not ``ITwin`` objects."""
     if q.top == 0:

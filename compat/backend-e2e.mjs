@@ -1,0 +1,334 @@
+// The real iTwin.js backend (@itwin/core-backend 5.7.3 and its native library) with twinbase as its iModels
+// hub, through compat/lib/twinbase-imodels-access.cjs: create an iModel from a local .bim, two briefcases,
+// locks, inserts, updates and deletes pushed from one briefcase and pulled into the other, a lock conflict
+// between them, a late briefcase that catches up from a checkpoint, and an empty iModel made by twinbase
+// from its seed used the same way.
+//
+//   TWINBASE_URL=http://127.0.0.1:8110 TWINBASE_TOKEN=<jwt> node compat/backend-e2e.mjs
+//
+// COMPAT_KEEP_GOING=1 runs on after a failure; COMPAT_WORK_DIR keeps the briefcases in that folder.
+
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createRequire } from "node:module";
+
+import {
+  BriefcaseDb,
+  BriefcaseManager,
+  IModelHost,
+  PhysicalModel,
+  SnapshotDb,
+  SpatialCategory,
+} from "@itwin/core-backend";
+import { Logger, LogLevel } from "@itwin/core-bentley";
+import {
+  Code,
+  ColorDef,
+  GeometryStreamBuilder,
+  IModel,
+  QueryBinder,
+  QueryRowFormat,
+  SubCategoryAppearance,
+} from "@itwin/core-common";
+import { Box, Point3d, Range3d } from "@itwin/core-geometry";
+
+import { assert, BASE, GUID, TAG, TOKEN, env, finish, http, newITwin, step } from "./lib/harness.mjs";
+
+const require = createRequire(import.meta.url);
+const { createTwinbaseHubAccess } = require("./lib/twinbase-imodels-access.cjs");
+
+const work = process.env.COMPAT_WORK_DIR
+  ? path.resolve(process.env.COMPAT_WORK_DIR)
+  : fs.mkdtempSync(path.join(os.tmpdir(), "twinbase-e2e-"));
+fs.mkdirSync(work, { recursive: true });
+env("TWINBASE_TOKEN");
+
+// ------------------------------------------------------------------------------------------ setup
+
+Logger.initializeToConsole();
+Logger.setLevelDefault(LogLevel.None);
+if (process.env.COMPAT_LOG) Logger.setLevel("BackendIModelsAccess", LogLevel.Info);
+
+const hubAccess = createTwinbaseHubAccess({
+  baseUrl: BASE,
+  getAccessToken: async () => TOKEN,
+  cacheDir: path.join(work, "checkpoints"),
+});
+await IModelHost.startup({ hubAccess, cacheDir: path.join(work, "cache") });
+// Offline machine: no waiting for the public GCS workspace on the first open.
+IModelHost.appWorkspace.settings.addDictionary(
+  { name: "twinbase-e2e", priority: 200 },
+  { "itwin/core/gcs/disableWorkspaces": true },
+);
+
+const open = []; // briefcases to close at the end
+finish.cleanup = async () => {
+  for (const db of open) if (db.isOpen) db.close();
+  await IModelHost.shutdown();
+  if (!process.env.COMPAT_WORK_DIR) fs.rmSync(work, { recursive: true, force: true });
+};
+
+const state = {};
+
+function box(size) {
+  const builder = new GeometryStreamBuilder();
+  builder.appendGeometry(Box.createRange(Range3d.createXYZXYZ(0, 0, 0, size, size, size), true));
+  return builder.geometryStream;
+}
+
+function physicalObject(db, userLabel, origin, size = 1) {
+  return db.elements.insertElement({
+    classFullName: "Generic:PhysicalObject",
+    model: state.modelId,
+    category: state.categoryId,
+    code: Code.createEmpty(),
+    userLabel,
+    placement: { origin, angles: {} },
+    geom: box(size),
+  });
+}
+
+/** The labels of the Generic:PhysicalObject elements in the test model, by id (through ECSQL). */
+async function objects(db) {
+  const out = {};
+  const reader = db.createQueryReader(
+    "SELECT ECInstanceId, UserLabel FROM Generic.PhysicalObject WHERE Model.Id=? ORDER BY ECInstanceId",
+    QueryBinder.from([state.modelId]),
+    { rowFormat: QueryRowFormat.UseECSqlPropertyIndexes },
+  );
+  for await (const row of reader) out[row[0]] = row[1];
+  return out;
+}
+
+async function openBriefcase(name) {
+  const props = await BriefcaseManager.downloadBriefcase({
+    iTwinId: state.iTwinId,
+    iModelId: state.iModelId,
+    accessToken: TOKEN,
+    fileName: path.join(work, `${name}.bim`),
+  });
+  const db = await BriefcaseDb.open({ fileName: props.fileName });
+  open.push(db);
+  return db;
+}
+
+// ------------------------------------------------------------------------------------------- steps
+
+await step("a local .bim to start from (SnapshotDb with a category)", async () => {
+  state.version0 = path.join(work, "version0.bim");
+  const snapshot = SnapshotDb.createEmpty(state.version0, { rootSubject: { name: `e2e ${TAG}` } });
+  state.baselineCategory = SpatialCategory.insert(
+    snapshot,
+    IModel.dictionaryId,
+    "Baseline category",
+    new SubCategoryAppearance({ color: ColorDef.blue.toJSON() }),
+  );
+  snapshot.saveChanges();
+  snapshot.close();
+  return `${fs.statSync(state.version0).size} bytes`;
+});
+
+await step("createNewIModel with version0 (baseline upload, complete, poll)", async () => {
+  state.iTwinId = await newITwin(TOKEN, "backend e2e");
+  // What iTwin.js's own createNewIModel does: prepare the file, upload it as the baseline, wait.
+  state.iModelId = await hubAccess.createNewIModel({
+    iTwinId: state.iTwinId,
+    iModelName: `e2e ${TAG}`,
+    description: "made by compat/backend-e2e.mjs",
+    version0: state.version0,
+    accessToken: TOKEN,
+  });
+  assert.match(state.iModelId, GUID);
+  const got = await http("GET", `/imodels/${state.iModelId}`);
+  assert.equal(got.status, 200, got.text);
+  assert.equal(got.json.iModel.state, "initialized");
+  assert.equal(got.json.iModel.name, `e2e ${TAG}`);
+  const found = await hubAccess.queryIModelByName({ iTwinId: state.iTwinId, iModelName: `e2e ${TAG}`, accessToken: TOKEN });
+  assert.equal(found, state.iModelId, "queryIModelByName");
+  return state.iModelId;
+});
+
+await step("briefcase A: downloadBriefcase (checkpoint 0 from twinbase) + BriefcaseDb.open", async () => {
+  state.a = await openBriefcase("A");
+  assert.equal(state.a.iModelId, state.iModelId);
+  assert.equal(state.a.iTwinId, state.iTwinId);
+  assert.equal(state.a.changeset.index, 0);
+  assert.equal(state.a.changeset.id, "");
+  assert.ok(state.a.briefcaseId >= 2, `briefcase id ${state.a.briefcaseId}`);
+  assert.ok(state.a.elements.tryGetElement(state.baselineCategory), "the baseline's category is in the briefcase");
+  return `briefcase ${state.a.briefcaseId}`;
+});
+
+await step("briefcase B: a second briefcase of the same iModel", async () => {
+  state.b = await openBriefcase("B");
+  assert.notEqual(state.b.briefcaseId, state.a.briefcaseId);
+  const mine = await hubAccess.getMyBriefcaseIds({ iModelId: state.iModelId, accessToken: TOKEN });
+  assert.deepEqual([...mine].sort(), [state.a.briefcaseId, state.b.briefcaseId].sort(), "getMyBriefcaseIds");
+  return `briefcase ${state.b.briefcaseId}`;
+});
+
+await step("A: acquire locks, insert a PhysicalModel, a SpatialCategory and three objects, push", async () => {
+  const a = state.a;
+  await a.locks.acquireLocks({ shared: [IModel.repositoryModelId, IModel.dictionaryId] });
+  state.modelId = PhysicalModel.insert(a, IModel.rootSubjectId, `Model ${TAG}`);
+  state.categoryId = SpatialCategory.insert(
+    a,
+    IModel.dictionaryId,
+    `Category ${TAG}`,
+    new SubCategoryAppearance({ color: ColorDef.green.toJSON() }),
+  );
+  state.ids = [
+    physicalObject(a, "first", Point3d.create(0, 0, 0)),
+    physicalObject(a, "second", Point3d.create(5, 0, 0), 2),
+    physicalObject(a, "third", Point3d.create(0, 5, 0), 3),
+  ];
+  a.saveChanges("three objects");
+  await a.pushChanges({ description: "three objects", accessToken: TOKEN });
+  assert.equal(a.changeset.index, 1, `A is at ${JSON.stringify(a.changeset)}`);
+  assert.match(a.changeset.id, /^[0-9a-f]{40}$/);
+  const locks = await hubAccess.queryAllLocks({ iModelId: state.iModelId, briefcaseId: a.briefcaseId, accessToken: TOKEN });
+  assert.deepEqual(locks, [], "push releases every lock");
+  return `changeset ${a.changeset.index} ${a.changeset.id.slice(0, 8)}`;
+});
+
+await step("B: pullChanges sees the model, the category and the three objects", async () => {
+  const b = state.b;
+  await b.pullChanges({ accessToken: TOKEN });
+  assert.deepEqual(b.changeset, state.a.changeset);
+  assert.ok(b.models.tryGetModel(state.modelId), "model pulled");
+  assert.ok(b.elements.tryGetElement(state.categoryId), "category pulled");
+  const labels = await objects(b);
+  assert.deepEqual(Object.values(labels).sort(), ["first", "second", "third"]);
+  const second = b.elements.getElement({ id: state.ids[1], wantGeometry: true });
+  assert.equal(second.placement.origin.x, 5);
+  assert.equal(second.geom?.length > 0, true, "geometry came along");
+});
+
+await step("B: lock, update one object, delete another, push", async () => {
+  const b = state.b;
+  await b.locks.acquireLocks({ exclusive: [state.ids[0], state.ids[2]] });
+  const first = b.elements.getElement(state.ids[0]);
+  first.userLabel = "first (moved by B)";
+  first.placement.origin = Point3d.create(10, 10, 0);
+  b.elements.updateElement(first.toJSON());
+  b.elements.deleteElement(state.ids[2]);
+  b.saveChanges("update and delete");
+  await b.pushChanges({ description: "update and delete", accessToken: TOKEN });
+  assert.equal(b.changeset.index, 2);
+  return `changeset 2 ${b.changeset.id.slice(0, 8)}`;
+});
+
+await step("A: pullChanges sees the update and the delete", async () => {
+  const a = state.a;
+  await a.pullChanges(); // no token: the adapter's getAccessToken supplies it
+  assert.deepEqual(a.changeset, state.b.changeset);
+  assert.deepEqual(await objects(a), { [state.ids[0]]: "first (moved by B)", [state.ids[1]]: "second" });
+  assert.equal(a.elements.getElement(state.ids[0]).placement.origin.x, 10);
+  assert.equal(a.elements.tryGetElement(state.ids[2]), undefined);
+});
+
+await step("lock conflict: B asks for an exclusive lock A holds", async () => {
+  const a = state.a;
+  const b = state.b;
+  await a.locks.acquireLocks({ exclusive: state.ids[1] });
+  assert.ok(a.locks.holdsExclusiveLock(state.ids[1]));
+  let error;
+  try {
+    await b.locks.acquireLocks({ exclusive: state.ids[1] });
+  } catch (err) {
+    error = err;
+  }
+  assert.ok(error, "B got A's exclusive lock");
+  const key = error.iTwinErrorId?.key ?? error.code ?? error.errorNumber;
+  assert.ok(
+    ["LockOwnedByAnotherBriefcase", "ConflictWithAnotherUser"].includes(key),
+    `conflict error: ${key} ${error.message}`,
+  );
+  if (error.conflictingLocks) {
+    const conflict = error.conflictingLocks.find((l) => l.objectId === state.ids[1]);
+    assert.ok(conflict, `conflictingLocks: ${JSON.stringify(error.conflictingLocks)}`);
+    assert.deepEqual(conflict.briefcaseIds, [a.briefcaseId]);
+  }
+  assert.ok(!b.locks.holdsExclusiveLock(state.ids[1]));
+  // An element nobody else holds is granted to B at once.
+  await b.locks.acquireLocks({ exclusive: state.ids[0] });
+  assert.ok(b.locks.holdsExclusiveLock(state.ids[0]));
+  await b.locks.releaseAllLocks();
+  await a.locks.releaseAllLocks();
+  const left = await hubAccess.queryAllLocks({ iModelId: state.iModelId, accessToken: TOKEN });
+  assert.deepEqual(left, [], `locks left: ${JSON.stringify(left)}`);
+  return key;
+});
+
+await step("A: insert after the conflict, push; B pulls it (third changeset)", async () => {
+  const a = state.a;
+  await a.locks.acquireLocks({ shared: state.modelId });
+  state.ids.push(physicalObject(a, "fourth", Point3d.create(-5, 0, 0)));
+  a.saveChanges("fourth");
+  await a.pushChanges({ description: "fourth" }); // no token here either
+  await state.b.pullChanges({ accessToken: TOKEN });
+  assert.equal(state.b.changeset.index, 3);
+  assert.deepEqual(Object.values(await objects(state.b)).sort(), ["first (moved by B)", "fourth", "second"]);
+});
+
+await step("a third briefcase downloaded now starts from a checkpoint and catches up to changeset 3", async () => {
+  const c = await openBriefcase("C");
+  assert.equal(c.changeset.index, 3);
+  assert.deepEqual(c.changeset, state.a.changeset);
+  assert.deepEqual(await objects(c), await objects(state.a));
+  c.close();
+  await BriefcaseManager.deleteBriefcaseFiles(path.join(work, "C.bim"), TOKEN);
+  const staged = fs.readdirSync(path.join(hubAccess.checkpointCacheDir, state.iModelId)).sort();
+  return `staged checkpoints: ${staged.join(", ")}`;
+});
+
+await step("an empty iModel made by twinbase from its seed: briefcase, insert, push, pull into a second one", async () => {
+  const created = await http("POST", "/imodels", { body: { iTwinId: state.iTwinId, name: `empty ${TAG}` } });
+  assert.equal(created.status, 201, created.text);
+  assert.equal(created.json.iModel.state, "initialized");
+  const iModelId = created.json.iModel.id;
+  const download = async (name) => {
+    const props = await BriefcaseManager.downloadBriefcase({
+      iTwinId: state.iTwinId,
+      iModelId,
+      accessToken: TOKEN,
+      fileName: path.join(work, `${name}.bim`),
+    });
+    return BriefcaseDb.open({ fileName: props.fileName });
+  };
+  const e1 = await download("E1");
+  const e2 = await download("E2");
+  try {
+    assert.equal(e1.iModelId, iModelId);
+    assert.equal(e1.changeset.index, 0);
+    await e1.locks.acquireLocks({ shared: [IModel.repositoryModelId, IModel.dictionaryId] });
+    const modelId = PhysicalModel.insert(e1, IModel.rootSubjectId, "seeded model");
+    e1.saveChanges();
+    await e1.pushChanges({ description: "a model in the empty iModel", accessToken: TOKEN });
+    await e2.pullChanges({ accessToken: TOKEN });
+    assert.equal(e2.changeset.index, 1);
+    assert.ok(e2.models.tryGetModel(modelId), "the model reached the second briefcase");
+  } finally {
+    for (const [name, db] of [["E1", e1], ["E2", e2]]) {
+      db.close();
+      await BriefcaseManager.deleteBriefcaseFiles(path.join(work, `${name}.bim`), TOKEN);
+    }
+  }
+  await hubAccess.deleteIModel({ iTwinId: state.iTwinId, iModelId, accessToken: TOKEN });
+});
+
+await step("close and release the briefcases, delete the iModel", async () => {
+  for (const [name, db] of [["A", state.a], ["B", state.b]]) {
+    db.close();
+    await BriefcaseManager.deleteBriefcaseFiles(path.join(work, `${name}.bim`), TOKEN);
+  }
+  const mine = await hubAccess.getMyBriefcaseIds({ iModelId: state.iModelId, accessToken: TOKEN });
+  assert.deepEqual(mine, [], "every briefcase released");
+  await hubAccess.deleteIModel({ iTwinId: state.iTwinId, iModelId: state.iModelId, accessToken: TOKEN });
+  const gone = await http("GET", `/imodels/${state.iModelId}`);
+  assert.equal(gone.status, 404, gone.text);
+  assert.equal(gone.json.error.code, "iModelNotFound");
+});
+
+await finish();
