@@ -23,6 +23,7 @@ from twinbase.bim.identity import BimFormatError, read_identity, stamp
 from twinbase.bim.seed import SeedMissing, write_empty_seed
 from twinbase.domain import access
 from twinbase.domain.itwins import iso
+from twinbase.domain.params import bounded_int
 from twinbase.errors import (
     BaselineFileNotFound,
     BlobNotFound,
@@ -411,19 +412,12 @@ def register(svc: FileServices) -> None:
 
 
 def parse_paging(params: Mapping[str, str], *, default_top: int = 100, message: str) -> tuple[int, int]:
-    def integer(name: str, low: int, high: int | None, default: int) -> int:
-        raw = params.get(name, "")
-        if raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = low - 1
-        if value < low or (high is not None and value > high):
-            raise invalid_imodels(message, invalid_value(name))
-        return value
-
-    return integer("$top", 1, 1000, default_top), integer("$skip", 0, None, 0)
+    details: list[ErrorDetail] = []
+    top = bounded_int(params, "$top", 1, 1000, default_top, details)
+    skip = bounded_int(params, "$skip", 0, None, 0, details)
+    if details:
+        raise invalid_imodels(message, *details)
+    return top, skip
 
 
 def order_clause(raw: str | None, columns: Mapping[str, Any], default: list[Any], message: str) -> list[Any]:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from twinbase.domain import access
 from twinbase.domain.odata import FilterSyntaxError, UnknownProperty, compile_filter
+from twinbase.domain.params import bounded_int
 from twinbase.errors import ErrorDetail, InvalidRequest, ITwinExists, ITwinNotFound, invalid_value
 from twinbase.identity.tokens import Principal
 from twinbase.store.models import (
@@ -480,25 +481,8 @@ def parse_query(
     details: list[ErrorDetail] = []
     q = ITwinQuery()
 
-    def intval(name: str, low: int, high: int | None) -> int | None:
-        raw = params.get(name)
-        if raw is None or raw == "":
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            details.append(invalid_value(name, f"'{name}' must be an integer."))
-            return None
-        if value < low or (high is not None and value > high):
-            rng = f"between {low} and {high}" if high is not None else f"at least {low}"
-            details.append(invalid_value(name, f"'{name}' must be {rng}."))
-            return None
-        return value
-
-    top = intval("$top", 0, 1000)
-    skip = intval("$skip", 0, None)
-    q.top = 1000 if top is None else top
-    q.skip = skip or 0
+    q.top = bounded_int(params, "$top", 0, 1000, 1000, details)
+    q.skip = bounded_int(params, "$skip", 0, None, 0, details)
     if params.get("subClass"):
         for part in params["subClass"].split(","):
             try:

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access
+from twinbase.domain.params import bounded_int
 from twinbase.errors import (
     Conflict,
     ErrorDetail,
@@ -139,21 +140,10 @@ class Page:
 def parse_page(params: dict[str, str]) -> Page:
     details: list[ErrorDetail] = []
 
-    def intval(name: str, low: int, high: int | None, default: int) -> int:
-        raw = params.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            details.append(invalid_value(name, f"'{name}' must be an integer."))
-            return default
-        if value < low or (high is not None and value > high):
-            rng = f"between {low} and {high}" if high is not None else f"at least {low}"
-            details.append(invalid_value(name, f"'{name}' must be {rng}."))
-        return value
-
-    page = Page(top=intval("$top", 1, MAX_TOP, DEFAULT_TOP), skip=intval("$skip", 0, None, 0))
+    page = Page(
+        top=bounded_int(params, "$top", 1, MAX_TOP, DEFAULT_TOP, details),
+        skip=bounded_int(params, "$skip", 0, None, 0, details),
+    )
     if details:
         raise invalid(*details)
     return page

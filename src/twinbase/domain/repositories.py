@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access, itwins
+from twinbase.domain.params import bounded_int
 from twinbase.errors import (
     ErrorDetail,
     InvalidRequest,
@@ -307,22 +308,8 @@ class ResourceQuery:
 def parse_resource_query(params: Mapping[str, str]) -> ResourceQuery:
     details: list[ErrorDetail] = []
 
-    def integer(name: str, low: int, high: int | None, default: int) -> int:
-        raw = params.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            details.append(invalid_value(name, f"'{name}' must be an integer."))
-            return default
-        if value < low or (high is not None and value > high):
-            span = f"between {low} and {high}" if high is not None else f"at least {low}"
-            details.append(invalid_value(name, f"'{name}' must be {span}."))
-        return value
-
-    top = integer("$top", 1, MAX_TOP, DEFAULT_TOP)
-    skip = integer("$skip", 0, None, 0)
+    top = bounded_int(params, "$top", 1, MAX_TOP, DEFAULT_TOP, details)
+    skip = bounded_int(params, "$skip", 0, None, 0, details)
     search = params.get("$search") or None
     if search is not None and len(search) > 255:
         details.append(invalid_value("$search", "'$search' must be at most 255 characters."))
