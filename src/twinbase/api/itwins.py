@@ -116,7 +116,8 @@ async def list_itwins(request: Request) -> Response:
 
     def compute() -> Response:
         with ctx.svc.db.connect() as conn:
-            rows, more = domain.query(conn, ctx.principal, q)
+            minimal = prefer(request) == "minimal" and not q.select
+            rows, more = domain.query(conn, ctx.principal, q, minimal=minimal)
             return many(ctx, "/itwins/", params, q, rows, more)
 
     return await ctx.svc.cache.respond(key, compute)

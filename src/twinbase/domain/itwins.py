@@ -643,15 +643,23 @@ def apply_order(stmt: Select[Any], order_by: str | None, default: Any) -> Select
     return stmt.order_by(*clauses, ITwin.id)
 
 
-def query(session: Session | Connection, principal: Principal, q: ITwinQuery) -> tuple[list[Any], bool]:
-    """One page of the caller's iTwins and whether more follow (plain rows: no ORM identity map)."""
-    stmt = apply_query(select(*ITWIN_COLUMNS).where(_visible_ids(principal.user_id, q.scope)), q)
+def query(
+    session: Session | Connection, principal: Principal, q: ITwinQuery, *, minimal: bool = False
+) -> tuple[list[Any], bool]:
+    """One page of the caller's iTwins and whether more follow (plain rows: no ORM identity map).
+
+    ``minimal``: the rows carry only the minimal wire fields (no timestamps to convert).
+    """
+    columns = ITWIN_MINIMAL_COLUMNS if minimal else ITWIN_COLUMNS
+    stmt = apply_query(select(*columns).where(_visible_ids(principal.user_id, q.scope)), q)
     stmt = apply_order(stmt, q.order_by, (ITwin.created_at.desc(), ITwin.id))
     return _page(session, stmt, q, plain=True)
 
 
 # Every mapped column under its attribute name, so rows read like ``ITwin`` objects (``row.class_``).
 ITWIN_COLUMNS = [col.label(attr.key) for attr in ITwin.__mapper__.column_attrs for col in attr.columns]
+_MINIMAL_KEYS = ("id", "class_", "sub_class", "type", "number", "display_name", "itwin_account_id")
+ITWIN_MINIMAL_COLUMNS = [c for c in ITWIN_COLUMNS if c.name in _MINIMAL_KEYS]
 
 
 def _page(
