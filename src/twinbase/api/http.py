@@ -326,9 +326,16 @@ def body_limit(max_bytes: int) -> Callable[[Request], Awaitable[bytes]]:
 
 
 def base_url(request: Request, public_url: str) -> str:
+    """The public root for absolute links: the configured one, else the scheme and Host of the request."""
     if public_url:
         return public_url
-    return f"{request.url.scheme}://{request.url.netloc}"
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    # Read from the scope: building ``request.url`` parses the whole URL on every request.
+    return f"{scope.get('scheme', 'http')}://{host}"
 
 
 def prefer(request: Request) -> Literal["minimal", "representation"]:
