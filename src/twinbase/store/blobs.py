@@ -62,7 +62,9 @@ class BlobStore(Protocol):
         """Size and ETag of the blob; raises ``BlobNotFound``."""
         ...
 
-    def open_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def open_range(
+        self, key: str, start: int = 0, end: int | None = None, chunk_size: int = CHUNK
+    ) -> Iterator[bytes]:
         """Stream bytes ``start..end`` (inclusive, like HTTP ranges); raises ``BlobNotFound``."""
         ...
 
@@ -126,12 +128,14 @@ class LocalBlobStore:
         etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
         return BlobInfo(key=key, size=st.st_size, etag=etag, modified=st.st_mtime)
 
-    def open_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def open_range(
+        self, key: str, start: int = 0, end: int | None = None, chunk_size: int = CHUNK
+    ) -> Iterator[bytes]:
         try:
             fh = open(self._path(key), "rb")  # noqa: SIM115 - closed by the generator
         except (FileNotFoundError, IsADirectoryError, InvalidBlobKey) as exc:
             raise BlobNotFound() from exc
-        return _read_range(fh, start, end)
+        return _read_range(fh, start, end, chunk_size)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError, InvalidBlobKey):
@@ -200,12 +204,12 @@ class LocalBlobWriter:
         self.abort()
 
 
-def _read_range(fh: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+def _read_range(fh: BinaryIO, start: int, end: int | None, chunk_size: int = CHUNK) -> Iterator[bytes]:
     with fh:
         fh.seek(start)
         remaining = None if end is None else end - start + 1
         while remaining is None or remaining > 0:
-            chunk = fh.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            chunk = fh.read(chunk_size if remaining is None else min(chunk_size, remaining))
             if not chunk:
                 return
             if remaining is not None:
