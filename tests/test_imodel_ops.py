@@ -6,6 +6,7 @@ thumbnails, users with statistics, the caller's permissions, empty create from t
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import struct
@@ -122,17 +123,6 @@ def png(width: int, height: int, shade: int = 0) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-
-
-def jpeg_header(width: int, height: int) -> bytes:
-    """SOI, APP0 and a SOF0 frame header: enough for the size check."""
-
-    def segment(marker: int, payload: bytes) -> bytes:
-        return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
-
-    app0 = segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
-    sof0 = segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
-    return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
 
 
 def png_dimensions(data: bytes) -> tuple[int, int]:
@@ -852,27 +842,41 @@ def test_default_thumbnails(server: Server, shared: dict[str, Any]) -> None:
     )
 
 
+def real_image(kind: str, size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format=kind)
+    return buf.getvalue()
+
+
+def decoded(data: bytes) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """(width, height) and the centre pixel's colour of a served thumbnail."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB")
+        return rgb.size, tuple(rgb.getpixel((rgb.width // 2, rgb.height // 2)))  # type: ignore[arg-type]
+
+
 def test_upload_thumbnail(server: Server) -> None:
     with server.user() as alice, server.user() as mallory:
         itwin = new_itwin(alice)
         iid = new_imodel(alice, itwin["id"])["id"]
-        image = png(40, 25)
+        image = real_image("PNG", (1200, 900), (200, 30, 30))
         resp = alice.put(f"/imodels/{iid}/thumbnail", content=image, headers={"Content-Type": "image/png"})
         assert resp.status_code == 204, resp.text
-        for size in ("small", "large"):
+        # Each size is served at the platform's dimensions, scaled and cropped from the upload.
+        for size, box in (("small", (400, 250)), ("large", (800, 500))):
             got = alice.get(f"/imodels/{iid}/thumbnail", params={"size": size}, headers={"Accept": V2})
-            assert (
-                got.status_code == 200 and got.content == image and got.headers["content-type"] == "image/png"
-            )
-        jpeg = jpeg_header(64, 40)
-        assert (
-            alice.put(
-                f"/imodels/{iid}/thumbnail", content=jpeg, headers={"Content-Type": "image/jpeg"}
-            ).status_code
-            == 204
-        )
-        got = alice.get(f"/imodels/{iid}/thumbnail", params={"size": "large"})
-        assert got.content == jpeg and got.headers["content-type"] == "image/jpeg"
+            assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+            assert decoded(got.content) == (box, (200, 30, 30))
+        jpeg = real_image("JPEG", (320, 200), (20, 160, 40))
+        resp = alice.put(f"/imodels/{iid}/thumbnail", content=jpeg, headers={"Content-Type": "image/jpeg"})
+        assert resp.status_code == 204, resp.text
+        large = alice.get(f"/imodels/{iid}/thumbnail", params={"size": "large"}).content
+        assert decoded(large)[0] == (800, 500)
+        assert all(abs(a - b) < 8 for a, b in zip(decoded(large)[1], (20, 160, 40), strict=True))
 
         # Bad uploads change nothing.
         for data, kind in (
@@ -896,11 +900,13 @@ def test_upload_thumbnail(server: Server) -> None:
             413,
             "RequestTooLarge",
         )
-        assert alice.get(f"/imodels/{iid}/thumbnail").content == jpeg
+        assert alice.get(f"/imodels/{iid}/thumbnail", params={"size": "large"}).content == large
 
         # Permissions: webview reads it, imodels_manage changes it; a non-member sees nothing.
         viewer, _ = member(server, alice, itwin["id"], ["imodels_webview"])
-        assert viewer.get(f"/imodels/{iid}/thumbnail").content == jpeg
+        small = alice.get(f"/imodels/{iid}/thumbnail").content
+        assert decoded(small)[0] == (400, 250)
+        assert viewer.get(f"/imodels/{iid}/thumbnail").content == small
         assert_error(
             viewer.put(f"/imodels/{iid}/thumbnail", content=image, headers={"Content-Type": "image/png"}),
             403,
@@ -915,7 +921,7 @@ def test_upload_thumbnail(server: Server) -> None:
             "iModelNotFound",
         )
         assert_error(alice.get(f"/imodels/{uuid.uuid4()}/thumbnail"), 404, "iModelNotFound")
-        assert alice.get(f"/imodels/{iid}/thumbnail").content == jpeg
+        assert alice.get(f"/imodels/{iid}/thumbnail").content == small
 
 
 # --------------------------------------------------------------------------------- users, permissions

@@ -132,8 +132,8 @@ def get_thumbnail(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         found_id, content_type = domain.thumbnail_of(session, ctx.principal, imodel_id)
     if content_type is not None:
         try:
-            data = b"".join(ctx.svc.blobs.open_range(domain.thumbnail_key(found_id)))
-            return Response(data, media_type=content_type, headers={"Cache-Control": "no-cache"})
+            data = b"".join(ctx.svc.blobs.open_range(domain.thumbnail_key(found_id, size)))
+            return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
         except BlobNotFound:
             log.warning("thumbnail file missing", extra={"action": "thumbnail_missing", "imodel": found_id})
     return Response(
@@ -154,7 +154,8 @@ async def put_thumbnail(ctx: Ctx, imodel_id: str, request: Request) -> Response:
             await _drain(request)
         raise
     domain.check_thumbnail(data, content_type)
-    await in_thread(_store_thumbnail, ctx, imodel_id, content_type, data)
+    renditions = await in_thread(domain.render_thumbnails, data)
+    await in_thread(_store_thumbnail, ctx, imodel_id, content_type, renditions)
     return no_content()
 
 
@@ -184,14 +185,16 @@ async def _drain(request: Request) -> None:
                 break
 
 
-def _store_thumbnail(ctx: Context, imodel_id: str, content_type: str, data: bytes) -> None:
-    key = domain.thumbnail_key(imodel_id)
-    ctx.svc.blobs.put(key, [data])
+def _store_thumbnail(ctx: Context, imodel_id: str, content_type: str, renditions: dict[str, bytes]) -> None:
+    keys = {size: domain.thumbnail_key(imodel_id, size) for size in renditions}
+    for size, key in keys.items():
+        ctx.svc.blobs.put(key, [renditions[size]])
     try:
         with ctx.svc.db.write() as session:
             domain.set_thumbnail(session, ctx.principal, imodel_id, content_type)
     except IModelNotFound:  # deleted meanwhile: do not leave its thumbnail behind
-        ctx.svc.blobs.delete(key)
+        for key in keys.values():
+            ctx.svc.blobs.delete(key)
         raise
 
 

@@ -21,6 +21,7 @@ Functions take the caller's session and never commit.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import struct
 import tempfile
@@ -587,8 +588,32 @@ class ThumbnailTooLarge(PayloadTooLarge):
     )
 
 
-def thumbnail_key(imodel_id: str) -> str:
-    return f"{blob_prefix(imodel_id)}/thumbnail"
+def thumbnail_key(imodel_id: str, size: str) -> str:
+    return f"{blob_prefix(imodel_id)}/thumbnail-{size}.png"
+
+
+def render_thumbnails(data: bytes) -> dict[str, bytes]:
+    """The uploaded image scaled and centre-cropped to each size the API serves, as PNG.
+
+    Raises ``InvalidThumbnailFormat`` when the bytes do not decode; the pixel limit keeps a small file
+    that claims huge dimensions (a decompression bomb) from taking the server's memory.
+    """
+    from PIL import Image, ImageOps
+
+    Image.MAX_IMAGE_PIXELS = 50_000_000
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            source = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise invalid_thumbnail("The image cannot be decoded.") from exc
+    out: dict[str, bytes] = {}
+    for size, box in THUMBNAIL_SIZES.items():
+        fitted = ImageOps.fit(source, box, method=Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        fitted.save(buf, format="PNG", optimize=True)
+        out[size] = buf.getvalue()
+    return out
 
 
 def thumbnail_size(params: Mapping[str, str]) -> str:
