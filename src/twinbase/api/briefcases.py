@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Ctx
-from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
+from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import briefcases as domain
 from twinbase.domain import checkpoints
@@ -37,7 +37,9 @@ def list_briefcases(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         imodel, rows, top, skip, more = domain.query(session, ctx.principal, imodel_id, params)
         items = [domain.to_wire(b, ctx.base, mode) for b in rows]
         path = f"/imodels/{imodel.id}/briefcases"
-    links = page_links(
+    return collection(
+        "briefcases",
+        items,
         ctx.base,
         path,
         params,
@@ -46,7 +48,6 @@ def list_briefcases(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         returned=len(rows),
         has_more=more,
     )
-    return JSON({"briefcases": items, "_links": links})
 
 
 # The literal ``checkpoint`` segment must be matched before ``{briefcase_id}``.

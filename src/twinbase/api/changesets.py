@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, page_links, parse_body, prefer
+from twinbase.api.http import JSON, collection, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import access, checkpoints, imodels
 from twinbase.domain import changesets as domain
@@ -25,10 +25,6 @@ router = APIRouter()
 CHANGESETS = "/imodels/{imodel_id}/changesets"
 CHANGESET = CHANGESETS + "/{ref}"
 GROUPS = "/imodels/{imodel_id}/changesetgroups"
-
-
-def _links_base(ctx: Context, imodel_id: str) -> str:
-    return imodels.links_base(ctx.base, imodel_id)
 
 
 def _full(ctx: Context, cs: Changeset, around: domain.Surroundings | None, can_read: bool) -> dict[str, Any]:
@@ -70,7 +66,9 @@ def list_changesets(ctx: Ctx, request: Request, imodel_id: str) -> Response:
             around = domain.surroundings(session, imodel.id, page.rows)
             can_read = access.IMODELS_READ in perms
             items = [_full(ctx, cs, around, can_read) for cs in page.rows]
-    links = page_links(
+    return collection(
+        "changesets",
+        items,
         ctx.base,
         f"/imodels/{iid}/changesets",
         params,
@@ -79,7 +77,6 @@ def list_changesets(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         returned=len(items),
         has_more=page.more,
     )
-    return JSON({"changesets": items, "_links": links})
 
 
 @both(router, CHANGESETS + "/extendeddata", ["GET"])
@@ -90,7 +87,9 @@ def list_extended_data(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         page = domain.query_extended_data(session, imodel.id, params)
         iid = imodel.id
         items = [domain.extended_data_to_wire(row) for row in page.rows]
-    links = page_links(
+    return collection(
+        "extendedData",
+        items,
         ctx.base,
         f"/imodels/{iid}/changesets/extendeddata",
         params,
@@ -99,7 +98,6 @@ def list_extended_data(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         returned=len(items),
         has_more=page.more,
     )
-    return JSON({"extendedData": items, "_links": links})
 
 
 @both(router, CHANGESET, ["GET"])
@@ -175,7 +173,9 @@ def list_groups(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         page = domain.query_groups(session, imodel.id, params)
         iid = imodel.id
         items = [domain.group_to_wire(g, ctx.base) for g in page.rows]
-    links = page_links(
+    return collection(
+        "changesetGroups",
+        items,
         ctx.base,
         f"/imodels/{iid}/changesetgroups",
         params,
@@ -184,7 +184,6 @@ def list_groups(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         returned=len(items),
         has_more=page.more,
     )
-    return JSON({"changesetGroups": items, "_links": links})
 
 
 @both(router, GROUPS + "/{group_id}", ["GET"])

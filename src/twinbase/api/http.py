@@ -343,6 +343,23 @@ def prefer(request: Request) -> Literal["minimal", "representation"]:
     return "representation" if "return=representation" in value else "minimal"
 
 
+def collection(
+    key: str,
+    items: list[Any],
+    base: str,
+    path: str,
+    params: Mapping[str, str],
+    *,
+    top: int,
+    skip: int,
+    returned: int,
+    has_more: bool,
+) -> Response:
+    """A list answer: ``{key: items, "_links": {self, prev?, next?}}``."""
+    links = page_links(base, path, params, top=top, skip=skip, returned=returned, has_more=has_more)
+    return JSON({key: items, "_links": links})
+
+
 def page_links(
     base: str,
     path: str,

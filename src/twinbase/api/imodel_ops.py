@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
+from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, in_thread, query_params
 from twinbase.domain import imodel_ops as domain
 from twinbase.domain.imodels import to_wire
@@ -36,8 +36,17 @@ def _imodel_list(
 ) -> Response:
     mode = prefer(ctx.request)
     items = [to_wire(r, ctx.base, mode) for r in rows]
-    links = page_links(ctx.base, path, params, top=top, skip=skip, returned=len(rows), has_more=more)
-    return JSON({"iModels": items, "_links": links})
+    return collection(
+        "iModels",
+        items,
+        ctx.base,
+        path,
+        params,
+        top=top,
+        skip=skip,
+        returned=len(rows),
+        has_more=more,
+    )
 
 
 # ---------------------------------------------------------------------------------------- favorites
@@ -212,8 +221,17 @@ def list_users(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         )
         items = [domain.user_to_wire(u, ctx.base, imodel.id, mode, stats.get(u.id)) for u in rows]
         path = f"/imodels/{imodel.id}/users"
-    links = page_links(ctx.base, path, params, top=top, skip=skip, returned=len(rows), has_more=more)
-    return JSON({"users": items, "_links": links})
+    return collection(
+        "users",
+        items,
+        ctx.base,
+        path,
+        params,
+        top=top,
+        skip=skip,
+        returned=len(rows),
+        has_more=more,
+    )
 
 
 @both(router, "/imodels/{imodel_id}/users/{user_id}", ["GET"])

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
+from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import imodel_ops as ops
 from twinbase.domain import imodels as domain
@@ -36,8 +36,17 @@ def list_imodels(ctx: Ctx, request: Request) -> Response:
         rows, top, skip, more = domain.query(session, ctx.principal, params)
         mode = prefer(request)
         items = [domain.to_wire(r, ctx.base, mode) for r in rows]
-    links = page_links(ctx.base, "/imodels", params, top=top, skip=skip, returned=len(rows), has_more=more)
-    return JSON({"iModels": items, "_links": links})
+    return collection(
+        "iModels",
+        items,
+        ctx.base,
+        "/imodels",
+        params,
+        top=top,
+        skip=skip,
+        returned=len(rows),
+        has_more=more,
+    )
 
 
 @both(router, "/imodels/", ["POST"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Context, Ctx, context
-from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
+from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import itwins as domain
 from twinbase.store.models import ITwin
@@ -43,8 +43,17 @@ def many(
         )
         for r in rows
     ]
-    links = page_links(ctx.base, path, params, top=q.top, skip=q.skip, returned=len(rows), has_more=more)
-    return JSON({"iTwins": items, "_links": links})
+    return collection(
+        "iTwins",
+        items,
+        ctx.base,
+        path,
+        params,
+        top=q.top,
+        skip=q.skip,
+        returned=len(rows),
+        has_more=more,
+    )
 
 
 # Literal segments first: they share a position with {itwin_id}.

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Ctx
-from twinbase.api.http import JSON, page_links, parse_body
+from twinbase.api.http import JSON, collection, parse_body
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import locks as domain
 from twinbase.errors import INVALID_IMODELS
@@ -30,7 +30,9 @@ def released_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         imodel, ids, top, skip, more = domain.released(session, ctx.principal, imodel_id, params)
         path = f"/imodels/{imodel.id}/locks/released-locks"
     items = [{"lockLevel": domain.EXCLUSIVE, "objectIds": ids}] if ids else []
-    links = page_links(
+    return collection(
+        "releasedLocks",
+        items,
         ctx.base,
         path,
         params,
@@ -39,7 +41,6 @@ def released_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         returned=len(ids),
         has_more=more,
     )
-    return JSON({"releasedLocks": items, "_links": links})
 
 
 @both(router, "/imodels/{imodel_id}/locks", ["PATCH"])
@@ -57,7 +58,9 @@ def list_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         imodel, entities, top, skip, more = domain.query(session, ctx.principal, imodel_id, params)
         path = f"/imodels/{imodel.id}/locks"
     returned = sum(len(g["objectIds"]) for e in entities for g in e["lockedObjects"])
-    links = page_links(
+    return collection(
+        "locks",
+        entities,
         ctx.base,
         path,
         params,
@@ -66,4 +69,3 @@ def list_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         returned=returned,
         has_more=more,
     )
-    return JSON({"locks": entities, "_links": links})

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from twinbase.api.changesets import checkpoint_response
 from twinbase.api.deps import Ctx
-from twinbase.api.http import JSON, page_links, parse_body, prefer
+from twinbase.api.http import JSON, collection, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import access, checkpoints, imodels
 from twinbase.domain import namedversions as domain
@@ -42,7 +42,9 @@ def list_named_versions(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         page = domain.query(session, imodel.id, params)
         iid = imodel.id
         items = [domain.to_wire(nv, ctx.base, mode) for nv in page.rows]
-    links = page_links(
+    return collection(
+        "namedVersions",
+        items,
         ctx.base,
         f"/imodels/{iid}/namedversions",
         params,
@@ -51,7 +53,6 @@ def list_named_versions(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         returned=len(items),
         has_more=page.more,
     )
-    return JSON({"namedVersions": items, "_links": links})
 
 
 @both(router, NAMED_VERSION, ["GET"])

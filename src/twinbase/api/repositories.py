@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, no_content, page_links, parse_body, prefer
+from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import repositories as domain
 from twinbase.errors import RepositoryResourceNotFound
@@ -45,8 +45,17 @@ def resource_page(
     items: list[dict[str, Any]],
     more: bool,
 ) -> Response:
-    links = page_links(ctx.base, path, params, top=q.top, skip=q.skip, returned=len(items), has_more=more)
-    return JSON({"resources": items, "_links": links})
+    return collection(
+        "resources",
+        items,
+        ctx.base,
+        path,
+        params,
+        top=q.top,
+        skip=q.skip,
+        returned=len(items),
+        has_more=more,
+    )
 
 
 # ------------------------------------------------------------------------------ global repositories

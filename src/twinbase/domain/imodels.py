@@ -41,7 +41,7 @@ from twinbase.jobs.queue import JobQueue
 from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore
 from twinbase.store.db import Database
-from twinbase.store.models import BaselineFile, Checkpoint, IModel, ITwin, new_id, utcnow
+from twinbase.store.models import BaselineFile, Checkpoint, IModel, ITwin, new_id
 
 BASELINE_JOB = "imodel_baseline"
 
@@ -526,10 +526,6 @@ def baseline_to_wire(baseline: BaselineFile, base: str, download: dict[str, str]
             "download": download,
         },
     }
-
-
-def touch_push(imodel: IModel) -> None:
-    imodel.last_changeset_push_at = utcnow()
 
 
 def application_of(principal: Principal) -> dict[str, str] | None:
