@@ -20,6 +20,7 @@ PUBLIC = {
     "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
     "/connect/token",
+    "/connect/authorize",  # the sign-in page: public by design
     "/blobs/{key:path}",
     "/health",
     "/docs",

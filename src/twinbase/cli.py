@@ -101,9 +101,14 @@ def db_upgrade(data_dir: DataDir = None) -> None:
 def app_register(
     name: Annotated[str, typer.Option(help="Display name of the service application.")],
     scope: Annotated[str, typer.Option(help="Space-separated scopes it may ask for.")] = "itwin-platform",
+    redirect_uri: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="A sign-in redirect URI (repeatable): the app may then sign people in."),
+    ] = None,
+    public: Annotated[bool, typer.Option(help="A browser app: no secret, PKCE required.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Register a service application; prints its client id and secret (shown once)."""
+    """Register an application; prints its client id and secret (shown once)."""
     from twinbase.identity.apps import register
     from twinbase.store.db import Database, upgrade
 
@@ -112,10 +117,45 @@ def app_register(
     upgrade(settings.database_url)
     db = Database(settings.database_url)
     with db.write() as session:
-        client_id, secret = register(session, name, scope)
+        client_id, secret = register(session, name, scope, redirect_uris=redirect_uri, public=public)
     db.dispose()
     typer.echo(f"client_id={client_id}")
-    typer.echo(f"client_secret={secret}")
+    if secret:
+        typer.echo(f"client_secret={secret}")
+
+
+user_cli = typer.Typer(help="People who sign in to the builtin issuer.", no_args_is_help=True)
+cli.add_typer(user_cli, name="user")
+
+
+@user_cli.command("add")
+def user_add(
+    email: Annotated[str, typer.Option(help="Email, the sign-in name.")],
+    name: Annotated[str, typer.Option(help='Display name, "Given Family".')] = "",
+    password: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Password (asked for when omitted).", hide_input=True),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a person's account (or reset its password); prints the account's subject id."""
+    from twinbase.identity.signin import add_account
+    from twinbase.store.db import Database, upgrade
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        err.print("user add: the password needs at least 8 characters")
+        raise typer.Exit(2)
+    settings = load_settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    given, _, family = name.partition(" ")
+    with db.write() as session:
+        subject = add_account(session, email, password, given, family)
+    db.dispose()
+    typer.echo(f"subject={subject}")
 
 
 def main() -> None:

@@ -95,7 +95,38 @@ class ServiceApp(Base):
     secret_hash: Mapped[str] = mapped_column(String(255))
     display_name: Mapped[str] = mapped_column(String(255))
     scopes: Mapped[str] = mapped_column(Text, default="itwin-platform")
+    # Sign-in (authorization code) clients: the exact redirect URIs allowed. A public client (a
+    # browser app) has no usable secret and must use PKCE.
+    redirect_uris: Mapped[list[str] | None] = mapped_column(JSON)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LocalAccount(Base):
+    """A person who signs in to the builtin issuer with an email and a password (scrypt hash)."""
+
+    __tablename__ = "local_accounts"
+    email: Mapped[str] = mapped_column(String(255), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    given_name: Mapped[str] = mapped_column(String(255), default="")
+    surname: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuthorizationCode(Base):
+    """A one-time authorization code (stored as its SHA-256), valid for a minute."""
+
+    __tablename__ = "authorization_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    redirect_uri: Mapped[str] = mapped_column(String(2048))
+    scope: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[str | None] = mapped_column(String(512))
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(String(8))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ITwin(Base):
