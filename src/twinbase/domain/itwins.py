@@ -7,6 +7,7 @@ first sight), the creator as owner. Functions take the caller's session and neve
 
 from __future__ import annotations
 
+import dataclasses
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pydantic import (
     StrictStr,
     field_validator,
 )
-from sqlalchemy import Connection, Select, delete, func, or_, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -650,6 +651,11 @@ def query(
 
     ``minimal``: the rows carry only the minimal wire fields (no timestamps to convert).
     """
+    if q.top and dataclasses.replace(q, top=1000, skip=0, select=None) == ITwinQuery():
+        # The plain "my iTwins" page, by far the most asked for: one prebuilt statement.
+        params = {"user_id": principal.user_id, "limit": q.top + 1, "offset": q.skip}
+        rows = list(session.execute(_DEFAULT_LIST[minimal], params).all())
+        return rows[: q.top], len(rows) > q.top
     columns = ITWIN_MINIMAL_COLUMNS if minimal else ITWIN_COLUMNS
     stmt = apply_query(select(*columns).where(_visible_ids(principal.user_id, q.scope)), q)
     stmt = apply_order(stmt, q.order_by, (ITwin.created_at.desc(), ITwin.id))
@@ -660,6 +666,21 @@ def query(
 ITWIN_COLUMNS = [col.label(attr.key) for attr in ITwin.__mapper__.column_attrs for col in attr.columns]
 _MINIMAL_KEYS = ("id", "class_", "sub_class", "type", "number", "display_name", "itwin_account_id")
 ITWIN_MINIMAL_COLUMNS = [c for c in ITWIN_COLUMNS if c.name in _MINIMAL_KEYS]
+
+
+def _default_list(columns: list[Any]) -> Select[Any]:
+    """What ``apply_query`` builds for a query with no parameters, with the user and page bound late."""
+    member_of = select(Member.itwin_id).where(Member.user_id == bindparam("user_id"))
+    return (
+        select(*columns)
+        .where(ITwin.id.in_(member_of), ITwin.class_ != "Account", ITwin.status != "Inactive")
+        .order_by(ITwin.created_at.desc(), ITwin.id)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+
+
+_DEFAULT_LIST = {True: _default_list(ITWIN_MINIMAL_COLUMNS), False: _default_list(ITWIN_COLUMNS)}
 
 
 def _page(
