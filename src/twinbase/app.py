@@ -92,12 +92,14 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     return svc
 
 
-def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings, *, services: Services | None = None, migrate: bool = True) -> FastAPI:
+    """The ASGI app. ``migrate=False`` when the caller already applied the migrations (``twinbase
+    serve`` does, once, before its worker processes start: they must not race each other)."""
     holder: dict[str, Services] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = services or build_services(settings)
+        svc = services or build_services(settings, migrate=migrate)
         holder["svc"] = svc
         app.state.services = svc
         # Blocking work (database, files) runs in this many threads. More threads than cores only

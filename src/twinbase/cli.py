@@ -42,6 +42,7 @@ def serve(
     # Workers rebuild the settings from the environment, so pass the resolved values down.
     os.environ["TWINBASE_DATA_DIR"] = str(settings.data_dir)
     os.environ["TWINBASE_DATABASE_URL"] = settings.database_url
+    os.environ["_TWINBASE_MIGRATED"] = "1"  # migrated once above; worker processes skip it
     err.print(f"[bold]twinbase[/] on http://{settings.host}:{settings.port}  data: {settings.data_dir}")
     uvicorn.run(
         "twinbase.asgi:app",
