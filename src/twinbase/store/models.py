@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -268,15 +269,23 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # queued -> running -> succeeded | failed; running with an old heartbeat goes back to queued.
+    # queued -> running -> succeeded | failed | cancelled; a stalled running job goes back to
+    # queued (counting as an attempt) or ends failed once its attempts are used.
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     locked_by: Mapped[str | None] = mapped_column(String(255))
+    # Fencing: a fresh random token per claim; heartbeats, progress and finish must present it.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    progress: Mapped[float | None] = mapped_column(Float)
+    progress_message: Mapped[str | None] = mapped_column(String(512))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
@@ -331,6 +340,8 @@ class BaselineFile(Base):
     # waitingForFile | initializationScheduled | initialized | initializationFailed | fileIsBriefcase
     state: Mapped[str] = mapped_column(String(32), default="waitingForFile")
     blob_key: Mapped[str] = mapped_column(String(512))
+    # SHA-256 (hex) of the completed bytes; NULL while waiting for the file.
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -360,6 +371,8 @@ class Changeset(Base):
     synchronization_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     group_id: Mapped[str | None] = mapped_column(String(36))
     blob_key: Mapped[str] = mapped_column(String(512))
+    # SHA-256 (hex) of the completed bytes; NULL while waiting for the file.
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
