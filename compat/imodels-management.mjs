@@ -544,7 +544,8 @@ await step("iModels.clone (at changeset 2) and createFromTemplate: the client po
   assert.deepEqual(cloned.map((c) => c.id), s.changesets.slice(0, 2).map((c) => c.id), "a clone keeps the history up to its changeset");
   const details = await client.operations.getCreateIModelDetails({ ...auth, iModelId: clone.id });
   assert.equal(details.state, "successful");
-  assert.equal(details.clonedFrom?.iModelId, s.alpha.id);
+  // Exactly the client's ClonedFrom (Bentley's OperationOperations test compares it deep-equal).
+  assert.deepEqual(details.clonedFrom, { iModelId: s.alpha.id, changesetId: s.changesets[1].id });
   const fromTemplate = await client.iModels.createFromTemplate({
     ...auth,
     iModelProperties: { iTwinId: s.iTwinId, name: `Template ${TAG}`, template: { iModelId: s.alpha.id, changesetId: s.changesets[0].id } },

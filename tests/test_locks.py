@@ -333,15 +333,56 @@ def test_release_loop_of_the_6_0_client_terminates(server: Server) -> None:
     assert after["releasedLocks"] == [{"lockLevel": "exclusive", "objectIds": ids(0x1000, 100)}]
 
 
+def test_released_locks_lists_only_releases_with_a_pushed_changeset(server: Server) -> None:
+    """Bentley's management LockOperations suite: locks released by release-chunk (no changeset) and
+    by a PATCH to ``none`` without a changeset are not released locks; those released together with a
+    pushed changeset are."""
+    alice, _, iid, (b1, b2) = setup(server)
+    cs1 = push_changeset(alice, iid, b1, "")
+    cs2 = push_changeset(alice, iid, b1, cs1["id"])
+    # release-chunk without a changeset, then PATCH to none without one and with the baseline "".
+    locked(alice, iid, b1, exclusive=["0xdd", "0xee", "0xff"])
+    resp = alice.post(f"/imodels/{iid}/locks/release-chunk", json={"briefcaseId": b1})
+    assert resp.json() == {"isLastChunk": True}
+    locked(alice, iid, b1, exclusive=["0xb1", "0xb2"])
+    assert locked(alice, iid, b1, none=["0xb1"]) == [{"lockLevel": "exclusive", "objectIds": ["0xb2"]}]
+    assert locked(alice, iid, b1, "", none=["0xb2"]) == []
+    # Released together with a pushed changeset (index 1 while the tip is 2).
+    locked(alice, iid, b2, exclusive=["0xa1", "0xa2"])
+    assert locked(alice, iid, b2, cs1["id"], none=["0xa1", "0xa2"]) == []
+
+    def released(**params: str) -> list[dict[str, Any]]:
+        resp = alice.get(f"/imodels/{iid}/locks/released-locks", params=params)
+        assert resp.status_code == 200, resp.text
+        return list(resp.json()["releasedLocks"])
+
+    expected = [{"lockLevel": "exclusive", "objectIds": ["0xa1", "0xa2"]}]
+    assert released(afterChangesetIndex="0") == expected
+    assert released() == expected
+    assert released(afterChangesetIndex="1") == []
+    # The unlisted releases still guard acquisition: they happened at the tip (index 2).
+    err = assert_error(patch(alice, iid, b2, cs1["id"], exclusive=["0xdd", "0xb1"]), 409, "NewerChangesExist")
+    assert err["objectIds"] == ["0xdd", "0xb1"]
+    # Released again with the pushed tip changeset: now listed at index 2.
+    locked(alice, iid, b2, cs2["id"], exclusive=["0xdd"])
+    assert locked(alice, iid, b2, cs2["id"], none=["0xdd"]) == []
+    assert released(afterChangesetIndex="1") == [{"lockLevel": "exclusive", "objectIds": ["0xdd"]}]
+    # A briefcase deleted with its locks pushes nothing either.
+    locked(alice, iid, b1, cs2["id"], exclusive=["0xc1"])
+    assert alice.delete(f"/imodels/{iid}/briefcases/{b1}").status_code == 204
+    assert released(afterChangesetIndex="1") == [{"lockLevel": "exclusive", "objectIds": ["0xdd"]}]
+
+
 def test_release_chunk_loop(server: Server) -> None:
     alice, _, iid, (b1, b2) = setup(server)
     for start in (0x10000, 0x20000, 0x30000):
         locked(alice, iid, b1, exclusive=ids(start, 1000 if start < 0x30000 else 500))
     locked(alice, iid, b2, shared=[E1])
+    cs = push_changeset(alice, iid, b1, "")
     url = f"/imodels/{iid}/locks/release-chunk"
     answers = []
     while True:
-        resp = alice.post(url, json={"briefcaseId": b1, "changesetId": ""})
+        resp = alice.post(url, json={"briefcaseId": b1, "changesetId": cs["id"]})
         assert resp.status_code == 200, resp.text
         answers.append(resp.json())
         if resp.json()["isLastChunk"]:

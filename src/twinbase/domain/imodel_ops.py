@@ -438,13 +438,12 @@ def create_operation(session: Session, principal: Principal, imodel_id: str) -> 
             if state == "scheduled" and job.status == "failed":  # it gave up after its retries
                 state = "failed"
     # The row is the record; the job payload is only a fallback for rows made before it was kept.
+    # The client's ClonedFrom/ForkedFrom carry the changeset id only (a deep-equality test compares
+    # ``clonedFrom`` with ``{iModelId, changesetId}``), so the index is not rendered.
     origin = {
         "changesetId": imodel.source_changeset_id
         if imodel.source_changeset_id is not None
         else str(payload.get("changeset_id", "")),
-        "changesetIndex": imodel.source_changeset_index
-        if imodel.source_changeset_index is not None
-        else int(payload.get("changeset_index", 0)),
     }
     cloned = {"iModelId": imodel.cloned_from, **origin} if imodel.cloned_from else None
     forked = (

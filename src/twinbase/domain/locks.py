@@ -10,6 +10,12 @@ its briefcase) the changeset index it was released at is kept in ``ReleasedLock`
 ``changesetId``'s index, else the iModel's tip. Acquiring with a ``changesetId`` older than that
 index is ``NewerChangesExist`` (the requester must pull first). The recorded index only grows.
 
+Only a release *together with a pushed changeset* is a released lock in the API's sense
+(``GET /locks/released-locks``): the authoring clients release after a push with the pushed
+changeset's id, so a release naming a changeset of index 1 or more is listed. A release naming no
+changeset (or the baseline, ``""``) still guards acquisition at the tip, since the briefcase may have
+pushed changes to the object, but it is kept with ``lock_level`` ``none`` and never listed.
+
 Object ids are Id64 hex strings (``0x20000000001``), stored canonically: lower case, no leading
 zeros. Canonical ids sort numerically by (length, text), which every listing uses.
 """
@@ -184,27 +190,41 @@ def _briefcase(
     return briefcase
 
 
-def _record_released(session: Session, imodel_id: str, object_ids: Sequence[str], index: int) -> None:
-    """Remember that these objects' exclusive locks were released at ``index`` (keeping the newest)."""
+def _released_level(changeset_index: int | None) -> str:
+    """``exclusive`` (listed in released-locks) when the release named a pushed changeset, else ``none``."""
+    return EXCLUSIVE if changeset_index is not None and changeset_index > 0 else NONE
+
+
+def _record_released(
+    session: Session, imodel_id: str, object_ids: Sequence[str], index: int, level: str
+) -> None:
+    """Remember that these objects' exclusive locks were released at ``index`` (keeping the newest).
+
+    ``level`` is :func:`_released_level` of the release: at an equal index a listed release wins over
+    an unlisted one, so re-releasing with the pushed changeset lists an object again."""
     if not object_ids:
         return
-    known: dict[str, int] = {}
+    known: dict[str, tuple[int, str]] = {}
     for chunk in _chunks(object_ids):
-        for object_id, at in session.execute(
-            select(ReleasedLock.object_id, ReleasedLock.changeset_index).where(
+        for object_id, at, was in session.execute(
+            select(ReleasedLock.object_id, ReleasedLock.changeset_index, ReleasedLock.lock_level).where(
                 ReleasedLock.imodel_id == imodel_id, ReleasedLock.object_id.in_(chunk)
             )
         ):
-            known[object_id] = at
-    raise_to = [o for o in object_ids if o in known and known[o] < index]
+            known[object_id] = (at, was)
+
+    def newer(at: int, was: str) -> bool:
+        return at < index or (at == index and level == EXCLUSIVE and was != EXCLUSIVE)
+
+    raise_to = [o for o in object_ids if o in known and newer(*known[o])]
     for chunk in _chunks(raise_to):
         session.execute(
             update(ReleasedLock)
             .where(ReleasedLock.imodel_id == imodel_id, ReleasedLock.object_id.in_(chunk))
-            .values(changeset_index=index, lock_level=EXCLUSIVE)
+            .values(changeset_index=index, lock_level=level)
         )
     fresh = [
-        {"imodel_id": imodel_id, "object_id": o, "changeset_index": index, "lock_level": EXCLUSIVE}
+        {"imodel_id": imodel_id, "object_id": o, "changeset_index": index, "lock_level": level}
         for o in object_ids
         if o not in known
     ]
@@ -352,13 +372,14 @@ def update_locks(
     ]
     if rows:
         session.execute(insert(Lock), rows)
-    _record_released(session, imodel.id, released_exclusive, release_index)
+    _record_released(session, imodel.id, released_exclusive, release_index, _released_level(index))
     session.flush()
     return lock_set(session, imodel.id, bid)
 
 
 def release_all(session: Session, imodel: IModel, briefcase_id: int, index: int) -> None:
-    """Release every lock of a briefcase (the caller holds the iModel row lock)."""
+    """Release every lock of a briefcase (the caller holds the iModel row lock); no changeset is
+    pushed with it, so its exclusive locks guard acquisition at ``index`` but are not listed."""
     exclusive = list(
         session.scalars(
             select(Lock.object_id).where(
@@ -367,7 +388,7 @@ def release_all(session: Session, imodel: IModel, briefcase_id: int, index: int)
         )
     )
     session.execute(delete(Lock).where(Lock.imodel_id == imodel.id, Lock.briefcase_id == briefcase_id))
-    _record_released(session, imodel.id, exclusive, index)
+    _record_released(session, imodel.id, exclusive, index, NONE)
 
 
 def release_chunk(session: Session, principal: Principal, imodel_id: str, body: ReleaseChunk) -> bool:
@@ -389,7 +410,8 @@ def release_chunk(session: Session, principal: Principal, imodel_id: str, body: 
     )
     chunk = rows[:RELEASE_CHUNK]
     _delete_locks(session, imodel.id, bid, [r[0] for r in chunk])
-    _record_released(session, imodel.id, [r[0] for r in chunk if r[1] == EXCLUSIVE], release_index)
+    exclusive = [r[0] for r in chunk if r[1] == EXCLUSIVE]
+    _record_released(session, imodel.id, exclusive, release_index, _released_level(index))
     session.flush()
     return len(rows) <= RELEASE_CHUNK
 
@@ -442,7 +464,8 @@ def query(
 def released(
     session: Session, principal: Principal, imodel_id: str, params: Mapping[str, str]
 ) -> tuple[IModel, list[str], int, int, bool]:
-    """``GET /locks/released-locks``: objects whose exclusive lock was released after a changeset index."""
+    """``GET /locks/released-locks``: objects whose exclusive lock was released together with a
+    pushed changeset of index greater than ``afterChangesetIndex``."""
     message = "Cannot query Released Locks."
     imodel = _listable(session, imodel_id, principal)
     top, skip = parse_paging(params, message=message)
