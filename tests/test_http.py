@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import Server, assert_error, running_server
+from twinbase.api.http import TokenBucket
 from twinbase.app import create_app
 from twinbase.settings import Settings
 
@@ -85,6 +86,59 @@ def test_rate_limit(backend: str, tmp_path_factory: pytest.TempPathFactory) -> N
         # Another client has its own budget.
         with srv.user() as other:
             assert other.get("/itwins/").status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_rate_limit_is_keyed_on_the_verified_caller(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # One token a minute: nothing refills while the test runs.
+    with running_server(
+        backend,
+        tmp_path_factory,
+        TWINBASE_RATE_LIMIT_PER_MINUTE="1",
+        TWINBASE_RATE_LIMIT_BURST="3",
+        TWINBASE_RATE_LIMIT_CLIENTS="4",
+    ) as srv:
+        # The same token, its scheme and spacing re-spelled: one caller, one bucket.
+        token = srv.token("respelled")
+        with httpx.Client(base_url=srv.base_url) as c:
+            codes = [
+                c.get("/itwins", headers={"Authorization": f"{scheme} {token}"}).status_code
+                for scheme in ("Bearer", "bearer ", "BEARER  ", "bearer")
+            ]
+            assert codes == [200, 200, 200, 429]
+            # Made-up tokens from one address share that address's bucket (no fresh bucket each).
+            garbage = [
+                c.get("/itwins", headers={"Authorization": f"Bearer made-up-{n}"}).status_code
+                for n in range(4)
+            ]
+            assert garbage == [401, 401, 401, 429]
+            assert_error(c.get("/itwins"), 429, "RateLimitExceeded")  # no token: the address too
+        # Many new callers (more than the table holds) never reset a caller that spent its budget.
+        busy = srv.token("busy")
+        with srv.client(busy) as c:
+            assert [c.get("/itwins").status_code for _ in range(4)] == [200, 200, 200, 429]
+        for _ in range(10):
+            with srv.user() as newcomer:
+                assert newcomer.get("/itwins").status_code == 200
+        with srv.client(busy) as c:
+            assert_error(c.get("/itwins"), 429, "RateLimitExceeded")
+        with srv.client(token) as c:
+            assert_error(c.get("/itwins"), 429, "RateLimitExceeded")
+
+
+def test_rate_limit_table_is_bounded_without_a_reset() -> None:
+    bucket = TokenBucket(per_minute=60, burst=2, max_clients=10)
+    assert bucket.take("spent", now=0.0) == 0.0
+    assert bucket.take("spent", now=0.0) == 0.0
+    assert bucket.take("spent", now=0.0) > 0
+    for n in range(1000):
+        assert bucket.take(f"caller-{n}", now=0.5) == 0.0
+        assert len(bucket) <= 10
+    assert bucket.take("spent", now=0.5) > 0  # still spent: never evicted while others were fuller
+    # A bucket that has refilled is dropped first; its caller comes back with the same full burst.
+    assert bucket.take("caller-999", now=100.0) == 0.0
 
 
 def test_default_limits_allow_a_busy_client(server: Server) -> None:

@@ -269,3 +269,64 @@ def test_external_oidc_issuer(server: Server, tmp_path_factory: pytest.TempPathF
             assert_error(
                 anon.post("/connect/token", data={"grant_type": "client_credentials"}), 404, "NotFound"
             )
+
+
+def test_oidc_email_claims_an_invitation_only_when_verified(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An email hands over the memberships of the person invited by it: an external issuer's token
+    must say ``email_verified: true`` for that. The builtin issuer marks the emails it signs verified
+    (an administrator set each one)."""
+    issuer = server.base_url
+    with running_server(
+        "sqlite",
+        tmp_path_factory,
+        TWINBASE_AUTH_MODE="oidc",
+        TWINBASE_AUTH_ISSUER=issuer,
+        TWINBASE_AUTH_JWKS_URL=f"{issuer}/.well-known/jwks.json",
+    ) as relying:
+        invited = f"invited-{uuid.uuid4().hex[:8]}@example.com"
+
+        def person(sub: str, **extra: object) -> httpx.Client:
+            token = server.issuer.issue(sub, email=invited, extra={"iss": issuer, **extra})
+            return relying.client(token)
+
+        with relying.client(server.issuer.issue("oidc-owner", extra={"iss": issuer})) as owner:
+            itwin = new_itwin(owner)
+            ac = f"/accesscontrol/itwins/{itwin['id']}"
+            role = owner.post(f"{ac}/roles", json={"displayName": "Readers", "description": "read"})
+            assert role.status_code == 201, role.text
+            role_id = role.json()["role"]["id"]
+            assert (
+                owner.patch(f"{ac}/roles/{role_id}", json={"permissions": ["itwins_read"]}).status_code == 200
+            )
+            added = owner.post(
+                f"{ac}/members/users", json={"members": [{"email": invited, "roleIds": [role_id]}]}
+            )
+            assert added.status_code == 201, added.text
+
+        for verified in (False, "false", None):  # None: an issuer that says nothing about it
+            sub = f"oidc-unverified-{uuid.uuid4().hex[:8]}"
+            claims = jwt.decode(
+                server.issuer.issue(sub, email=invited, extra={"iss": issuer}),
+                options={"verify_signature": False},
+            )
+            if verified is None:
+                del claims["email_verified"]
+            else:
+                claims["email_verified"] = verified
+            key = server.issuer.key
+            token = jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid})
+            with relying.client(token) as stranger:
+                assert_error(stranger.get(f"/itwins/{itwin['id']}"), 404, "iTwinNotFound")
+
+        # A verified email claims the invitation (the builtin issuer's tokens say verified).
+        assert (
+            jwt.decode(server.issuer.issue("x", email=invited), options={"verify_signature": False})[
+                "email_verified"
+            ]
+            is True
+        )
+        with person("oidc-verified", email_verified=True) as member:
+            got = member.get(f"/itwins/{itwin['id']}")
+            assert got.status_code == 200, got.text

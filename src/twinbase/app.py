@@ -149,5 +149,6 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
         EdgeMiddleware,
         per_minute=settings.rate_limit_per_minute,
         burst=settings.rate_limit_burst,
+        max_clients=settings.rate_limit_clients,
     )
     return app

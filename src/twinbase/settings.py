@@ -65,6 +65,11 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(
         default=600, description="Requests one client may send at once before the per-minute rate applies."
     )
+    rate_limit_clients: int = Field(
+        default=100_000,
+        ge=1,
+        description="Clients whose rate-limit buckets are kept; beyond it the fullest buckets are dropped.",
+    )
     signed_url_lifetime_seconds: int = Field(
         default=3600, description="How long signed blob URLs (downloads, exports, images) stay valid."
     )

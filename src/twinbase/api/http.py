@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import heapq
 import itertools
 import logging
 import math
@@ -37,6 +37,7 @@ from twinbase.errors import (
     RateLimitExceeded,
     TwinbaseError,
 )
+from twinbase.identity.tokens import Principal, TokenVerifier
 
 log = logging.getLogger("twinbase.http")
 
@@ -173,26 +174,52 @@ def parse_body(raw: bytes, model: type[ModelT], *, code: str, message: str) -> M
 
 
 class TokenBucket:
-    """Per-client token bucket; ``take`` answers 0 or the seconds to wait."""
+    """Per-client token buckets; ``take`` answers 0 or the seconds to wait.
 
-    def __init__(self, per_minute: int, burst: int) -> None:
+    The table is bounded by ``max_clients``. When a new client finds it full, buckets that have
+    refilled are dropped first (a fresh bucket is the same thing), then the fullest ones, down to 90%:
+    a client that has spent its budget keeps its bucket however many others come and go, and the
+    table is never cleared at once (which would hand everyone a fresh burst)."""
+
+    def __init__(self, per_minute: int, burst: int, max_clients: int = 100_000) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(max(burst, 1))
+        self.max_clients = max(max_clients, 1)
         self._state: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def take(self, client: str, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         with self._lock:
-            tokens, last = self._state.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            state = self._state.get(client)
+            if state is None:
+                if len(self._state) >= self.max_clients:
+                    self._make_room(now)
+                state = (self.burst, now)
+            tokens = self._level(state, now)
             if tokens >= 1.0:
                 self._state[client] = (tokens - 1.0, now)
-                if len(self._state) > 100_000:  # forget idle clients rather than grow without bound
-                    self._state.clear()
                 return 0.0
             self._state[client] = (tokens, now)
             return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def _level(self, state: tuple[float, float], now: float) -> float:
+        tokens, last = state
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def _make_room(self, now: float) -> None:
+        keep = min(self.max_clients - 1, self.max_clients * 9 // 10)
+        levels = {client: self._level(state, now) for client, state in self._state.items()}
+        for client, level in levels.items():
+            if level >= self.burst:
+                del self._state[client]
+        excess = len(self._state) - keep
+        if excess > 0:
+            for client in heapq.nlargest(excess, self._state, key=levels.__getitem__):
+                del self._state[client]
 
 
 _ID_PREFIX = uuid.uuid4().hex[:12]
@@ -204,12 +231,28 @@ def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
-class EdgeMiddleware:
-    """Request ids and rate limits, before routing. Pure ASGI: no per-request task or body copy."""
+VERIFIED_CALLER = "twinbase.verified_caller"
+"""``scope["state"]`` key: ``(token, Principal | Unauthorized)`` of the rate limiter's verification,
+reused by ``api.deps.authenticate`` so a request's token is verified once."""
 
-    def __init__(self, app: ASGIApp, *, per_minute: int, burst: int) -> None:
+
+def split_authorization(value: str) -> tuple[str, str]:
+    """``"Bearer  tok "`` -> ``("Bearer", "tok")``: the scheme as sent and the credential, trimmed."""
+    scheme, _, credential = value.strip().partition(" ")
+    return scheme, credential.strip()
+
+
+class EdgeMiddleware:
+    """Request ids and rate limits, before routing. Pure ASGI: no per-request task or body copy.
+
+    The limit is per verified caller (the token's subject), else per client address: re-spelling a
+    token's scheme or spacing, or sending made-up tokens, never earns a fresh budget. The token is
+    verified here (through the verifier's cache) and the result handed to the route in
+    ``scope["state"][VERIFIED_CALLER]``, so no request pays for two verifications."""
+
+    def __init__(self, app: ASGIApp, *, per_minute: int, burst: int, max_clients: int = 100_000) -> None:
         self.app = app
-        self.bucket = TokenBucket(per_minute, burst) if per_minute > 0 else None
+        self.bucket = TokenBucket(per_minute, burst, max_clients) if per_minute > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -239,7 +282,7 @@ class EdgeMiddleware:
             await send(message)
 
         if self.bucket is not None and scope["method"] != "OPTIONS" and scope["path"].startswith(_LIMITED):
-            wait = self.bucket.take(_client_key(scope, headers))
+            wait = self.bucket.take(_caller_key(scope, headers))
             if wait > 0:
                 retry = str(max(1, math.ceil(wait)))
                 resp = error_response(RateLimitExceeded(headers={"Retry-After": retry}))
@@ -296,13 +339,31 @@ def accepts_api_version(path: str, accept: str) -> bool:
 _LIMITED = ("/itwins", "/accesscontrol", "/imodels", "/mesh-export", "/export", "/connect")
 
 
-def _client_key(scope: Scope, headers: dict[bytes, bytes]) -> str:
+def _caller_key(scope: Scope, headers: dict[bytes, bytes]) -> str:
+    """``sub:<subject>`` for a verified bearer token, else ``ip:<client address>``."""
     auth = headers.get(b"authorization")
-    if auth:
-        # The credential identifies the client without verifying it here; verification comes later.
-        return hashlib.blake2b(auth, digest_size=12).hexdigest()
+    verifier = _verifier(scope)
+    if auth and verifier is not None:
+        scheme, token = split_authorization(auth.decode("latin-1"))
+        if token and scheme.lower() == "bearer":
+            result: Principal | TwinbaseError
+            try:
+                result = verifier.verify(token)
+            except TwinbaseError as exc:
+                result = exc
+            scope.setdefault("state", {})[VERIFIED_CALLER] = (token, result)
+            if isinstance(result, Principal):
+                return f"sub:{result.user_id}"
     client = scope.get("client")
     return f"ip:{client[0] if client else '-'}"
+
+
+def _verifier(scope: Scope) -> TokenVerifier | None:
+    """The app's token verifier once its services are built (``create_app``'s lifespan)."""
+    app = scope.get("app")
+    services = getattr(getattr(app, "state", None), "services", None)
+    verifier = getattr(services, "verifier", None)
+    return verifier if isinstance(verifier, TokenVerifier) else None
 
 
 def body_limit(max_bytes: int) -> Callable[[Request], Awaitable[bytes]]:

@@ -2,6 +2,11 @@
 
 ``TokenVerifier.verify(token)`` returns a ``Principal`` or raises ``Unauthorized``. Verified tokens are
 cached by their exact string until they expire, so the RSA check runs once per token, not per request.
+
+A token's ``email`` becomes the principal's only with ``email_verified`` true: an email hands over the
+memberships of a person invited by that address (``domain.itwins.ensure_user``), so an address the
+issuer has not verified must not claim them. The builtin issuer marks the emails it signs verified:
+every one was set by an administrator (``twinbase token --email``, ``twinbase user add`` accounts).
 """
 
 from __future__ import annotations
@@ -119,6 +124,8 @@ class TokenIssuer:
                 claims[claim] = value
         if extra:
             claims.update(extra)
+        if claims.get("email"):
+            claims.setdefault("email_verified", True)  # administrator-set (module docstring)
         return jwt.encode(claims, self.key.private_key, algorithm="RS256", headers={"kid": self.key.kid})
 
 
@@ -189,7 +196,7 @@ class TokenVerifier:
         given = str(claims.get("given_name") or "")
         family = str(claims.get("family_name") or "")
         name = str(claims.get("name") or " ".join(p for p in (given, family) if p) or sub)
-        email = claims.get("email")
+        email = claims.get("email") if _is_true(claims.get("email_verified")) else None
         return Principal(
             user_id=sub,
             display_name=name,
@@ -200,6 +207,11 @@ class TokenVerifier:
             scopes=frozenset(_scopes(claims)),
             is_service=is_service,
         )
+
+
+def _is_true(claim: Any) -> bool:
+    """``email_verified`` is a JSON boolean; some issuers send the string ``"true"``."""
+    return claim is True or (isinstance(claim, str) and claim.lower() == "true")
 
 
 def _scopes(claims: dict[str, Any]) -> set[str]:
