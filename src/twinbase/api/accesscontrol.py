@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, no_content, page_links, parse_body
+from twinbase.api.http import JSON, collection, no_content, parse_body
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import members as domain
+from twinbase.domain.listing import Page
 from twinbase.domain.members import INVALID, MESSAGE
 
 router = APIRouter()
@@ -16,18 +19,8 @@ router = APIRouter()
 PREFIX = "/accesscontrol/itwins"
 
 
-def _links(
-    ctx: Context, request: Request, page: domain.Page, returned: int, more: bool
-) -> dict[str, dict[str, str]]:
-    return page_links(
-        ctx.base,
-        request.url.path,
-        query_params(request),
-        top=page.top,
-        skip=page.skip,
-        returned=returned,
-        has_more=more,
-    )
+def _members(ctx: Context, request: Request, members: list[dict[str, Any]], page: Page[Any]) -> Response:
+    return collection("members", members, ctx.base, request.url.path, query_params(request), page)
 
 
 # ---------------------------------------------------------------------------------------- permissions
@@ -89,11 +82,11 @@ def delete_role(ctx: Ctx, itwin_id: str, role_id: str) -> Response:
 
 @both(router, f"{PREFIX}/{{itwin_id}}/members/users", ["GET"])
 def list_user_members(ctx: Ctx, request: Request, itwin_id: str) -> Response:
-    page = domain.parse_page(query_params(request))
+    paging = domain.parse_page(query_params(request))
     with ctx.svc.db.read() as session:
-        rows, more = domain.list_user_members(session, ctx.principal.user_id, itwin_id, page)
-        members = [domain.user_member_wire(u, roles) for u, roles in rows]
-    return JSON({"members": members, "_links": _links(ctx, request, page, len(members), more)})
+        page = domain.list_user_members(session, ctx.principal.user_id, itwin_id, paging)
+        members = [domain.user_member_wire(u, roles) for u, roles in page.rows]
+    return _members(ctx, request, members, page)
 
 
 @both(router, f"{PREFIX}/{{itwin_id}}/members/users", ["POST"])
@@ -133,11 +126,11 @@ def remove_user_member(ctx: Ctx, itwin_id: str, member_id: str) -> Response:
 
 @both(router, f"{PREFIX}/{{itwin_id}}/members/owners", ["GET"])
 def list_owners(ctx: Ctx, request: Request, itwin_id: str) -> Response:
-    page = domain.parse_page(query_params(request))
+    paging = domain.parse_page(query_params(request))
     with ctx.svc.db.read() as session:
-        users, more = domain.list_owners(session, ctx.principal.user_id, itwin_id, page)
-        members = [domain.owner_wire(u) for u in users]
-    return JSON({"members": members, "_links": _links(ctx, request, page, len(members), more)})
+        page = domain.list_owners(session, ctx.principal.user_id, itwin_id, paging)
+        members = [domain.owner_wire(u) for u in page.rows]
+    return _members(ctx, request, members, page)
 
 
 @both(router, f"{PREFIX}/{{itwin_id}}/members/owners", ["POST"])

@@ -34,20 +34,10 @@ def list_briefcases(ctx: Ctx, imodel_id: str, request: Request) -> Response:
     params = query_params(request)
     mode = prefer(request)
     with ctx.svc.db.read() as session:
-        imodel, rows, top, skip, more = domain.query(session, ctx.principal, imodel_id, params)
-        items = [domain.to_wire(b, ctx.base, mode) for b in rows]
+        imodel, page = domain.query(session, ctx.principal, imodel_id, params)
+        items = [domain.to_wire(b, ctx.base, mode) for b in page.rows]
         path = f"/imodels/{imodel.id}/briefcases"
-    return collection(
-        "briefcases",
-        items,
-        ctx.base,
-        path,
-        params,
-        top=top,
-        skip=skip,
-        returned=len(rows),
-        has_more=more,
-    )
+    return collection("briefcases", items, ctx.base, path, params, page)
 
 
 # The literal ``checkpoint`` segment must be matched before ``{briefcase_id}``.

@@ -73,17 +73,7 @@ def list_changesets(ctx: Ctx, request: Request, imodel_id: str) -> Response:
             around = domain.surroundings(session, imodel.id, page.rows)
             can_read = access.IMODELS_READ in perms
             items = [_full(ctx, cs, around, can_read) for cs in page.rows]
-    return collection(
-        "changesets",
-        items,
-        ctx.base,
-        f"/imodels/{iid}/changesets",
-        params,
-        top=page.top,
-        skip=page.skip,
-        returned=len(items),
-        has_more=page.more,
-    )
+    return collection("changesets", items, ctx.base, f"/imodels/{iid}/changesets", params, page)
 
 
 @both(router, CHANGESETS + "/extendeddata", ["GET"])
@@ -95,15 +85,7 @@ def list_extended_data(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         iid = imodel.id
         items = [domain.extended_data_to_wire(row) for row in page.rows]
     return collection(
-        "extendedData",
-        items,
-        ctx.base,
-        f"/imodels/{iid}/changesets/extendeddata",
-        params,
-        top=page.top,
-        skip=page.skip,
-        returned=len(items),
-        has_more=page.more,
+        "extendedData", items, ctx.base, f"/imodels/{iid}/changesets/extendeddata", params, page
     )
 
 
@@ -180,17 +162,7 @@ def list_groups(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         page = domain.query_groups(session, imodel.id, params)
         iid = imodel.id
         items = [domain.group_to_wire(g, ctx.base) for g in page.rows]
-    return collection(
-        "changesetGroups",
-        items,
-        ctx.base,
-        f"/imodels/{iid}/changesetgroups",
-        params,
-        top=page.top,
-        skip=page.skip,
-        returned=len(items),
-        has_more=page.more,
-    )
+    return collection("changesetGroups", items, ctx.base, f"/imodels/{iid}/changesetgroups", params, page)
 
 
 @both(router, GROUPS + "/{group_id}", ["GET"])

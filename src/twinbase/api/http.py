@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twinbase.domain.listing import CONTINUATION, SKIP, TOP, Page, Paging, continuation_token
 from twinbase.errors import (
     ErrorDetail,
     InvalidRequest,
@@ -410,33 +411,54 @@ def collection(
     base: str,
     path: str,
     params: Mapping[str, str],
+    page: Page[Any],
     *,
-    top: int,
-    skip: int,
-    returned: int,
-    has_more: bool,
+    returned: int | None = None,
+    continuation: bool = False,
 ) -> Response:
-    """A list answer: ``{key: items, "_links": {self, prev?, next?}}``."""
-    links = page_links(base, path, params, top=top, skip=skip, returned=returned, has_more=has_more)
+    """Every list answer: ``{key: items, "_links": {self, prev?, next?}}``.
+
+    ``returned`` is how many rows the page consumed when that is not ``len(items)`` (the lock list
+    pages over object ids and groups them into fewer entities). ``continuation``: ``next`` carries a
+    ``$continuationToken`` (the platform's newer lists page that way) instead of ``$skip``."""
+    links = page_links(
+        base,
+        path,
+        params,
+        page.paging,
+        returned=len(items) if returned is None else returned,
+        has_more=page.more,
+        continuation=continuation,
+    )
     return JSON({key: items, "_links": links})
+
+
+# Paging parameters a link sets itself: the request's own are never carried over.
+_PAGING_PARAMS = frozenset({TOP, SKIP, CONTINUATION})
 
 
 def page_links(
     base: str,
     path: str,
     params: Mapping[str, str],
+    paging: Paging,
     *,
-    top: int,
-    skip: int,
     returned: int,
     has_more: bool,
+    continuation: bool = False,
 ) -> dict[str, dict[str, str]]:
-    """``self``, ``prev`` and ``next`` as absolute URLs; ``next`` only when more rows exist."""
+    """``self``, ``prev`` and ``next`` as absolute URLs; ``next`` only when more rows exist. The
+    links page with ``$skip`` (what the official clients have always followed), or ``next`` with a
+    ``$continuationToken`` when ``continuation``; a request's own paging parameters are replaced."""
+    top, skip = paging.top, paging.skip
 
-    def href(skip_value: int) -> str:
-        query = {k: v for k, v in params.items() if k not in ("$top", "$skip") and v != ""}
-        query["$top"] = str(top)
-        query["$skip"] = str(skip_value)
+    def href(skip_value: int, *, token: bool = False) -> str:
+        query = {k: v for k, v in params.items() if k not in _PAGING_PARAMS and v != ""}
+        query[TOP] = str(top)
+        if token:
+            query[CONTINUATION] = continuation_token(skip_value)
+        else:
+            query[SKIP] = str(skip_value)
         encoded = urlencode(query, safe="$,:'", quote_via=quote)
         return f"{base}{path}?{encoded}"
 
@@ -444,5 +466,5 @@ def page_links(
     if skip > 0:
         links["prev"] = {"href": href(max(0, skip - max(top, 1)))}
     if has_more and returned > 0:
-        links["next"] = {"href": href(skip + returned)}
+        links["next"] = {"href": href(skip + returned, token=continuation)}
     return links

@@ -20,6 +20,7 @@ from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, in_thread, query_params
 from twinbase.domain import imodel_ops as domain
 from twinbase.domain.imodels import to_wire
+from twinbase.domain.listing import Page
 from twinbase.errors import INVALID_IMODELS, BlobNotFound, IModelNotFound, TwinbaseError
 from twinbase.store.models import IModel
 
@@ -31,22 +32,10 @@ log = logging.getLogger("twinbase.imodels")
 _DRAIN_LIMIT = 64 * 1024 * 1024
 
 
-def _imodel_list(
-    ctx: Context, path: str, params: dict[str, str], rows: list[IModel], top: int, skip: int, more: bool
-) -> Response:
+def _imodel_list(ctx: Context, path: str, params: dict[str, str], page: Page[IModel]) -> Response:
     mode = prefer(ctx.request)
-    items = [to_wire(r, ctx.base, mode) for r in rows]
-    return collection(
-        "iModels",
-        items,
-        ctx.base,
-        path,
-        params,
-        top=top,
-        skip=skip,
-        returned=len(rows),
-        has_more=more,
-    )
+    items = [to_wire(r, ctx.base, mode) for r in page.rows]
+    return collection("iModels", items, ctx.base, path, params, page)
 
 
 # ---------------------------------------------------------------------------------------- favorites
@@ -56,8 +45,8 @@ def _imodel_list(
 def list_favorites(ctx: Ctx, request: Request) -> Response:
     params = query_params(request)
     with ctx.svc.db.read() as session:
-        rows, top, skip, more = domain.favorites(session, ctx.principal, params)
-        return _imodel_list(ctx, "/imodels/favorites", params, rows, top, skip, more)
+        page = domain.favorites(session, ctx.principal, params)
+        return _imodel_list(ctx, "/imodels/favorites", params, page)
 
 
 @both(router, "/imodels/favorites/{imodel_id}", ["PUT"])
@@ -81,8 +70,8 @@ def remove_favorite(ctx: Ctx, imodel_id: str) -> Response:
 def list_recents(ctx: Ctx, request: Request) -> Response:
     params = query_params(request)
     with ctx.svc.db.read() as session:
-        rows, top, skip, more = domain.recents(session, ctx.principal, params)
-        return _imodel_list(ctx, "/imodels/recents", params, rows, top, skip, more)
+        page = domain.recents(session, ctx.principal, params)
+        return _imodel_list(ctx, "/imodels/recents", params, page)
 
 
 @both(router, "/imodels/recents/{imodel_id}", ["POST"])
@@ -215,23 +204,15 @@ def list_users(ctx: Ctx, imodel_id: str, request: Request) -> Response:
     params = query_params(request)
     mode = prefer(request)
     with ctx.svc.db.read() as session:
-        imodel, rows, top, skip, more = domain.users(session, ctx.principal, imodel_id, params)
+        imodel, page = domain.users(session, ctx.principal, imodel_id, params)
         stats: dict[str, dict[str, Any]] = (
-            domain.statistics(session, imodel.id, [u.id for u in rows]) if mode == "representation" else {}
+            domain.statistics(session, imodel.id, [u.id for u in page.rows])
+            if mode == "representation"
+            else {}
         )
-        items = [domain.user_to_wire(u, ctx.base, imodel.id, mode, stats.get(u.id)) for u in rows]
+        items = [domain.user_to_wire(u, ctx.base, imodel.id, mode, stats.get(u.id)) for u in page.rows]
         path = f"/imodels/{imodel.id}/users"
-    return collection(
-        "users",
-        items,
-        ctx.base,
-        path,
-        params,
-        top=top,
-        skip=skip,
-        returned=len(rows),
-        has_more=more,
-    )
+    return collection("users", items, ctx.base, path, params, page)
 
 
 @both(router, "/imodels/{imodel_id}/users/{user_id}", ["GET"])

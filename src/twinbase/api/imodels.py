@@ -33,20 +33,10 @@ def imodel_response(ctx: Context, imodel: IModel, status: int = 200, **extra_lin
 def list_imodels(ctx: Ctx, request: Request) -> Response:
     params = query_params(request)
     with ctx.svc.db.read() as session:
-        rows, top, skip, more = domain.query(session, ctx.principal, params)
+        page = domain.query(session, ctx.principal, params)
         mode = prefer(request)
-        items = [domain.to_wire(r, ctx.base, mode) for r in rows]
-    return collection(
-        "iModels",
-        items,
-        ctx.base,
-        "/imodels",
-        params,
-        top=top,
-        skip=skip,
-        returned=len(rows),
-        has_more=more,
-    )
+        items = [domain.to_wire(r, ctx.base, mode) for r in page.rows]
+    return collection("iModels", items, ctx.base, "/imodels", params, page)
 
 
 @both(router, "/imodels/", ["POST"])

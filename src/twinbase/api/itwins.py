@@ -11,6 +11,7 @@ from twinbase.api.deps import Context, Ctx, context
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import itwins as domain
+from twinbase.domain.listing import Page
 from twinbase.store.models import ITwin
 
 router = APIRouter()
@@ -30,9 +31,7 @@ def one(ctx: Context, itwin: ITwin, *, mode: Any = "representation", status: int
     return JSON({"iTwin": wire}, status_code=status)
 
 
-def many(
-    ctx: Context, path: str, params: dict[str, str], q: domain.ITwinQuery, rows: list[ITwin], more: bool
-) -> Response:
+def many(ctx: Context, path: str, params: dict[str, str], q: domain.ITwinQuery, page: Page[Any]) -> Response:
     mode = prefer(ctx.request)
     items = [
         domain.to_wire(
@@ -41,19 +40,9 @@ def many(
             image_url=image_url(ctx, r) if (mode == "representation" or q.select) else None,
             select_fields=q.select,
         )
-        for r in rows
+        for r in page.rows
     ]
-    return collection(
-        "iTwins",
-        items,
-        ctx.base,
-        path,
-        params,
-        top=q.top,
-        skip=q.skip,
-        returned=len(rows),
-        has_more=more,
-    )
+    return collection("iTwins", items, ctx.base, path, params, page)
 
 
 # Literal segments first: they share a position with {itwin_id}.
@@ -66,8 +55,8 @@ def list_favorites(ctx: Ctx, request: Request) -> Response:
         params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False
     )
     with ctx.svc.db.read() as session:
-        rows, more = domain.favorites(session, ctx.principal, q)
-        return many(ctx, "/itwins/favorites", params, q, rows, more)
+        page = domain.favorites(session, ctx.principal, q)
+        return many(ctx, "/itwins/favorites", params, q, page)
 
 
 @both(router, "/itwins/favorites/{itwin_id}", ["POST"])
@@ -92,8 +81,8 @@ def list_recents(ctx: Ctx, request: Request) -> Response:
         params, scope_header=request.headers.get("x-itwin-query-scope"), allow_filters=False
     )
     with ctx.svc.db.read() as session:
-        rows, more = domain.recents(session, ctx.principal, q)
-        return many(ctx, "/itwins/recents", params, q, rows, more)
+        page = domain.recents(session, ctx.principal, q)
+        return many(ctx, "/itwins/recents", params, q, page)
 
 
 @both(router, "/itwins/recents/{itwin_id}", ["POST"])
@@ -126,8 +115,8 @@ async def list_itwins(request: Request) -> Response:
     def compute() -> Response:
         with ctx.svc.db.connect() as conn:
             minimal = prefer(request) == "minimal" and not q.select
-            rows, more = domain.query(conn, ctx.principal, q, minimal=minimal)
-            return many(ctx, "/itwins/", params, q, rows, more)
+            page = domain.query(conn, ctx.principal, q, minimal=minimal)
+            return many(ctx, "/itwins/", params, q, page)
 
     return await ctx.svc.cache.respond(key, compute)
 

@@ -27,19 +27,12 @@ def release_chunk(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
 def released_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
     params = query_params(request)
     with ctx.svc.db.read() as session:
-        imodel, ids, top, skip, more = domain.released(session, ctx.principal, imodel_id, params)
+        imodel, page = domain.released(session, ctx.principal, imodel_id, params)
         path = f"/imodels/{imodel.id}/locks/released-locks"
-    items = [{"lockLevel": domain.EXCLUSIVE, "objectIds": ids}] if ids else []
+    items = [{"lockLevel": domain.EXCLUSIVE, "objectIds": page.rows}] if page.rows else []
+    # The released-locks list is the platform's newest: it pages with a continuation token.
     return collection(
-        "releasedLocks",
-        items,
-        ctx.base,
-        path,
-        params,
-        top=top,
-        skip=skip,
-        returned=len(ids),
-        has_more=more,
+        "releasedLocks", items, ctx.base, path, params, page, returned=len(page.rows), continuation=True
     )
 
 
@@ -55,17 +48,6 @@ def update_locks(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
 def list_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
     params = query_params(request)
     with ctx.svc.db.read() as session:
-        imodel, entities, top, skip, more = domain.query(session, ctx.principal, imodel_id, params)
+        imodel, page, object_count = domain.query(session, ctx.principal, imodel_id, params)
         path = f"/imodels/{imodel.id}/locks"
-    returned = sum(len(g["objectIds"]) for e in entities for g in e["lockedObjects"])
-    return collection(
-        "locks",
-        entities,
-        ctx.base,
-        path,
-        params,
-        top=top,
-        skip=skip,
-        returned=returned,
-        has_more=more,
-    )
+    return collection("locks", page.rows, ctx.base, path, params, page, returned=object_count)

@@ -42,17 +42,7 @@ def list_named_versions(ctx: Ctx, request: Request, imodel_id: str) -> Response:
         page = domain.query(session, imodel.id, params)
         iid = imodel.id
         items = [domain.to_wire(nv, ctx.base, mode) for nv in page.rows]
-    return collection(
-        "namedVersions",
-        items,
-        ctx.base,
-        f"/imodels/{iid}/namedversions",
-        params,
-        top=page.top,
-        skip=page.skip,
-        returned=len(items),
-        has_more=page.more,
-    )
+    return collection("namedVersions", items, ctx.base, f"/imodels/{iid}/namedversions", params, page)
 
 
 @both(router, NAMED_VERSION, ["GET"])

@@ -15,6 +15,7 @@ from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import repositories as domain
+from twinbase.domain.listing import Page
 from twinbase.errors import RepositoryResourceNotFound
 from twinbase.store.models import Repository, RepositoryResource
 
@@ -38,24 +39,9 @@ def one_resource(
 
 
 def resource_page(
-    ctx: Context,
-    path: str,
-    params: dict[str, str],
-    q: domain.ResourceQuery,
-    items: list[dict[str, Any]],
-    more: bool,
+    ctx: Context, path: str, params: dict[str, str], items: list[dict[str, Any]], page: Page[Any]
 ) -> Response:
-    return collection(
-        "resources",
-        items,
-        ctx.base,
-        path,
-        params,
-        top=q.top,
-        skip=q.skip,
-        returned=len(items),
-        has_more=more,
-    )
+    return collection("resources", items, ctx.base, path, params, page)
 
 
 # ------------------------------------------------------------------------------ global repositories
@@ -78,7 +64,8 @@ def list_global_resources(ctx: Ctx, request: Request, repository_id: str) -> Res
     g = domain.global_repository(repository_id)
     params = query_params(request)
     q = domain.parse_resource_query(params)
-    return resource_page(ctx, f"/itwins/repositories/{g.id}/resources", params, q, [], False)
+    # The global repositories hold no resources: every page is empty.
+    return resource_page(ctx, f"/itwins/repositories/{g.id}/resources", params, [], Page([], q.paging, False))
 
 
 @both(router, "/itwins/repositories/{repository_id}/resources/{resource_id}", ["GET"])
@@ -143,10 +130,10 @@ def list_resources(ctx: Ctx, request: Request, itwin_id: str, repository_id: str
     q = domain.parse_resource_query(params)
     mode = prefer(request)
     with ctx.svc.db.read() as session:
-        repo, rows, more = domain.list_resources(session, ctx.principal.user_id, itwin_id, repository_id, q)
-        items = [domain.resource_to_wire(repo, r, ctx.base, mode=mode) for r in rows]
+        repo, page = domain.list_resources(session, ctx.principal.user_id, itwin_id, repository_id, q)
+        items = [domain.resource_to_wire(repo, r, ctx.base, mode=mode) for r in page.rows]
         path = f"/itwins/{repo.itwin_id}/repositories/{repo.id}/resources"
-    return resource_page(ctx, path, params, q, items, more)
+    return resource_page(ctx, path, params, items, page)
 
 
 @both(router, RESOURCES, ["POST"])

@@ -15,17 +15,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import operators
 
 from twinbase.domain import access, checkpoints, locks
-from twinbase.domain.imodels import application_of, links_base, parse_paging, visible_imodel
+from twinbase.domain.imodels import application_of, links_base, order_clause, parse_paging, visible_imodel
 from twinbase.domain.itwins import iso
+from twinbase.domain.listing import Page, fetch_page
 from twinbase.errors import (
     BriefcaseNotFound,
     ErrorDetail,
     InsufficientPermissions,
     ResourceQuotaExceeded,
     invalid_imodels,
-    invalid_value,
 )
 from twinbase.identity.tokens import Principal
 from twinbase.store.models import Briefcase, Checkpoint, IModel
@@ -139,29 +140,19 @@ def latest_checkpoint(session: Session, principal: Principal, imodel_id: str) ->
 
 def query(
     session: Session, principal: Principal, imodel_id: str, params: Mapping[str, str]
-) -> tuple[IModel, list[Briefcase], int, int, bool]:
+) -> tuple[IModel, Page[Briefcase]]:
     message = "Cannot query Briefcases."
     imodel = _readable(session, imodel_id, principal)
-    top, skip = parse_paging(params, message=message)
+    paging = parse_paging(params, message=message)
     stmt: Select[Any] = select(Briefcase).where(Briefcase.imodel_id == imodel.id)
     owner = params.get("ownerId", "")
     if owner:
         stmt = stmt.where(Briefcase.owner_id == (principal.user_id if owner.lower() == "me" else owner))
-    stmt = stmt.order_by(*_order(params.get("$orderBy") or params.get("$orderby") or "", message))
-    rows = list(session.scalars(stmt.offset(skip).limit(top + 1)))
-    return imodel, rows[:top], top, skip, len(rows) > top
-
-
-def _order(raw: str, message: str) -> list[Any]:
-    if not raw.strip():
-        return [Briefcase.briefcase_id.asc()]
-    words = raw.split()
-    direction = words[1].lower() if len(words) == 2 else "asc"
-    if words[0] != "acquiredDateTime" or len(words) > 2 or direction not in ("asc", "desc"):
-        raise invalid_imodels(message, invalid_value("$orderBy"))
-    if direction == "desc":
-        return [Briefcase.acquired_at.desc(), Briefcase.briefcase_id.desc()]
-    return [Briefcase.acquired_at.asc(), Briefcase.briefcase_id.asc()]
+    order = order_clause(params, {"acquiredDateTime": Briefcase.acquired_at}, [], message)
+    # Briefcases acquired in the same instant keep the direction asked for, by id.
+    descending = bool(order) and getattr(order[0], "modifier", None) is operators.desc_op
+    last = Briefcase.briefcase_id.desc() if descending else Briefcase.briefcase_id.asc()
+    return imodel, fetch_page(session, stmt.order_by(*order, last), paging)
 
 
 # -------------------------------------------------------------------------------------------- wire

@@ -41,6 +41,7 @@ from twinbase.domain.imodels import (
     visible_imodel,
 )
 from twinbase.domain.itwins import iso
+from twinbase.domain.listing import Page, fetch_page
 from twinbase.errors import (
     BlobNotFound,
     BriefcaseNotFound,
@@ -368,14 +369,6 @@ def complete(
 # -------------------------------------------------------------------------------------------- list
 
 
-@dataclass(frozen=True)
-class Page:
-    rows: list[Any]
-    top: int
-    skip: int
-    more: bool
-
-
 def _optional_index(params: Mapping[str, str], name: str) -> int | None:
     raw = params.get(name, "")
     if raw == "":
@@ -385,9 +378,9 @@ def _optional_index(params: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
-def query(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page:
+def query(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page[Changeset]:
     """Completed changesets, ``afterIndex`` exclusive, ``lastIndex`` inclusive, ordered by index."""
-    top, skip = parse_paging(params, message=QUERY_MESSAGE)
+    paging = parse_paging(params, message=QUERY_MESSAGE)
     after = _optional_index(params, "afterIndex")
     last = _optional_index(params, "lastIndex")
     stmt: Select[Any] = select(Changeset).where(Changeset.imodel_id == imodel_id, Changeset.state == UPLOADED)
@@ -395,14 +388,8 @@ def query(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page:
         stmt = stmt.where(Changeset.index > after)
     if last is not None:
         stmt = stmt.where(Changeset.index <= last)
-    order = order_clause(
-        params.get("$orderBy") or params.get("$orderby"),
-        {"index": Changeset.index},
-        [Changeset.index.asc()],
-        QUERY_MESSAGE,
-    )
-    rows = list(session.scalars(stmt.order_by(*order).offset(skip).limit(top + 1)))
-    return Page(rows[:top], top, skip, len(rows) > top)
+    order = order_clause(params, {"index": Changeset.index}, [Changeset.index.asc()], QUERY_MESSAGE)
+    return fetch_page(session, stmt.order_by(*order), paging)
 
 
 @dataclass(frozen=True)
@@ -549,18 +536,16 @@ def get_extended_data(session: Session, imodel_id: str, ref: str) -> ChangesetEx
     return row
 
 
-def query_extended_data(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page:
-    top, skip = parse_paging(params, message="Cannot query Changeset Extended Data.")
-    rows = list(
-        session.scalars(
-            select(ChangesetExtendedData)
-            .where(ChangesetExtendedData.imodel_id == imodel_id)
-            .order_by(ChangesetExtendedData.changeset_index)
-            .offset(skip)
-            .limit(top + 1)
-        )
+def query_extended_data(
+    session: Session, imodel_id: str, params: Mapping[str, str]
+) -> Page[ChangesetExtendedData]:
+    paging = parse_paging(params, message="Cannot query Changeset Extended Data.")
+    stmt = (
+        select(ChangesetExtendedData)
+        .where(ChangesetExtendedData.imodel_id == imodel_id)
+        .order_by(ChangesetExtendedData.changeset_index)
     )
-    return Page(rows[:top], top, skip, len(rows) > top)
+    return fetch_page(session, stmt, paging)
 
 
 def extended_data_to_wire(row: ChangesetExtendedData) -> dict[str, Any]:
@@ -602,18 +587,14 @@ def update_group(session: Session, imodel: IModel, group_id: str, body: GroupUpd
     return group
 
 
-def query_groups(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page:
-    top, skip = parse_paging(params, message=GROUP_QUERY_MESSAGE)
-    rows = list(
-        session.scalars(
-            select(ChangesetGroup)
-            .where(ChangesetGroup.imodel_id == imodel_id)
-            .order_by(ChangesetGroup.created_at, ChangesetGroup.id)
-            .offset(skip)
-            .limit(top + 1)
-        )
+def query_groups(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page[ChangesetGroup]:
+    paging = parse_paging(params, message=GROUP_QUERY_MESSAGE)
+    stmt = (
+        select(ChangesetGroup)
+        .where(ChangesetGroup.imodel_id == imodel_id)
+        .order_by(ChangesetGroup.created_at, ChangesetGroup.id)
     )
-    return Page(rows[:top], top, skip, len(rows) > top)
+    return fetch_page(session, stmt, paging)
 
 
 def group_to_wire(group: ChangesetGroup, base: str) -> dict[str, Any]:

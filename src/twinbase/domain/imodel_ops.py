@@ -56,6 +56,7 @@ from twinbase.domain.imodels import (
     visible_imodel,
 )
 from twinbase.domain.itwins import iso
+from twinbase.domain.listing import Page, Paging, fetch_page
 from twinbase.errors import (
     BlobNotFound,
     ChangesetNotFound,
@@ -471,24 +472,16 @@ def _itwin_of_list(session: Session, principal: Principal, params: Mapping[str, 
     return itwin_for_imodels(session, itwin_id, principal.user_id, access.IMODELS_WEBVIEW)
 
 
-def _page(session: Session, stmt: Select[Any], top: int, skip: int) -> tuple[list[IModel], bool]:
-    rows = list(session.scalars(stmt.offset(skip).limit(top + 1)))
-    return rows[:top], len(rows) > top
-
-
-def favorites(
-    session: Session, principal: Principal, params: Mapping[str, str]
-) -> tuple[list[IModel], int, int, bool]:
+def favorites(session: Session, principal: Principal, params: Mapping[str, str]) -> Page[IModel]:
     itwin = _itwin_of_list(session, principal, params)
-    top, skip = parse_paging(params, message=LIST_MESSAGE)
+    paging = parse_paging(params, message=LIST_MESSAGE)
     stmt = (
         select(IModel)
         .join(IModelFavorite, IModelFavorite.imodel_id == IModel.id)
         .where(IModelFavorite.user_id == principal.user_id, IModel.itwin_id == itwin.id)
         .order_by(IModelFavorite.created_at.desc(), IModel.id)
     )
-    rows, more = _page(session, stmt, top, skip)
-    return rows, top, skip, more
+    return fetch_page(session, stmt, paging)
 
 
 def add_favorite(session: Session, principal: Principal, imodel_id: str) -> None:
@@ -511,20 +504,17 @@ def remove_favorite(session: Session, principal: Principal, imodel_id: str) -> N
     )
 
 
-def recents(
-    session: Session, principal: Principal, params: Mapping[str, str]
-) -> tuple[list[IModel], int, int, bool]:
+def recents(session: Session, principal: Principal, params: Mapping[str, str]) -> Page[IModel]:
     itwin = _itwin_of_list(session, principal, params)
-    top, skip = parse_paging(params, message=LIST_MESSAGE, default_top=MAX_RECENTS)
-    top = min(top, MAX_RECENTS)
+    paging = parse_paging(params, message=LIST_MESSAGE, default_top=MAX_RECENTS)
+    paging = Paging(min(paging.top, MAX_RECENTS), paging.skip)
     stmt = (
         select(IModel)
         .join(IModelRecent, IModelRecent.imodel_id == IModel.id)
         .where(IModelRecent.user_id == principal.user_id, IModel.itwin_id == itwin.id)
         .order_by(IModelRecent.accessed_at.desc(), IModel.id)
     )
-    rows, more = _page(session, stmt, top, skip)
-    return rows, top, skip, more
+    return fetch_page(session, stmt, paging)
 
 
 def add_recent(session: Session, principal: Principal, imodel_id: str) -> None:
@@ -702,18 +692,12 @@ def _users_of(imodel: IModel) -> Select[Any]:
 
 def users(
     session: Session, principal: Principal, imodel_id: str, params: Mapping[str, str]
-) -> tuple[IModel, list[User], int, int, bool]:
+) -> tuple[IModel, Page[User]]:
     message = "Cannot query Users."
     imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_WEBVIEW)
-    top, skip = parse_paging(params, message=message)
-    order = order_clause(
-        params.get("$orderBy") or params.get("$orderby"),
-        USER_ORDER_COLUMNS,
-        [User.given_name.asc(), User.surname.asc()],
-        message,
-    )
-    rows = list(session.scalars(_users_of(imodel).order_by(*order, User.id).offset(skip).limit(top + 1)))
-    return imodel, rows[:top], top, skip, len(rows) > top
+    paging = parse_paging(params, message=message)
+    order = order_clause(params, USER_ORDER_COLUMNS, [User.given_name.asc(), User.surname.asc()], message)
+    return imodel, fetch_page(session, _users_of(imodel).order_by(*order, User.id), paging)
 
 
 def user(session: Session, principal: Principal, imodel_id: str, user_id: str) -> tuple[IModel, User]:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,16 @@ from twinbase.bim.identity import BimFormatError, read_identity, stamp
 from twinbase.bim.seed import SeedMissing, write_empty_seed
 from twinbase.domain import access
 from twinbase.domain.itwins import iso
-from twinbase.domain.params import bounded_int
+from twinbase.domain.listing import (
+    BadOrderBy,
+    Page,
+    Paging,
+    fetch_page,
+    like_contains,
+    order_by_param,
+    paging_or_raise,
+    parse_order_by,
+)
 from twinbase.errors import (
     BaselineFileNotFound,
     BlobNotFound,
@@ -411,32 +420,27 @@ def register(svc: FileServices) -> None:
 # ------------------------------------------------------------------------------------------- lists
 
 
-def parse_paging(params: Mapping[str, str], *, default_top: int = 100, message: str) -> tuple[int, int]:
-    details: list[ErrorDetail] = []
-    top = bounded_int(params, "$top", 1, 1000, default_top, details)
-    skip = bounded_int(params, "$skip", 0, None, 0, details)
-    if details:
-        raise invalid_imodels(message, *details)
-    return top, skip
+def parse_paging(params: Mapping[str, str], *, default_top: int = 100, message: str) -> Paging:
+    """The iModels API's paging: ``$top`` 1..1000, ``$skip``, ``$continuationToken``."""
+
+    def invalid(details: list[ErrorDetail]) -> Exception:
+        return invalid_imodels(message, *details)
+
+    return paging_or_raise(params, invalid, default_top=default_top)
 
 
-def order_clause(raw: str | None, columns: Mapping[str, Any], default: list[Any], message: str) -> list[Any]:
-    if not raw:
-        return default
-    clauses = []
-    for part in raw.split(","):
-        words = part.split()
-        col = columns.get(words[0]) if words else None
-        direction = words[1].lower() if len(words) == 2 else "asc"
-        if col is None or len(words) > 2 or direction not in ("asc", "desc"):
-            raise invalid_imodels(message, invalid_value("$orderBy"))
-        clauses.append(col.desc() if direction == "desc" else col.asc())
-    return clauses
+def order_clause(
+    params: Mapping[str, str], columns: Mapping[str, Any], default: list[Any], message: str
+) -> list[Any]:
+    """``$orderBy`` over ``columns`` (the list's allow-list), else ``default``."""
+    try:
+        clauses = parse_order_by(order_by_param(params), columns)
+    except BadOrderBy as exc:
+        raise invalid_imodels(message, invalid_value("$orderBy")) from exc
+    return default if clauses is None else clauses
 
 
-def query(
-    session: Session, principal: Principal, params: Mapping[str, str]
-) -> tuple[list[IModel], int, int, bool]:
+def query(session: Session, principal: Principal, params: Mapping[str, str]) -> Page[IModel]:
     message = "Cannot query iModels."
     itwin_id = params.get("iTwinId") or params.get("itwinId") or ""
     if not itwin_id:
@@ -445,7 +449,7 @@ def query(
             ErrorDetail("MissingRequiredParameter", "Required parameter 'iTwinId' is missing.", "iTwinId"),
         )
     itwin_for_imodels(session, itwin_id, principal.user_id, access.IMODELS_WEBVIEW)
-    top, skip = parse_paging(params, message=message)
+    paging = parse_paging(params, message=message)
     stmt: Select[Any] = select(IModel).where(IModel.itwin_id == itwin_id)
     if params.get("name"):
         stmt = stmt.where(IModel.name == params["name"])
@@ -454,26 +458,16 @@ def query(
         if state not in ("initialized", "notInitialized"):
             raise invalid_imodels(message, invalid_value("state"))
         stmt = stmt.where(IModel.state == state)
-    if params.get("$search"):
-        pattern = (
-            "%"
-            + params["$search"].lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            + "%"
-        )
-        stmt = stmt.where(
-            or_(
-                func.lower(IModel.name).like(pattern, escape="\\"),
-                func.lower(IModel.description).like(pattern, escape="\\"),
-            )
-        )
+    search = params.get("$search")
+    if search:
+        stmt = stmt.where(or_(like_contains(IModel.name, search), like_contains(IModel.description, search)))
     order = order_clause(
-        params.get("$orderBy") or params.get("$orderby"),
+        params,
         {"name": IModel.name, "createdDateTime": IModel.created_at},
         [IModel.created_at.desc()],
         message,
     )
-    rows = list(session.scalars(stmt.order_by(*order, IModel.id).offset(skip).limit(top + 1)))
-    return rows[:top], top, skip, len(rows) > top
+    return fetch_page(session, stmt.order_by(*order, IModel.id), paging)
 
 
 # -------------------------------------------------------------------------------------------- wire

@@ -27,8 +27,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access
+from twinbase.domain.listing import (
+    BadOrderBy,
+    Page,
+    Paging,
+    like_contains,
+    order_by_param,
+    page_of,
+    parse_order_by,
+    parse_paging,
+)
 from twinbase.domain.odata import FilterSyntaxError, UnknownProperty, compile_filter
-from twinbase.domain.params import bounded_int
 from twinbase.errors import ErrorDetail, InvalidRequest, ITwinExists, ITwinNotFound, invalid_value
 from twinbase.identity.tokens import Principal
 from twinbase.store.models import (
@@ -482,8 +491,8 @@ def parse_query(
     details: list[ErrorDetail] = []
     q = ITwinQuery()
 
-    q.top = bounded_int(params, "$top", 0, 1000, 1000, details)
-    q.skip = bounded_int(params, "$skip", 0, None, 0, details)
+    paging = parse_paging(params, details, default_top=1000, min_top=0)
+    q.top, q.skip = paging.top, paging.skip
     if params.get("subClass"):
         for part in params["subClass"].split(","):
             try:
@@ -515,7 +524,7 @@ def parse_query(
         q.account_id = params.get("iTwinAccountId") or None
         q.search = params.get("$search") or None
         q.filter = params.get("$filter") or None
-        q.order_by = params.get("$orderby") or params.get("$orderBy") or None
+        q.order_by = order_by_param(params)
         if q.search and (q.number or q.display_name):
             details.append(
                 ErrorDetail(
@@ -607,12 +616,8 @@ def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
     if q.account_id:
         stmt = stmt.where(ITwin.itwin_account_id == q.account_id)
     if q.search:
-        pattern = "%" + q.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         stmt = stmt.where(
-            or_(
-                func.lower(ITwin.display_name).like(pattern, escape="\\"),
-                func.lower(ITwin.number).like(pattern, escape="\\"),
-            )
+            or_(like_contains(ITwin.display_name, q.search), like_contains(ITwin.number, q.search))
         )
     if q.filter:
         try:
@@ -629,33 +634,29 @@ def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
 
 
 def apply_order(stmt: Select[Any], order_by: str | None, default: Any) -> Select[Any]:
-    if not order_by:
+    """``$orderby`` over ``ORDER_COLUMNS``, names case-insensitive as the iTwins API takes them."""
+    try:
+        clauses = parse_order_by(order_by, ORDER_COLUMNS, case_insensitive=True)
+    except BadOrderBy as exc:
+        raise InvalidRequest(
+            "Cannot query iTwins.", code=INVALID, details=[invalid_value("$orderby")]
+        ) from exc
+    if clauses is None:
         return stmt.order_by(*default)
-    clauses = []
-    for part in order_by.split(","):
-        words = part.split()
-        if not words or len(words) > 2:
-            raise InvalidRequest("Cannot query iTwins.", code=INVALID, details=[invalid_value("$orderby")])
-        col = {k.lower(): v for k, v in ORDER_COLUMNS.items()}.get(words[0].lower())
-        direction = words[1].lower() if len(words) == 2 else "asc"
-        if col is None or direction not in ("asc", "desc"):
-            raise InvalidRequest("Cannot query iTwins.", code=INVALID, details=[invalid_value("$orderby")])
-        clauses.append(col.desc() if direction == "desc" else col.asc())
     return stmt.order_by(*clauses, ITwin.id)
 
 
 def query(
     session: Session | Connection, principal: Principal, q: ITwinQuery, *, minimal: bool = False
-) -> tuple[list[Any], bool]:
-    """One page of the caller's iTwins and whether more follow (plain rows: no ORM identity map).
+) -> Page[Any]:
+    """One page of the caller's iTwins (plain rows: no ORM identity map).
 
     ``minimal``: the rows carry only the minimal wire fields (no timestamps to convert).
     """
     if q.top and dataclasses.replace(q, top=1000, skip=0, select=None) == ITwinQuery():
         # The plain "my iTwins" page, by far the most asked for: one prebuilt statement.
         params = {"user_id": principal.user_id, "limit": q.top + 1, "offset": q.skip}
-        rows = list(session.execute(_DEFAULT_LIST[minimal], params).all())
-        return rows[: q.top], len(rows) > q.top
+        return page_of(session.execute(_DEFAULT_LIST[minimal], params).all(), Paging(q.top, q.skip))
     columns = ITWIN_MINIMAL_COLUMNS if minimal else ITWIN_COLUMNS
     stmt = apply_query(select(*columns).where(_visible_ids(principal.user_id, q.scope)), q)
     stmt = apply_order(stmt, q.order_by, (ITwin.created_at.desc(), ITwin.id))
@@ -685,19 +686,19 @@ _DEFAULT_LIST = {True: _default_list(ITWIN_MINIMAL_COLUMNS), False: _default_lis
 
 def _page(
     session: Session | Connection, stmt: Select[Any], q: ITwinQuery, *, plain: bool = False
-) -> tuple[list[Any], bool]:
+) -> Page[Any]:
     """``plain``: ``stmt`` selects ``ITWIN_COLUMNS`` and the page holds rows, not ``ITwin`` objects."""
+    paging = Paging(q.top, q.skip)
     if q.top == 0:
-        return [], False
+        return Page([], paging, False)
     bounded = stmt.offset(q.skip).limit(q.top + 1)
-    rows = list(session.execute(bounded).all() if plain else session.scalars(bounded))
-    return rows[: q.top], len(rows) > q.top
+    return page_of(list(session.execute(bounded).all() if plain else session.scalars(bounded)), paging)
 
 
 # ------------------------------------------------------------------------------ favorites, recents
 
 
-def favorites(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[ITwin], bool]:
+def favorites(session: Session, principal: Principal, q: ITwinQuery) -> Page[ITwin]:
     stmt = (
         select(ITwin)
         .join(Favorite, Favorite.itwin_id == ITwin.id)
@@ -722,7 +723,7 @@ def remove_favorite(session: Session, principal: Principal, itwin_id: str) -> No
     )
 
 
-def recents(session: Session, principal: Principal, q: ITwinQuery) -> tuple[list[ITwin], bool]:
+def recents(session: Session, principal: Principal, q: ITwinQuery) -> Page[ITwin]:
     stmt = (
         select(ITwin)
         .join(Recent, Recent.itwin_id == ITwin.id)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from twinbase.domain import access
 from twinbase.domain.imodels import parse_paging, visible_imodel
+from twinbase.domain.listing import Page, fetch_page
 from twinbase.errors import (
     BriefcaseNotFound,
     ChangesetNotFound,
@@ -429,11 +430,12 @@ def _listable(session: Session, imodel_id: str, principal: Principal) -> IModel:
 
 def query(
     session: Session, principal: Principal, imodel_id: str, params: Mapping[str, str]
-) -> tuple[IModel, list[dict[str, Any]], int, int, bool]:
-    """``GET /locks``: one entity per briefcase; ``$top``/``$skip`` count object ids, not entities."""
+) -> tuple[IModel, Page[dict[str, Any]], int]:
+    """``GET /locks``: one entity per briefcase; ``$top``/``$skip`` count object ids, not entities
+    (the third value is how many object ids the page holds)."""
     message = "Cannot query Locks."
     imodel = _listable(session, imodel_id, principal)
-    top, skip = parse_paging(params, message=message)
+    paging = parse_paging(params, message=message)
     stmt = select(Lock.briefcase_id, Lock.lock_level, Lock.object_id).where(Lock.imodel_id == imodel.id)
     raw_briefcase = params.get("briefcaseId", "")
     if raw_briefcase:
@@ -449,26 +451,26 @@ def query(
             raise invalid_imodels(message, invalid_value("lockLevel"))
         stmt = stmt.where(Lock.lock_level == level)
     stmt = stmt.order_by(Lock.briefcase_id, Lock.lock_level.desc(), *_id_order())
-    rows = list(session.execute(stmt.offset(skip).limit(top + 1)))
+    rows = list(session.execute(stmt.offset(paging.skip).limit(paging.top + 1)))
     entities: list[dict[str, Any]] = []
-    for holder, lock_level, object_id in rows[:top]:
+    for holder, lock_level, object_id in rows[: paging.top]:
         if not entities or entities[-1]["briefcaseId"] != holder:
             entities.append({"briefcaseId": holder, "lockedObjects": []})
         groups = entities[-1]["lockedObjects"]
         if not groups or groups[-1]["lockLevel"] != lock_level:
             groups.append({"lockLevel": lock_level, "objectIds": []})
         groups[-1]["objectIds"].append(object_id)
-    return imodel, entities, top, skip, len(rows) > top
+    return imodel, Page(entities, paging, len(rows) > paging.top), min(len(rows), paging.top)
 
 
 def released(
     session: Session, principal: Principal, imodel_id: str, params: Mapping[str, str]
-) -> tuple[IModel, list[str], int, int, bool]:
+) -> tuple[IModel, Page[str]]:
     """``GET /locks/released-locks``: objects whose exclusive lock was released together with a
     pushed changeset of index greater than ``afterChangesetIndex``."""
     message = "Cannot query Released Locks."
     imodel = _listable(session, imodel_id, principal)
-    top, skip = parse_paging(params, message=message)
+    paging = parse_paging(params, message=message)
     raw_after = params.get("afterChangesetIndex", "")
     after = -1
     if raw_after:
@@ -484,5 +486,4 @@ def released(
         )
         .order_by(ReleasedLock.changeset_index, func.length(ReleasedLock.object_id), ReleasedLock.object_id)
     )
-    ids = list(session.scalars(stmt.offset(skip).limit(top + 1)))
-    return imodel, ids[:top], top, skip, len(ids) > top
+    return imodel, fetch_page(session, stmt, paging)

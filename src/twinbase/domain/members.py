@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
@@ -32,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access
-from twinbase.domain.params import bounded_int
+from twinbase.domain.listing import Page, Paging, fetch_page, paging_or_raise
 from twinbase.errors import (
     Conflict,
     ErrorDetail,
@@ -131,22 +130,10 @@ class OwnerAdd(BaseModel):
     check_email = field_validator("email")(_email)
 
 
-@dataclass(frozen=True)
-class Page:
-    top: int = DEFAULT_TOP
-    skip: int = 0
-
-
-def parse_page(params: dict[str, str]) -> Page:
-    details: list[ErrorDetail] = []
-
-    page = Page(
-        top=bounded_int(params, "$top", 1, MAX_TOP, DEFAULT_TOP, details),
-        skip=bounded_int(params, "$skip", 0, None, 0, details),
+def parse_page(params: dict[str, str]) -> Paging:
+    return paging_or_raise(
+        params, lambda details: invalid(*details), default_top=DEFAULT_TOP, max_top=MAX_TOP
     )
-    if details:
-        raise invalid(*details)
-    return page
 
 
 # ------------------------------------------------------------------------------------------ wire shape
@@ -342,23 +329,18 @@ def _has_role_sql() -> Any:
 
 
 def list_user_members(
-    session: Session, user_id: str, itwin_id: str, page: Page
-) -> tuple[list[tuple[User, list[Role]]], bool]:
+    session: Session, user_id: str, itwin_id: str, paging: Paging
+) -> Page[tuple[User, list[Role]]]:
     itwin = _itwin(session, user_id, itwin_id, *_MEMBERS_READ)
-    users = list(
-        session.scalars(
-            select(User)
-            .join(Member, Member.user_id == User.id)
-            .where(Member.itwin_id == itwin.id, _has_role_sql())
-            .order_by(Member.created_at, Member.user_id)
-            .offset(page.skip)
-            .limit(page.top + 1)
-        )
+    stmt = (
+        select(User)
+        .join(Member, Member.user_id == User.id)
+        .where(Member.itwin_id == itwin.id, _has_role_sql())
+        .order_by(Member.created_at, Member.user_id)
     )
-    more = len(users) > page.top
-    users = users[: page.top]
-    roles = _roles_of(session, itwin, [u.id for u in users])
-    return [(u, roles[u.id]) for u in users], more
+    page = fetch_page(session, stmt, paging)
+    roles = _roles_of(session, itwin, [u.id for u in page.rows])
+    return Page([(u, roles[u.id]) for u in page.rows], paging, page.more)
 
 
 def _user_member(session: Session, itwin: ITwin, member_id: str) -> tuple[Member, User, list[Role]]:
@@ -484,19 +466,15 @@ def remove_user_member(session: Session, user_id: str, itwin_id: str, member_id:
 # ------------------------------------------------------------------------------------------- owners
 
 
-def list_owners(session: Session, user_id: str, itwin_id: str, page: Page) -> tuple[list[User], bool]:
+def list_owners(session: Session, user_id: str, itwin_id: str, paging: Paging) -> Page[User]:
     itwin = _itwin(session, user_id, itwin_id, *_MEMBERS_READ)
-    users = list(
-        session.scalars(
-            select(User)
-            .join(Member, Member.user_id == User.id)
-            .where(Member.itwin_id == itwin.id, Member.is_owner.is_(True))
-            .order_by(Member.created_at, Member.user_id)
-            .offset(page.skip)
-            .limit(page.top + 1)
-        )
+    stmt = (
+        select(User)
+        .join(Member, Member.user_id == User.id)
+        .where(Member.itwin_id == itwin.id, Member.is_owner.is_(True))
+        .order_by(Member.created_at, Member.user_id)
     )
-    return users[: page.top], len(users) > page.top
+    return fetch_page(session, stmt, paging)
 
 
 def add_owner(session: Session, user_id: str, itwin_id: str, body: OwnerAdd) -> User:

@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access, changesets
 from twinbase.domain.imodels import Text255, application_of, order_clause, parse_paging, user_href
 from twinbase.domain.itwins import iso
+from twinbase.domain.listing import Page, fetch_page, like_contains
 from twinbase.errors import (
     ErrorDetail,
     NamedVersionExists,
@@ -184,8 +185,8 @@ def update(session: Session, imodel: IModel, nv_id: str, body: NamedVersionUpdat
 # -------------------------------------------------------------------------------------------- list
 
 
-def query(session: Session, imodel_id: str, params: Mapping[str, str]) -> changesets.Page:
-    top, skip = parse_paging(params, message=QUERY_MESSAGE)
+def query(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page[NamedVersion]:
+    paging = parse_paging(params, message=QUERY_MESSAGE)
     stmt: Select[Any] = select(NamedVersion).where(NamedVersion.imodel_id == imodel_id)
     if params.get("name"):
         stmt = stmt.where(NamedVersion.name == params["name"])
@@ -196,16 +197,14 @@ def query(session: Session, imodel_id: str, params: Mapping[str, str]) -> change
         stmt = stmt.where(NamedVersion.state == state)
     search = params.get("$search")
     if search:
-        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(func.lower(NamedVersion.name).like(f"%{escaped}%", escape="\\"))
+        stmt = stmt.where(like_contains(NamedVersion.name, search))
     order = order_clause(
-        params.get("$orderBy") or params.get("$orderby"),
+        params,
         {"changesetIndex": NamedVersion.changeset_index, "createdDateTime": NamedVersion.created_at},
         [NamedVersion.changeset_index.asc()],
         QUERY_MESSAGE,
     )
-    rows = list(session.scalars(stmt.order_by(*order, NamedVersion.id).offset(skip).limit(top + 1)))
-    return changesets.Page(rows[:top], top, skip, len(rows) > top)
+    return fetch_page(session, stmt.order_by(*order, NamedVersion.id), paging)
 
 
 # -------------------------------------------------------------------------------------------- wire

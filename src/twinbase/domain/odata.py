@@ -28,6 +28,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, not_, or_
 
+from twinbase.domain.listing import escape_like
+
 _TOKEN = re.compile(
     r"\s*(?:(?P<lp>[(\[])|(?P<rp>[)\]])|(?P<comma>,)|(?P<str>'(?:[^']|'')*')"
     r"|(?P<date>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)"
@@ -186,7 +188,7 @@ class _Parser:
             self.take("rp")
             if not isinstance(value, str):
                 raise self.fail()
-            pattern = _escape_like(value.lower())
+            pattern = escape_like(value.lower())
             lowered = func.lower(col)
             name = tok.value.lower()
             if name == "contains":
@@ -232,10 +234,6 @@ def _compare(col: Any, op: str, value: Any) -> Compiled:
         "le": lambda c, v: c <= v,
     }
     return ops[op](col, value)
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def compile_filter(text: str, columns: Mapping[str, Any]) -> Compiled:

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access, itwins
-from twinbase.domain.params import bounded_int
+from twinbase.domain.listing import Page, Paging, fetch_page, like_contains, parse_paging
 from twinbase.errors import (
     ErrorDetail,
     InvalidRequest,
@@ -300,22 +300,20 @@ def parse_repository_query(params: Mapping[str, str]) -> RepositoryQuery:
 
 @dataclass(frozen=True)
 class ResourceQuery:
-    top: int = DEFAULT_TOP
-    skip: int = 0
+    paging: Paging
     search: str | None = None
 
 
 def parse_resource_query(params: Mapping[str, str]) -> ResourceQuery:
     details: list[ErrorDetail] = []
 
-    top = bounded_int(params, "$top", 1, MAX_TOP, DEFAULT_TOP, details)
-    skip = bounded_int(params, "$skip", 0, None, 0, details)
+    paging = parse_paging(params, details, default_top=DEFAULT_TOP, max_top=MAX_TOP)
     search = params.get("$search") or None
     if search is not None and len(search) > 255:
         details.append(invalid_value("$search", "'$search' must be at most 255 characters."))
     if details:
         raise InvalidRequest(RESOURCE_QUERY_MESSAGE, code=INVALID, details=details)
-    return ResourceQuery(top=top, skip=skip, search=search)
+    return ResourceQuery(paging=paging, search=search)
 
 
 # ------------------------------------------------------------------------------------- repositories
@@ -500,17 +498,15 @@ def delete_repository(session: Session, user_id: str, itwin_id: str, repository_
 
 def list_resources(
     session: Session, user_id: str, itwin_id: str, repository_id: str, q: ResourceQuery
-) -> tuple[Repository, list[RepositoryResource], bool]:
-    """One page of a repository's resources and whether more follow."""
+) -> tuple[Repository, Page[RepositoryResource]]:
+    """One page of a repository's resources."""
     itwin = _itwin(session, itwin_id, user_id, access.ITWINS_READ)
     repo = _repository(session, itwin, repository_id)
     stmt = select(RepositoryResource).where(RepositoryResource.repository_id == repo.id)
     if q.search:
-        escaped = q.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(func.lower(RepositoryResource.display_name).like(f"%{escaped}%", escape="\\"))
+        stmt = stmt.where(like_contains(RepositoryResource.display_name, q.search))
     stmt = stmt.order_by(RepositoryResource.created_at, RepositoryResource.id)
-    rows = list(session.scalars(stmt.offset(q.skip).limit(q.top + 1)))
-    return repo, rows[: q.top], len(rows) > q.top
+    return repo, fetch_page(session, stmt, q.paging)
 
 
 def get_resource(

@@ -1,0 +1,221 @@
+"""One toolkit for every list: paging (``$top``, ``$skip``, ``$continuationToken``), ``$orderBy`` and
+``$search``, parsed and applied the same way everywhere. ``api.http.collection`` renders the answer.
+
+- ``parse_paging`` reads ``$top``/``$skip``/``$continuationToken`` into a ``Paging``; problems are
+  appended as ``InvalidValue`` details so the caller reports them in its API's 422 shape.
+- A continuation token is opaque to clients: the URL-safe base64 of ``{"skip": n}`` with a check
+  digest, so a made-up or damaged token is told apart from a real one. It carries nothing a client
+  could not ask for with ``$skip``, so it needs no secret.
+- ``parse_order_by`` accepts ``property [asc|desc]`` terms, comma-separated, from a per-list
+  allow-list of properties.
+- ``like_contains`` is the one case-insensitive substring match; ``%``, ``_`` and ``\\`` in the
+  searched text match literally.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+from sqlalchemy import Select, func
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from twinbase.errors import ErrorDetail, invalid_value
+
+RowT = TypeVar("RowT")
+
+TOP = "$top"
+SKIP = "$skip"
+CONTINUATION = "$continuationToken"
+_TOKEN_CHECK = b"twinbase-continuation-v1"
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Which slice of a list was asked for."""
+
+    top: int
+    skip: int
+
+
+@dataclass(frozen=True)
+class Page(Generic[RowT]):
+    """One page of a list: its rows, the slice asked for, and whether rows follow it."""
+
+    rows: list[RowT]
+    paging: Paging
+    more: bool
+
+    @property
+    def top(self) -> int:
+        return self.paging.top
+
+    @property
+    def skip(self) -> int:
+        return self.paging.skip
+
+
+# ------------------------------------------------------------------------------------------- paging
+
+
+def bounded_int(
+    params: Mapping[str, str], name: str, low: int, high: int | None, default: int, details: list[ErrorDetail]
+) -> int:
+    """``params[name]`` as an integer in ``low..high`` (``high`` None: no upper bound).
+
+    Absent or empty gives ``default``. A bad value appends an ``InvalidValue`` detail naming the
+    parameter and gives ``default``, so the caller can report every problem in one 422.
+    """
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        details.append(invalid_value(name, f"'{name}' must be an integer."))
+        return default
+    if value < low or (high is not None and value > high):
+        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+        details.append(invalid_value(name, f"'{name}' must be {span}."))
+        return default
+    return value
+
+
+def continuation_token(skip: int) -> str:
+    """The token that resumes a list at row ``skip``."""
+    body = orjson.dumps({"skip": skip})
+    check = hashlib.blake2b(body, key=_TOKEN_CHECK, digest_size=6).digest()
+    return base64.urlsafe_b64encode(check + body).decode("ascii").rstrip("=")
+
+
+def read_continuation_token(token: str) -> int | None:
+    """The row a token resumes at; ``None`` when the token is not one twinbase handed out."""
+    if not token or len(token) > 200:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    check, body = raw[:6], raw[6:]
+    if hashlib.blake2b(body, key=_TOKEN_CHECK, digest_size=6).digest() != check:
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    skip = data.get("skip") if isinstance(data, dict) else None
+    if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+        return None
+    return skip
+
+
+def parse_paging(
+    params: Mapping[str, str],
+    details: list[ErrorDetail],
+    *,
+    default_top: int = 100,
+    max_top: int = 1000,
+    min_top: int = 1,
+) -> Paging:
+    """``$top``, ``$skip`` and ``$continuationToken``; each problem appends one detail."""
+    top = bounded_int(params, TOP, min_top, max_top, default_top, details)
+    skip = bounded_int(params, SKIP, 0, None, 0, details)
+    token = params.get(CONTINUATION)
+    if token:
+        resumed = read_continuation_token(token)
+        if resumed is None:
+            details.append(
+                invalid_value(CONTINUATION, f"'{CONTINUATION}' is not a valid continuation token.")
+            )
+        elif params.get(SKIP):
+            details.append(
+                ErrorDetail(
+                    "MutuallyExclusiveParametersProvided",
+                    f"Parameters '{SKIP}' and '{CONTINUATION}' cannot be used together.",
+                    CONTINUATION,
+                )
+            )
+        else:
+            skip = resumed
+    return Paging(top, skip)
+
+
+def paging_or_raise(
+    params: Mapping[str, str],
+    invalid: Callable[[list[ErrorDetail]], Exception],
+    *,
+    default_top: int = 100,
+    max_top: int = 1000,
+    min_top: int = 1,
+) -> Paging:
+    """``parse_paging`` for lists with no other parameters to report alongside."""
+    details: list[ErrorDetail] = []
+    paging = parse_paging(params, details, default_top=default_top, max_top=max_top, min_top=min_top)
+    if details:
+        raise invalid(details)
+    return paging
+
+
+def fetch_page(session: Session, stmt: Select[Any], paging: Paging) -> Page[Any]:
+    """Run an ordered ``SELECT`` for one page; one extra row tells whether more follow."""
+    rows = list(session.scalars(stmt.offset(paging.skip).limit(paging.top + 1)))
+    return Page(rows[: paging.top], paging, len(rows) > paging.top)
+
+
+def page_of(rows: Sequence[RowT], paging: Paging) -> Page[RowT]:
+    """A page from up to ``top + 1`` rows already fetched at ``skip``."""
+    return Page(list(rows[: paging.top]), paging, len(rows) > paging.top)
+
+
+# ------------------------------------------------------------------------------------------ ordering
+
+
+class BadOrderBy(ValueError):
+    """``$orderBy`` names a property the list does not sort by, or a direction other than asc/desc."""
+
+
+def parse_order_by(
+    raw: str | None,
+    columns: Mapping[str, Any],
+    *,
+    case_insensitive: bool = False,
+) -> list[Any] | None:
+    """``"name desc,createdDateTime"`` -> ORDER BY clauses; ``None`` when absent; ``BadOrderBy``."""
+    if raw is None or not raw.strip():
+        return None
+    allowed = {k.lower(): v for k, v in columns.items()} if case_insensitive else columns
+    clauses = []
+    for part in raw.split(","):
+        words = part.split()
+        if not words or len(words) > 2:
+            raise BadOrderBy(part)
+        column = allowed.get(words[0].lower() if case_insensitive else words[0])
+        direction = words[1].lower() if len(words) == 2 else "asc"
+        if column is None or direction not in ("asc", "desc"):
+            raise BadOrderBy(part)
+        clauses.append(column.desc() if direction == "desc" else column.asc())
+    return clauses
+
+
+def order_by_param(params: Mapping[str, str]) -> str | None:
+    """``$orderBy`` as the clients spell it (the 1.x clients and the iTwins docs say ``$orderby``)."""
+    return params.get("$orderBy") or params.get("$orderby") or None
+
+
+# ------------------------------------------------------------------------------------------- search
+
+
+def escape_like(text: str) -> str:
+    """``text`` for a LIKE pattern with ``\\`` as the escape: its ``%``, ``_`` and ``\\`` are literal."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def like_contains(column: Any, text: str) -> ColumnElement[bool]:
+    """Case-insensitive: ``column`` contains ``text``, wildcards in ``text`` taken literally."""
+    return func.lower(column).like(f"%{escape_like(text.lower())}%", escape="\\")
