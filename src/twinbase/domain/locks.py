@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from twinbase.domain import access
 from twinbase.domain.imodels import parse_paging, visible_imodel
+from twinbase.domain.params import MAX_INT
 from twinbase.errors import (
     BriefcaseNotFound,
     ChangesetNotFound,
@@ -450,7 +451,7 @@ def released(
     after = -1
     if raw_after:
         after = int(raw_after) if raw_after.isascii() and raw_after.isdigit() else -1
-        if after < 0:
+        if not 0 <= after <= MAX_INT:
             raise invalid_imodels(message, invalid_value("afterChangesetIndex"))
     stmt = (
         select(ReleasedLock.object_id)

@@ -6,6 +6,10 @@ from collections.abc import Mapping
 
 from twinbase.errors import ErrorDetail, invalid_value
 
+# The largest value any integer parameter takes: databases store 64-bit integers, and an offset past
+# two billion rows is a mistake rather than a page.
+MAX_INT = 2**31 - 1
+
 
 def bounded_int(
     params: Mapping[str, str], name: str, low: int, high: int | None, default: int, details: list[ErrorDetail]
@@ -23,8 +27,9 @@ def bounded_int(
     except ValueError:
         details.append(invalid_value(name, f"'{name}' must be an integer."))
         return default
-    if value < low or (high is not None and value > high):
-        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+    high = MAX_INT if high is None else high
+    if value < low or value > high:
+        span = f"between {low} and {high}"
         details.append(invalid_value(name, f"'{name}' must be {span}."))
         return default
     return value
