@@ -60,19 +60,39 @@ def call(
         return payload
 
 
-def seed_member(base: str, token: str) -> None:
-    """An iTwin and an empty iModel owned by the token's user."""
-    itwin = call(
-        base, token, "POST", "/itwins", {"class": "Endeavor", "subClass": "Project", "displayName": "Fuzz"}
+def seed_member(base: str, token: str, workdir: Path) -> Path:
+    """An iTwin and an empty iModel owned by the token's user, and a schemathesis config that uses
+    their ids for half of the generated ids: random ids alone only ever reach the 404 branch."""
+    project = {"class": "Endeavor", "subClass": "Project", "displayName": "Fuzz"}
+    itwin_id = str(call(base, token, "POST", "/itwins", project)["iTwin"]["id"])  # type: ignore[index]
+    imodel = call(base, token, "POST", "/imodels", {"iTwinId": itwin_id, "name": "Fuzzed iModel"})
+    imodel_id = str(imodel["iModel"]["id"])  # type: ignore[index]
+    config = workdir / "schemathesis.toml"
+    config.write_text(
+        f"""
+[dictionaries.itwins]
+values = ["{itwin_id}"]
+
+[dictionaries.imodels]
+values = ["{imodel_id}"]
+
+[parameters]
+"path.itwin_id" = {{ dictionary = "itwins", probability = 0.5 }}
+"query.iTwinId" = {{ dictionary = "itwins", probability = 0.5 }}
+"path.imodel_id" = {{ dictionary = "imodels", probability = 0.5 }}
+"""
     )
-    itwin_id = itwin["iTwin"]["id"]  # type: ignore[index]
-    call(base, token, "POST", "/imodels", {"iTwinId": itwin_id, "name": "Fuzzed iModel"})
+    return config
 
 
-def run(base: str, token: str, examples: int, workdir: Path, seed: int | None) -> dict[str, int]:
+def run(
+    base: str, token: str, examples: int, workdir: Path, seed: int | None, config: Path
+) -> dict[str, int]:
     """Run schemathesis; answer ``{"cases": N, "<failure class>": count, ...}``."""
     cmd = [
         str(Path(sys.executable).parent / "schemathesis"),
+        "--config-file",
+        str(config),
         "run",
         f"{base}/openapi.json",
         "-H",
@@ -147,9 +167,9 @@ def main() -> int:
             ).stdout.strip()
         assert token, "--token is required with --base-url"
         try:
-            seed_member(base, token)
+            config = seed_member(base, token, work)
             started = time.monotonic()
-            counts = run(base, token, args.examples, work, args.seed)
+            counts = run(base, token, args.examples, work, args.seed, config)
             elapsed = time.monotonic() - started
         finally:
             if server is not None:

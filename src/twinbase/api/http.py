@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,7 +66,7 @@ def error_response(exc: TwinbaseError) -> Response:
 # ---------------------------------------------------------------------------------------------- errors
 
 
-def _api_invalid_code(path: str) -> tuple[str, str]:
+def api_invalid_code(path: str) -> tuple[str, str]:
     """The 422 code and message of the API that owns ``path``."""
     if path.startswith("/accesscontrol"):
         return "InvalidAccessControlRequest", "Cannot perform operation."
@@ -89,14 +90,22 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(NotFound())
         if exc.status_code == 413:
             return error_response(PayloadTooLarge())
-        code, message = _api_invalid_code(request.url.path)
+        code, message = api_invalid_code(request.url.path)
         return error_response(InvalidRequest(message, code=code))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        code, message = _api_invalid_code(request.url.path)
+        code, message = api_invalid_code(request.url.path)
         details = _details(list(exc.errors()))
         return error_response(InvalidRequest(message, code=code, details=details))
+
+    async def on_data_error(request: Request, exc: Exception) -> Response:
+        # The database refused a value the validation let through (a NUL character in a string,
+        # a number past its column): the input is wrong, not the server.
+        log.info("database refused a value", extra={"action": "data_error", "error": str(exc)[:200]})
+        code, message = api_invalid_code(request.url.path)
+        detail = ErrorDetail("InvalidValue", "A value in the request cannot be stored.", None)
+        return error_response(InvalidRequest(message, code=code, details=[detail]))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error", extra={"action": "unexpected_error"})
@@ -105,6 +114,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TwinbaseError, on_twinbase_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(DataError, on_data_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 
