@@ -37,10 +37,11 @@ lint: $(STAMP)
 seed: compat/node_modules/.installed-stamp
 	cd compat && node make-seed.mjs
 
-## Benchmarks that print their figures (load on the iTwins API; 1 GiB up and down through the iModels API)
+## Benchmarks that print their figures (load on the iTwins API; 1 GiB up and down; the API fuzzed from its OpenAPI document)
 bench: $(STAMP)
 	-$(BIN)/python bench/itwins_load.py
 	-$(BIN)/python bench/transfer.py
+	-$(BIN)/python bench/api_fuzz.py
 
 clean:
 	rm -rf $(VENV) compat/node_modules

@@ -28,6 +28,7 @@ from twinbase.api import (
 from twinbase.api.cache import ResponseCache
 from twinbase.api.deps import Services
 from twinbase.api.http import EdgeMiddleware, install_error_handlers
+from twinbase.api.openapi import install_docs
 from twinbase.domain import imodel_ops as imodel_op_jobs
 from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
@@ -119,7 +120,7 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
         version="0.1.0",
         lifespan=lifespan,
         redirect_slashes=False,
-        docs_url="/docs",
+        docs_url=None,
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
@@ -136,6 +137,7 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
     for module in itwin_apis + imodel_apis:
         # Flattened into the app's own route list: matching walks one list instead of nested routers.
         app.router.routes.extend(module.router.routes)
+    install_docs(app, itwin_apis + imodel_apis)
 
     app.add_middleware(
         CORSMiddleware,

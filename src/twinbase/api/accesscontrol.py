@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, collection, no_content, parse_body
+from twinbase.api.openapi import CONTINUATION, SKIP, Op, api_docs, top
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import members as domain
 from twinbase.domain.listing import Page
@@ -146,3 +148,48 @@ def remove_owner(ctx: Ctx, itwin_id: str, member_id: str) -> Response:
     with ctx.svc.db.write() as session:
         domain.remove_owner(session, ctx.principal.user_id, itwin_id, member_id)
     return no_content()
+
+
+_MEMBER_PAGE = (top(), SKIP, CONTINUATION)
+_ADMIN = frozenset({403})
+
+DOCS = api_docs(
+    (all_permissions, Op("List every permission", s.PermissionList)),
+    (my_permissions, Op("List my permissions on an iTwin", s.PermissionNames)),
+    (list_roles, Op("List an iTwin's roles", s.RoleList, errors=_ADMIN)),
+    (
+        create_role,
+        Op("Create a role", s.RoleAnswer, status=201, body=domain.RoleCreate, errors=frozenset({403, 409})),
+    ),
+    (get_role, Op("Get a role", s.RoleAnswer, errors=_ADMIN)),
+    (update_role, Op("Update a role", s.RoleAnswer, body=domain.RoleUpdate, errors=frozenset({403, 409}))),
+    (delete_role, Op("Delete a role", status=204, media=None, errors=frozenset({403, 409}))),
+    (list_user_members, Op("List an iTwin's user members", s.MemberList, query=_MEMBER_PAGE, errors=_ADMIN)),
+    (
+        add_user_members,
+        Op(
+            "Add user members",
+            s.MembersAdded,
+            status=201,
+            body=domain.UserMembersAdd,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (get_user_member, Op("Get a user member", s.UserMemberAnswer, errors=_ADMIN)),
+    (
+        update_user_member,
+        Op(
+            "Change a member's roles",
+            s.UserMemberAnswer,
+            body=domain.UserMemberUpdate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (remove_user_member, Op("Remove a user member", status=204, media=None, errors=frozenset({403, 409}))),
+    (list_owners, Op("List an iTwin's owners", s.MemberList, query=_MEMBER_PAGE, errors=_ADMIN)),
+    (
+        add_owner,
+        Op("Add an owner", s.OwnerAnswer, status=201, body=domain.OwnerAdd, errors=frozenset({403, 409})),
+    ),
+    (remove_owner, Op("Remove an owner", status=204, media=None, errors=frozenset({403, 409}))),
+)

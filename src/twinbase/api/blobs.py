@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from twinbase.api.deps import Services, services
+from twinbase.api.openapi import Op, Param, api_docs, enum, string
 from twinbase.errors import BlobNotFound, ErrorDetail, InvalidRequest, PayloadTooLarge, TwinbaseError
 from twinbase.store.blobs import BlobInfo, InvalidBlobKey, check_key
 
@@ -201,3 +202,42 @@ async def _commit_block_list(svc: Services, request: Request, key: str) -> Respo
         return info
 
     return _created(await run_in_threadpool(concatenate))
+
+
+_SIGNED = (
+    Param("sp", enum("r", "w"), "Permission: read or write.", required=True),
+    Param("se", string(20, pattern="^[0-9]+$"), "Expiry, seconds since the epoch.", required=True),
+    Param("sig", string(128), "HMAC signature.", required=True),
+    Param("sn", string(32), "Nonce."),
+)
+_BLOCKS = (
+    Param("comp", enum("block", "blocklist"), "Azure block-blob flavour: Put Block or Put Block List."),
+    Param("blockid", string(128), "Put Block: the block's id."),
+    Param("x-ms-blob-type", enum("BlockBlob"), location="header"),
+)
+
+DOCS = api_docs(
+    (
+        download,
+        Op(
+            "Download a file through a signed link (ranges, ETag)",
+            media="application/octet-stream",
+            query=(*_SIGNED, Param("x-ms-range", string(64), location="header")),
+            public=True,
+            errors=frozenset({412, 416}),
+            extra_responses={206: "Partial content (Range or x-ms-range)."},
+        ),
+    ),
+    (
+        upload,
+        Op(
+            "Upload a file through a signed link (plain PUT or Azure block blob)",
+            status=201,
+            media=None,
+            query=(*_SIGNED, *_BLOCKS),
+            body_media=("application/octet-stream",),
+            public=True,
+            errors=frozenset({409, 413}),
+        ),
+    ),
+)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Ctx
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
+from twinbase.api.openapi import PREFER, Op, Param, api_docs, order_by, paging, string
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import briefcases as domain
 from twinbase.domain import checkpoints
@@ -61,3 +63,33 @@ def release_briefcase(ctx: Ctx, imodel_id: str, briefcase_id: str) -> Response:
     with ctx.svc.db.write() as session:
         domain.release(session, ctx.principal, imodel_id, briefcase_id)
     return no_content()
+
+
+DOCS = api_docs(
+    (
+        acquire_briefcase,
+        Op(
+            "Acquire a briefcase",
+            s.BriefcaseAnswer,
+            status=201,
+            body=domain.BriefcaseAcquire,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (
+        list_briefcases,
+        Op(
+            "List briefcases",
+            s.BriefcaseList,
+            query=(
+                *paging(),
+                Param("ownerId", string(255), "A user id, or `me`."),
+                order_by("acquiredDateTime"),
+                PREFER,
+            ),
+        ),
+    ),
+    (briefcase_checkpoint, Op("Get the checkpoint a new briefcase starts from", s.CheckpointAnswer)),
+    (get_briefcase, Op("Get a briefcase", s.BriefcaseAnswer)),
+    (release_briefcase, Op("Release a briefcase", status=204, media=None, errors=frozenset({403, 409}))),
+)

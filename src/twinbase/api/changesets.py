@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, collection, parse_body, prefer
+from twinbase.api.openapi import PREFER, Link, Op, Param, api_docs, integer, order_by, paging
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import access, checkpoints, imodels
 from twinbase.domain import changesets as domain
@@ -181,3 +183,83 @@ def update_group(ctx: Ctx, imodel_id: str, group_id: str, raw: Body) -> Response
         group = domain.update_group(session, imodel, group_id, body)
         wire = domain.group_to_wire(group, ctx.base)
     return JSON({"changesetGroup": wire})
+
+
+_CHANGESET_LINKS = {
+    "GetChangeset": Link(
+        "changesets.get_changeset",
+        {"imodel_id": "$request.path.imodel_id", "ref": "$response.body#/changeset/id"},
+    )
+}
+
+DOCS = api_docs(
+    (
+        create_changeset,
+        Op(
+            "Create a changeset (then upload its file and complete it)",
+            s.ChangesetAnswer,
+            status=201,
+            body=domain.ChangesetCreate,
+            errors=frozenset({403, 409}),
+            links=_CHANGESET_LINKS,
+        ),
+    ),
+    (
+        list_changesets,
+        Op(
+            "List an iModel's changesets",
+            s.ChangesetList,
+            query=(
+                *paging(),
+                Param("afterIndex", integer(0)),
+                Param("lastIndex", integer(0)),
+                order_by("index"),
+                PREFER,
+            ),
+        ),
+    ),
+    (list_extended_data, Op("List changeset extended data", s.ExtendedDataList, query=paging())),
+    (get_changeset, Op("Get a changeset by id or index", s.ChangesetAnswer)),
+    (
+        complete_changeset,
+        Op(
+            "Complete a changeset's upload",
+            s.ChangesetAnswer,
+            body=domain.ChangesetUpdate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (get_changeset_checkpoint, Op("Get the checkpoint at or before a changeset", s.CheckpointAnswer)),
+    (
+        create_extended_data,
+        Op(
+            "Attach extended data to a changeset",
+            s.ExtendedDataAnswer,
+            status=201,
+            body=domain.ExtendedDataCreate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (get_extended_data, Op("Get a changeset's extended data", s.ExtendedDataAnswer)),
+    (
+        create_group,
+        Op(
+            "Create a changeset group",
+            s.ChangesetGroupAnswer,
+            status=201,
+            body=domain.GroupCreate,
+            errors=frozenset({403}),
+        ),
+    ),
+    (list_groups, Op("List changeset groups", s.ChangesetGroupList, query=paging())),
+    (get_group, Op("Get a changeset group", s.ChangesetGroupAnswer)),
+    (
+        update_group,
+        Op(
+            "Close a changeset group",
+            s.ChangesetGroupAnswer,
+            body=domain.GroupUpdate,
+            errors=frozenset({403}),
+        ),
+    ),
+)

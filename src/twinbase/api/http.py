@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -67,7 +68,7 @@ def error_response(exc: TwinbaseError) -> Response:
 # ---------------------------------------------------------------------------------------------- errors
 
 
-def _api_invalid_code(path: str) -> tuple[str, str]:
+def api_invalid_code(path: str) -> tuple[str, str]:
     """The 422 code and message of the API that owns ``path``."""
     if path.startswith("/accesscontrol"):
         return "InvalidAccessControlRequest", "Cannot perform operation."
@@ -86,19 +87,27 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 405:
-            return error_response(MethodNotAllowed())
+            return error_response(MethodNotAllowed(headers={"Allow": _allowed_methods(request)}))
         if exc.status_code == 404:
             return error_response(NotFound())
         if exc.status_code == 413:
             return error_response(PayloadTooLarge())
-        code, message = _api_invalid_code(request.url.path)
+        code, message = api_invalid_code(request.url.path)
         return error_response(InvalidRequest(message, code=code))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        code, message = _api_invalid_code(request.url.path)
+        code, message = api_invalid_code(request.url.path)
         details = _details(list(exc.errors()))
         return error_response(InvalidRequest(message, code=code, details=details))
+
+    async def on_data_error(request: Request, exc: Exception) -> Response:
+        # The database refused a value the validation let through (a NUL character in a string,
+        # a number past its column): the input is wrong, not the server.
+        log.info("database refused a value", extra={"action": "data_error", "error": str(exc)[:200]})
+        code, message = api_invalid_code(request.url.path)
+        detail = ErrorDetail("InvalidValue", "A value in the request cannot be stored.", None)
+        return error_response(InvalidRequest(message, code=code, details=[detail]))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error", extra={"action": "unexpected_error"})
@@ -107,7 +116,20 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TwinbaseError, on_twinbase_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(DataError, on_data_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 wants them on a 405)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= getattr(route, "methods", None) or set()
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods | {"OPTIONS"}))
 
 
 def _detail_from_pydantic(err: Mapping[str, Any]) -> ErrorDetail:

@@ -15,8 +15,10 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import authenticate, services
 from twinbase.api.http import JSON, base_url
+from twinbase.api.openapi import Op, Param, api_docs, string
 from twinbase.api.routing import Body
 from twinbase.errors import NotFound
 from twinbase.identity.apps import verify_client
@@ -308,3 +310,58 @@ async def userinfo(request: Request) -> Response:
             "email": principal.email,
         }
     )
+
+
+_AUTHORIZE_QUERY = tuple(
+    Param(name, string(2048), required=name in ("client_id", "redirect_uri", "response_type", "scope"))
+    for name in (
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    )
+)
+_OAUTH = {"public": True, "error_model": s.OAuthError}
+
+DOCS = api_docs(
+    (discovery, Op("OpenID Connect discovery", s.Discovery, public=True, errors=frozenset({404}))),
+    (jwks, Op("The issuer's signing keys", s.Jwks, public=True, errors=frozenset({404}))),
+    (
+        token,
+        Op(
+            "Issue a token (client_credentials, authorization_code)",
+            s.TokenAnswer,
+            form=s.TokenForm,
+            errors=frozenset({400, 401, 404}),
+            **_OAUTH,  # type: ignore[arg-type]
+        ),
+    ),
+    (
+        authorize_page,
+        Op(
+            "The sign-in page",
+            media="text/html",
+            query=_AUTHORIZE_QUERY,
+            errors=frozenset({400, 404}),
+            extra_responses={302: "Back to the client with an error."},
+            **_OAUTH,  # type: ignore[arg-type]
+        ),
+    ),
+    (
+        authorize,
+        Op(
+            "Sign in: back to the client with a code",
+            status=302,
+            media=None,
+            form=s.SignInForm,
+            errors=frozenset({400, 404}),
+            extra_responses={401: "Wrong email or password: the page again."},
+            **_OAUTH,  # type: ignore[arg-type]
+        ),
+    ),
+    (userinfo, Op("Claims of the token's subject", s.UserInfo)),
+)

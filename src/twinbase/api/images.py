@@ -14,8 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, no_content
+from twinbase.api.openapi import Op, api_docs
 from twinbase.api.routing import both, in_thread
 from twinbase.domain import images as domain
 from twinbase.domain.itwins import image_name
@@ -144,3 +146,19 @@ def delete_image(ctx: Ctx, itwin_id: str) -> Response:
         old_keys = domain.delete_image(session, itwin_id, ctx.principal.user_id)
     _delete_blobs(ctx, old_keys)
     return no_content()
+
+
+DOCS = api_docs(
+    (
+        put_image,
+        Op(
+            "Upload an iTwin's image (PNG or JPEG, at most 5 MiB)",
+            s.ImageAnswer,
+            status=201,
+            body_media=("image/png", "image/jpeg"),
+            errors=frozenset({403, 413, 422}),
+        ),
+    ),
+    (get_image, Op("Get an iTwin's image links", s.ImageAnswer)),
+    (delete_image, Op("Delete an iTwin's image", status=204, media=None, errors=frozenset({403}))),
+)

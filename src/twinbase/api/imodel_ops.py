@@ -15,8 +15,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
+from twinbase.api.openapi import PREFER, Link, Op, Param, api_docs, enum, order_by, paging, string
 from twinbase.api.routing import Body, both, in_thread, query_params
 from twinbase.domain import imodel_ops as domain
 from twinbase.domain.imodels import to_wire
@@ -228,3 +230,77 @@ def get_permissions(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.read() as session:
         permissions = domain.my_permissions(session, ctx.principal, imodel_id)
     return JSON({"permissions": permissions})
+
+
+_ITWIN_ID = Param("iTwinId", string(36), "The iTwin whose iModels to list.", required=True)
+_SCOPED = frozenset({403, 404})  # the iTwin named by iTwinId
+_COPY_LINKS = {
+    "GetCreateOperation": Link("imodel_ops.create_operation", {"imodel_id": "$response.header.Location"})
+}
+
+DOCS = api_docs(
+    (
+        list_favorites,
+        Op("List my favorite iModels", s.IModelList, query=(_ITWIN_ID, *paging(), PREFER), errors=_SCOPED),
+    ),
+    (add_favorite, Op("Add an iModel to my favorites", status=204, media=None)),
+    (remove_favorite, Op("Remove an iModel from my favorites", status=204, media=None)),
+    (
+        list_recents,
+        Op(
+            "List my recently used iModels",
+            s.IModelList,
+            query=(_ITWIN_ID, *paging(), PREFER),
+            errors=_SCOPED,
+        ),
+    ),
+    (add_recent, Op("Record an iModel as recently used", status=204, media=None)),
+    (remove_recent, Op("Forget a recently used iModel", status=204, media=None)),
+    (
+        clone_imodel,
+        Op(
+            "Clone an iModel (up to a changeset) into an iTwin",
+            s.Empty,
+            status=202,
+            body=domain.CloneRequest,
+            errors=frozenset({403, 409}),
+            headers={"Location": "The new iModel."},
+        ),
+    ),
+    (
+        fork_imodel,
+        Op(
+            "Fork an iModel (at a changeset) into an iTwin",
+            s.Empty,
+            status=202,
+            body=domain.ForkRequest,
+            errors=frozenset({403, 409}),
+            headers={"Location": "The new iModel."},
+        ),
+    ),
+    (create_operation, Op("State of an iModel's create operation", s.CreateOperationAnswer)),
+    (
+        get_thumbnail,
+        Op("Get an iModel's thumbnail", media="image/png", query=(Param("size", enum("small", "large")),)),
+    ),
+    (
+        put_thumbnail,
+        Op(
+            "Upload an iModel's thumbnail (PNG or JPEG)",
+            status=204,
+            media=None,
+            body_media=("image/png", "image/jpeg"),
+            errors=frozenset({403, 413, 422}),
+        ),
+    ),
+    (
+        list_users,
+        Op(
+            "List the users of an iModel",
+            s.IModelUserList,
+            query=(*paging(), order_by("givenName", "surname"), PREFER),
+        ),
+    ),
+    (get_user, Op("Get a user of an iModel", s.IModelUserAnswer)),
+    (get_permissions, Op("List my permissions on an iModel", s.PermissionNames)),
+)

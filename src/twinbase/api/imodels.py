@@ -11,8 +11,10 @@ import logging
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
+from twinbase.api.openapi import PREFER, SEARCH, Link, Op, Param, api_docs, enum, order_by, paging, string
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import imodel_ops as ops
 from twinbase.domain import imodels as domain
@@ -110,3 +112,48 @@ def complete_baseline(ctx: Ctx, imodel_id: str) -> Response:
         response = _baseline_response(ctx, baseline)
     ctx.svc.jobs.wake()
     return response
+
+
+_IMODEL_LINKS = {"GetIModel": Link("imodels.get_imodel", {"imodel_id": "$response.body#/iModel/id"})}
+
+DOCS = api_docs(
+    (
+        list_imodels,
+        Op(
+            "List an iTwin's iModels",
+            s.IModelList,
+            query=(
+                Param("iTwinId", string(36), "The iTwin whose iModels to list.", required=True),
+                *paging(),
+                Param("name", string(255)),
+                Param("state", enum("initialized", "notInitialized")),
+                SEARCH,
+                order_by("name", "createdDateTime"),
+                PREFER,
+            ),
+            errors=frozenset({403, 404}),
+        ),
+    ),
+    (
+        create_imodel,
+        Op(
+            "Create an iModel: empty, from a baseline file or from a template",
+            s.IModelAnswer,
+            status=201,
+            body=domain.IModelCreate,
+            errors=frozenset({403, 404, 409}),
+            links=_IMODEL_LINKS,
+        ),
+    ),
+    (get_imodel, Op("Get an iModel", s.IModelAnswer, query=(PREFER,))),
+    (
+        update_imodel,
+        Op("Update an iModel", s.IModelAnswer, body=ops.IModelUpdate, errors=frozenset({403, 409})),
+    ),
+    (delete_imodel, Op("Delete an iModel", status=204, media=None, errors=frozenset({403, 409}))),
+    (get_baseline, Op("Get an iModel's baseline file", s.BaselineFileAnswer)),
+    (
+        complete_baseline,
+        Op("Complete the baseline file upload", s.BaselineFileAnswer, errors=frozenset({403, 409, 422})),
+    ),
+)

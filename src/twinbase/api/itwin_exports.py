@@ -9,8 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, parse_body
+from twinbase.api.openapi import Op, api_docs
 from twinbase.api.routing import Body, both
 from twinbase.domain import itwin_exports as domain
 from twinbase.store.models import ITwinExport
@@ -74,3 +76,19 @@ def list_itwin_exports(ctx: Ctx, itwin_id: str) -> Response:
 @both(router, "/itwins/{itwin_id}/exports/{export_id}", ["GET"])
 def get_itwin_export(ctx: Ctx, itwin_id: str, export_id: str) -> Response:
     return _get(ctx, export_id, itwin_id)
+
+
+DOCS = api_docs(
+    (
+        create_export,
+        Op("Export my iTwins as JSON or CSV", s.ITwinExportAnswer, status=201, body=domain.ExportBody),
+    ),
+    (list_exports, Op("List my iTwin exports", s.ITwinExportList)),
+    (get_export, Op("Get an iTwin export", s.ITwinExportAnswer)),
+    (
+        create_itwin_export,
+        Op("Export my iTwins (iTwin-scoped alias)", s.ITwinExportAnswer, status=201, body=domain.ExportBody),
+    ),
+    (list_itwin_exports, Op("List my iTwin exports (iTwin-scoped alias)", s.ITwinExportList)),
+    (get_itwin_export, Op("Get an iTwin export (iTwin-scoped alias)", s.ITwinExportAnswer)),
+)

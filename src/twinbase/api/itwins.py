@@ -7,8 +7,22 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx, context
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
+from twinbase.api.openapi import (
+    CONTINUATION,
+    PREFER,
+    SEARCH,
+    SKIP,
+    Link,
+    Op,
+    Param,
+    api_docs,
+    enum,
+    string,
+    top,
+)
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import itwins as domain
 from twinbase.domain.listing import Page
@@ -168,3 +182,52 @@ def get_account(ctx: Ctx, itwin_id: str) -> Response:
         account = domain.account_of(session, ctx.principal, itwin_id)
         mode = prefer(ctx.request) if "prefer" in ctx.request.headers else "representation"
         return one(ctx, account, mode=mode)
+
+
+_ITWIN_FILTERS = (
+    Param("subClass", string(), "Comma-separated sub classes (Project, Asset, ...)."),
+    Param("type", string(255)),
+    Param("status", enum("Active", "Inactive", "Trial")),
+    Param("includeInactive", enum("true", "false")),
+    Param("number", string(255)),
+    Param("displayName", string(255)),
+    Param("parentId", string(36)),
+    Param("iTwinAccountId", string(36)),
+    SEARCH,
+    Param("$filter", string(2048), "OData filter: eq, ne, in, and, or on iTwin properties."),
+    Param("$orderby", string(255), "Property and direction, e.g. `displayName desc`."),
+    Param("$select", string(1024), "Comma-separated properties to return."),
+    Param("x-itwin-query-scope", string(64), "memberOfItwin (default) or all.", location="header"),
+    PREFER,
+)
+_ITWIN_LIST = (top(1000, 0), SKIP, CONTINUATION, *_ITWIN_FILTERS)
+_FAVORITES = (top(1000, 0), SKIP, CONTINUATION, Param("subClass", string()), PREFER)
+_ITWIN_LINKS = {"GetITwin": Link("itwins.get_itwin", {"itwin_id": "$response.body#/iTwin/id"})}
+
+DOCS = api_docs(
+    (list_favorites, Op("List my favorite iTwins", s.ITwinList, query=_FAVORITES)),
+    (add_favorite, Op("Add an iTwin to my favorites", status=204, media=None, errors=frozenset({403}))),
+    (remove_favorite, Op("Remove an iTwin from my favorites", status=204, media=None)),
+    (list_recents, Op("List my recently used iTwins", s.ITwinList, query=_FAVORITES)),
+    (add_recent, Op("Record an iTwin as recently used", status=204, media=None, errors=frozenset({403}))),
+    (my_primary_account, Op("Get my primary account", s.ITwinAnswer)),
+    (list_itwins, Op("List the iTwins I can see", s.ITwinList, query=_ITWIN_LIST)),
+    (
+        create_itwin,
+        Op(
+            "Create an iTwin",
+            s.ITwinAnswer,
+            status=201,
+            body=domain.ITwinCreate,
+            errors=frozenset({403, 404, 409}),
+            links=_ITWIN_LINKS,
+        ),
+    ),
+    (get_itwin, Op("Get an iTwin", s.ITwinAnswer, query=(PREFER,))),
+    (
+        update_itwin,
+        Op("Update an iTwin", s.ITwinAnswer, body=domain.ITwinUpdate, errors=frozenset({403, 409})),
+    ),
+    (delete_itwin, Op("Delete an iTwin", status=204, media=None, errors=frozenset({403, 409}))),
+    (get_account, Op("Get the account an iTwin belongs to", s.ITwinAnswer, errors=frozenset({403}))),
+)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Ctx
 from twinbase.api.http import JSON, collection, parse_body
+from twinbase.api.openapi import Op, Param, api_docs, enum, integer, paging
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import locks as domain
 from twinbase.errors import INVALID_IMODELS
@@ -51,3 +53,40 @@ def list_locks(ctx: Ctx, imodel_id: str, request: Request) -> Response:
         imodel, page, object_count = domain.query(session, ctx.principal, imodel_id, params)
         path = f"/imodels/{imodel.id}/locks"
     return collection("locks", page.rows, ctx.base, path, params, page, returned=object_count)
+
+
+DOCS = api_docs(
+    (
+        release_chunk,
+        Op(
+            "Release a chunk of a briefcase's locks",
+            s.ReleaseChunkAnswer,
+            body=domain.ReleaseChunk,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (
+        released_locks,
+        Op(
+            "Exclusive locks released with changesets after an index",
+            s.ReleasedLocks,
+            query=(*paging(), Param("afterChangesetIndex", integer(0), required=True)),
+        ),
+    ),
+    (
+        update_locks,
+        Op("Acquire or release locks", s.LockAnswer, body=domain.LockUpdate, errors=frozenset({403, 409})),
+    ),
+    (
+        list_locks,
+        Op(
+            "List locks",
+            s.LockList,
+            query=(
+                *paging(),
+                Param("briefcaseId", integer(1)),
+                Param("lockLevel", enum("shared", "exclusive")),
+            ),
+        ),
+    ),
+)

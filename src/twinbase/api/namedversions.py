@@ -9,9 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.changesets import checkpoint_response
 from twinbase.api.deps import Ctx
 from twinbase.api.http import JSON, collection, parse_body, prefer
+from twinbase.api.openapi import PREFER, SEARCH, Op, Param, api_docs, enum, order_by, paging, string
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import access, checkpoints, imodels
 from twinbase.domain import namedversions as domain
@@ -80,3 +82,47 @@ def regenerate_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) ->
         )
         nv = domain.find(session, imodel.id, nv_id)
         return checkpoint_response(ctx, checkpoints.at_or_before(session, imodel.id, nv.changeset_index))
+
+
+DOCS = api_docs(
+    (
+        create_named_version,
+        Op(
+            "Create a named version",
+            s.NamedVersionAnswer,
+            status=201,
+            body=domain.NamedVersionCreate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (
+        list_named_versions,
+        Op(
+            "List named versions",
+            s.NamedVersionList,
+            query=(
+                *paging(),
+                Param("name", string(255)),
+                Param("state", enum("visible", "hidden")),
+                SEARCH,
+                order_by("changesetIndex", "createdDateTime"),
+                PREFER,
+            ),
+        ),
+    ),
+    (get_named_version, Op("Get a named version", s.NamedVersionAnswer)),
+    (
+        update_named_version,
+        Op(
+            "Update a named version",
+            s.NamedVersionAnswer,
+            body=domain.NamedVersionUpdate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (get_named_version_checkpoint, Op("Get a named version's checkpoint", s.CheckpointAnswer)),
+    (
+        regenerate_named_version_checkpoint,
+        Op("Regenerate a named version's checkpoint", s.CheckpointAnswer, errors=frozenset({403})),
+    ),
+)

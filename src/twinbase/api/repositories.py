@@ -11,8 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
+from twinbase.api.openapi import CONTINUATION, PREFER, SEARCH, SKIP, Op, Param, api_docs, string, top
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import repositories as domain
 from twinbase.domain.listing import Page
@@ -165,3 +167,54 @@ def get_graphics(ctx: Ctx, itwin_id: str, repository_id: str, resource_id: str) 
     with ctx.svc.db.read() as session:
         repo = domain.resource_graphics(session, ctx.principal.user_id, itwin_id, repository_id, resource_id)
         return JSON({"graphics": domain.graphics_to_wire(repo, ctx.base)})
+
+
+_CLASS_FILTER = (Param("class", string(64)), Param("subClass", string(64)))
+_RESOURCE_LIST = (top(), SKIP, CONTINUATION, SEARCH, PREFER)
+
+DOCS = api_docs(
+    (list_global_repositories, Op("List the global repositories", s.RepositoryList, query=_CLASS_FILTER)),
+    (get_global_repository, Op("Get a global repository", s.RepositoryAnswer)),
+    (list_global_resources, Op("List a global repository's resources", s.ResourceList, query=_RESOURCE_LIST)),
+    (get_global_resource, Op("Get a global repository resource", s.ResourceAnswer)),
+    (get_global_graphics, Op("Get a global resource's graphics", s.GraphicsList)),
+    (list_repositories, Op("List an iTwin's repositories", s.RepositoryList, query=_CLASS_FILTER)),
+    (
+        create_repository,
+        Op(
+            "Create a repository",
+            s.RepositoryAnswer,
+            status=201,
+            body=domain.RepositoryCreate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (get_repository, Op("Get a repository", s.RepositoryAnswer, errors=frozenset({403}))),
+    (
+        update_repository,
+        Op(
+            "Update a repository",
+            s.RepositoryAnswer,
+            body=domain.RepositoryUpdate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (delete_repository, Op("Delete a repository", status=204, media=None, errors=frozenset({403}))),
+    (list_resources, Op("List a repository's resources", s.ResourceList, query=_RESOURCE_LIST)),
+    (
+        create_resource,
+        Op(
+            "Create a repository resource",
+            s.ResourceAnswer,
+            status=201,
+            body=domain.ResourceCreate,
+            errors=frozenset({403, 409}),
+        ),
+    ),
+    (
+        get_resource,
+        Op("Get a repository resource", s.ResourceAnswer, query=(PREFER,), errors=frozenset({403})),
+    ),
+    (delete_resource, Op("Delete a repository resource", status=204, media=None, errors=frozenset({403}))),
+    (get_graphics, Op("Get a resource's graphics", s.GraphicsList, errors=frozenset({403}))),
+)

@@ -12,7 +12,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Match
 from starlette.types import Scope
 
-from twinbase.api.http import body_limit
+from twinbase.api.http import api_invalid_code, body_limit
+from twinbase.errors import InvalidRequest, invalid_value
 
 MAX_JSON_BODY = 1024 * 1024
 read_json_body = body_limit(MAX_JSON_BODY)
@@ -67,8 +68,17 @@ def both(router: APIRouter, path: str, methods: list[str], **kwargs: Any) -> Cal
 
 
 def query_params(request: Request) -> dict[str, str]:
-    """Query parameters, last value wins; empty names (``?&$top=1``, the 1.x client) are dropped."""
-    return {k: v for k, v in request.query_params.items() if k}
+    """Query parameters, last value wins; empty names (``?&$top=1``, the 1.x client) are dropped.
+
+    A NUL character is refused here, once for every list: PostgreSQL cannot compare text with one
+    and SQLite can, so letting it through would make the two backends answer differently.
+    """
+    params = {k: v for k, v in request.query_params.items() if k}
+    for name, value in params.items():
+        if "\x00" in value or "\x00" in name:
+            code, message = api_invalid_code(request.url.path)
+            raise InvalidRequest(message, code=code, details=[invalid_value(name.replace("\x00", ""))])
+    return params
 
 
 async def body(request: Request) -> bytes:

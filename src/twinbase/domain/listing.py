@@ -64,10 +64,15 @@ class Page(Generic[RowT]):
 # ------------------------------------------------------------------------------------------- paging
 
 
+# The largest value any integer parameter takes: an offset or index past two billion is a mistake
+# rather than a page, and PostgreSQL's integer columns stop there.
+MAX_INT = 2**31 - 1
+
+
 def bounded_int(
     params: Mapping[str, str], name: str, low: int, high: int | None, default: int, details: list[ErrorDetail]
 ) -> int:
-    """``params[name]`` as an integer in ``low..high`` (``high`` None: no upper bound).
+    """``params[name]`` as an integer in ``low..high`` (``high`` None: up to ``MAX_INT``).
 
     Absent or empty gives ``default``. A bad value appends an ``InvalidValue`` detail naming the
     parameter and gives ``default``, so the caller can report every problem in one 422.
@@ -80,8 +85,9 @@ def bounded_int(
     except ValueError:
         details.append(invalid_value(name, f"'{name}' must be an integer."))
         return default
-    if value < low or (high is not None and value > high):
-        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+    high = MAX_INT if high is None else high
+    if value < low or value > high:
+        span = f"between {low} and {high}"
         details.append(invalid_value(name, f"'{name}' must be {span}."))
         return default
     return value

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from twinbase.domain import access
 from twinbase.domain.imodels import parse_paging, visible_imodel
-from twinbase.domain.listing import Page, fetch_page
+from twinbase.domain.listing import MAX_INT, Page, fetch_page
 from twinbase.errors import (
     BriefcaseNotFound,
     ChangesetNotFound,
@@ -475,7 +475,7 @@ def released(
     after = -1
     if raw_after:
         after = int(raw_after) if raw_after.isascii() and raw_after.isdigit() else -1
-        if after < 0:
+        if not 0 <= after <= MAX_INT:
             raise invalid_imodels(message, invalid_value("afterChangesetIndex"))
     stmt = (
         select(ReleasedLock.object_id)

@@ -255,4 +255,5 @@ class UrlSigner:
             return False
         if int(expires) < (now or time.time()):
             return False
-        return hmac.compare_digest(self.signature(key, int(expires), perm), sig)
+        # compare_digest refuses non-ASCII str: compare bytes (a garbage signature is just wrong).
+        return hmac.compare_digest(self.signature(key, int(expires), perm).encode(), sig.encode())

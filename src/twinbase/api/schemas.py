@@ -1,0 +1,546 @@
+"""What the APIs answer, as pydantic models: the response half of the OpenAPI document.
+
+Answers are rendered by the domain's ``to_wire`` functions (plain dicts, cheap on the hot path); these
+models describe those dicts and are never instantiated on a request. ``Prefer: return=minimal`` and
+``representation`` share one model per entity: the minimal fields are required, the rest optional.
+``tests/test_openapi.py`` and the schemathesis run check the answers against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Wire(BaseModel):
+    # Describes answers; never validates requests. Extra keys stay allowed so that a field added to
+    # an answer is not a contract break for older documents.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# ----------------------------------------------------------------------------------------- common
+
+
+class ErrorDetailWire(Wire):
+    code: str
+    message: str
+    target: str | None = None
+
+
+class ErrorBody(Wire):
+    code: str
+    message: str
+    details: list[ErrorDetailWire] | None = None
+
+
+class ErrorResponse(Wire):
+    """Every failure: ``{"error": {"code", "message", "details"?}}``."""
+
+    error: ErrorBody
+
+
+class Href(Wire):
+    href: str
+
+
+class PageLinks(Wire):
+    self_: Href | None = Field(default=None, alias="self")
+    prev: Href | None = None
+    next: Href | None = None
+
+
+class Empty(Wire):
+    pass
+
+
+# ----------------------------------------------------------------------------------------- iTwins
+
+
+class ITwin(Wire):
+    id: str
+    class_: str | None = Field(default=None, alias="class")
+    subClass: str | None = None
+    type: str | None = None
+    number: str | None = None
+    displayName: str | None = None
+    geographicLocation: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    ianaTimeZone: str | None = None
+    dataCenterLocation: str | None = None
+    status: str | None = None
+    parentId: str | None = None
+    iTwinAccountId: str | None = None
+    imageName: str | None = None
+    image: str | None = None
+    createdDateTime: str | None = None
+    createdBy: str | None = None
+    lastModifiedDateTime: str | None = None
+    lastModifiedBy: str | None = None
+
+
+class ITwinAnswer(Wire):
+    iTwin: ITwin
+
+
+class ITwinList(Wire):
+    iTwins: list[ITwin]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class ITwinExportRequest(Wire):
+    pass
+
+
+class ITwinExport(Wire):
+    id: str
+    request: dict[str, Any]
+    status: str
+    outputUrl: str | None
+    createdBy: str
+    createdDateTime: str | None
+    startedDateTime: str | None
+    completedDateTime: str | None
+
+
+class ITwinExportAnswer(Wire):
+    export: ITwinExport
+
+
+class ITwinExportList(Wire):
+    exports: list[ITwinExport]
+
+
+class Capability(Wire):
+    uri: str
+
+
+class Repository(Wire):
+    id: str
+    class_: str = Field(alias="class")
+    subClass: str | None = None
+    displayName: str | None = None
+    uri: str
+    authentication: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    capabilities: dict[str, Capability] | None = None
+
+
+class RepositoryAnswer(Wire):
+    repository: Repository
+
+
+class RepositoryList(Wire):
+    repositories: list[Repository]
+
+
+class Resource(Wire):
+    id: str
+    class_: str = Field(alias="class")
+    subClass: str | None = None
+    displayName: str | None = None
+    type: str | None = None
+    capabilities: dict[str, Capability] | None = None
+    properties: dict[str, Any] | None = None
+
+
+class ResourceAnswer(Wire):
+    resource: Resource
+
+
+class ResourceList(Wire):
+    resources: list[Resource]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class Graphic(Wire):
+    type: str
+    uri: str
+    authentication: dict[str, Any] | None = None
+
+
+class GraphicsList(Wire):
+    graphics: list[Graphic]
+
+
+class Image(Wire):
+    id: str | None
+    smallImageName: str
+    smallImageUrl: str
+    largeImageName: str
+    largeImageUrl: str
+
+
+class ImageAnswer(Wire):
+    image: Image
+
+
+# ----------------------------------------------------------------------------------- access control
+
+
+class Permission(Wire):
+    id: str
+    displayName: str
+    description: str
+
+
+class PermissionList(Wire):
+    permissions: list[Permission]
+
+
+class PermissionNames(Wire):
+    permissions: list[str]
+
+
+class Role(Wire):
+    id: str
+    displayName: str
+    description: str
+    permissions: list[str] | None = None
+
+
+class RoleAnswer(Wire):
+    role: Role
+
+
+class RoleList(Wire):
+    roles: list[Role]
+
+
+class Owner(Wire):
+    id: str
+    email: str | None
+    givenName: str
+    surname: str
+    organization: str
+
+
+class UserMember(Owner):
+    roles: list[Role]
+
+
+class UserMemberAnswer(Wire):
+    member: UserMember
+
+
+class OwnerAnswer(Wire):
+    member: Owner
+
+
+class MemberList(Wire):
+    members: list[UserMember | Owner]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class MembersAdded(Wire):
+    members: list[UserMember]
+    invitations: list[dict[str, Any]]
+
+
+# ---------------------------------------------------------------------------------------- iModels
+
+
+class StorageLink(Wire):
+    href: str
+    storageType: str
+
+
+class LatLong(Wire):
+    latitude: float
+    longitude: float
+
+
+class Extent(Wire):
+    southWest: LatLong
+    northEast: LatLong
+
+
+class IModel(Wire):
+    id: str
+    displayName: str
+    name: str | None = None
+    description: str | None = None
+    state: str | None = None
+    createdDateTime: str | None = None
+    lastChangesetPushDateTime: str | None = None
+    iTwinId: str | None = None
+    extent: Extent | None = None
+    containersEnabled: int | None = None
+    dataCenterLocation: str | None = None
+    geographicCoordinateSystem: dict[str, Any] | None = None
+    links: dict[str, Href | StorageLink | None] | None = Field(default=None, alias="_links")
+
+
+class IModelAnswer(Wire):
+    iModel: IModel
+
+
+class IModelList(Wire):
+    iModels: list[IModel]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class BaselineFile(Wire):
+    id: str
+    displayName: str
+    fileSize: int
+    state: str
+    links: dict[str, Href | StorageLink | None] = Field(alias="_links")
+
+
+class BaselineFileAnswer(Wire):
+    baselineFile: BaselineFile
+
+
+class CopySource(Wire):
+    iModelId: str
+    changesetId: str
+
+
+class CreateOperation(Wire):
+    state: str
+    clonedFrom: CopySource | None = None
+    forkedFrom: CopySource | None = None
+
+
+class CreateOperationAnswer(Wire):
+    createOperation: CreateOperation
+
+
+class Application(Wire):
+    id: str
+    name: str | None
+
+
+class SynchronizationInfo(Wire):
+    taskId: str | None = None
+    changedFiles: list[str] | None = None
+
+
+class Changeset(Wire):
+    id: str
+    displayName: str
+    description: str | None = None
+    index: int | None
+    parentId: str
+    creatorId: str
+    pushDateTime: str | None
+    state: str
+    containingChanges: int
+    fileSize: int
+    briefcaseId: int
+    groupId: str | None
+    application: Application | None = None
+    synchronizationInfo: SynchronizationInfo | None = None
+    links: dict[str, Href | StorageLink | None] = Field(alias="_links")
+
+
+class ChangesetAnswer(Wire):
+    changeset: Changeset
+
+
+class ChangesetList(Wire):
+    changesets: list[Changeset]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class Checkpoint(Wire):
+    changesetId: str
+    changesetIndex: int
+    size: int
+    state: str
+    dbName: str
+    directoryAccessInfo: dict[str, Any] | None
+    containerAccessInfo: dict[str, Any] | None
+    links: dict[str, StorageLink | None] = Field(alias="_links")
+
+
+class CheckpointAnswer(Wire):
+    checkpoint: Checkpoint
+
+
+class ExtendedData(Wire):
+    changesetId: str
+    changesetIndex: int
+    data: str
+
+
+class ExtendedDataAnswer(Wire):
+    extendedData: ExtendedData
+
+
+class ExtendedDataList(Wire):
+    extendedData: list[ExtendedData]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class ChangesetGroup(Wire):
+    id: str
+    description: str | None
+    state: str
+    creatorId: str
+    createdDateTime: str | None
+    links: dict[str, Href] = Field(alias="_links")
+
+
+class ChangesetGroupAnswer(Wire):
+    changesetGroup: ChangesetGroup
+
+
+class ChangesetGroupList(Wire):
+    changesetGroups: list[ChangesetGroup]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class NamedVersion(Wire):
+    id: str
+    displayName: str
+    changesetId: str | None
+    changesetIndex: int
+    name: str | None = None
+    description: str | None = None
+    createdDateTime: str | None = None
+    state: str | None = None
+    application: Application | None = None
+    links: dict[str, Href | None] | None = Field(default=None, alias="_links")
+
+
+class NamedVersionAnswer(Wire):
+    namedVersion: NamedVersion
+
+
+class NamedVersionList(Wire):
+    namedVersions: list[NamedVersion]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class Briefcase(Wire):
+    id: str
+    displayName: str
+    briefcaseId: int | None = None
+    ownerId: str | None = None
+    acquiredDateTime: str | None = None
+    fileSize: int | None = None
+    deviceName: str | None = None
+    application: Application | None = None
+    links: dict[str, Href] | None = Field(default=None, alias="_links")
+
+
+class BriefcaseAnswer(Wire):
+    briefcase: Briefcase
+
+
+class BriefcaseList(Wire):
+    briefcases: list[Briefcase]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class LockedObjects(Wire):
+    lockLevel: str
+    objectIds: list[str]
+
+
+class Lock(Wire):
+    briefcaseId: int
+    lockedObjects: list[LockedObjects]
+
+
+class LockAnswer(Wire):
+    lock: Lock
+
+
+class LockList(Wire):
+    locks: list[Lock]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class ReleasedLocks(Wire):
+    releasedLocks: list[LockedObjects]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+class ReleaseChunkAnswer(Wire):
+    isLastChunk: bool
+
+
+class UserStatistics(Wire):
+    briefcasesCount: int | None = None
+    createdVersionsCount: int | None = None
+    pushedChangesetsCount: int | None = None
+    lastChangesetPushDate: str | None = None
+    applications: list[dict[str, Any]] | None = None
+
+
+class IModelUser(Wire):
+    id: str
+    displayName: str
+    givenName: str | None = None
+    surname: str | None = None
+    email: str | None = None
+    statistics: UserStatistics | None = None
+    links: dict[str, Href] | None = Field(default=None, alias="_links")
+
+
+class IModelUserAnswer(Wire):
+    user: IModelUser
+
+
+class IModelUserList(Wire):
+    users: list[IModelUser]
+    links: PageLinks | None = Field(default=None, alias="_links")
+
+
+# --------------------------------------------------------------------------------------- identity
+
+
+class Discovery(Wire):
+    issuer: str
+    jwks_uri: str
+    token_endpoint: str
+    authorization_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+
+
+class Jwks(Wire):
+    keys: list[dict[str, Any]]
+
+
+class TokenAnswer(Wire):
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str | None = None
+    id_token: str | None = None
+
+
+class OAuthError(Wire):
+    error: str
+    error_description: str | None = None
+
+
+class UserInfo(Wire):
+    sub: str
+
+
+class TokenForm(BaseModel):
+    grant_type: str
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = None
+    code: str | None = None
+    redirect_uri: str | None = None
+    code_verifier: str | None = None
+
+
+class SignInForm(BaseModel):
+    client_id: str
+    redirect_uri: str
+    response_type: str
+    scope: str
+    email: str
+    password: str
+    state: str | None = None
+    nonce: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
