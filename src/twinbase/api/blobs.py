@@ -42,6 +42,7 @@ router = APIRouter()
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BLOCK_LIST = 4 * 1024 * 1024
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
+WRITE_BATCH = 8 * 1024 * 1024
 MAX_BLOCKS = 50_000
 
 
@@ -168,10 +169,19 @@ def _invalid(message: str, target: str) -> InvalidRequest:
 async def _receive_into(store: LocalBlobStore, request: Request, key: str) -> BlobInfo:
     """Stream the request body into ``key``; a broken or aborted upload leaves the old blob as it was."""
     writer = store.writer(key)
+    # Disk writes run off the event loop, a batch of body chunks at a time (one thread hop per batch;
+    # a list and one join, since growing one buffer would copy the bytes many times over).
+    pending: list[bytes] = []
+    pending_size = 0
     try:
         async for chunk in request.stream():
-            if chunk:
-                writer.write(chunk)
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= WRITE_BATCH:
+                await run_in_threadpool(writer.write, b"".join(pending))
+                pending, pending_size = [], 0
+        if pending_size:
+            await run_in_threadpool(writer.write, b"".join(pending))
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) != writer.size:
             raise _invalid("The body is shorter than its Content-Length.", "Content-Length")
