@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -159,3 +160,41 @@ def test_completed_baseline_cannot_be_rewritten(blob_server: Server) -> None:
     # The hash is that of the bytes the baseline serves (the initialized, stamped file).
     assert stored_sha256(blob_server, sql, i=created["id"]) == hashlib.sha256(served).hexdigest()
     assert_refused(blob_server, httpx.put(up, content=b"z" * 40, headers=BLOCK_BLOB))
+
+
+def test_puts_racing_the_completion_never_change_the_completed_bytes(blob_server: Server) -> None:
+    """PUTs of other same-size payloads keep arriving while the changeset completes: the completed file
+    is one whole payload, its recorded hash is that of the bytes served, and later PUTs change nothing."""
+    client = blob_server.user()
+    imodel_id = empty_imodel(client)
+    briefcase = acquire(client, imodel_id)
+    payloads = [bytes([n]) * 200_000 for n in range(1, 9)]
+    cs = new_changeset(client, imodel_id, briefcase, len(payloads[0]))
+    up = cs["_links"]["upload"]["href"]
+    assert httpx.put(up, content=payloads[0], headers=BLOCK_BLOB).status_code == 201
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def hammer(n: int) -> None:
+        with httpx.Client() as c:
+            while not stop.is_set():
+                statuses.append(c.put(up, content=payloads[n], headers=BLOCK_BLOB).status_code)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    try:
+        done = complete(client, cs, briefcase)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert done.status_code == 200, done.text
+    href = client.get(f"/imodels/{imodel_id}/changesets/1").json()["changeset"]["_links"]["download"]["href"]
+    served = httpx.get(href).content
+    assert served in payloads
+    sql = "SELECT content_sha256 FROM changesets WHERE imodel_id = :i AND id = :c"
+    assert stored_sha256(blob_server, sql, i=imodel_id, c=cs["id"]) == hashlib.sha256(served).hexdigest()
+    assert set(statuses) <= {201, 409, 412}, statuses  # accepted before completion, refused after
+    assert_refused(blob_server, httpx.put(up, content=payloads[4], headers=BLOCK_BLOB))
+    assert httpx.get(href).content == served
