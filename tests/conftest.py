@@ -4,6 +4,11 @@
 both metadata backends, so every test that uses it runs twice. PostgreSQL (127.0.0.1:5432, trust
 auth) must be running: a missing database fails the run, it never skips. Set
 ``TWINBASE_TEST_DB=sqlite`` or ``postgres`` to run one backend while developing.
+
+Blob backends: ``blob_server`` adds the dimension (local folder, Azure Blob Storage via Azurite) for
+the tests of file links; ``azure_server`` is one server (SQLite) on Azurite for the compat tests.
+``azurite`` starts Microsoft's emulator from ``compat/node_modules`` once per session: if it cannot
+start, the tests fail (never skip).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Server:
     process: subprocess.Popen[bytes]
     backend: str
     env: dict[str, str] = field(default_factory=dict)
+    blob_backend: str = "local"
     _issuer: TokenIssuer | None = None
 
     @property
@@ -134,7 +140,7 @@ def start_server(data_dir: Path, database_url: str, backend: str, **env: str) ->
     else:
         proc.kill()
         raise RuntimeError("server did not start in 60 s")
-    return Server(base, data_dir, database_url, proc, backend, env)
+    return Server(base, data_dir, database_url, proc, backend, env, env.get("TWINBASE_BLOB_BACKEND", "local"))
 
 
 def _backends() -> list[str]:
@@ -142,10 +148,126 @@ def _backends() -> list[str]:
     return ["sqlite", "postgres"] if choice == "both" else [choice]
 
 
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's fixed, publicly documented development key (not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass
+class Azurite:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+        )
+
+    def server_env(self) -> dict[str, str]:
+        """Settings of a twinbase server on this Azurite, in a container of its own."""
+        return {
+            "TWINBASE_BLOB_BACKEND": "azure",
+            "TWINBASE_AZURE_CONNECTION_STRING": self.connection_string,
+            "TWINBASE_AZURE_CONTAINER": f"tb-{uuid.uuid4().hex[:12]}",
+        }
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    from test_compat_itwins import _tool, ensure_node_modules
+
+    node = _tool("node")
+    ensure_node_modules()
+    binary = ROOT / "compat" / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: azurite is a dependency in compat/package.json (npm ci)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("azurite")
+    log_path = workdir / "azurite.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [node, str(binary), "--silent", "--disableTelemetry", "--inMemoryPersistence",
+             "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(port)],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"Azurite exited ({proc.returncode}): {log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"Azurite did not listen on port {port} in 60 s: {log_path.read_text()}")
+            time.sleep(0.1)
+    try:
+        yield Azurite(port, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class ServerPool:
+    """Session servers by (metadata backend, blob backend): started on first use, stopped at the end."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.running: dict[tuple[str, str], running_server] = {}
+
+    def get(self, backend: str, azurite: Azurite | None = None) -> Server:
+        blob_backend = "local" if azurite is None else "azure"
+        found = self.running.get((backend, blob_backend))
+        if found is None:
+            env = {} if azurite is None else azurite.server_env()
+            found = running_server(backend, self.tmp_path_factory, **env)
+            found.__enter__()
+            self.running[(backend, blob_backend)] = found
+        assert found.server is not None
+        return found.server
+
+    def close(self) -> None:
+        for each in self.running.values():
+            each.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    pool = ServerPool(tmp_path_factory)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture(scope="session", params=_backends())
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(request.param, tmp_path_factory) as srv:
-        yield srv
+def server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Server:
+    return server_pool.get(request.param)
+
+
+@pytest.fixture(
+    scope="session",
+    params=[(db, blob) for db in _backends() for blob in ("local", "azure")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
+def blob_server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Server:
+    """A server per metadata backend and per blob backend (local folder, Azurite)."""
+    db, blob = request.param
+    return server_pool.get(db, request.getfixturevalue("azurite") if blob == "azure" else None)
+
+
+@pytest.fixture(scope="session")
+def azure_server(server_pool: ServerPool, azurite: Azurite) -> Server:
+    """One server on SQLite whose blobs live in Azurite (the compat tests' Azure run)."""
+    return server_pool.get("sqlite", azurite)
 
 
 class running_server:

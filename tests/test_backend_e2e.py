@@ -17,3 +17,9 @@ from test_compat_imodels import run_compat_script
 
 def test_backend_push_pull_locks_with_twinbase_as_hub(server: Server) -> None:
     run_compat_script(server, "backend-e2e.mjs")
+
+
+def test_backend_with_azure_blob_storage(azure_server: Server) -> None:
+    """The same run with the Azure backend (Azurite): checkpoints, changesets and the baseline move
+    between iTwin.js and the blob service through SAS URLs, never through twinbase."""
+    run_compat_script(azure_server, "backend-e2e.mjs")

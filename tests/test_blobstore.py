@@ -1,18 +1,113 @@
-"""The local blob store and URL signing, in-process (no server needed)."""
+"""The blob stores behind the ``BlobStore`` seam, in-process: the local folder, and Azure Blob Storage
+on Azurite (``store`` runs each test on both). URL signing and its key file, prefix (bundle) links."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from conftest import Azurite, Server, running_server
 from twinbase.errors import BlobNotFound
-from twinbase.store.blobs import InvalidBlobKey, LocalBlobStore, UrlSigner, check_key
+from twinbase.store.blobs import (
+    BlobStore,
+    InvalidBlobKey,
+    LocalBlobStore,
+    SigningKeyError,
+    UrlSigner,
+    check_key,
+    keys,
+    sha256_of,
+)
+from twinbase.store.blobs.azure import AzureBlobStore
 
 
-def test_put_stat_read_ranges(tmp_path: Path) -> None:
+def azure_store(azurite: Azurite) -> AzureBlobStore:
+    return AzureBlobStore.from_connection_string(azurite.connection_string, f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["local", "azure"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobStore(tmp_path / "blobs", UrlSigner.from_file(tmp_path / "k"))
+    else:
+        yield azure_store(request.getfixturevalue("azurite"))
+
+
+def read(store: BlobStore, key: str) -> bytes:
+    return b"".join(store.open_range(key))
+
+
+def test_seam_put_stat_ranges_compose_promote_download(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(9 * 1024 * 1024 + 17)  # more than one Azure block
+    info = store.put("a/b/file.bin", (data[i : i + 65536] for i in range(0, len(data), 65536)))
+    assert info.size == len(data) and store.stat("a/b/file.bin").etag == info.etag
+    assert read(store, "a/b/file.bin") == data
+    assert b"".join(store.open_range("a/b/file.bin", 10, 20)) == data[10:21]
+    assert b"".join(store.open_range("a/b/file.bin", len(data) - 5)) == data[-5:]
+    assert sha256_of(store, "a/b/file.bin") == hashlib.sha256(data).hexdigest()
+    # compose: the parts in the order given, once each; the parts stay
+    store.put("parts/1", [b"abc"])
+    store.put("parts/2", [b"def"])
+    assert store.compose("whole", ["parts/2", "parts/1", "parts/2"]).size == 9
+    assert read(store, "whole") == b"defabcdef" and read(store, "parts/1") == b"abc"
+    with pytest.raises(BlobNotFound):
+        store.compose("whole2", ["parts/1", "parts/missing"])
+    # download_to: a local file with the same bytes; upload_from: back again
+    target = tmp_path / "copy.bin"
+    assert store.download_to("a/b/file.bin", target).size == len(data)
+    assert target.read_bytes() == data
+    assert store.upload_from("c/from-file.bin", target).size == len(data)
+    # promote: moved, the source is gone (as far as stat and reads go)
+    store.put("uploads/x/y.cs", [b"staged"])
+    assert store.promote("uploads/x/y.cs", "x/y.cs").size == 6
+    assert read(store, "x/y.cs") == b"staged"
+    with pytest.raises(BlobNotFound):
+        store.stat("uploads/x/y.cs")
+    with pytest.raises(BlobNotFound):
+        store.promote("uploads/x/none.cs", "x/none.cs")
+
+
+def test_put_is_atomic_on_failure(store: BlobStore) -> None:
+    store.put("k.bin", [b"old"])
+
+    def broken() -> Iterator[bytes]:
+        yield b"new-part" * 2_000_000  # past one Azure block: staged, never committed
+        raise OSError("disk unplugged")
+
+    with pytest.raises(OSError):
+        store.put("k.bin", broken())
+    assert read(store, "k.bin") == b"old"
+    if isinstance(store, LocalBlobStore):
+        assert not list((store.root / ".tmp").iterdir())
+
+
+def test_missing_and_delete(store: BlobStore) -> None:
+    with pytest.raises(BlobNotFound):
+        store.stat("nope")
+    with pytest.raises(BlobNotFound):
+        b"".join(store.open_range("nope"))
+    store.put("d/x", [b"1"])
+    store.put("d/y", [b"2"])
+    store.put("dz", [b"3"])
+    store.delete("d/x")
+    store.delete("d/x")  # idempotent
+    with pytest.raises(BlobNotFound):
+        store.stat("d/x")
+    store.delete_prefix("d")
+    with pytest.raises(BlobNotFound):
+        store.stat("d/y")
+    assert read(store, "dz") == b"3"  # a prefix is a folder, not a string prefix
+
+
+def test_local_put_stat_read_ranges(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     data = os.urandom(3 * 1024 * 1024 + 17)
     info = store.put("a/b/file.bin", (data[i : i + 65536] for i in range(0, len(data), 65536)))
@@ -21,20 +116,6 @@ def test_put_stat_read_ranges(tmp_path: Path) -> None:
     assert b"".join(store.open_range("a/b/file.bin", 10, 20)) == data[10:21]
     assert b"".join(store.open_range("a/b/file.bin", len(data) - 5)) == data[-5:]
     assert store.stat("a/b/file.bin").etag == info.etag
-
-
-def test_put_is_atomic_on_failure(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    store.put("k.bin", [b"old"])
-
-    def broken() -> object:
-        yield b"new-part"
-        raise OSError("disk unplugged")
-
-    with pytest.raises(OSError):
-        store.put("k.bin", broken())  # type: ignore[arg-type]
-    assert b"".join(store.open_range("k.bin")) == b"old"
-    assert not list((tmp_path / ".tmp").iterdir())
 
 
 def test_concurrent_puts_never_mix(tmp_path: Path) -> None:
@@ -50,23 +131,6 @@ def test_concurrent_puts_never_mix(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert b"".join(store.open_range("same.bin")) in payloads
-
-
-def test_missing_and_delete(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    with pytest.raises(BlobNotFound):
-        store.stat("nope")
-    with pytest.raises(BlobNotFound):
-        store.open_range("nope")
-    store.put("d/x", [b"1"])
-    store.put("d/y", [b"2"])
-    store.delete("d/x")
-    store.delete("d/x")  # idempotent
-    with pytest.raises(BlobNotFound):
-        store.stat("d/x")
-    store.delete_prefix("d")
-    with pytest.raises(BlobNotFound):
-        store.stat("d/y")
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../b", "a//b", "", ".hidden", "a/ b"])
@@ -105,3 +169,118 @@ def test_sweep_removes_only_old_leftovers(tmp_path: Path) -> None:
     assert store.sweep() == 2
     assert not old.exists() and not staged.exists() and fresh.exists()
     assert b"".join(store.open_range("kept")) == b"k"
+
+
+# ------------------------------------------------------------------------------- signing key file
+
+
+def test_signing_key_is_created_whole_and_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    path = tmp_path / "keys" / "url-signing.key"
+    UrlSigner.from_file(path)
+    assert len(path.read_bytes()) >= 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert synced == [False, True]  # the file, then its folder
+    assert os.listdir(path.parent) == ["url-signing.key"]  # no temporary file left
+
+
+def test_concurrent_first_starts_agree_on_one_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "url-signing.key"
+    signatures: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        barrier.wait()
+        signatures.append(UrlSigner.from_file(path).signature("x", 5))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(signatures) == 8 and len(set(signatures)) == 1
+    assert os.listdir(path.parent) == ["url-signing.key"]
+
+
+@pytest.mark.parametrize("content", [b"", b"short"])
+def test_a_short_signing_key_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "url-signing.key"
+    path.write_bytes(content)
+    with pytest.raises(SigningKeyError, match="at least 32"):
+        UrlSigner.from_file(path)
+    assert path.read_bytes() == content  # never silently replaced: links signed with it would break
+
+
+def test_serve_refuses_an_empty_signing_key(tmp_path_factory: pytest.TempPathFactory) -> None:
+    ctx = running_server("sqlite", tmp_path_factory)
+    key_file = ctx.tmp / "data" / "keys" / "url-signing.key"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_bytes(b"")
+    with pytest.raises(RuntimeError, match=r"URL-signing key .* has 0 bytes; at least 32"):
+        ctx.__enter__()
+    ctx.__exit__(None, None, None)
+
+
+def test_local_commit_fsyncs_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalBlobStore(tmp_path)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    store.put("a/b/c.bin", [b"data"])
+    assert synced == ["file", "dir"]
+    synced.clear()
+    store.promote("a/b/c.bin", "a/d.bin")
+    assert synced == ["dir"]
+
+
+# ------------------------------------------------------------------------------------ bundle links
+
+
+def _bundle_files(store: BlobStore) -> tuple[str, dict[str, bytes]]:
+    bundle = keys.bundle(uuid.uuid4().hex)
+    files = {"tileset.json": b'{"root": {}}', "tiles/0/0.b3dm": os.urandom(3000), "tiles/1.b3dm": b"one"}
+    for rel, data in files.items():
+        store.put(f"{bundle}/{rel}", [data])
+    return bundle, files
+
+
+def _check_prefix_link(store: BlobStore, base_url: str) -> None:
+    bundle, files = _bundle_files(store)
+    link = store.presign_prefix(bundle, "r", 600, base_url)
+    with httpx.Client() as c:
+        for rel, data in files.items():
+            resp = c.get(link.url(rel))
+            assert resp.status_code == 200 and resp.content == data, (rel, resp.text)
+        # The same query is worth nothing outside the bundle, nor for writing.
+        other, _ = _bundle_files(store)
+        outside = f"{link.base.rsplit('/', 1)[0]}/{other.rsplit('/', 1)[1]}/tileset.json?{link.query}"
+        assert c.get(outside).status_code in (403, 404)
+        put = c.put(link.url("tileset.json"), content=b"x", headers={"x-ms-blob-type": "BlockBlob"})
+        assert put.status_code in (403, 404)
+        assert c.get(link.url("tileset.json")).content == files["tileset.json"]
+    with pytest.raises(ValueError):
+        store.presign_prefix("imodels", "r", 600, base_url)
+    store.delete_prefix(bundle)
+    with pytest.raises(BlobNotFound):
+        store.stat(f"{bundle}/tileset.json")
+
+
+def test_prefix_link_local(server: Server) -> None:
+    # In-process writes into the running server's blob folder; the server serves the link.
+    signer = UrlSigner.from_file(server.data_dir / "keys" / "url-signing.key")
+    _check_prefix_link(LocalBlobStore(server.data_dir / "blobs", signer), server.base_url)
+
+
+def test_prefix_link_azure(azurite: Azurite) -> None:
+    _check_prefix_link(azure_store(azurite), "")

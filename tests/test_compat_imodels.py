@@ -105,3 +105,9 @@ def test_imodels_client_management_6_2_2(server: Server) -> None:
 def test_imodels_client_authoring_6_0_2(server: Server) -> None:
     assert SAMPLE_BIM.exists(), f"test data missing: {SAMPLE_BIM} (see ../shared/data/README.md)"
     run_compat_script(server, "imodels-authoring.mjs", TWINBASE_BASELINE=str(SAMPLE_BIM))
+
+
+def test_imodels_clients_with_azure_blob_storage(azure_server: Server) -> None:
+    """Once more with the Azure backend (Azurite): every file link is a SAS URL to the blob service."""
+    run_compat_script(azure_server, "imodels-management.mjs")
+    run_compat_script(azure_server, "imodels-authoring.mjs", TWINBASE_BASELINE=str(SAMPLE_BIM))

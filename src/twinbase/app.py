@@ -35,7 +35,7 @@ from twinbase.domain import itwin_exports as export_jobs
 from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
 from twinbase.jobs.queue import JobQueue
 from twinbase.settings import Settings
-from twinbase.store.blobs import LocalBlobStore, UrlSigner
+from twinbase.store.blobs import UrlSigner, build_blob_store
 from twinbase.store.db import Database, upgrade
 
 log = logging.getLogger("twinbase")
@@ -74,13 +74,12 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     key = SigningKey.load_or_create(settings.key_dir) if settings.auth_mode == "builtin" else None
     issuer = TokenIssuer(settings, key) if key is not None else None
     jobs = JobQueue(db)
-    blobs = LocalBlobStore(settings.blob_root)
-    blobs.sweep()
+    signer = UrlSigner.from_file(settings.key_dir / "url-signing.key")
     svc = Services(
         settings=settings,
         db=db,
-        blobs=blobs,
-        signer=UrlSigner.from_file(settings.key_dir / "url-signing.key"),
+        blobs=build_blob_store(settings, signer),
+        signer=signer,
         key=key,
         issuer=issuer,
         verifier=TokenVerifier(settings, key),

@@ -8,6 +8,7 @@ fails when one is missing there.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,21 @@ class Settings(BaseModel):
     )
     blob_dir: Path | None = Field(
         default=None, description="Folder of the local blob store. Empty: `<data_dir>/blobs`."
+    )
+    blob_backend: Literal["local", "azure"] = Field(
+        default="local",
+        description="Where file bytes live: `local` (the blob folder, links served by twinbase) or "
+        "`azure` (Azure Blob Storage; every file link is a SAS URL to the blob service).",
+    )
+    azure_connection_string: str = Field(
+        default="",
+        description="`azure` backend: the storage account's connection string (account name, key and "
+        "blob endpoint; Azurite's works too). The endpoint must be reachable by the clients.",
+    )
+    azure_container: str = Field(
+        default="twinbase",
+        description="`azure` backend: the container of twinbase's files (created if missing); bundles "
+        "get their own containers named `<container>-<bundle id>`.",
     )
     public_url: str = Field(
         default="",
@@ -103,6 +119,14 @@ class Settings(BaseModel):
         if self.blob_dir is None:
             self.blob_dir = self.data_dir / "blobs"
         self.public_url = self.public_url.rstrip("/")
+        if self.blob_backend == "azure":
+            if not self.azure_connection_string:
+                raise ValueError("blob_backend 'azure' needs azure_connection_string")
+            if not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?!-)){2,29}", self.azure_container):
+                raise ValueError("azure_container: 3 to 30 lowercase letters, digits and single hyphens")
+            if self.storage_type != "azure":
+                # SAS links take only the block-blob protocol; a plain-PUT client would be refused.
+                raise ValueError("blob_backend 'azure' needs storage_type 'azure'")
         return self
 
     @property

@@ -1,4 +1,4 @@
-"""Signed blob links: ``/blobs/{key}?sp=&se=&sig=``, fetched and uploaded without an Authorization header.
+"""Signed blob links of the local store: ``/blobs/{key}?sp=&se=&sig=``, used without an Authorization header.
 
 Two client flavours are served by the same URLs, as the iModels clients expect (reference §4):
 - plain: ``GET`` (200, or 206 for a ``Range``) and ``PUT`` of the whole body (any 2xx);
@@ -7,14 +7,17 @@ Two client flavours are served by the same URLs, as the iModels clients expect (
   and ``GET`` with ``x-ms-range`` / ``If-Match`` on retries.
 
 Bodies stream to the blob store chunk by chunk; nothing holds a whole file in memory.
+
+Uploads go only to upload keys (``keys.upload``), and only while the owning changeset or baseline
+waits for its file: afterwards a PUT is refused with 409 ``UploadCompleted`` (below) and the final
+bytes, under another key that no link can write, never change. A bundle link (``sr=d``) reads every
+key under its prefix. With the Azure backend no link points here: every request is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from email.utils import formatdate
 
 from fastapi import APIRouter, Request
@@ -23,14 +26,24 @@ from starlette.responses import Response, StreamingResponse
 
 from twinbase.api.deps import Services, services
 from twinbase.api.openapi import Op, Param, api_docs, enum, string
-from twinbase.errors import BlobNotFound, ErrorDetail, InvalidRequest, PayloadTooLarge, TwinbaseError
-from twinbase.store.blobs import BlobInfo, InvalidBlobKey, check_key
+from twinbase.domain.uploads import UploadState, upload_state
+from twinbase.errors import (
+    BlobNotFound,
+    Conflict,
+    ErrorDetail,
+    InvalidRequest,
+    PayloadTooLarge,
+    TwinbaseError,
+)
+from twinbase.store.blobs import BlobInfo, InvalidBlobKey, LocalBlobStore, check_key
+from twinbase.store.blobs import keys as blob_keys
 
 router = APIRouter()
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BLOCK_LIST = 4 * 1024 * 1024
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
+WRITE_BATCH = 8 * 1024 * 1024
 MAX_BLOCKS = 50_000
 
 
@@ -38,6 +51,15 @@ class RangeNotSatisfiable(TwinbaseError):
     status = 416
     code = "InvalidRange"
     default_message = "The requested byte range cannot be satisfied."
+
+
+class UploadCompleted(Conflict):
+    """409, not 403: the link is genuine and was allowed to write; what changed is the file's state
+    (completed, now immutable history), which is what Conflict means and how the blob service answers
+    a write to an immutable blob (409 ``BlobImmutableDueToPolicy``)."""
+
+    code = "UploadCompleted"
+    default_message = "The file of this upload link was completed; its bytes can no longer change."
 
 
 class ConditionNotMet(TwinbaseError):
@@ -60,10 +82,34 @@ def _content_type(key: str) -> str:
     return "application/octet-stream"
 
 
-def _authorize(svc: Services, request: Request, key: str, perm: str) -> None:
+def _local_store(svc: Services) -> LocalBlobStore:
+    if not isinstance(svc.blobs, LocalBlobStore):
+        raise BlobNotFound("The link is invalid or has expired.")
+    return svc.blobs
+
+
+def _authorize(svc: Services, request: Request, key: str, perm: str) -> LocalBlobStore:
+    store = _local_store(svc)
     q = request.query_params
-    if q.get("sp", "r") != perm or not svc.signer.verify(key, q.get("se"), q.get("sig"), perm=perm):
+    # ``sr=d``: a bundle link, good for reading any key under the prefix it signs (never for writes).
+    depth = q.get("sdd") if q.get("sr") == "d" and perm == "r" else None
+    if q.get("sp", "r") != perm or not svc.signer.verify(
+        key, q.get("se"), q.get("sig"), perm=perm, depth=depth
+    ):
         # Same answer for a bad signature and a missing blob: a link either works or it does not.
+        raise BlobNotFound("The link is invalid or has expired.")
+    return store
+
+
+async def _check_upload_open(svc: Services, key: str) -> None:
+    def state() -> UploadState:
+        with svc.db.read() as session:
+            return upload_state(session, key)
+
+    found = await run_in_threadpool(state)
+    if found is UploadState.CLOSED:
+        raise UploadCompleted()
+    if found is UploadState.UNKNOWN:
         raise BlobNotFound("The link is invalid or has expired.")
 
 
@@ -80,8 +126,8 @@ def _blob_headers(info: BlobInfo) -> dict[str, str]:
 @router.api_route("/blobs/{key:path}", methods=["GET", "HEAD"])
 def download(request: Request, key: str) -> Response:
     svc = services(request)
-    _authorize(svc, request, key, "r")
-    info = svc.blobs.stat(key)
+    store = _authorize(svc, request, key, "r")
+    info = store.stat(key)
     headers = {**_blob_headers(info), "Cache-Control": "private, max-age=300"}
     if_match = request.headers.get("if-match")
     if if_match and if_match not in ("*", info.etag):
@@ -106,16 +152,11 @@ def download(request: Request, key: str) -> Response:
         return Response(status_code=status, headers=headers, media_type=_content_type(key))
     return StreamingResponse(
         # Large reads: each chunk is one hop to a worker thread and one write to the socket.
-        svc.blobs.open_range(key, start, end, chunk_size=DOWNLOAD_CHUNK) if info.size else iter(()),
+        store.open_range(key, start, end, chunk_size=DOWNLOAD_CHUNK) if info.size else iter(()),
         status_code=status,
         headers=headers,
         media_type=_content_type(key),
     )
-
-
-def _staging_key(key: str, block_id: str) -> str:
-    folder = hashlib.sha1(key.encode()).hexdigest()
-    return f"staging/{folder}/{hashlib.sha1(block_id.encode()).hexdigest()}"
 
 
 def _invalid(message: str, target: str) -> InvalidRequest:
@@ -126,13 +167,22 @@ def _invalid(message: str, target: str) -> InvalidRequest:
     )
 
 
-async def _receive_into(svc: Services, request: Request, key: str) -> BlobInfo:
+async def _receive_into(store: LocalBlobStore, request: Request, key: str) -> BlobInfo:
     """Stream the request body into ``key``; a broken or aborted upload leaves the old blob as it was."""
-    writer = svc.blobs.writer(key)
+    writer = store.writer(key)
+    # Disk writes run off the event loop, a batch of body chunks at a time (one thread hop per batch;
+    # a list and one join, since growing one buffer would copy the bytes many times over).
+    pending: list[bytes] = []
+    pending_size = 0
     try:
         async for chunk in request.stream():
-            if chunk:
-                writer.write(chunk)
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= WRITE_BATCH:
+                await run_in_threadpool(writer.write, b"".join(pending))
+                pending, pending_size = [], 0
+        if pending_size:
+            await run_in_threadpool(writer.write, b"".join(pending))
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) != writer.size:
             raise _invalid("The body is shorter than its Content-Length.", "Content-Length")
@@ -156,22 +206,23 @@ async def upload(request: Request, key: str) -> Response:
         check_key(key)
     except InvalidBlobKey as exc:
         raise BlobNotFound() from exc
-    _authorize(svc, request, key, "w")
+    store = _authorize(svc, request, key, "w")
+    await _check_upload_open(svc, key)
     comp = request.query_params.get("comp")
     if comp == "block":
         block_id = request.query_params.get("blockid", "")
         if not block_id or len(block_id) > 128:
             raise _invalid("blockid is missing or too long.", "blockid")
-        await _receive_into(svc, request, _staging_key(key, block_id))
+        await _receive_into(store, request, blob_keys.block(key, block_id))
         return Response(status_code=201, headers={"x-ms-version": "2021-08-06"})
     if comp == "blocklist":
-        return await _commit_block_list(svc, request, key)
+        return await _commit_block_list(store, request, key)
     if comp is not None:
         raise _invalid(f"comp={comp} is not supported.", "comp")
-    return _created(await _receive_into(svc, request, key))
+    return _created(await _receive_into(store, request, key))
 
 
-async def _commit_block_list(svc: Services, request: Request, key: str) -> Response:
+async def _commit_block_list(store: LocalBlobStore, request: Request, key: str) -> Response:
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -184,24 +235,19 @@ async def _commit_block_list(svc: Services, request: Request, key: str) -> Respo
     block_ids = [el.text or "" for el in root if el.tag in ("Latest", "Uncommitted", "Committed")]
     if not block_ids or len(block_ids) > MAX_BLOCKS:
         raise _invalid("The block list is empty or too long.", "body")
-    staged = [_staging_key(key, b) for b in block_ids]
-    for staged_key in staged:
-        try:
-            svc.blobs.stat(staged_key)
-        except BlobNotFound as exc:
-            raise _invalid("The block list names a block that was not uploaded.", "body") from exc
+    staged = [blob_keys.block(key, b) for b in block_ids]
 
     def concatenate() -> BlobInfo:
-        def parts() -> Iterator[bytes]:
-            for staged_key in staged:
-                yield from svc.blobs.open_range(staged_key)
-
-        info = svc.blobs.put(key, parts())
+        info = store.compose(key, staged)
         for staged_key in set(staged):
-            svc.blobs.delete(staged_key)
+            store.delete(staged_key)
         return info
 
-    return _created(await run_in_threadpool(concatenate))
+    try:
+        info = await run_in_threadpool(concatenate)
+    except BlobNotFound as exc:
+        raise _invalid("The block list names a block that was not uploaded.", "body") from exc
+    return _created(info)
 
 
 _SIGNED = (

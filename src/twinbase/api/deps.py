@@ -17,7 +17,8 @@ from twinbase.errors import HeaderNotFound, InvalidAuthorizationScheme
 from twinbase.identity.tokens import Principal, SigningKey, TokenIssuer, TokenVerifier
 from twinbase.jobs.queue import JobQueue
 from twinbase.settings import Settings
-from twinbase.store.blobs import BlobStore, UrlSigner
+from twinbase.store.blobs import BlobStore, Perm, UrlSigner
+from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.db import Database
 
 
@@ -38,11 +39,17 @@ class Services:
     known_users_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def signed_url(self, base: str, key: str) -> str:
-        return self.signer.url(base, key, self.settings.signed_url_lifetime_seconds)
+        """A read link to one blob (images, export outputs): twinbase's own or the blob service's."""
+        return self.blobs.presign(key, "r", self.settings.signed_url_lifetime_seconds, base)
 
-    def storage_link(self, base: str, key: str, perm: str = "r") -> dict[str, str]:
-        """A ``StorageLink`` of the iModels API: ``{href, storageType}`` for download (r) or upload (w)."""
-        href = self.signer.url(base, key, self.settings.signed_url_lifetime_seconds, perm=perm)
+    def storage_link(self, base: str, key: str, perm: Perm = "r") -> dict[str, str]:
+        """A ``StorageLink`` of the iModels API: ``{href, storageType}``.
+
+        ``r``: a download link to ``key``. ``w``: an upload link, which writes to the staging key of
+        ``key`` (``keys.upload``), never to ``key`` itself: completion promotes the staged file.
+        """
+        target = blob_keys.upload(key) if perm == "w" else key
+        href = self.blobs.presign(target, perm, self.settings.signed_url_lifetime_seconds, base)
         return {"href": href, "storageType": self.settings.storage_type}
 
 

@@ -19,6 +19,7 @@ from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import imodel_ops as ops
 from twinbase.domain import imodels as domain
 from twinbase.errors import INVALID_IMODELS, BaselineFileNotFound
+from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import BaselineFile, IModel
 
 router = APIRouter()
@@ -82,7 +83,8 @@ def delete_imodel(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.write() as session:
         prefix = ops.delete_imodel(session, ctx.principal, imodel_id)
     try:
-        ctx.svc.blobs.delete_prefix(prefix)
+        for each in (prefix, blob_keys.upload(prefix)):  # its files, and uploads never completed
+            ctx.svc.blobs.delete_prefix(each)
     except OSError:  # the rows are gone: orphan files at worst, never a half-deleted iModel
         log.warning(
             "could not delete iModel files", extra={"action": "imodel_blobs_delete_failed", "key": prefix}

@@ -26,6 +26,7 @@ from twinbase.api.openapi import (
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import itwins as domain
 from twinbase.domain.listing import Page
+from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import ITwin
 
 router = APIRouter()
@@ -35,7 +36,7 @@ def image_url(ctx: Context, itwin: ITwin) -> str | None:
     name = domain.image_name(itwin, "l")
     if not name:
         return None
-    return ctx.svc.signed_url(ctx.base, f"itwins/{itwin.id}/{name}")
+    return ctx.svc.signed_url(ctx.base, blob_keys.itwin_image(itwin.id, name))
 
 
 def one(ctx: Context, itwin: ITwin, *, mode: Any = "representation", status: int = 200) -> Response:
@@ -172,7 +173,7 @@ def delete_itwin(ctx: Ctx, itwin_id: str) -> Response:
         itwin = domain.delete_itwin(session, ctx.principal, itwin_id)
         image = domain.image_name(itwin, "l")
     if image:
-        ctx.svc.blobs.delete_prefix(f"itwins/{itwin_id}")
+        ctx.svc.blobs.delete_prefix(blob_keys.itwin_prefix(itwin_id))
     return no_content()
 
 

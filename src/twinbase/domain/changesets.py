@@ -30,7 +30,7 @@ from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twinbase.domain import access, checkpoints
+from twinbase.domain import access, checkpoints, uploads
 from twinbase.domain.imodels import (
     Text255,
     application_of,
@@ -43,7 +43,6 @@ from twinbase.domain.imodels import (
 from twinbase.domain.itwins import iso
 from twinbase.domain.listing import Page, fetch_page
 from twinbase.errors import (
-    BlobNotFound,
     BriefcaseNotFound,
     ChangesetExists,
     ChangesetExtendedDataNotFound,
@@ -59,6 +58,7 @@ from twinbase.errors import (
 )
 from twinbase.identity.tokens import Principal
 from twinbase.store.blobs import BlobStore
+from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import (
     Briefcase,
     Changeset,
@@ -97,7 +97,7 @@ class ChangesetExtendedDataExists(Conflict):
 
 
 def blob_key(imodel_id: str, changeset_id: str) -> str:
-    return f"imodels/{imodel_id}/changesets/{changeset_id}.cs"
+    return blob_keys.changeset(imodel_id, changeset_id)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -334,21 +334,6 @@ def complete(
     if cs.state == UPLOADED:
         return cs  # already complete: a retried request gets the same answer
     _owned_briefcase(session, imodel.id, body.briefcaseId, principal.user_id)
-    try:
-        size = blobs.stat(cs.blob_key).size
-    except BlobNotFound as exc:
-        raise invalid_imodels(
-            UPDATE_MESSAGE, ErrorDetail("InvalidChange", "The Changeset file has not been uploaded.", "state")
-        ) from exc
-    if size != cs.file_size:
-        raise invalid_imodels(
-            UPDATE_MESSAGE,
-            ErrorDetail(
-                "DataConflict",
-                f"The uploaded file has {size} bytes, but {cs.file_size} were declared.",
-                "fileSize",
-            ),
-        )
     now = utcnow()
     moved = session.execute(
         update(IModel)
@@ -358,6 +343,24 @@ def complete(
     )
     if cast("CursorResult[Any]", moved).rowcount != 1:
         raise NewerChangesExist()
+    # The tip is ours (until commit): only now seal the file, so a doomed push promotes nothing.
+    # A size error below rolls the tip back with the caller's transaction.
+    try:
+        sealed = uploads.seal_upload(blobs, cs.blob_key, cs.file_size)
+    except uploads.FileNotUploaded as exc:
+        raise invalid_imodels(
+            UPDATE_MESSAGE, ErrorDetail("InvalidChange", "The Changeset file has not been uploaded.", "state")
+        ) from exc
+    except uploads.FileSizeMismatch as exc:
+        raise invalid_imodels(
+            UPDATE_MESSAGE,
+            ErrorDetail(
+                "DataConflict",
+                f"The uploaded file has {exc.actual} bytes, but {cs.file_size} were declared.",
+                "fileSize",
+            ),
+        ) from exc
+    cs.content_sha256 = sealed.sha256
     session.expire(imodel)
     cs.index = session.scalar(select(IModel.tip_index).where(IModel.id == imodel.id))
     cs.state = UPLOADED

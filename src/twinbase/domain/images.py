@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from twinbase.domain import access
 from twinbase.domain.itwins import INVALID, image_name
 from twinbase.errors import ErrorDetail, ImageNotFound, InvalidRequest, invalid_value
+from twinbase.store.blobs import keys as layout
 from twinbase.store.models import ITwin
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -136,7 +137,7 @@ def inspect(data: bytes, content_type: str) -> ImageUpload:
 
 
 def blob_key(itwin_id: str, name: str) -> str:
-    return f"itwins/{itwin_id}/{name}"
+    return layout.itwin_image(itwin_id, name)
 
 
 def blob_keys(itwin: ITwin) -> list[str]:

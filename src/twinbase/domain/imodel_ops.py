@@ -70,6 +70,7 @@ from twinbase.errors import (
 )
 from twinbase.identity.tokens import Principal
 from twinbase.jobs.queue import JobQueue
+from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import (
     BaselineFile,
     Briefcase,
@@ -100,7 +101,7 @@ ROOT_ELEMENT_ID = "0x1"
 
 def blob_prefix(imodel_id: str) -> str:
     """Every file of an iModel lives under this prefix (baseline, checkpoints, changesets, thumbnail)."""
-    return f"imodels/{imodel_id}"
+    return blob_keys.imodel_prefix(imodel_id)
 
 
 # ------------------------------------------------------------------------------------------ update
@@ -328,7 +329,7 @@ def _copied_key(key: str, source_id: str, imodel_id: str, changeset_id: str) -> 
     old = blob_prefix(source_id) + "/"
     if key.startswith(old):
         return blob_prefix(imodel_id) + "/" + key[len(old) :]
-    return f"{blob_prefix(imodel_id)}/changesets/{changeset_id}.cs"
+    return blob_keys.changeset(imodel_id, changeset_id)
 
 
 def _mark_failed(svc: FileServices, imodel_id: str, reason: str) -> None:
@@ -578,7 +579,7 @@ class ThumbnailTooLarge(PayloadTooLarge):
 
 
 def thumbnail_key(imodel_id: str, size: str) -> str:
-    return f"{blob_prefix(imodel_id)}/thumbnail-{size}.png"
+    return blob_keys.thumbnail(imodel_id, size)
 
 
 def render_thumbnails(data: bytes) -> dict[str, bytes]:

@@ -7,6 +7,7 @@ permission 403. Functions take the caller's session and never commit.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from twinbase.bim.identity import BimFormatError, read_identity, stamp
 from twinbase.bim.seed import SeedMissing, write_empty_seed
-from twinbase.domain import access
+from twinbase.domain import access, uploads
 from twinbase.domain.itwins import iso
 from twinbase.domain.listing import (
     BadOrderBy,
@@ -35,7 +36,6 @@ from twinbase.domain.listing import (
 )
 from twinbase.errors import (
     BaselineFileNotFound,
-    BlobNotFound,
     ErrorDetail,
     IModelExists,
     IModelNotFound,
@@ -49,6 +49,7 @@ from twinbase.identity.tokens import Principal
 from twinbase.jobs.queue import JobQueue
 from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore
+from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.db import Database
 from twinbase.store.models import BaselineFile, Checkpoint, IModel, ITwin, new_id
 
@@ -175,11 +176,11 @@ class FileServices(Protocol):
 
 
 def baseline_key(imodel_id: str) -> str:
-    return f"imodels/{imodel_id}/baseline.bim"
+    return blob_keys.baseline(imodel_id)
 
 
 def checkpoint_key(imodel_id: str, index: int) -> str:
-    return f"imodels/{imodel_id}/checkpoints/{index}.bim"
+    return blob_keys.checkpoint(imodel_id, index)
 
 
 def name_taken(session: Session, itwin_id: str, name: str, except_id: str | None = None) -> bool:
@@ -316,10 +317,8 @@ def create_empty(svc: FileServices, session: Session, principal: Principal, body
 
 def store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Path, user_id: str) -> None:
     """Make the (stamped) file at ``path`` the iModel's baseline and its checkpoint 0."""
-    with open(path, "rb") as fh:
-        info = svc.blobs.put(checkpoint_key(imodel.id, 0), iter(lambda: fh.read(1 << 20), b""))
-    with open(path, "rb") as fh:
-        svc.blobs.put(baseline_key(imodel.id), iter(lambda: fh.read(1 << 20), b""))
+    info = svc.blobs.upload_from(checkpoint_key(imodel.id, 0), path)
+    svc.blobs.upload_from(baseline_key(imodel.id), path)
     baseline = session.get(BaselineFile, imodel.id)
     if baseline is None:
         baseline = BaselineFile(
@@ -327,6 +326,7 @@ def store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Pa
         )
         session.add(baseline)
     baseline.file_size = info.size
+    baseline.content_sha256 = file_sha256(path)  # the stamped file is what the baseline serves now
     baseline.state = "initialized"
     session.merge(
         Checkpoint(
@@ -339,6 +339,14 @@ def store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Pa
         )
     )
     session.flush()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def complete_baseline(
@@ -354,21 +362,23 @@ def complete_baseline(
             ErrorDetail("InvalidChange", "Baseline File upload is not in progress.", "state"),
         )
     try:
-        size = svc.blobs.stat(baseline.blob_key).size
-    except BlobNotFound as exc:
+        sealed = uploads.seal_upload(svc.blobs, baseline.blob_key, baseline.declared_size)
+    except uploads.FileNotUploaded as exc:
         raise invalid_imodels(
             "Cannot complete Baseline File upload.",
             ErrorDetail("InvalidChange", "The Baseline File has not been uploaded.", "baselineFile"),
         ) from exc
-    if size != baseline.declared_size:
+    except uploads.FileSizeMismatch as exc:
         raise invalid_imodels(
             "Cannot complete Baseline File upload.",
             ErrorDetail(
                 "DataConflict",
-                f"The uploaded file has {size} bytes, but {baseline.declared_size} were declared.",
+                f"The uploaded file has {exc.actual} bytes, but {baseline.declared_size} were declared.",
                 "baselineFile.size",
             ),
-        )
+        ) from exc
+    size = sealed.size
+    baseline.content_sha256 = sealed.sha256
     baseline.file_size = size
     baseline.state = "initializationScheduled"
     imodel.create_state = "scheduled"

@@ -36,6 +36,7 @@ from twinbase.identity.tokens import Principal
 from twinbase.jobs.queue import JobQueue
 from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore
+from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.db import Database
 from twinbase.store.models import ITwin, ITwinExport, utcnow
 
@@ -304,7 +305,7 @@ def to_wire(export: ITwinExport, output_url: str | None) -> dict[str, Any]:
 
 
 def output_key(export_id: str, output_format: OutputFormat) -> str:
-    return f"itwin-exports/{export_id}.{EXTENSIONS[output_format]}"
+    return blob_keys.itwin_export_output(export_id, EXTENSIONS[output_format])
 
 
 def _cell(value: Any) -> str:
@@ -459,7 +460,7 @@ def run_export(svc: ExportServices, export_id: str, base_url: str) -> None:
             name = itwins_domain.image_name(itwin, "l")
             if not name or not base_url:
                 return None
-            return svc.signed_url(base_url, f"itwins/{itwin.id}/{name}")
+            return svc.signed_url(base_url, blob_keys.itwin_image(itwin.id, name))
 
         with svc.db.read() as session:
             rows = query_rows(session, user_id, spec)

@@ -1,0 +1,56 @@
+"""Blob storage: the ``BlobStore`` seam (``base``), its key layout (``keys``), the local folder
+(``local``, with HMAC-signed links from ``signer``) and Azure Blob Storage (``azure``, SAS links).
+
+``build_blob_store(settings, signer)`` picks the backend from ``settings.blob_backend``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twinbase.store.blobs.base import (
+    CHUNK,
+    BlobInfo,
+    BlobStore,
+    BlobWriter,
+    InvalidBlobKey,
+    Perm,
+    PrefixLink,
+    check_key,
+    sha256_of,
+)
+from twinbase.store.blobs.local import LocalBlobStore, LocalBlobWriter
+from twinbase.store.blobs.signer import SigningKeyError, UrlSigner
+
+if TYPE_CHECKING:
+    from twinbase.settings import Settings
+
+__all__ = [
+    "CHUNK",
+    "BlobInfo",
+    "BlobStore",
+    "BlobWriter",
+    "InvalidBlobKey",
+    "LocalBlobStore",
+    "LocalBlobWriter",
+    "Perm",
+    "PrefixLink",
+    "SigningKeyError",
+    "UrlSigner",
+    "build_blob_store",
+    "check_key",
+    "sha256_of",
+]
+
+
+def build_blob_store(settings: Settings, signer: UrlSigner) -> BlobStore:
+    if settings.blob_backend == "azure":
+        # Imported here: the Azure SDK loads only when it is the configured backend.
+        from twinbase.store.blobs.azure import AzureBlobStore
+
+        return AzureBlobStore.from_connection_string(
+            settings.azure_connection_string, settings.azure_container
+        )
+    store = LocalBlobStore(settings.blob_root, signer)
+    store.sweep()
+    return store

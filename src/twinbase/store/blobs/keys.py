@@ -1,0 +1,126 @@
+"""The blob key layout: every key twinbase stores is spelled here, and only here.
+
+::
+
+    itwins/<itwinId>/<image file>                   iTwin images
+    itwin-exports/<exportId>.<ext>                  iTwin export outputs
+    imodels/<imodelId>/baseline.bim                 the completed baseline file
+    imodels/<imodelId>/checkpoints/<index>.bim      checkpoints
+    imodels/<imodelId>/changesets/<csId>.cs         completed changesets
+    imodels/<imodelId>/thumbnail-<size>.png         thumbnails
+    uploads/<final key>                             where an upload link writes, until completion
+    staging/<sha1(key)>/<sha1(block id)>            Put Block parts before their Put Block List
+    bundles/<bundleId>/<relative path>              file trees shared by one prefix link (3D Tiles)
+
+Upload links never point at a final key: completion checks the staged file and *promotes* it
+(``BlobStore.promote``), so completed history cannot be rewritten through an old link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+UPLOADS = "uploads"
+BLOCKS = "staging"
+BUNDLES = "bundles"
+
+_ID = r"[A-Za-z0-9][A-Za-z0-9\-]*"
+_UPLOAD_OWNER = re.compile(
+    rf"^{UPLOADS}/imodels/(?P<imodel>{_ID})/(?:baseline\.bim|changesets/(?P<changeset>{_ID})\.cs)$"
+)
+_BUNDLE = re.compile(rf"^{BUNDLES}/(?P<bundle>[0-9a-f]{{32}})(?:/(?P<rest>.+))?$")
+
+
+# ------------------------------------------------------------------------------------------ iTwins
+
+
+def itwin_prefix(itwin_id: str) -> str:
+    return f"itwins/{itwin_id}"
+
+
+def itwin_image(itwin_id: str, file_name: str) -> str:
+    return f"{itwin_prefix(itwin_id)}/{file_name}"
+
+
+def itwin_export_output(export_id: str, extension: str) -> str:
+    return f"itwin-exports/{export_id}.{extension}"
+
+
+# ----------------------------------------------------------------------------------------- iModels
+
+
+def imodel_prefix(imodel_id: str) -> str:
+    """Every completed file of an iModel (baseline, checkpoints, changesets, thumbnails)."""
+    return f"imodels/{imodel_id}"
+
+
+def imodel_prefixes(imodel_id: str) -> list[str]:
+    """What deleting an iModel removes: its files and any upload still staged for it."""
+    return [imodel_prefix(imodel_id), upload(imodel_prefix(imodel_id))]
+
+
+def baseline(imodel_id: str) -> str:
+    return f"{imodel_prefix(imodel_id)}/baseline.bim"
+
+
+def checkpoint(imodel_id: str, index: int) -> str:
+    return f"{imodel_prefix(imodel_id)}/checkpoints/{index}.bim"
+
+
+def changeset(imodel_id: str, changeset_id: str) -> str:
+    return f"{imodel_prefix(imodel_id)}/changesets/{changeset_id}.cs"
+
+
+def thumbnail(imodel_id: str, size: str) -> str:
+    return f"{imodel_prefix(imodel_id)}/thumbnail-{size}.png"
+
+
+# ---------------------------------------------------------------------------------- uploads, blocks
+
+
+def upload(final_key: str) -> str:
+    """The staging key an upload link writes to; completion promotes it to ``final_key``."""
+    return f"{UPLOADS}/{final_key}"
+
+
+@dataclass(frozen=True)
+class UploadOwner:
+    """The row whose state decides whether an upload key still accepts bytes."""
+
+    imodel_id: str
+    changeset_id: str | None  # None: the iModel's baseline file
+
+
+def upload_owner(key: str) -> UploadOwner | None:
+    """Who owns an upload key; ``None`` for any other key (no link may write there)."""
+    m = _UPLOAD_OWNER.match(key)
+    if m is None:
+        return None
+    return UploadOwner(m.group("imodel"), m.group("changeset"))
+
+
+def block(key: str, block_id: str) -> str:
+    """Where one Put Block of ``key`` waits for its Put Block List."""
+    folder = hashlib.sha1(key.encode()).hexdigest()
+    return f"{BLOCKS}/{folder}/{hashlib.sha1(block_id.encode()).hexdigest()}"
+
+
+# ---------------------------------------------------------------------------------------- bundles
+
+
+def bundle(bundle_id: str) -> str:
+    """The prefix of a bundle: ``bundle_id`` is 32 lowercase hex digits (a uuid4's ``.hex``)."""
+    prefix = f"{BUNDLES}/{bundle_id}"
+    if not _BUNDLE.match(prefix):
+        raise ValueError(f"not a bundle id: {bundle_id!r}")
+    return prefix
+
+
+def split_bundle(key: str) -> tuple[str, str] | None:
+    """``(bundle_id, relative path)`` for a key inside a bundle (relative path ``""`` for the root)."""
+    m = _BUNDLE.match(key.rstrip("/"))
+    if m is None:
+        return None
+    return m.group("bundle"), m.group("rest") or ""
