@@ -21,15 +21,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from conftest import SAMPLE_BIM, _backends, create_pg_database, drop_pg_database, pg_url
+from twinbase.api.deps import Services
 from twinbase.app import build_services
-from twinbase.domain import imodel_ops, imodels, itwins
+from twinbase.domain import imodel_ops, imodels, itwin_exports, itwins
 from twinbase.identity.tokens import Principal
 from twinbase.jobs.context import ClaimLost, JobContext, JobStatus, JobView
 from twinbase.jobs.queue import JobQueue, job_status, stalled_error
 from twinbase.jobs.worker import WorkerPool
 from twinbase.settings import Settings
 from twinbase.store.db import Database, upgrade
-from twinbase.store.models import BaselineFile, IModel, Job, utcnow
+from twinbase.store.models import BaselineFile, IModel, ITwinExport, Job, utcnow
 
 T = TypeVar("T")
 
@@ -340,60 +341,114 @@ class WriteLockProbe:
         return getattr(self.inner, name)
 
 
-def test_baseline_and_copy_jobs_store_files_without_holding_the_write_lock(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
-    svc = build_services(settings)
-    try:
-        principal = Principal(user_id="lock-tester", client_id="app")
-        with svc.db.write() as session:
-            itwins.ensure_user(session, principal)
-            itwin = itwins.create(
-                session,
-                principal,
-                itwins.ITwinCreate.model_validate(
-                    {"class": "Endeavor", "subClass": "Project", "displayName": "Locks"}
-                ),
-            )
-            body = imodels.IModelCreate.model_validate(
-                {"iTwinId": itwin.id, "name": "Big", "baselineFile": {"size": SAMPLE_BIM.stat().st_size}}
-            )
-            imodel, baseline = imodels.create_from_baseline(session, principal, body)
-            imodel_id, key = imodel.id, baseline.blob_key
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    svc = build_services(Settings(data_dir=tmp_path / "data"))  # SQLite file; no workers started
+    yield svc
+    svc.db.dispose()
+
+
+PRINCIPAL = Principal(user_id="job-tester", client_id="app")
+
+
+def scheduled_baseline(svc: Services, *, upload: bool = True) -> tuple[str, str]:
+    """An iTwin and an iModel whose uploaded baseline waits for its initialization job: their ids."""
+    with svc.db.write() as session:
+        itwins.ensure_user(session, PRINCIPAL)
+        itwin = itwins.create(
+            session,
+            PRINCIPAL,
+            itwins.ITwinCreate.model_validate(
+                {"class": "Endeavor", "subClass": "Project", "displayName": "J"}
+            ),
+        )
+        size = SAMPLE_BIM.stat().st_size
+        body = imodels.IModelCreate.model_validate(
+            {"iTwinId": itwin.id, "name": "Big", "baselineFile": {"size": size}}
+        )
+        imodel, baseline = imodels.create_from_baseline(session, PRINCIPAL, body)
+        baseline.state = "initializationScheduled"
+        baseline.file_size = size
+        JobQueue.enqueue(session, imodels.BASELINE_JOB, {"imodel_id": imodel.id})
+        itwin_id, imodel_id, key = itwin.id, imodel.id, baseline.blob_key
+    if upload:
         with open(SAMPLE_BIM, "rb") as fh:
             svc.blobs.put(key, iter(lambda: fh.read(1 << 20), b""))
-        with svc.db.write() as session:
-            scheduled = session.get(BaselineFile, imodel_id)
-            assert scheduled is not None
-            scheduled.state = "initializationScheduled"
-            scheduled.file_size = SAMPLE_BIM.stat().st_size
-            JobQueue.enqueue(session, imodels.BASELINE_JOB, {"imodel_id": imodel_id})
+    return itwin_id, imodel_id
 
-        probe = WriteLockProbe(svc.blobs, settings.data_dir / "twinbase.db")
-        with svc.db.write() as session:  # the probe sees a held write lock
-            session.execute(update(Job).where(Job.id == "none").values(error=None))
-            probe.put("probe/check", [b"x"])
-        assert probe.checks == ["probe/check: database is locked"]
-        probe.checks.clear()
-        svc.blobs = probe
-        pool = WorkerPool(svc.jobs, 0)
-        claim = svc.jobs.claim([imodels.BASELINE_JOB], "W")
-        assert claim is not None
-        pool.run(claim)
-        with svc.db.read() as session:
-            initialized = session.get(BaselineFile, imodel_id)
-            assert initialized is not None and initialized.state == "initialized"
-        assert len(probe.checks) >= 2 and set(probe.checks) == {"free"}, probe.checks
 
-        probe.checks.clear()
-        with svc.db.write() as session:
-            request = imodel_ops.CloneRequest.model_validate({"iTwinId": itwin.id, "name": "Copy"})
-            clone_id = imodel_ops.start_copy(session, principal, imodel_id, request, "clone").id
-        claim = svc.jobs.claim([imodel_ops.COPY_JOB], "W")
+def run_next(svc: Services, kind: str) -> None:
+    claim = svc.jobs.claim([kind], "W")
+    assert claim is not None
+    WorkerPool(svc.jobs, 0).run(claim)
+
+
+def kill_attempts(svc: Services, kind: str, attempts: int) -> None:
+    """Each attempt claimed by a worker that dies at once (no finish, no heartbeat)."""
+    for _ in range(attempts):
+        claim = svc.jobs.claim([kind], "doomed")
         assert claim is not None
-        pool.run(claim)
-        with svc.db.read() as session:
-            clone = session.get(IModel, clone_id)
-            assert clone is not None and clone.create_state == "successful"
-        assert len(probe.checks) >= 2 and set(probe.checks) == {"free"}, probe.checks
-    finally:
-        svc.db.dispose()
+        age_heartbeat(svc.db, claim.id, 3600)
+    assert svc.jobs.claim([kind], "finder") is None  # finds it stalled with its attempts used
+
+
+def test_a_baseline_whose_file_is_gone_ends_initialization_failed(services: Services) -> None:
+    services.jobs.retry_base_seconds = 0
+    _, imodel_id = scheduled_baseline(services, upload=False)  # the handler raises BlobNotFound
+    for _ in range(3):
+        run_next(services, imodels.BASELINE_JOB)
+    with services.db.read() as session:
+        baseline = session.get(BaselineFile, imodel_id)
+        imodel = session.get(IModel, imodel_id)
+        assert baseline is not None and baseline.state == "initializationFailed"
+        assert imodel is not None and imodel.create_state == "failed"
+
+
+def test_copies_and_exports_whose_workers_keep_dying_end_failed(services: Services) -> None:
+    itwin_id, source_id = scheduled_baseline(services)
+    run_next(services, imodels.BASELINE_JOB)
+    with services.db.write() as session:
+        request = imodel_ops.CloneRequest.model_validate({"iTwinId": itwin_id, "name": "Copy"})
+        clone_id = imodel_ops.start_copy(session, PRINCIPAL, source_id, request, "clone").id
+        export = itwin_exports.create(
+            session,
+            services.jobs,
+            PRINCIPAL,
+            itwin_exports.ExportBody.model_validate({"outputFormat": "Csv"}),
+            base_url="http://x",
+        )
+    kill_attempts(services, imodel_ops.COPY_JOB, 3)
+    kill_attempts(services, itwin_exports.JOB_KIND, 3)
+    with services.db.read() as session:
+        clone = session.get(IModel, clone_id)
+        assert clone is not None and clone.create_state == "failed"
+        assert imodel_ops.create_operation(session, PRINCIPAL, clone_id)["state"] == "failed"
+        failed = session.get(ITwinExport, export.id)
+        assert failed is not None and itwin_exports.to_wire(failed, None)["status"] == "Failed"
+
+
+def test_baseline_and_copy_jobs_store_files_without_holding_the_write_lock(services: Services) -> None:
+    svc = services
+    itwin_id, imodel_id = scheduled_baseline(svc)
+    probe = WriteLockProbe(svc.blobs, svc.settings.data_dir / "twinbase.db")
+    with svc.db.write() as session:  # the probe sees a held write lock
+        session.execute(update(Job).where(Job.id == "none").values(error=None))
+        probe.put("probe/check", [b"x"])
+    assert probe.checks == ["probe/check: database is locked"]
+    probe.checks.clear()
+    svc.blobs = probe
+    run_next(svc, imodels.BASELINE_JOB)
+    with svc.db.read() as session:
+        initialized = session.get(BaselineFile, imodel_id)
+        assert initialized is not None and initialized.state == "initialized"
+    assert len(probe.checks) >= 2 and set(probe.checks) == {"free"}, probe.checks
+
+    probe.checks.clear()
+    with svc.db.write() as session:
+        request = imodel_ops.CloneRequest.model_validate({"iTwinId": itwin_id, "name": "Copy"})
+        clone_id = imodel_ops.start_copy(session, PRINCIPAL, imodel_id, request, "clone").id
+    run_next(svc, imodel_ops.COPY_JOB)
+    with svc.db.read() as session:
+        clone = session.get(IModel, clone_id)
+        assert clone is not None and clone.create_state == "successful"
+    assert len(probe.checks) >= 2 and set(probe.checks) == {"free"}, probe.checks

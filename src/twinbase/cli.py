@@ -76,7 +76,6 @@ def worker(
     """
     import os
     import signal
-    import time
     from types import FrameType
 
     from twinbase.app import build_services
@@ -107,8 +106,8 @@ def worker(
     pool.start()
     names = ", ".join(pool.kinds)
     err.print(f"[bold]twinbase worker[/] {svc.jobs.process_id}: {concurrency} thread(s), kinds: {names}")
-    while not pool.join(timeout=0.5):  # short joins: the main thread must stay free to take signals
-        time.sleep(0)
+    while not pool.join(timeout=0.5):
+        pass  # short joins: the main thread must stay free to take signals
     svc.db.dispose()
 
 

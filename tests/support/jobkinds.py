@@ -9,7 +9,6 @@ for gate files the test creates, never for a time, so tests need no timing assum
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -58,12 +57,6 @@ def steps(ctx: JobContext) -> dict[str, Any]:
     return {"steps": total}
 
 
-def suicide(ctx: JobContext) -> None:
-    """A poison job: kills its own worker process on every attempt."""
-    note(ctx.payload, "start", ctx)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def echo(ctx: JobContext) -> dict[str, Any]:
     return {"pid": os.getpid(), "payload": ctx.payload}
 
@@ -75,6 +68,5 @@ def register(svc: Any) -> None:
     SERVICES["svc"] = svc
     svc.jobs.register("test_gated", gated)
     svc.jobs.register("test_steps", steps)
-    svc.jobs.register("test_suicide", suicide)
     svc.jobs.register("test_echo", echo)
     svc.jobs.register("test_heavy", echo, cpu_heavy=True)
