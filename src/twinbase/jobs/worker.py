@@ -20,14 +20,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from twinbase.jobs.context import (
     Claim,
     ClaimLost,
     JobCancelled,
     JobContext,
+    JobInterrupted,
     JobResult,
-    WorkerStopping,
 )
 from twinbase.jobs.queue import MAX_ERROR, JobQueue
 
@@ -55,7 +56,7 @@ class WorkerPool:
         self.poll_seconds = poll_seconds
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._last_prune = 0.0
+        self._last_prune = -PRUNE_EVERY_SECONDS  # the first idle moment prunes
         self._prune_lock = threading.Lock()
         stall = queue.stall_after.total_seconds()
         self.beat_interval = max(0.05, stall / 4)
@@ -148,14 +149,14 @@ class WorkerPool:
             result = kind.handler(ctx)
             outcome = self._success(claim, result)
         except JobCancelled:
-            outcome = lambda: self.queue.cancelled(claim)  # noqa: E731
+            outcome = partial(self.queue.cancelled, claim)
         except ClaimLost as lost:
             log.warning(
                 "job %s: claim lost (%s); stopped", claim.id, lost, extra={"action": "job_claim_lost"}
             )
-            outcome = lambda: self.queue.release(claim)  # noqa: E731 - a no-op unless no one took it over
-        except WorkerStopping:
-            outcome = lambda: self.queue.release(claim)  # noqa: E731
+            outcome = partial(self.queue.release, claim)  # changes nothing if another worker took it
+        except JobInterrupted:  # the worker is stopping: back to the queue, the attempt not counted
+            outcome = partial(self.queue.release, claim)
         except Exception as exc:
             error = "".join(traceback.format_exception_only(exc)).strip()[:MAX_ERROR]
             log.warning(
@@ -167,7 +168,7 @@ class WorkerPool:
                 exc_info=exc,
                 extra={"action": "job_failed", "job": claim.id},
             )
-            outcome = lambda: self.queue.fail(claim, error)  # noqa: E731
+            outcome = partial(self.queue.fail, claim, error)
         finally:
             done.set()
             heart.join()
@@ -177,8 +178,7 @@ class WorkerPool:
         try:
             json.dumps(result)
         except (TypeError, ValueError) as exc:
-            error = f"The job's result is not JSON: {exc}"
-            return lambda: self.queue.fail(claim, error)
+            return partial(self.queue.fail, claim, f"The job's result is not JSON: {exc}")
 
         def succeed() -> object:
             if self.queue.succeed(claim, result):
