@@ -1,7 +1,7 @@
 """Durable jobs across real ``twinbase worker`` processes, on SQLite and PostgreSQL.
 
 Workers load the test job kinds of ``tests/support/jobkinds.py`` (``--import``); the stall timeout is
-2 s. Each test kills, pauses or stops real processes and reads the outcome from the jobs table and
+3 s. Each test kills, pauses or stops real processes and reads the outcome from the jobs table and
 from the kinds' ledger file (one line per start and per finish, with the worker's pid). Nothing waits
 for a fixed time: every wait polls a condition against a deadline.
 """
@@ -35,7 +35,7 @@ from twinbase.jobs.context import JobStatus, JobView
 from twinbase.jobs.queue import JobQueue, job_status, stalled_error
 from twinbase.store.db import Database, upgrade
 
-STALL_SECONDS = "2"
+STALL_SECONDS = "3"
 DEADLINE = 90.0
 T = TypeVar("T")
 
@@ -261,6 +261,25 @@ def test_a_worker_runs_only_the_kinds_it_is_given(cluster: Cluster) -> None:
     bad = cluster.worker("--kinds", "no_such_kind")
     assert bad.process.wait(60) == 2
     assert "unknown job kind" in bad.output()
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_a_worker_waits_for_the_database_to_be_migrated(backend: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    pg_name = create_pg_database() if backend == "postgres" else None
+    url = pg_url(pg_name) if pg_name else f"sqlite:///{data_dir / 'twinbase.db'}"
+    cluster = Cluster(url, data_dir, tmp_path, Database(url))
+    try:
+        early = cluster.worker()  # starts on an empty database: it must wait, not migrate or crash
+        upgrade(url)  # what `twinbase serve` or `twinbase db upgrade` does
+        job_id = cluster.enqueue("test_echo", {})
+        done = cluster.wait_job(job_id, "the early worker", lambda v: v.status == JobStatus.SUCCEEDED)
+        assert done.result is not None and done.result["pid"] == early.pid
+    finally:
+        cluster.stop()
+        if pg_name:
+            drop_pg_database(pg_name)
 
 
 # ----------------------------------------------------------------- with the web process, real kinds
