@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -34,6 +35,7 @@ from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
 from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
 from twinbase.jobs.queue import JobQueue
+from twinbase.jobs.worker import WorkerPool
 from twinbase.settings import Settings
 from twinbase.store.blobs import UrlSigner, build_blob_store
 from twinbase.store.db import Database, upgrade
@@ -66,14 +68,16 @@ CORS_EXPOSE_HEADERS = [
 ]
 
 
-def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+def build_services(settings: Settings, *, migrate: bool = True, job_modules: Sequence[str] = ()) -> Services:
+    """Everything a process needs, web or job worker. ``job_modules``: extra job-kind modules on top of
+    ``TWINBASE_JOB_MODULES``, each with a ``register(services)`` like the domain's own kinds."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         upgrade(settings.database_url)
     db = Database(settings.database_url)
     key = SigningKey.load_or_create(settings.key_dir) if settings.auth_mode == "builtin" else None
     issuer = TokenIssuer(settings, key) if key is not None else None
-    jobs = JobQueue(db)
+    jobs = JobQueue(db, stall_after=settings.job_stall_seconds, retention=settings.job_retention_seconds)
     signer = UrlSigner.from_file(settings.key_dir / "url-signing.key")
     svc = Services(
         settings=settings,
@@ -89,6 +93,8 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     export_jobs.register(svc)
     imodel_jobs.register(svc)
     imodel_op_jobs.register(svc)
+    for name in [*settings.job_module_names, *job_modules]:
+        importlib.import_module(name).register(svc)
     return svc
 
 
@@ -105,12 +111,17 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
         # Blocking work (database, files) runs in this many threads. More threads than cores only
         # make them fight over the GIL: throughput falls as concurrency grows.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
-        svc.jobs.start(settings.job_workers)
+        workers = WorkerPool(
+            svc.jobs,
+            settings.job_workers,
+            kinds=svc.jobs.kind_names(include_heavy=settings.job_heavy_in_web),
+        )
+        workers.start()
         log.info("twinbase ready", extra={"action": "ready"})
         try:
             yield
         finally:
-            svc.jobs.stop()
+            workers.stop()
             svc.db.dispose()
 
     app = FastAPI(

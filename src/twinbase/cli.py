@@ -1,4 +1,4 @@
-"""The ``twinbase`` command: serve, token, db upgrade, app register."""
+"""The ``twinbase`` command: serve, worker, token, db upgrade, app register, user add."""
 
 from __future__ import annotations
 
@@ -54,6 +54,95 @@ def serve(
         access_log=False,
         proxy_headers=True,
     )
+
+
+@cli.command()
+def worker(
+    kinds: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--kinds", help="Job kinds to run (repeatable or comma-separated; default: all)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker threads in this process.")] = 2,
+    modules: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--import", help="A module with extra job kinds, `register(services)` (repeatable)."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run job workers in this process (no HTTP), until SIGTERM or Ctrl-C.
+
+    The first signal stops claiming: running jobs finish, or stop at their next cancellation point and
+    go back to the queue. A second signal exits at once (the jobs are then recovered as stalled).
+    """
+    import os
+    import signal
+    from types import FrameType
+
+    from twinbase.app import build_services
+    from twinbase.jobs.worker import WorkerPool
+
+    settings = load_settings(data_dir=data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _wait_for_schema(settings.database_url)
+    svc = build_services(settings, migrate=False, job_modules=modules or [])
+    wanted = [name.strip() for value in kinds or [] for name in value.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(svc.jobs.kinds))
+    if unknown:
+        known = ", ".join(svc.jobs.kind_names())
+        err.print(f"worker: unknown job kind(s) {', '.join(unknown)}; known: {known}")
+        raise typer.Exit(2)
+    pool = WorkerPool(svc.jobs, concurrency, kinds=wanted or None)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            os._exit(128 + signum)
+        err.print("worker: stopping (running jobs finish or go back to the queue; signal again to quit now)")
+        pool.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    pool.start()
+    names = ", ".join(pool.kinds)
+    err.print(f"[bold]twinbase worker[/] {svc.jobs.process_id}: {concurrency} thread(s), kinds: {names}")
+    while not pool.join(timeout=0.5):
+        pass  # short joins: the main thread must stay free to take signals
+    svc.db.dispose()
+
+
+def _wait_for_schema(url: str, timeout: float = 60.0) -> None:
+    """Wait until ``twinbase serve`` or ``twinbase db upgrade`` has migrated the database: workers never
+    migrate, so several starting at once cannot race each other."""
+    import time
+
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from twinbase.store.db import MIGRATIONS_DIR, make_engine
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    engine = make_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with engine.connect() as conn:
+                    current = MigrationContext.configure(conn).get_current_revision()
+            except SQLAlchemyError:
+                current = None
+            if current == head:
+                return
+            if time.monotonic() > deadline:
+                err.print("worker: database not migrated: run `twinbase db upgrade` or `twinbase serve`")
+                raise typer.Exit(2)
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
 
 
 @cli.command()

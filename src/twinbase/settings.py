@@ -105,7 +105,29 @@ class Settings(BaseModel):
         "clear it at once; other worker processes may serve a read this much older. 0 disables it.",
     )
     job_workers: int = Field(
-        default=2, description="In-process job worker threads (iTwin exports and later long jobs); 0 = none."
+        default=2,
+        ge=0,
+        description="Job worker threads inside each web process (`twinbase serve`); 0 runs none (then "
+        "`twinbase worker` processes run the jobs).",
+    )
+    job_stall_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job whose worker has not sent a heartbeat for this long is taken to be dead: "
+        "it runs again (counting as an attempt) or, with its attempts used, ends failed.",
+    )
+    job_retention_seconds: float = Field(
+        default=7 * 24 * 3600, ge=0, description="Finished jobs older than this are deleted by the workers."
+    )
+    job_modules: str = Field(
+        default="",
+        description="Comma-separated Python modules with extra job kinds: each has `register(services)`, "
+        "imported by the web process and by `twinbase worker` (which adds its `--import` ones).",
+    )
+    job_heavy_in_web: bool = Field(
+        default=True,
+        description="Whether the web process's job workers also run CPU-heavy job kinds. Set false once "
+        "`twinbase worker` processes run, so those kinds never compete with requests for the GIL.",
     )
     export_retention_seconds: int = Field(
         default=4 * 3600, description="How long iTwin export outputs are kept and listed."
@@ -137,6 +159,10 @@ class Settings(BaseModel):
     @property
     def key_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def job_module_names(self) -> list[str]:
+        return [name.strip() for name in self.job_modules.split(",") if name.strip()]
 
 
 def load_settings(**overrides: Any) -> Settings:

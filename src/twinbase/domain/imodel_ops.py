@@ -51,7 +51,8 @@ from twinbase.domain.imodels import (
     not_blank,
     order_clause,
     parse_paging,
-    store_baseline,
+    record_baseline,
+    stage_baseline,
     user_href,
     visible_imodel,
 )
@@ -69,6 +70,7 @@ from twinbase.errors import (
     invalid_value,
 )
 from twinbase.identity.tokens import Principal
+from twinbase.jobs.context import JobContext
 from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import (
@@ -332,18 +334,30 @@ def _copied_key(key: str, source_id: str, imodel_id: str, changeset_id: str) -> 
     return blob_keys.changeset(imodel_id, changeset_id)
 
 
-def _mark_failed(svc: FileServices, imodel_id: str, reason: str) -> None:
+def _mark_failed(svc: FileServices, imodel_id: str, reason: str, ctx: JobContext | None) -> None:
     log.warning(
         "iModel copy failed", extra={"action": "imodel_copy_failed", "imodel": imodel_id, "why": reason}
     )
     with svc.db.write() as session:
-        imodel = session.get(IModel, imodel_id, with_for_update=True)
-        if imodel is not None and imodel.create_state == "scheduled":
-            imodel.create_state = "failed"
+        if ctx is not None:
+            ctx.fence(session)
+        copy_failed(session, {"imodel_id": imodel_id}, reason)
 
 
-def run_copy(svc: FileServices, payload: Mapping[str, Any]) -> None:
-    """The ``imodel_copy`` job. Idempotent: a retry redoes the copy; a finished copy is left alone."""
+def copy_failed(session: Session, payload: Mapping[str, Any], error: str) -> None:
+    """The copy's create operation ends ``failed`` (also when the job gives up: its handler kept
+    raising, or its worker kept dying)."""
+    imodel = session.get(IModel, str(payload["imodel_id"]), with_for_update=True)
+    if imodel is not None and imodel.create_state == "scheduled":
+        imodel.create_state = "failed"
+
+
+def run_copy(svc: FileServices, payload: Mapping[str, Any], ctx: JobContext | None = None) -> None:
+    """The ``imodel_copy`` job. Idempotent: a retry redoes the copy; a finished copy is left alone.
+
+    Every file is copied (and fsynced) before the one short write transaction that records the rows,
+    fenced by the job's claim (``ctx``; None when called directly): no write lock is held meanwhile.
+    """
     imodel_id = str(payload["imodel_id"])
     source_id = str(payload["source_id"])
     upto = int(payload["changeset_index"])
@@ -371,52 +385,58 @@ def run_copy(svc: FileServices, payload: Mapping[str, Any]) -> None:
         columns = [attr.key for attr in Changeset.__mapper__.column_attrs if attr.key != "imodel_id"]
         copies = [{name: getattr(row, name) for name in columns} for row in rows]
     if checkpoint_key is None:
-        _mark_failed(svc, imodel_id, "the source has no baseline checkpoint")
+        _mark_failed(svc, imodel_id, "the source has no baseline checkpoint", ctx)
         return
     if [c["index"] for c in copies] != list(range(1, upto + 1)):
-        _mark_failed(svc, imodel_id, "the source's changesets changed")
+        _mark_failed(svc, imodel_id, "the source's changesets changed", ctx)
         return
     gone = False
     try:
         with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
             path = Path(tmp) / "baseline.bim"
-            with open(path, "wb") as out:
-                for chunk in svc.blobs.open_range(checkpoint_key):
-                    out.write(chunk)
+            svc.blobs.download_to(checkpoint_key, path)
             stamp(path, imodel_id=imodel_id, itwin_id=itwin_id)
-            for item in copies:
+            staged = stage_baseline(svc, imodel_id, path)
+            for done, item in enumerate(copies, start=1):
+                if ctx is not None:
+                    ctx.progress(done / (len(copies) + 1), f"Copying changeset {done} of {len(copies)}")
                 new_key = _copied_key(item["blob_key"], source_id, imodel_id, item["id"])
                 svc.blobs.put(new_key, svc.blobs.open_range(item["blob_key"]))
                 item["blob_key"] = new_key
                 item["group_id"] = None  # changeset groups belong to the source
-            with svc.db.write() as session:
-                imodel = session.get(IModel, imodel_id, with_for_update=True)
-                if imodel is None:
-                    gone = True
-                elif imodel.create_state == "scheduled":
-                    store_baseline(svc, session, imodel, path, user_id)
-                    session.execute(delete(Changeset).where(Changeset.imodel_id == imodel_id))
-                    for item in copies:
-                        session.add(Changeset(imodel_id=imodel_id, **item))
-                    if copies:
-                        imodel.tip_index = int(copies[-1]["index"])
-                        imodel.tip_changeset_id = str(copies[-1]["id"])
-                        pushed = [c["pushed_at"] or c["created_at"] for c in copies]
-                        imodel.last_changeset_push_at = max(p for p in pushed if p is not None)
-                    imodel.state = "initialized"
-                    imodel.create_state = "successful"
+        with svc.db.write() as session:
+            if ctx is not None:
+                ctx.fence(session)
+            imodel = session.get(IModel, imodel_id, with_for_update=True)
+            if imodel is None:
+                gone = True
+            elif imodel.create_state == "scheduled":
+                record_baseline(session, imodel, staged, user_id)
+                session.execute(delete(Changeset).where(Changeset.imodel_id == imodel_id))
+                for item in copies:
+                    session.add(Changeset(imodel_id=imodel_id, **item))
+                if copies:
+                    imodel.tip_index = int(copies[-1]["index"])
+                    imodel.tip_changeset_id = str(copies[-1]["id"])
+                    pushed = [c["pushed_at"] or c["created_at"] for c in copies]
+                    imodel.last_changeset_push_at = max(p for p in pushed if p is not None)
+                imodel.state = "initialized"
+                imodel.create_state = "successful"
     except BimFormatError as exc:
-        _mark_failed(svc, imodel_id, f"the source's checkpoint is not an iModel: {exc}")
+        _mark_failed(svc, imodel_id, f"the source's checkpoint is not an iModel: {exc}", ctx)
         return
     except BlobNotFound:
-        _mark_failed(svc, imodel_id, "a file of the source is missing (was it deleted?)")
+        _mark_failed(svc, imodel_id, "a file of the source is missing (was it deleted?)", ctx)
         return
     if gone:  # deleted while being copied: drop what this job wrote
         svc.blobs.delete_prefix(blob_prefix(imodel_id))
 
 
 def register(svc: FileServices) -> None:
-    svc.jobs.register(COPY_JOB, lambda payload: run_copy(svc, payload))
+    def handler(ctx: JobContext) -> None:
+        run_copy(svc, ctx.payload, ctx)
+
+    svc.jobs.register(COPY_JOB, handler, on_failure=copy_failed)
 
 
 def fork_relationship_id(source_id: str, imodel_id: str) -> str:

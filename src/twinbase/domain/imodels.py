@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import quote
@@ -46,6 +47,7 @@ from twinbase.errors import (
     invalid_value,
 )
 from twinbase.identity.tokens import Principal
+from twinbase.jobs.context import JobContext
 from twinbase.jobs.queue import JobQueue
 from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore
@@ -317,16 +319,34 @@ def create_empty(svc: FileServices, session: Session, principal: Principal, body
 
 def store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Path, user_id: str) -> None:
     """Make the (stamped) file at ``path`` the iModel's baseline and its checkpoint 0."""
-    info = svc.blobs.upload_from(checkpoint_key(imodel.id, 0), path)
-    svc.blobs.upload_from(baseline_key(imodel.id), path)
+    record_baseline(session, imodel, stage_baseline(svc, imodel.id, path), user_id)
+
+
+@dataclass(frozen=True)
+class StagedBaseline:
+    size: int
+    sha256: str
+
+
+def stage_baseline(svc: FileServices, imodel_id: str, path: Path) -> StagedBaseline:
+    """Store the file as checkpoint 0 and as the baseline (no transaction needed: nothing refers to
+    the checkpoint until ``record_baseline`` commits, and the baseline key is the iModel's own)."""
+    info = svc.blobs.upload_from(checkpoint_key(imodel_id, 0), path)
+    svc.blobs.upload_from(baseline_key(imodel_id), path)
+    return StagedBaseline(size=info.size, sha256=file_sha256(path))
+
+
+def record_baseline(session: Session, imodel: IModel, staged: StagedBaseline, user_id: str) -> None:
+    """The rows of a staged baseline: the baseline file initialized and checkpoint 0."""
+    size = staged.size
     baseline = session.get(BaselineFile, imodel.id)
     if baseline is None:
         baseline = BaselineFile(
-            imodel_id=imodel.id, declared_size=info.size, blob_key=baseline_key(imodel.id), created_by=user_id
+            imodel_id=imodel.id, declared_size=size, blob_key=baseline_key(imodel.id), created_by=user_id
         )
         session.add(baseline)
-    baseline.file_size = info.size
-    baseline.content_sha256 = file_sha256(path)  # the stamped file is what the baseline serves now
+    baseline.file_size = size
+    baseline.content_sha256 = staged.sha256  # the stamped file is what the baseline serves now
     baseline.state = "initialized"
     session.merge(
         Checkpoint(
@@ -335,7 +355,7 @@ def store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Pa
             changeset_id="",
             state="successful",
             blob_key=checkpoint_key(imodel.id, 0),
-            size=info.size,
+            size=size,
         )
     )
     session.flush()
@@ -387,8 +407,13 @@ def complete_baseline(
     return baseline
 
 
-def initialize_baseline(svc: FileServices, imodel_id: str) -> None:
-    """The job: check the uploaded file is an iModel, stamp it as checkpoint 0, mark it initialized."""
+def initialize_baseline(svc: FileServices, imodel_id: str, ctx: JobContext | None = None) -> None:
+    """The job: check the uploaded file is an iModel, stamp it as checkpoint 0, mark it initialized.
+
+    The file work (download, check, stamp, storing the two copies with their fsyncs) runs outside any
+    write transaction; only the final bookkeeping is one short transaction, fenced by the job's claim
+    (``ctx``; None when called directly), so a large baseline never holds SQLite's write lock.
+    """
     with svc.db.read() as session:
         imodel = session.get(IModel, imodel_id)
         baseline = session.get(BaselineFile, imodel_id)
@@ -396,11 +421,12 @@ def initialize_baseline(svc: FileServices, imodel_id: str) -> None:
             return
         itwin_id, key, user_id = imodel.itwin_id, baseline.blob_key, baseline.created_by
     state = "initialized"
+    staged: StagedBaseline | None = None
     with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
         path = Path(tmp) / "baseline.bim"
-        with open(path, "wb") as out:
-            for chunk in svc.blobs.open_range(key):
-                out.write(chunk)
+        svc.blobs.download_to(key, path)
+        if ctx is not None:
+            ctx.progress(0.3, "Checking the baseline file")
         try:
             identity = read_identity(path)
             if identity.briefcase_id != 0:
@@ -409,22 +435,47 @@ def initialize_baseline(svc: FileServices, imodel_id: str) -> None:
                 stamp(path, imodel_id=imodel_id, itwin_id=itwin_id)
         except BimFormatError:
             state = "initializationFailed"
-        with svc.db.write() as session:
-            imodel = session.get(IModel, imodel_id, with_for_update=True)
-            baseline = session.get(BaselineFile, imodel_id)
-            if imodel is None or baseline is None:
-                return
-            if state == "initialized":
-                store_baseline(svc, session, imodel, path, user_id)
-                imodel.state = "initialized"
-                imodel.create_state = "successful"
-            else:
-                baseline.state = state
-                imodel.create_state = "failed"
+        if state == "initialized":
+            if ctx is not None:
+                ctx.progress(0.6, "Storing the baseline file")
+            staged = stage_baseline(svc, imodel_id, path)
+    gone = False
+    with svc.db.write() as session:
+        if ctx is not None:
+            ctx.fence(session)
+        imodel = session.get(IModel, imodel_id, with_for_update=True)
+        baseline = session.get(BaselineFile, imodel_id)
+        if imodel is None or baseline is None:
+            gone = True
+        elif baseline.state != "initializationScheduled":
+            pass  # finished by an earlier attempt
+        elif staged is not None:
+            record_baseline(session, imodel, staged, user_id)
+            imodel.state = "initialized"
+            imodel.create_state = "successful"
+        else:
+            baseline.state = state
+            imodel.create_state = "failed"
+    if gone and staged is not None:  # deleted while being initialized: drop what this job wrote
+        svc.blobs.delete(checkpoint_key(imodel_id, 0))
+        svc.blobs.delete(baseline_key(imodel_id))
+
+
+def baseline_failed(session: Session, payload: Mapping[str, Any], error: str) -> None:
+    """The initialization job gave up (its handler kept raising, or its worker kept dying)."""
+    imodel = session.get(IModel, str(payload["imodel_id"]), with_for_update=True)
+    baseline = session.get(BaselineFile, str(payload["imodel_id"]))
+    if imodel is None or baseline is None or baseline.state != "initializationScheduled":
+        return
+    baseline.state = "initializationFailed"
+    imodel.create_state = "failed"
 
 
 def register(svc: FileServices) -> None:
-    svc.jobs.register(BASELINE_JOB, lambda payload: initialize_baseline(svc, str(payload["imodel_id"])))
+    def handler(ctx: JobContext) -> None:
+        initialize_baseline(svc, str(ctx.payload["imodel_id"]), ctx)
+
+    svc.jobs.register(BASELINE_JOB, handler, on_failure=baseline_failed)
 
 
 # ------------------------------------------------------------------------------------------- lists

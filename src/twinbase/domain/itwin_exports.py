@@ -18,7 +18,7 @@ import logging
 import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, Protocol, cast
@@ -33,6 +33,7 @@ from twinbase.domain import itwins as itwins_domain
 from twinbase.domain.odata import FilterSyntaxError, UnknownProperty, compile_filter
 from twinbase.errors import ErrorDetail, ExportNotFound, InvalidRequest, invalid_value, missing_property
 from twinbase.identity.tokens import Principal
+from twinbase.jobs.context import JobContext
 from twinbase.jobs.queue import JobQueue
 from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore
@@ -436,14 +437,26 @@ def _batches(rows: Iterable[ITwin], spec: ExportSpec, image_url: Any) -> Iterato
 def register(svc: ExportServices) -> None:
     """Register the export job handler with the service's job queue."""
 
-    def handler(payload: dict[str, Any]) -> None:
-        run_export(svc, str(payload["export_id"]), str(payload.get("base_url") or ""))
+    def handler(ctx: JobContext) -> None:
+        run_export(svc, str(ctx.payload["export_id"]), str(ctx.payload.get("base_url") or ""), ctx)
 
-    svc.jobs.register(JOB_KIND, handler)
+    svc.jobs.register(JOB_KIND, handler, on_failure=export_failed)
 
 
-def run_export(svc: ExportServices, export_id: str, base_url: str) -> None:
+def export_failed(session: Session, payload: Mapping[str, Any], error: str) -> None:
+    """The job gave up without recording an outcome (its worker kept dying): the export ``Failed``."""
+    export = session.get(ITwinExport, str(payload["export_id"]))
+    if export is not None and export.status not in ("Completed", "Failed"):
+        export.status = "Failed"
+        export.error = error[:2000]  # kept for operators, never on the wire
+        export.completed_at = utcnow()
+
+
+def run_export(svc: ExportServices, export_id: str, base_url: str, ctx: JobContext | None = None) -> None:
+    """The job. Its writes are fenced by the job's claim (``ctx``; None when called directly)."""
     with svc.db.write() as session:
+        if ctx is not None:
+            ctx.fence(session)
         export = session.get(ITwinExport, export_id)
         if export is None or export.status in ("Completed", "Failed"):
             return  # deleted, or a re-delivered job that already finished
@@ -462,10 +475,14 @@ def run_export(svc: ExportServices, export_id: str, base_url: str) -> None:
                 return None
             return svc.signed_url(base_url, blob_keys.itwin_image(itwin.id, name))
 
+        if ctx is not None:
+            ctx.progress(0.1, "Writing the export file")
         with svc.db.read() as session:
             rows = query_rows(session, user_id, spec)
             svc.blobs.put(key, encode(spec.output_format, _batches(rows, spec, image_url), spec.select))
         with svc.db.write() as session:
+            if ctx is not None:
+                ctx.fence(session)
             export = session.get(ITwinExport, export_id)
             if export is None:
                 svc.blobs.delete(key)
@@ -480,6 +497,8 @@ def run_export(svc: ExportServices, export_id: str, base_url: str) -> None:
         if key is not None:
             svc.blobs.delete(key)
         with svc.db.write() as session:
+            if ctx is not None:
+                ctx.fence(session)
             export = session.get(ITwinExport, export_id)
             if export is not None:
                 export.status = "Failed"
