@@ -330,7 +330,7 @@ class WriteLockProbe:
         self.db_path = db_path
         self.checks: list[str] = []
 
-    def put(self, key: str, chunks: Any) -> Any:
+    def _check(self, key: str) -> None:
         conn = sqlite3.connect(self.db_path, timeout=0, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -340,7 +340,18 @@ class WriteLockProbe:
             self.checks.append(f"{key}: {exc}")
         finally:
             conn.close()
+
+    def put(self, key: str, chunks: Any) -> Any:
+        self._check(key)
         return self.inner.put(key, chunks)
+
+    def upload_from(self, key: str, path: Path) -> Any:
+        self._check(key)
+        return self.inner.upload_from(key, path)
+
+    def download_to(self, key: str, path: Path) -> Any:
+        self._check(key)
+        return self.inner.download_to(key, path)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
