@@ -353,6 +353,14 @@ class WriteLockProbe:
         self._check(key)
         return self.inner.download_to(key, path)
 
+    def promote(self, source: str, target: str) -> Any:
+        self._check(target)
+        return self.inner.promote(source, target)
+
+    def open_range(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        self._check(key)
+        return self.inner.open_range(key, *args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
@@ -468,3 +476,53 @@ def test_baseline_and_copy_jobs_store_files_without_holding_the_write_lock(servi
         clone = session.get(IModel, clone_id)
         assert clone is not None and clone.create_state == "successful"
     assert len(probe.checks) >= 2 and set(probe.checks) == {"free"}, probe.checks
+
+
+def test_completing_uploads_holds_no_write_lock_while_the_file_is_sealed(tmp_path: Path) -> None:
+    """Completing a baseline or a changeset promotes and hashes the uploaded file (a rename and a
+    full read locally, a server-side copy and a download on Azure): outside any write transaction."""
+    from fastapi.testclient import TestClient
+
+    from twinbase.app import create_app
+
+    settings = Settings(data_dir=tmp_path / "data", job_workers=0, rate_limit_per_minute=0)
+    svc = build_services(settings)
+    store = svc.blobs
+    # The probe wraps the store only while completing (the blob route serves the local store itself).
+    probe = WriteLockProbe(store, settings.data_dir / "twinbase.db")
+    token = svc.issuer.issue("sealer", email="sealer@example.com") if svc.issuer else ""
+    with TestClient(create_app(settings, services=svc)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        itwin = client.post("/itwins", json={"class": "Endeavor", "subClass": "Project", "displayName": "S"})
+        data = SAMPLE_BIM.read_bytes()
+        made = client.post(
+            "/imodels",
+            json={
+                "iTwinId": itwin.json()["iTwin"]["id"],
+                "name": "Sealed",
+                "baselineFile": {"size": len(data)},
+            },
+        ).json()["iModel"]
+        assert client.put(made["_links"]["upload"]["href"], content=data).status_code == 201
+        svc.blobs = probe
+        done = client.post(f"/imodels/{made['id']}/baselinefile", json={})
+        svc.blobs = store
+        assert done.status_code == 200, done.text
+        assert len(probe.checks) >= 2 and set(probe.checks) == {"free"}, probe.checks
+        run_next(svc, imodels.BASELINE_JOB)
+
+        briefcase = client.post(f"/imodels/{made['id']}/briefcases", json={}).json()["briefcase"]
+        body = {"id": "ab" * 20, "briefcaseId": briefcase["briefcaseId"], "fileSize": 1000}
+        changeset = client.post(f"/imodels/{made['id']}/changesets", json=body).json()["changeset"]
+        assert client.put(changeset["_links"]["upload"]["href"], content=b"c" * 1000).status_code == 201
+        probe.checks.clear()
+        svc.blobs = probe
+        done = client.patch(
+            f"/imodels/{made['id']}/changesets/{'ab' * 20}",
+            json={"state": "fileUploaded", "briefcaseId": briefcase["briefcaseId"]},
+        )
+        svc.blobs = store
+        assert done.status_code == 200, done.text
+        assert done.json()["changeset"]["index"] == 1
+        assert len(probe.checks) >= 2 and set(probe.checks) == {"free"}, probe.checks
+    svc.db.dispose()

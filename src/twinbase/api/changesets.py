@@ -103,10 +103,15 @@ def get_changeset(ctx: Ctx, imodel_id: str, ref: str) -> Response:
 
 @both(router, CHANGESET, ["PATCH"])
 def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Response:
-    with ctx.svc.db.write() as session:
+    # Three steps, so that no write transaction is open while the file is promoted and hashed.
+    with ctx.svc.db.read() as session:
         imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
         body = parse_body(raw, domain.ChangesetUpdate, code=INVALID_IMODELS, message=domain.UPDATE_MESSAGE)
-        cs = domain.complete(session, ctx.svc.blobs, ctx.principal, imodel, ref, body)
+        pending = domain.file_to_seal(session, ctx.principal, imodel, ref, body)
+    sealed = domain.seal(ctx.svc.blobs, pending) if pending is not None else None
+    with ctx.svc.db.write() as session:
+        imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
+        cs = domain.complete(session, ctx.principal, imodel, ref, body, sealed)
         around = domain.surroundings(session, cs.imodel_id, [cs])
         wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
     return JSON({"changeset": wire})

@@ -109,8 +109,12 @@ def get_baseline(ctx: Ctx, imodel_id: str) -> Response:
 
 @both(router, "/imodels/{imodel_id}/baselinefile", ["POST", "PATCH"])
 def complete_baseline(ctx: Ctx, imodel_id: str) -> Response:
+    # Three steps, so that no write transaction is open while the file is promoted and hashed.
+    with ctx.svc.db.read() as session:
+        pending = domain.baseline_to_seal(session, ctx.principal, imodel_id)
+    sealed = domain.seal_baseline(ctx.svc.blobs, pending)
     with ctx.svc.db.write() as session:
-        baseline = domain.complete_baseline(ctx.svc, session, ctx.principal, imodel_id)
+        baseline = domain.complete_baseline(ctx.svc, session, ctx.principal, imodel_id, sealed)
         response = _baseline_response(ctx, baseline)
     ctx.svc.jobs.wake()
     return response

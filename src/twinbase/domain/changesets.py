@@ -316,37 +316,32 @@ def _fill(cs: Changeset, principal: Principal, body: ChangesetCreate) -> None:
     cs.created_at = utcnow()
 
 
-def complete(
-    session: Session,
-    blobs: BlobStore,
-    principal: Principal,
-    imodel: IModel,
-    ref: str,
-    body: ChangesetUpdate,
-) -> Changeset:
-    """Mark the file uploaded and append the changeset to the timeline (compare-and-set on the tip)."""
-    cs = find(session, imodel.id, ref, for_update=True)
+def _check_completion(
+    session: Session, principal: Principal, imodel: IModel, cs: Changeset, body: ChangesetUpdate
+) -> None:
     if body.briefcaseId != cs.briefcase_id:
         raise invalid_imodels(
             UPDATE_MESSAGE,
             ErrorDetail("InvalidValue", "The Changeset was created by another Briefcase.", "briefcaseId"),
         )
-    if cs.state == UPLOADED:
-        return cs  # already complete: a retried request gets the same answer
-    _owned_briefcase(session, imodel.id, body.briefcaseId, principal.user_id)
-    now = utcnow()
-    moved = session.execute(
-        update(IModel)
-        .where(IModel.id == imodel.id, IModel.tip_changeset_id == cs.parent_id)
-        .values(tip_index=IModel.tip_index + 1, tip_changeset_id=cs.id, last_changeset_push_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if cast("CursorResult[Any]", moved).rowcount != 1:
-        raise NewerChangesExist()
-    # The tip is ours (until commit): only now seal the file, so a doomed push promotes nothing.
-    # A size error below rolls the tip back with the caller's transaction.
+    if cs.state != UPLOADED:
+        _owned_briefcase(session, imodel.id, body.briefcaseId, principal.user_id)
+
+
+def file_to_seal(
+    session: Session, principal: Principal, imodel: IModel, ref: str, body: ChangesetUpdate
+) -> uploads.PendingFile | None:
+    """First step of a completion (a read): the changeset's file to seal, or None when it is complete."""
+    cs = find(session, imodel.id, ref)
+    _check_completion(session, principal, imodel, cs, body)
+    return None if cs.state == UPLOADED else uploads.PendingFile(cs.blob_key, cs.file_size)
+
+
+def seal(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile:
+    """Second step, outside any transaction: promote the uploaded bytes and hash them (no database
+    lock is held while a large file is renamed, copied or read)."""
     try:
-        sealed = uploads.seal_upload(blobs, cs.blob_key, cs.file_size)
+        return uploads.seal_upload(blobs, pending.key, pending.declared_size)
     except uploads.FileNotUploaded as exc:
         raise invalid_imodels(
             UPDATE_MESSAGE, ErrorDetail("InvalidChange", "The Changeset file has not been uploaded.", "state")
@@ -356,10 +351,43 @@ def complete(
             UPDATE_MESSAGE,
             ErrorDetail(
                 "DataConflict",
-                f"The uploaded file has {exc.actual} bytes, but {cs.file_size} were declared.",
+                f"The uploaded file has {exc.actual} bytes, but {pending.declared_size} were declared.",
                 "fileSize",
             ),
         ) from exc
+
+
+def complete(
+    session: Session,
+    principal: Principal,
+    imodel: IModel,
+    ref: str,
+    body: ChangesetUpdate,
+    sealed: uploads.SealedFile | None,
+) -> Changeset:
+    """Last step, a short write: append the changeset to the timeline (compare-and-set on the tip).
+
+    ``sealed`` is what ``seal`` made of the file. Sealing a push that then loses the race promotes
+    bytes to the final key of a changeset that stays waiting for its file: not history, and the id
+    (a hash of the content) names the same bytes if it is ever completed.
+    """
+    cs = find(session, imodel.id, ref, for_update=True)
+    _check_completion(session, principal, imodel, cs, body)
+    if cs.state == UPLOADED:
+        return cs  # already complete: a retried (or concurrent) request gets the same answer
+    if sealed is None:
+        raise invalid_imodels(
+            UPDATE_MESSAGE, ErrorDetail("InvalidChange", "The Changeset file has not been uploaded.", "state")
+        )
+    now = utcnow()
+    moved = session.execute(
+        update(IModel)
+        .where(IModel.id == imodel.id, IModel.tip_changeset_id == cs.parent_id)
+        .values(tip_index=IModel.tip_index + 1, tip_changeset_id=cs.id, last_changeset_push_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if cast("CursorResult[Any]", moved).rowcount != 1:
+        raise NewerChangesExist()
     cs.content_sha256 = sealed.sha256
     session.expire(imodel)
     cs.index = session.scalar(select(IModel.tip_index).where(IModel.id == imodel.id))

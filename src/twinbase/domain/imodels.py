@@ -369,34 +369,55 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def complete_baseline(
-    svc: FileServices, session: Session, principal: Principal, imodel_id: str
-) -> BaselineFile:
-    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_MANAGE, for_update=True)
+COMPLETE_BASELINE_MESSAGE = "Cannot complete Baseline File upload."
+
+
+def _waiting_baseline(
+    session: Session, principal: Principal, imodel_id: str, *, lock: bool
+) -> tuple[IModel, BaselineFile]:
+    imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_MANAGE, for_update=lock)
     baseline = session.get(BaselineFile, imodel.id)
     if baseline is None:
         raise BaselineFileNotFound()
     if baseline.state != "waitingForFile":
         raise invalid_imodels(
-            "Cannot complete Baseline File upload.",
+            COMPLETE_BASELINE_MESSAGE,
             ErrorDetail("InvalidChange", "Baseline File upload is not in progress.", "state"),
         )
+    return imodel, baseline
+
+
+def baseline_to_seal(session: Session, principal: Principal, imodel_id: str) -> uploads.PendingFile:
+    """First step of completing a baseline upload (a read): the file to seal."""
+    _, baseline = _waiting_baseline(session, principal, imodel_id, lock=False)
+    return uploads.PendingFile(baseline.blob_key, baseline.declared_size)
+
+
+def seal_baseline(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile:
+    """Second step, outside any transaction: promote the uploaded bytes and hash them."""
     try:
-        sealed = uploads.seal_upload(svc.blobs, baseline.blob_key, baseline.declared_size)
+        return uploads.seal_upload(blobs, pending.key, pending.declared_size)
     except uploads.FileNotUploaded as exc:
         raise invalid_imodels(
-            "Cannot complete Baseline File upload.",
+            COMPLETE_BASELINE_MESSAGE,
             ErrorDetail("InvalidChange", "The Baseline File has not been uploaded.", "baselineFile"),
         ) from exc
     except uploads.FileSizeMismatch as exc:
         raise invalid_imodels(
-            "Cannot complete Baseline File upload.",
+            COMPLETE_BASELINE_MESSAGE,
             ErrorDetail(
                 "DataConflict",
-                f"The uploaded file has {exc.actual} bytes, but {baseline.declared_size} were declared.",
+                f"The uploaded file has {exc.actual} bytes, but {pending.declared_size} were declared.",
                 "baselineFile.size",
             ),
         ) from exc
+
+
+def complete_baseline(
+    svc: FileServices, session: Session, principal: Principal, imodel_id: str, sealed: uploads.SealedFile
+) -> BaselineFile:
+    """Last step, a short write: record the sealed file and schedule its initialization."""
+    imodel, baseline = _waiting_baseline(session, principal, imodel_id, lock=True)
     size = sealed.size
     baseline.content_sha256 = sealed.sha256
     baseline.file_size = size

@@ -58,6 +58,14 @@ class FileSizeMismatch(Exception):
 
 
 @dataclass(frozen=True)
+class PendingFile:
+    """A completion's file before sealing: its final key and the size its row declared."""
+
+    key: str
+    declared_size: int
+
+
+@dataclass(frozen=True)
 class SealedFile:
     size: int
     sha256: str
