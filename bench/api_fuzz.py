@@ -20,13 +20,14 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from common import api, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ",".join(
@@ -42,30 +43,12 @@ CHECKS = ",".join(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def call(
-    base: str, token: str, method: str, path: str, body: dict[str, object] | None = None
-) -> dict[str, object]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{base}{path}", data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        payload: dict[str, object] = json.loads(resp.read() or b"{}")
-        return payload
-
-
 def seed_member(base: str, token: str, workdir: Path) -> Path:
     """An iTwin and an empty iModel owned by the token's user, and a schemathesis config that uses
     their ids for half of the generated ids: random ids alone only ever reach the 404 branch."""
     project = {"class": "Endeavor", "subClass": "Project", "displayName": "Fuzz"}
-    itwin_id = str(call(base, token, "POST", "/itwins", project)["iTwin"]["id"])  # type: ignore[index]
-    imodel = call(base, token, "POST", "/imodels", {"iTwinId": itwin_id, "name": "Fuzzed iModel"})
+    itwin_id = str(api(base, token, "POST", "/itwins", project)["iTwin"]["id"])  # type: ignore[index]
+    imodel = api(base, token, "POST", "/imodels", {"iTwinId": itwin_id, "name": "Fuzzed iModel"})
     imodel_id = str(imodel["iModel"]["id"])  # type: ignore[index]
     config = workdir / "schemathesis.toml"
     config.write_text(

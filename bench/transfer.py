@@ -24,10 +24,8 @@ flat, under 200 MB. Exit status 0 when met. Loopback only; every loop is bounded
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,14 +35,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from common import api, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -72,18 +66,6 @@ class MemorySampler(threading.Thread):
                 self.samples.append(rss_mb(self.pid)[0])
             except OSError:
                 return
-
-
-def api(
-    base: str, token: str, method: str, path: str, body: dict[str, object] | None = None
-) -> dict[str, object]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{base}{path}", data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        payload: dict[str, object] = json.loads(resp.read() or b"{}")
-        return payload
 
 
 def disk_copy(src: Path, dest: Path) -> float:

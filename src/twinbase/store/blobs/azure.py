@@ -39,7 +39,7 @@ from azure.storage.blob import (
 
 from twinbase.errors import BlobNotFound
 from twinbase.store.blobs import keys
-from twinbase.store.blobs.base import CHUNK, BlobInfo, Perm, PrefixLink, check_key
+from twinbase.store.blobs.base import CHUNK, BlobInfo, Perm, PrefixLink, check_key, write_all
 
 BLOCK_SIZE = 8 * CHUNK
 TRANSFER_CONCURRENCY = 4
@@ -111,14 +111,7 @@ class AzureBlobStore:
     # ------------------------------------------------------------------------------------ writes
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
-        writer = self.writer(key)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return write_all(self.writer(key), chunks)
 
     def writer(self, key: str) -> AzureBlobWriter:
         found = keys.split_bundle(key)

@@ -136,3 +136,15 @@ def sha256_of(store: BlobStore, key: str) -> str:
     for chunk in store.open_range(key, chunk_size=4 * CHUNK):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_all(writer: BlobWriter, chunks: Iterable[bytes]) -> BlobInfo:
+    """``BlobStore.put`` for every backend: stream ``chunks`` into ``writer``, commit, or abort on
+    any failure so that nothing half-written becomes the blob."""
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()

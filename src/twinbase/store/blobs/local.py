@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from twinbase.errors import BlobNotFound
 from twinbase.store.blobs import keys
-from twinbase.store.blobs.base import CHUNK, BlobInfo, InvalidBlobKey, Perm, PrefixLink, check_key
+from twinbase.store.blobs.base import CHUNK, BlobInfo, InvalidBlobKey, Perm, PrefixLink, check_key, write_all
 from twinbase.store.blobs.signer import UrlSigner
 
 COPY_CHUNK = 8 * CHUNK
@@ -62,14 +62,7 @@ class LocalBlobStore:
     # ------------------------------------------------------------------------------------ writes
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
-        writer = self.writer(key)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return write_all(self.writer(key), chunks)
 
     def writer(self, key: str) -> LocalBlobWriter:
         return LocalBlobWriter(self, key)
