@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import os
 import re
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
@@ -39,8 +39,8 @@ MAGIC = b"ChangeSetLzma"
 FORMAT_VERSION = 0x0010
 COMPRESSION_LZMA2 = 2
 # The writer (iTwin.js' native library) uses a 16 MiB dictionary. liblzma allocates the whole dictionary
-# when decoding starts, so a forged dictionary byte could ask for 4 GiB: cap it well above what writers use.
-MAX_DICTIONARY_SIZE = 256 << 20
+# when decoding starts, so a forged dictionary byte could ask for 4 GiB: cap it at 4x what writers use.
+MAX_DICTIONARY_SIZE = 64 << 20
 DEFAULT_MAX_UNCOMPRESSED_SIZE = 4 << 30
 MAX_PREFIX_SIZE = 64 << 20
 SPOOL_IN_MEMORY = 16 << 20
@@ -188,7 +188,7 @@ class ChangesetFile:
     ddl: str
     uncompressed_size: int  # of the session changeset alone, as the iModels API reports it
     summary: ChangeSummary
-    _spool: IO[bytes] = field(repr=False)
+    _spool: IO[bytes] = field(repr=False, compare=False)
 
     def __enter__(self) -> ChangesetFile:
         return self
@@ -352,17 +352,17 @@ def _decode(source: IO[bytes], header: ChangesetHeader, splitter: _Splitter) -> 
 
 
 def read_changeset(
-    path: Path,
+    path: str | os.PathLike[str],
     *,
     max_uncompressed_size: int = DEFAULT_MAX_UNCOMPRESSED_SIZE,
-    spool_dir: Path | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
 ) -> ChangesetFile:
     """Decode and check a whole changeset file: header, LZMA2 stream, prefix and session changeset.
 
     The result owns a spooled copy of the session changeset: use it as a context manager (or ``close``).
     """
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (returned inside ChangesetFile)
-        max_size=SPOOL_IN_MEMORY, dir=None if spool_dir is None else str(spool_dir)
+        max_size=SPOOL_IN_MEMORY, dir=None if spool_dir is None else os.fspath(spool_dir)
     )
     try:
         with open(path, "rb") as source:
@@ -385,7 +385,7 @@ def read_changeset(
     return ChangesetFile(header, prefix, schema, ddl, splitter.changeset_size, summary, spool)
 
 
-def compute_id(path: Path, parent_id: str) -> str:
+def compute_id(path: str | os.PathLike[str], parent_id: str) -> str:
     """The id of the changeset file at ``path`` whose parent is ``parent_id`` (``""`` for the first)."""
     _parent_bytes(parent_id)
     with read_changeset(path) as changeset:
