@@ -402,6 +402,19 @@ def test_truncations_of_the_session_changeset(tmp_path: Path) -> None:
     assert len(shorter) == 6 < len(session) // 10
 
 
+def test_element_rows_without_an_integer_id_are_refused(tmp_path: Path) -> None:
+    db = apsw.Connection(str(tmp_path / "odd.db"))
+    db.execute("CREATE TABLE bis_Element(Id TEXT PRIMARY KEY, CodeValue TEXT)")
+    session = apsw.Session(db, "main")
+    session.attach()
+    db.execute("INSERT INTO bis_Element VALUES ('0x20', 'text id')")
+    data = session.changeset()
+    session.close()
+    db.close()
+    with pytest.raises(SessionChangesetError, match="is not one integer Id"):
+        read_changeset(_changeset_file(tmp_path / "odd.cs", _content(b"", data)))
+
+
 def test_empty_session_changeset_has_an_empty_summary(tmp_path: Path) -> None:
     with read_changeset(_changeset_file(tmp_path / "empty.cs", _content(b"", b""))) as cs:
         assert cs.uncompressed_size == 0

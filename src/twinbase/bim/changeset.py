@@ -180,7 +180,11 @@ def changeset_id(parent_id: str, prefix: bytes, changeset: bytes) -> str:
 
 @dataclass
 class ChangesetFile:
-    """A decoded changeset file; a context manager that owns the spooled session changeset."""
+    """A decoded changeset file; a context manager that owns the spooled session changeset.
+
+    The readers below (``iter_changeset``, ``stream_input``, ``row_changes``, ``changeset_id``) share the
+    spool's position: use one at a time, each to its end.
+    """
 
     header: ChangesetHeader
     prefix: bytes
