@@ -325,7 +325,7 @@ def test_garbage_after_a_valid_header_is_refused(tmp_path: Path) -> None:
 def test_flipped_bits_are_refused_or_change_the_id(tmp_path: Path) -> None:
     """Raw LZMA2 has no checksum: a damaged stream is refused, or decodes to other bytes and another id.
 
-    Observed on this file: all but one of the 2,064 single-bit flips in the stream are refused; the other
+    Observed on this file: all but one of the 2,032 single-bit flips in the stream are refused; the other
     flips a redundant reset flag and decodes to the identical bytes, hence (correctly) the same id.
     """
     path = _exists(CLIENTS / "ec06481a0775ea0120275b1daeed97871fe429e5.cs")
