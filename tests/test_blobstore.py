@@ -73,6 +73,14 @@ def test_seam_put_stat_ranges_compose_promote_download(store: BlobStore, tmp_pat
         store.stat("uploads/x/y.cs")
     with pytest.raises(BlobNotFound):
         store.promote("uploads/x/none.cs", "x/none.cs")
+    # copy: the same bytes under a second key; replacing or deleting the source leaves the copy
+    assert store.copy("x/y.cs", "copies/y.cs").size == 6
+    store.put("x/y.cs", [b"replaced"])
+    assert read(store, "copies/y.cs") == b"staged" and read(store, "x/y.cs") == b"replaced"
+    store.delete("x/y.cs")
+    assert read(store, "copies/y.cs") == b"staged"
+    with pytest.raises(BlobNotFound):
+        store.copy("x/none.cs", "copies/none.cs")
 
 
 def test_put_is_atomic_on_failure(store: BlobStore) -> None:

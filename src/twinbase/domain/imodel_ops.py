@@ -401,7 +401,7 @@ def run_copy(svc: FileServices, payload: Mapping[str, Any], ctx: JobContext | No
                 if ctx is not None:
                     ctx.progress(done / (len(copies) + 1), f"Copying changeset {done} of {len(copies)}")
                 new_key = _copied_key(item["blob_key"], source_id, imodel_id, item["id"])
-                svc.blobs.put(new_key, svc.blobs.open_range(item["blob_key"]))
+                svc.blobs.copy(item["blob_key"], new_key)
                 item["blob_key"] = new_key
                 item["group_id"] = None  # changeset groups belong to the source
         with svc.db.write() as session:

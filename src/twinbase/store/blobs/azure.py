@@ -149,6 +149,24 @@ class AzureBlobStore:
         except ResourceNotFoundError as exc:
             raise BlobNotFound() from exc
         # From here on, writes through the upload link are refused by the service (no lease id).
+        try:
+            info = self._server_copy(src, dst)
+        except BaseException:
+            lease.release()
+            raise
+        # Empty the sealed upload blob, keeping the lease (and so the refusal) for good.
+        source.upload_blob(b"", overwrite=True, lease=lease, metadata={SEALED: "1"})
+        return info
+
+    def copy(self, src: str, dst: str) -> BlobInfo:
+        self.stat(src)  # BlobNotFound for a missing (or sealed) source
+        found = keys.split_bundle(dst)
+        if found is not None and found[1]:
+            self._ensure_container(self._bundle_container(found[0]))
+        return self._server_copy(src, dst)
+
+    def _server_copy(self, src: str, dst: str) -> BlobInfo:
+        """The blob service copies ``src`` to ``dst`` itself; no byte passes through twinbase."""
         target = self._blob(dst)
         target.start_copy_from_url(self.presign(src, "r", 3600, ""), requires_sync=False)
         props = target.get_blob_properties()
@@ -156,12 +174,9 @@ class AzureBlobStore:
             time.sleep(COPY_POLL_SECONDS)
             props = target.get_blob_properties()
         if props.copy.status != "success":
-            lease.release()
             raise OSError(
                 f"copy of {src} to {dst} ended {props.copy.status}: {props.copy.status_description}"
             )
-        # Empty the sealed upload blob, keeping the lease (and so the refusal) for good.
-        source.upload_blob(b"", overwrite=True, lease=lease, metadata={SEALED: "1"})
         return _info(dst, props)
 
     # ------------------------------------------------------------------------------------- reads

@@ -103,6 +103,11 @@ class BlobStore(Protocol):
         """
         ...
 
+    def copy(self, src: str, dst: str) -> BlobInfo:
+        """Make ``dst`` a copy of ``src`` without the bytes passing through this process where the
+        backend allows it (Azure: a server-side copy). Raises ``BlobNotFound`` when ``src`` is missing."""
+        ...
+
     def promote(self, src: str, dst: str) -> BlobInfo:
         """Move ``src`` to ``dst``. Afterwards no write through a link of ``src`` can change ``dst``.
 

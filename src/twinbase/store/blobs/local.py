@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -84,6 +85,25 @@ class LocalBlobStore:
             writer.abort()
             raise
         return writer.commit()
+
+    def copy(self, src: str, dst: str) -> BlobInfo:
+        # A hard link: blobs are only ever replaced by a rename, never written in place, so two
+        # names of one file cannot see each other's later writes. A copy where links do not work.
+        source, target = self._existing(src), self._path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = self._tmp / f"copy-{secrets.token_hex(8)}"  # os.link refuses to overwrite
+        try:
+            os.link(source, staged)
+        except OSError:
+            with open(source, "rb") as fh:
+                return self.put(dst, iter(lambda: fh.read(COPY_CHUNK), b""))
+        try:
+            os.replace(staged, target)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        fsync_dir(target.parent)
+        return self.stat(dst)
 
     def promote(self, src: str, dst: str) -> BlobInfo:
         source, target = self._existing(src), self._path(dst)
