@@ -312,18 +312,10 @@ async def userinfo(request: Request) -> Response:
     )
 
 
+# The sign-in page takes exactly the parameters it passes on to its form.
 _AUTHORIZE_QUERY = tuple(
     Param(name, string(2048), required=name in ("client_id", "redirect_uri", "response_type", "scope"))
-    for name in (
-        "client_id",
-        "redirect_uri",
-        "response_type",
-        "scope",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-    )
+    for name in _PASSED_ON
 )
 _OAUTH = {"public": True, "error_model": s.OAuthError}
 
