@@ -72,6 +72,7 @@ const snapshots = [];
 async function push(db, description, index) {
   db.saveChanges();
   await db.pushChanges({ description, accessToken: "Bearer mock" });
+  if (db.changeset.index !== index) throw new Error(`push ${index} made changeset ${JSON.stringify(db.changeset)}`);
   if (args["no-snapshots"]) return;
   db.performCheckpoint();
   const snapshot = path.join(out, `after-${index}.bim`);
@@ -111,7 +112,7 @@ try {
       for (let i = 0; i < perChangeset; i++) boxes.push(insert());
       await push(db, "a model, a category, boxes", 1);
 
-      db.importSchemaStrings([SCHEMA]);
+      await db.importSchemaStrings([SCHEMA]);
       await push(db, "schema ReplayTest", 2);
 
       const widgets = [];
