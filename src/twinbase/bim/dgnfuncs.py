@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -94,29 +95,64 @@ def _number(value: object) -> float:
     return 0.0
 
 
-def dgn_point(x: object, y: object, z: object) -> bytes:
-    return _POINT.pack(_number(x), _number(y), _number(z))
+# The trigger columns are REAL (or NULL): the fast paths pack them as they come and fall back to
+# sqlite3_value_double's conversions only when struct refuses a value.
+def dgn_point(x: Any, y: Any, z: Any) -> bytes:
+    try:
+        return _POINT.pack(x, y, z)
+    except struct.error:
+        return _POINT.pack(_number(x), _number(y), _number(z))
 
 
-def dgn_angles(yaw: object, pitch: object, roll: object) -> bytes:
-    return _POINT.pack(_number(yaw), _number(pitch), _number(roll))
+dgn_angles = dgn_point  # YawPitchRollAngles::FromDegrees keeps the three degrees as they are
 
 
-def dgn_bbox(x0: object, y0: object, z0: object, x1: object, y1: object, z1: object) -> bytes:
+def dgn_bbox(x0: Any, y0: Any, z0: Any, x1: Any, y1: Any, z1: Any) -> bytes:
     # DRange3d::InitFrom(x0, y0, z0, x1, y1, z1): the range of the two points, so each pair is sorted.
-    a, b, c, d, e, f = _number(x0), _number(y0), _number(z0), _number(x1), _number(y1), _number(z1)
-    return _RANGE.pack(min(a, d), min(b, e), min(c, f), max(a, d), max(b, e), max(c, f))
+    try:
+        # DRange3d::Extend's FIX_MINMAX, starting from the first point.
+        return _RANGE.pack(
+            x1 if x1 < x0 else x0,
+            y1 if y1 < y0 else y0,
+            z1 if z1 < z0 else z0,
+            x1 if x1 > x0 else x0,
+            y1 if y1 > y0 else y0,
+            z1 if z1 > z0 else z0,
+        )
+    except (struct.error, TypeError):
+        a, b, c, d, e, f = _number(x0), _number(y0), _number(z0), _number(x1), _number(y1), _number(z1)
+        return _RANGE.pack(min(a, d), min(b, e), min(c, f), max(a, d), max(b, e), max(c, f))
 
 
-def dgn_placement(origin: object, angles: object, bbox: object) -> bytes:
-    if not (isinstance(origin, bytes) and isinstance(angles, bytes) and isinstance(bbox, bytes)):
-        raise ValueError("DGN_placement takes the blobs of DGN_point, DGN_angles and DGN_bbox")
-    if len(origin) != 24 or len(angles) != 24 or len(bbox) != 48:
-        raise ValueError("DGN_placement: a point, angles or box blob of the wrong size")
-    return origin + angles + bbox
+def dgn_placement(origin: Any, angles: Any, bbox: Any) -> bytes:
+    try:
+        if len(origin) == 24 and len(angles) == 24 and len(bbox) == 48:
+            return bytes(origin + angles + bbox)
+    except TypeError:
+        pass
+    raise ValueError("DGN_placement takes the blobs of DGN_point, DGN_angles and DGN_bbox")
 
 
-def _fix(low: float, high: float) -> tuple[float, float]:
+def _corner_range(
+    a0: float, a1: float, b0: float, b1: float, c0: float, c1: float, o: float
+) -> tuple[float, float]:
+    # One axis of the 8 transformed corners: ((m0*x + m1*y) + m2*z) + o, summed in Transform::Multiply's order
+    # (the products a*, b*, c* are the same doubles whichever corner uses them), then their min and max.
+    s00, s01, s10, s11 = a0 + b0, a1 + b0, a0 + b1, a1 + b1
+    values = (
+        s00 + c0 + o,
+        s01 + c0 + o,
+        s10 + c0 + o,
+        s11 + c0 + o,
+        s00 + c1 + o,
+        s01 + c1 + o,
+        s10 + c1 + o,
+        s11 + c1 + o,
+    )
+    return _flat_fix(min(values), max(values))
+
+
+def _flat_fix(low: float, high: float) -> tuple[float, float]:
     # Placement3d::EnsureMinimumRange: a range may not be flat in any direction.
     if low == high:
         return low - _HALF_MILLIMETER, high + _HALF_MILLIMETER
@@ -139,6 +175,13 @@ def placement_aabb(placement: bytes) -> bytes:
         or math.fabs(oz) > 2 * _CIRCUMFERENCE_OF_EARTH
     ):
         return _NULL_RANGE
+    if yaw == 0.0 and pitch == 0.0 and roll == 0.0:
+        # The identity rotation: every product is x * 1.0 or y * (+/-0.0), so each transformed corner is
+        # exactly x + origin, and rounding is monotonic: the range is the box moved, as natively.
+        x0, x1 = _flat_fix(lx + ox, hx + ox)
+        y0, y1 = _flat_fix(ly + oy, hy + oy)
+        z0, z1 = _flat_fix(lz + oz, hz + oz)
+        return _RANGE.pack(x0, y0, z0, x1, y1, z1)
     c0, s0 = cos_degrees(yaw), sin_degrees(yaw)
     c1, s1 = cos_degrees(pitch), sin_degrees(pitch)
     c2, s2 = cos_degrees(roll), sin_degrees(roll)
@@ -146,30 +189,20 @@ def placement_aabb(placement: bytes) -> bytes:
     m00, m01, m02 = c0 * c1, -(s0 * c2 + c0 * s1 * s2), (s0 * s2 - c0 * s1 * c2)
     m10, m11, m12 = s0 * c1, (c0 * c2 - s0 * s1 * s2), -(c0 * s2 + s0 * s1 * c2)
     m20, m21, m22 = s1, c1 * s2, c1 * c2
-    # DRange3d::Get8Corners order (x fastest, then y, then z); Transform::Multiply sums left to right.
-    xs = []
-    ys = []
-    zs = []
-    for z in (lz, hz):
-        for y in (ly, hy):
-            for x in (lx, hx):
-                xs.append(m00 * x + m01 * y + m02 * z + ox)
-                ys.append(m10 * x + m11 * y + m12 * z + oy)
-                zs.append(m20 * x + m21 * y + m22 * z + oz)
-    x0, x1 = _fix(min(xs), max(xs))
-    y0, y1 = _fix(min(ys), max(ys))
-    z0, z1 = _fix(min(zs), max(zs))
+    x0, x1 = _corner_range(m00 * lx, m00 * hx, m01 * ly, m01 * hy, m02 * lz, m02 * hz, ox)
+    y0, y1 = _corner_range(m10 * lx, m10 * hx, m11 * ly, m11 * hy, m12 * lz, m12 * hz, oy)
+    z0, z1 = _corner_range(m20 * lx, m20 * hx, m21 * ly, m21 * hy, m22 * lz, m22 * hz, oz)
     return _RANGE.pack(x0, y0, z0, x1, y1, z1)
 
 
-def dgn_placement_aabb(placement: object) -> bytes | None:
+def dgn_placement_aabb(placement: Any) -> bytes | None:
     if placement is None or placement == b"":
         return None
-    if not isinstance(placement, bytes) or len(placement) != _PLACEMENT.size:
-        if isinstance(placement, bytes) and len(placement) == _PLACEMENT2D:
-            raise ValueError("DGN_placement_aabb of a 2D placement is not used by any trigger")
-        raise ValueError("DGN_placement_aabb takes a DGN_placement blob")
-    return placement_aabb(placement)
+    if isinstance(placement, bytes) and len(placement) == _PLACEMENT.size:
+        return placement_aabb(placement)
+    if isinstance(placement, bytes) and len(placement) == _PLACEMENT2D:
+        raise ValueError("DGN_placement_aabb of a 2D placement is not used by any trigger")
+    raise ValueError("DGN_placement_aabb takes a DGN_placement blob")
 
 
 def _float32(value: float) -> float:
@@ -194,17 +227,67 @@ def rtree_bound(value: float, *, upper: bool) -> float:
     return f
 
 
-def dgn_bbox_value(bbox: object, member: object) -> float:
-    """One bound of a box: 0..2 the low x, y, z, 3..5 the high ones, as the R-tree will store it.
+def rtree_box(bbox: bytes) -> tuple[float, ...]:
+    """A box's six bounds as the native R-tree stores them: lows rounded down, highs up (``rtree_bound``)."""
+    values = _RANGE.unpack(bbox)
+    if not (min(values) >= -_FLT_MAX and max(values) <= _FLT_MAX):
+        return tuple(rtree_bound(v, upper=i >= 3) for i, v in enumerate(values))
+    # rtree_bound for all six at once: the nearest floats, and the widened ones for bounds the cast moved in.
+    x0, y0, z0, x1, y1, z1 = values
+    near = array("f", values)
+    wide = array(
+        "f",
+        (
+            x0 * (_ROUND_AWAY if x0 < 0 else _ROUND_TOWARDS),
+            y0 * (_ROUND_AWAY if y0 < 0 else _ROUND_TOWARDS),
+            z0 * (_ROUND_AWAY if z0 < 0 else _ROUND_TOWARDS),
+            x1 * (_ROUND_TOWARDS if x1 < 0 else _ROUND_AWAY),
+            y1 * (_ROUND_TOWARDS if y1 < 0 else _ROUND_AWAY),
+            z1 * (_ROUND_TOWARDS if z1 < 0 else _ROUND_AWAY),
+        ),
+    )
+    return (
+        wide[0] if near[0] > x0 else near[0],
+        wide[1] if near[1] > y0 else near[1],
+        wide[2] if near[2] > z0 else near[2],
+        wide[3] if near[3] < x1 else near[3],
+        wide[4] if near[4] < y1 else near[4],
+        wide[5] if near[5] < z1 else near[5],
+    )
+
+
+def box_values() -> Callable[[Any, Any], float]:
+    """``DGN_bbox_value``: one bound of a box (0..2 the low x, y, z; 3..5 the high ones), R-tree rounded.
 
     The only callers in an iModel's schema are the spatial-index triggers, which write the value into the
     float32 R-tree ``dgn_SpatialIndex``: it is answered already rounded the native way (``rtree_bound``).
+    They ask for the six bounds of one box in a row, so the last box's bounds are kept (one cache per
+    connection: register() makes one).
     """
-    if not isinstance(bbox, bytes) or len(bbox) != _RANGE.size or not isinstance(member, int):
+    last_box = b""
+    last_values: tuple[float, ...] = ()
+
+    def bbox_value(bbox: Any, member: Any) -> float:
+        nonlocal last_box, last_values
+        if bbox != last_box:
+            if not isinstance(bbox, bytes) or len(bbox) != _RANGE.size:
+                raise ValueError("DGN_bbox_value takes a DGN_bbox blob and a member index")
+            last_values = rtree_box(bbox)
+            last_box = bbox
+        if type(member) is int and 0 <= member <= 5:
+            return last_values[member]
+        raise ValueError(f"DGN_bbox_value: member {member!r} is not 0..5")
+
+    return bbox_value
+
+
+def dgn_bbox_value(bbox: Any, member: Any) -> float:
+    """``DGN_bbox_value`` without the per-connection cache (see ``_BoxValues``)."""
+    if not isinstance(bbox, bytes) or len(bbox) != _RANGE.size:
         raise ValueError("DGN_bbox_value takes a DGN_bbox blob and a member index")
-    if not 0 <= member <= 5:
-        raise ValueError(f"DGN_bbox_value: member {member} is not 0..5")
-    return rtree_bound(_RANGE.unpack(bbox)[member], upper=member >= 3)
+    if type(member) is not int or not 0 <= member <= 5:
+        raise ValueError(f"DGN_bbox_value: member {member!r} is not 0..5")
+    return rtree_box(bbox)[member]
 
 
 FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
@@ -219,6 +302,8 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
 
 def register(db: apsw.Connection) -> None:
     """Register the ``DGN_*`` functions the spatial-index triggers call (and their ``iModel_*`` aliases)."""
-    for name, (function, nargs) in FUNCTIONS.items():
+    functions = dict(FUNCTIONS)
+    functions["DGN_bbox_value"] = (box_values(), 2)  # one cache per connection
+    for name, (function, nargs) in functions.items():
         for alias in (name, "iModel_" + name[4:]):
             db.create_scalar_function(alias, function, nargs, deterministic=True)
