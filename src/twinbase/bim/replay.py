@@ -58,7 +58,6 @@ _SCHEMA_PROPS = frozenset(
     }
 )
 _SAVEPOINT = "twinbase_replay"
-_POSITION_SAVEPOINT = "twinbase_replay_position"
 _NO_SUMMARY = ChangeSummary(tables={}, elements_inserted=(), elements_updated=(), elements_deleted=())
 # replay(): commit after this much changeset data (uncompressed) and at the end; a 128 MiB page cache.
 COMMIT_BYTES = 64 << 20
@@ -293,16 +292,6 @@ class _SchemaSplit:
                 group.close()
 
 
-class _SchemaRowsFound(Exception):
-    """Raised from the data apply's table filter: the changeset has ec_* rows its prefix did not announce."""
-
-
-def _no_schema_tables(table: str) -> bool:
-    if _is_schema_table(table):
-        raise _SchemaRowsFound(table)
-    return True
-
-
 def _data_tables(table: str) -> bool:
     return not _is_schema_table(table)
 
@@ -355,37 +344,34 @@ def missing_schema_objects(db: apsw.Connection) -> list[str]:
 def apply_changeset(db: apsw.Connection, changeset: ChangesetFile, *, label: str = "") -> None:
     """Apply one changeset to ``db`` (from ``open_for_replay``) atomically: all of it, or nothing.
 
-    Runs inside a SAVEPOINT, so it nests in a transaction the caller holds; on any error the savepoint is
-    rolled back and ``ReplayError`` is raised.
-
-    A changeset is applied as a schema changeset if its prefix says so or carries DDL (iTwin.js decides by
-    the hub's changeset type, which the writer's prefix flag mirrors); one that turns out to hold ``ec_*``
-    rows anyway is rolled back and applied again as a schema changeset. Data changesets need no Python per
-    row: one streamed apply with a per-table filter.
+    Runs inside a SAVEPOINT: with no transaction open that is the transaction (committed at the end), in
+    a caller's transaction it nests. On any error the savepoint is rolled back and ``ReplayError`` is
+    raised. (Nested savepoints make SQLite's per-statement savepoints slow on large changesets: the
+    replay loop keeps them out.)
     """
     label = label or "(unnamed)"
     db.execute(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        if changeset.contains_schema_changes or changeset.ddl.strip():
-            _apply_schema_changeset(db, changeset, label)
-        else:
-            try:
-                _apply(
-                    db,
-                    changeset.stream_input(),
-                    apsw.SQLITE_CHANGESETAPPLY_FKNOACTION,
-                    label,
-                    "data changes",
-                    filter=_no_schema_tables,
-                )
-            except _SchemaRowsFound:
-                db.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                _apply_schema_changeset(db, changeset, label)
+        _apply_changeset(db, changeset, label)
     except BaseException:
         db.execute(f"ROLLBACK TO {_SAVEPOINT}")
         db.execute(f"RELEASE {_SAVEPOINT}")
         raise
     db.execute(f"RELEASE {_SAVEPOINT}")
+
+
+def _apply_changeset(db: apsw.Connection, changeset: ChangesetFile, label: str) -> None:
+    """The apply itself, with no savepoint of its own: the caller undoes a failure.
+
+    A schema changeset is one whose prefix says so or carries DDL: the writer sets that flag exactly when
+    it pushes a changeset of the hub's Schema type, which is what iTwin.js goes by. Others (``ec_*`` rows
+    included, should one ever have them) are applied as data, as iTwin.js does: one streamed apply, no
+    Python per row.
+    """
+    if changeset.contains_schema_changes or changeset.ddl.strip():
+        _apply_schema_changeset(db, changeset, label)
+    else:
+        _apply(db, changeset.stream_input(), apsw.SQLITE_CHANGESETAPPLY_FKNOACTION, label, "data changes")
 
 
 def _apply_schema_changeset(db: apsw.Connection, changeset: ChangesetFile, label: str) -> None:
@@ -497,12 +483,13 @@ def replay(
     alone never do). ``progress(n)`` is called after the n-th changeset applied.
 
     Speed, on a scratch copy: ``synchronous=OFF`` (no fsync), an exclusive lock, a 128 MiB page cache, and
-    commits grouped: changesets are applied in one transaction, each inside its own savepoint, committed
-    every ``COMMIT_BYTES`` of changeset data and at the end (or when one fails, after rolling back just
-    that one). The rollback journal is a file (``journal_mode=TRUNCATE``), so a process killed mid-replay
-    leaves the file at the last commit, a changeset boundary whose position ``be_Local`` records; only an
-    OS crash or power loss (no fsync) can damage the copy. The file's own journal mode is restored at the
-    end.
+    commits grouped: changesets are applied in one transaction, committed every ``COMMIT_BYTES`` of
+    changeset data and at the end. No savepoint per changeset (nested savepoints make SQLite's own
+    per-statement savepoints cost more than the apply): if a changeset fails, the transaction is rolled
+    back, the changesets of the group before it are applied again and committed, and the error is raised.
+    The rollback journal is a file (``journal_mode=TRUNCATE``), so a process killed mid-replay leaves the
+    file at its last commit, a changeset boundary that ``be_Local`` records; only an OS crash or power loss
+    (no fsync) can damage the copy. The file's own journal mode is restored at the end.
     """
     db = open_for_replay(path)
     try:
@@ -513,13 +500,86 @@ def replay(
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=TRUNCATE")
         try:
-            _replay_all(db, changesets, progress, expected_ids)
+            _Replay(db, progress, expected_ids).run(changesets)
         finally:
             db.execute("PRAGMA locking_mode=NORMAL")
             db.execute("SELECT 1 FROM be_Local LIMIT 1").fetchall()  # drops the exclusive lock
             db.execute("PRAGMA journal_mode=" + original_mode)
     finally:
         db.close()
+
+
+class _Replay:
+    """The replay loop: grouped commits, and on a failure the group's good changesets applied again."""
+
+    def __init__(
+        self,
+        db: apsw.Connection,
+        progress: Callable[[int], None] | None,
+        expected_ids: Iterable[str] | None,
+    ) -> None:
+        self.db = db
+        self.progress = progress
+        self.expected = iter(expected_ids) if expected_ids is not None else None
+        self.parent_id, self.parent_index = current_changeset(db)
+        # Changesets applied since the last commit: (path, label, id, index), to apply again after a rollback.
+        self.group: list[tuple[str | os.PathLike[str], str, str, int | None]] = []
+        self.pending = 0
+
+    def run(self, changesets: Iterable[str | os.PathLike[str]]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for count, path in enumerate(changesets, start=1):
+                self._one(count, path)
+                if self.pending >= COMMIT_BYTES:
+                    self._commit()
+                    self.db.execute("BEGIN IMMEDIATE")
+                if self.progress is not None:
+                    self.progress(count)
+        except BaseException:
+            self._recover()
+            raise
+        self._commit()
+
+    def _one(self, count: int, path: str | os.PathLike[str]) -> None:
+        name = Path(os.fspath(path)).name
+        try:
+            changeset = read_for_replay(path)
+        except (OSError, ChangesetFormatError) as exc:
+            raise ReplayError(f"changeset {count} ({name}) cannot be read: {exc}") from exc
+        with changeset:
+            cs_id = changeset.changeset_id(self.parent_id)
+            if self.expected is not None:
+                _check_expected(count, name, self.parent_id, cs_id, next(self.expected, None))
+            index = self.parent_index + 1 if self.parent_index is not None else None
+            label = f"{count} ({name}, id {cs_id})"
+            _apply_changeset(self.db, changeset, label)
+            _record_position(self.db, cs_id, index)
+            self.pending += changeset.uncompressed_size
+        self.group.append((path, label, cs_id, index))
+        self.parent_id, self.parent_index = cs_id, index
+
+    def _commit(self) -> None:
+        self.db.execute("COMMIT")
+        self.group.clear()
+        self.pending = 0
+
+    def _recover(self) -> None:
+        """After a failure: back to the last commit, then the group's changesets that applied, committed."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if not self.group:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for path, label, cs_id, index in self.group:
+                with read_for_replay(path) as changeset:
+                    _apply_changeset(self.db, changeset, label)
+                    _record_position(self.db, cs_id, index)
+            self._commit()
+        except BaseException:
+            self.db.execute("ROLLBACK")  # still at the last commit: a changeset boundary all the same
+            raise
 
 
 def _check_expected(count: int, name: str, parent_id: str, cs_id: str, want: str | None) -> None:
@@ -531,61 +591,6 @@ def _check_expected(count: int, name: str, parent_id: str, cs_id: str, want: str
             f" applied there its id would be {cs_id}, the hub's id is {want}"
             " (wrong parent, wrong order, or a damaged file)"
         )
-
-
-def _replay_all(
-    db: apsw.Connection,
-    changesets: Iterable[str | os.PathLike[str]],
-    progress: Callable[[int], None] | None,
-    expected_ids: Iterable[str] | None,
-) -> None:
-    expected = iter(expected_ids) if expected_ids is not None else None
-    parent_id, parent_index = current_changeset(db)
-    pending = 0  # changeset bytes applied since the last commit
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for count, path in enumerate(changesets, start=1):
-            name = Path(os.fspath(path)).name
-            try:
-                changeset = read_for_replay(path)
-            except (OSError, ChangesetFormatError) as exc:
-                raise ReplayError(f"changeset {count} ({name}) cannot be read: {exc}") from exc
-            with changeset:
-                cs_id = changeset.changeset_id(parent_id)
-                if expected is not None:
-                    _check_expected(count, name, parent_id, cs_id, next(expected, None))
-                index = parent_index + 1 if parent_index is not None else None
-                db.execute(f"SAVEPOINT {_POSITION_SAVEPOINT}")
-                try:
-                    apply_changeset(db, changeset, label=f"{count} ({name}, id {cs_id})")
-                    _record_position(db, cs_id, index)
-                except BaseException:
-                    db.execute(f"ROLLBACK TO {_POSITION_SAVEPOINT}")
-                    db.execute(f"RELEASE {_POSITION_SAVEPOINT}")
-                    raise
-                db.execute(f"RELEASE {_POSITION_SAVEPOINT}")
-                pending += changeset.uncompressed_size
-            parent_id, parent_index = cs_id, index
-            if pending >= COMMIT_BYTES:
-                db.execute("COMMIT")
-                db.execute("BEGIN IMMEDIATE")
-                pending = 0
-            if progress is not None:
-                progress(count)
-    except BaseException:
-        # Keep what applied before the failure: the failed changeset's savepoint is already undone.
-        _commit_or_rollback(db)
-        raise
-    _commit_or_rollback(db, reraise=True)
-
-
-def _commit_or_rollback(db: apsw.Connection, *, reraise: bool = False) -> None:
-    try:
-        db.execute("COMMIT")
-    except apsw.Error:
-        db.execute("ROLLBACK")  # back to the last commit, a changeset boundary
-        if reraise:
-            raise
 
 
 def make_checkpoint(
