@@ -487,11 +487,11 @@ def replay(
     changeset data and at the end. No savepoint per changeset (nested savepoints make SQLite's own
     per-statement savepoints cost more than the apply): if a changeset fails, the transaction is rolled
     back, the changesets of the group before it are applied again and committed, and the error is raised.
-    The file is in WAL mode meanwhile (one write per changed page per group, cheap rollbacks; exclusive, so
-    no shared-memory file): a process killed mid-replay leaves the file at its last commit, a changeset
-    boundary that ``be_Local`` records, the WAL recovered on the next open. Only an OS crash or power loss
-    (no fsync) can damage the copy. The WAL is folded in and the file's own journal mode restored at the
-    end.
+    The file keeps its kind of journal (WAL, or a rollback journal kept as a file with
+    ``journal_mode=TRUNCATE`` meanwhile), so a process killed mid-replay leaves the file at its last commit,
+    a changeset boundary that ``be_Local`` records, recovered on the next open. Only an OS crash or power
+    loss (no fsync) can damage the copy. When it returns or raises, a WAL has been folded into the file and
+    no journal file is left.
     """
     db = open_for_replay(path)
     try:
@@ -500,17 +500,18 @@ def replay(
         db.execute(f"PRAGMA cache_size={-REPLAY_CACHE_KIB}")
         db.execute("PRAGMA temp_store=MEMORY")
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA journal_mode=WAL")
+        # The file's own kind of journal: switching between WAL and a rollback journal rewrites the header
+        # (change counter included), and a replay that fails first thing must leave every byte as it was.
+        wal = original_mode.lower() == "wal"
+        if not wal:
+            db.execute("PRAGMA journal_mode=TRUNCATE")  # no create/delete of the journal file per commit
         try:
             _Replay(db, progress, expected_ids).run(changesets)
         finally:
-            # Out of WAL first (that folds the WAL into the file): an exclusive WAL connection cannot
-            # return to normal locking while in WAL mode. Then the file's own mode again.
-            db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA locking_mode=NORMAL")
             db.execute("SELECT 1 FROM be_Local LIMIT 1").fetchall()  # drops the exclusive lock
-            if original_mode.lower() != "delete":
-                db.execute("PRAGMA journal_mode=" + original_mode)
+            if not wal:
+                db.execute("PRAGMA journal_mode=" + original_mode)  # DELETE removes the journal file
     finally:
         db.close()
 
