@@ -37,7 +37,7 @@ _CIRCUMFERENCE_OF_EARTH = 40075.0 * 1000.0
 _HALF_MILLIMETER = 0.5 * (1.0 / 1000.0)
 _RADIANS_PER_DEGREE = math.pi / 180.0
 # The native null range (DRange3d::Init): what CalculateRange answers for an invalid placement.
-_NULL_RANGE = _RANGE.pack(_DBL_MAX, _DBL_MAX, _DBL_MAX, -_DBL_MAX, -_DBL_MAX, -_DBL_MAX)
+_NULL_VALUES = (_DBL_MAX, _DBL_MAX, _DBL_MAX, -_DBL_MAX, -_DBL_MAX, -_DBL_MAX)
 
 
 def _reduce_degrees(degrees: float) -> float:
@@ -81,6 +81,18 @@ def cos_degrees(degrees: float) -> float:
 
 def sin_degrees(degrees: float) -> float:
     return _sin_positive(degrees) if degrees > 0 else -_sin_positive(-degrees)
+
+
+def _cos_sin(degrees: float) -> tuple[float, float]:
+    """(cos_degrees, sin_degrees) in one call; the usual |angle| < 45 case without the reductions."""
+    if -45.0 < degrees < 45.0:
+        return (
+            math.cos(math.fabs(degrees) * _RADIANS_PER_DEGREE),
+            math.sin(degrees * _RADIANS_PER_DEGREE)
+            if degrees > 0
+            else -math.sin(-degrees * _RADIANS_PER_DEGREE),
+        )
+    return cos_degrees(degrees), sin_degrees(degrees)
 
 
 def _number(value: object) -> float:
@@ -133,23 +145,8 @@ def dgn_placement(origin: Any, angles: Any, bbox: Any) -> bytes:
     raise ValueError("DGN_placement takes the blobs of DGN_point, DGN_angles and DGN_bbox")
 
 
-def _corner_range(
-    a0: float, a1: float, b0: float, b1: float, c0: float, c1: float, o: float
-) -> tuple[float, float]:
-    # One axis of the 8 transformed corners: ((m0*x + m1*y) + m2*z) + o, summed in Transform::Multiply's order
-    # (the products a*, b*, c* are the same doubles whichever corner uses them), then their min and max.
-    s00, s01, s10, s11 = a0 + b0, a1 + b0, a0 + b1, a1 + b1
-    values = (
-        s00 + c0 + o,
-        s01 + c0 + o,
-        s10 + c0 + o,
-        s11 + c0 + o,
-        s00 + c1 + o,
-        s01 + c1 + o,
-        s10 + c1 + o,
-        s11 + c1 + o,
-    )
-    return _flat_fix(min(values), max(values))
+def _ordered(a: float, b: float) -> tuple[float, float]:
+    return (a, b) if a <= b else (b, a)
 
 
 def _flat_fix(low: float, high: float) -> tuple[float, float]:
@@ -161,6 +158,10 @@ def _flat_fix(low: float, high: float) -> tuple[float, float]:
 
 def placement_aabb(placement: bytes) -> bytes:
     """``Placement3d::CalculateRange``: the box's 8 corners rotated and moved, their range, never flat."""
+    return _RANGE.pack(*_aabb(placement))
+
+
+def _aabb(placement: bytes) -> tuple[float, float, float, float, float, float]:
     ox, oy, oz, yaw, pitch, roll, lx, ly, lz, hx, hy, hz = _PLACEMENT.unpack(placement)
     # Placement3d::IsValid: a non-empty box no larger than the Earth, an origin within twice its girth.
     if (
@@ -174,25 +175,37 @@ def placement_aabb(placement: bytes) -> bytes:
         or math.fabs(oy) > 2 * _CIRCUMFERENCE_OF_EARTH
         or math.fabs(oz) > 2 * _CIRCUMFERENCE_OF_EARTH
     ):
-        return _NULL_RANGE
+        return _NULL_VALUES
     if yaw == 0.0 and pitch == 0.0 and roll == 0.0:
         # The identity rotation: every product is x * 1.0 or y * (+/-0.0), so each transformed corner is
         # exactly x + origin, and rounding is monotonic: the range is the box moved, as natively.
         x0, x1 = _flat_fix(lx + ox, hx + ox)
         y0, y1 = _flat_fix(ly + oy, hy + oy)
         z0, z1 = _flat_fix(lz + oz, hz + oz)
-        return _RANGE.pack(x0, y0, z0, x1, y1, z1)
-    c0, s0 = cos_degrees(yaw), sin_degrees(yaw)
-    c1, s1 = cos_degrees(pitch), sin_degrees(pitch)
-    c2, s2 = cos_degrees(roll), sin_degrees(roll)
+        return x0, y0, z0, x1, y1, z1
+    c0, s0 = _cos_sin(yaw)
+    c1, s1 = _cos_sin(pitch)
+    c2, s2 = _cos_sin(roll)
     # YawPitchRollAngles::ToRotMatrix, row by row.
     m00, m01, m02 = c0 * c1, -(s0 * c2 + c0 * s1 * s2), (s0 * s2 - c0 * s1 * c2)
     m10, m11, m12 = s0 * c1, (c0 * c2 - s0 * s1 * s2), -(c0 * s2 + s0 * s1 * c2)
     m20, m21, m22 = s1, c1 * s2, c1 * c2
-    x0, x1 = _corner_range(m00 * lx, m00 * hx, m01 * ly, m01 * hy, m02 * lz, m02 * hz, ox)
-    y0, y1 = _corner_range(m10 * lx, m10 * hx, m11 * ly, m11 * hy, m12 * lz, m12 * hz, oy)
-    z0, z1 = _corner_range(m20 * lx, m20 * hx, m21 * ly, m21 * hy, m22 * lz, m22 * hz, oz)
-    return _RANGE.pack(x0, y0, z0, x1, y1, z1)
+    # Natively each of the 8 corners is ((m0*x + m1*y) + m2*z) + o (Transform::Multiply's order), then the
+    # range of the 8. IEEE addition is monotonic in each operand, so the smallest corner is exactly the sum
+    # of each term's smaller product (and the largest of the larger ones): the same doubles, in 2 sums.
+    a0, a1 = _ordered(m00 * lx, m00 * hx)
+    b0, b1 = _ordered(m01 * ly, m01 * hy)
+    e0, e1 = _ordered(m02 * lz, m02 * hz)
+    x0, x1 = _flat_fix(a0 + b0 + e0 + ox, a1 + b1 + e1 + ox)
+    a0, a1 = _ordered(m10 * lx, m10 * hx)
+    b0, b1 = _ordered(m11 * ly, m11 * hy)
+    e0, e1 = _ordered(m12 * lz, m12 * hz)
+    y0, y1 = _flat_fix(a0 + b0 + e0 + oy, a1 + b1 + e1 + oy)
+    a0, a1 = _ordered(m20 * lx, m20 * hx)
+    b0, b1 = _ordered(m21 * ly, m21 * hy)
+    e0, e1 = _ordered(m22 * lz, m22 * hz)
+    z0, z1 = _flat_fix(a0 + b0 + e0 + oz, a1 + b1 + e1 + oz)
+    return x0, y0, z0, x1, y1, z1
 
 
 def dgn_placement_aabb(placement: Any) -> bytes | None:
@@ -229,43 +242,45 @@ def rtree_bound(value: float, *, upper: bool) -> float:
 
 def rtree_box(bbox: bytes) -> tuple[float, ...]:
     """A box's six bounds as the native R-tree stores them: lows rounded down, highs up (``rtree_bound``)."""
-    values = _RANGE.unpack(bbox)
+    return _rtree_values(_RANGE.unpack(bbox))
+
+
+def _rtree_values(values: tuple[float, ...]) -> tuple[float, ...]:
+    x0, y0, z0, x1, y1, z1 = values
     if not (min(values) >= -_FLT_MAX and max(values) <= _FLT_MAX):
         return tuple(rtree_bound(v, upper=i >= 3) for i, v in enumerate(values))
-    # rtree_bound for all six at once: the nearest floats, and the widened ones for bounds the cast moved in.
-    x0, y0, z0, x1, y1, z1 = values
-    near = array("f", values)
-    wide = array(
-        "f",
-        (
-            x0 * (_ROUND_AWAY if x0 < 0 else _ROUND_TOWARDS),
-            y0 * (_ROUND_AWAY if y0 < 0 else _ROUND_TOWARDS),
-            z0 * (_ROUND_AWAY if z0 < 0 else _ROUND_TOWARDS),
-            x1 * (_ROUND_TOWARDS if x1 < 0 else _ROUND_AWAY),
-            y1 * (_ROUND_TOWARDS if y1 < 0 else _ROUND_AWAY),
-            z1 * (_ROUND_TOWARDS if z1 < 0 else _ROUND_AWAY),
-        ),
-    )
+    # All six cast at once; only a bound the cast moved inward needs rtree_bound's widening (about half).
+    f0, f1, f2, f3, f4, f5 = array("f", values)
     return (
-        wide[0] if near[0] > x0 else near[0],
-        wide[1] if near[1] > y0 else near[1],
-        wide[2] if near[2] > z0 else near[2],
-        wide[3] if near[3] < x1 else near[3],
-        wide[4] if near[4] < y1 else near[4],
-        wide[5] if near[5] < z1 else near[5],
+        _float32(x0 * (_ROUND_AWAY if x0 < 0 else _ROUND_TOWARDS)) if f0 > x0 else f0,
+        _float32(y0 * (_ROUND_AWAY if y0 < 0 else _ROUND_TOWARDS)) if f1 > y0 else f1,
+        _float32(z0 * (_ROUND_AWAY if z0 < 0 else _ROUND_TOWARDS)) if f2 > z0 else f2,
+        _float32(x1 * (_ROUND_TOWARDS if x1 < 0 else _ROUND_AWAY)) if f3 < x1 else f3,
+        _float32(y1 * (_ROUND_TOWARDS if y1 < 0 else _ROUND_AWAY)) if f4 < y1 else f4,
+        _float32(z1 * (_ROUND_TOWARDS if z1 < 0 else _ROUND_AWAY)) if f5 < z1 else f5,
     )
 
 
-def box_values() -> Callable[[Any, Any], float]:
-    """``DGN_bbox_value``: one bound of a box (0..2 the low x, y, z; 3..5 the high ones), R-tree rounded.
+def spatial_functions() -> tuple[Callable[[Any], bytes | None], Callable[[Any, Any], float]]:
+    """``DGN_placement_aabb`` and ``DGN_bbox_value`` for one connection, sharing the last box computed.
 
-    The only callers in an iModel's schema are the spatial-index triggers, which write the value into the
-    float32 R-tree ``dgn_SpatialIndex``: it is answered already rounded the native way (``rtree_bound``).
-    They ask for the six bounds of one box in a row, so the last box's bounds are kept (one cache per
-    connection: register() makes one).
+    ``DGN_bbox_value`` answers one bound of a box (0..2 the low x, y, z; 3..5 the high ones), R-tree
+    rounded: the only callers in an iModel's schema are the spatial-index triggers, which write the value
+    into the float32 R-tree ``dgn_SpatialIndex``, so it is answered already rounded the native way
+    (``rtree_bound``). They ask for the six bounds of the box ``DGN_placement_aabb`` just made, so that
+    one keeps its box and the rounded bounds, and the six calls find them.
     """
     last_box = b""
     last_values: tuple[float, ...] = ()
+
+    def placement_aabb_function(placement: Any) -> bytes | None:
+        nonlocal last_box, last_values
+        if type(placement) is not bytes or len(placement) != _PLACEMENT.size:
+            return dgn_placement_aabb(placement)  # NULL, or the error
+        values = _aabb(placement)
+        last_box = _RANGE.pack(*values)
+        last_values = _rtree_values(values)
+        return last_box
 
     def bbox_value(bbox: Any, member: Any) -> float:
         nonlocal last_box, last_values
@@ -278,7 +293,7 @@ def box_values() -> Callable[[Any, Any], float]:
             return last_values[member]
         raise ValueError(f"DGN_bbox_value: member {member!r} is not 0..5")
 
-    return bbox_value
+    return placement_aabb_function, bbox_value
 
 
 def dgn_bbox_value(bbox: Any, member: Any) -> float:
@@ -303,7 +318,9 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
 def register(db: apsw.Connection) -> None:
     """Register the ``DGN_*`` functions the spatial-index triggers call (and their ``iModel_*`` aliases)."""
     functions = dict(FUNCTIONS)
-    functions["DGN_bbox_value"] = (box_values(), 2)  # one cache per connection
+    placement_aabb_function, bbox_value = spatial_functions()  # one shared cache per connection
+    functions["DGN_placement_aabb"] = (placement_aabb_function, 1)
+    functions["DGN_bbox_value"] = (bbox_value, 2)
     for name, (function, nargs) in functions.items():
         for alias in (name, "iModel_" + name[4:]):
             db.create_scalar_function(alias, function, nargs, deterministic=True)
