@@ -45,6 +45,7 @@ from twinbase.bim.replay import (
     make_checkpoint,
     missing_schema_objects,
     open_for_replay,
+    patch_ddl,
     read_for_replay,
     replay,
 )
@@ -293,6 +294,40 @@ def test_schema_changeset_applies_inside_a_callers_transaction(
         finally:
             db.close()
     assert_same_content(work, schema["snapshot"])
+
+
+def test_schema_changeset_twice_is_refused_at_its_ddl(tmp_path: Path, itwinjs_changesets: Fixture) -> None:
+    """Natively a failing DDL statement is only logged; here it stops the changeset, file untouched."""
+    work = _copy(itwinjs_changesets.baseline, tmp_path / "replayed.bim")
+    first, schema = itwinjs_changesets.changesets[:2]
+    replay(work, [first["pathname"], schema["pathname"]])
+    before = _digest(work)
+    with pytest.raises(ReplayError, match=r"its DDL does not apply to the file \(duplicate column name: js"):
+        replay(work, [schema["pathname"]])
+    assert _digest(work) == before
+
+
+def test_patch_ddl_leaves_out_unchanged_indexes(tmp_path: Path, itwinjs_changesets: Fixture) -> None:
+    """PatchSlowDdlChanges: an index whose CREATE equals sqlite_master's is neither dropped nor created."""
+    work = _copy(itwinjs_changesets.baseline, tmp_path / "replayed.bim")
+    schema = itwinjs_changesets.changesets[1]
+    with read_changeset(schema["pathname"]) as changeset:
+        ddl = changeset.ddl
+    db = open_for_replay(work)
+    try:
+        before = patch_ddl(db, ddl)
+        assert [s for s in before if "INDEX" in s] == [
+            "DROP INDEX IF EXISTS [ix_bis_GeometricElement3d_Overflow_ecclassid]",
+            "CREATE INDEX [ix_bis_GeometricElement3d_Overflow_ecclassid]"
+            " ON [bis_GeometricElement3d_Overflow]([ECClassId])",
+        ]
+        for sql in before:
+            db.execute(sql)
+        after = patch_ddl(db, ddl)
+    finally:
+        db.close()
+    assert [s for s in after if "INDEX" in s] == []
+    assert len(after) == len(before) - 2
 
 
 def test_dgn_functions_reproduce_the_native_spatial_index() -> None:
