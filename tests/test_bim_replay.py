@@ -417,6 +417,18 @@ def test_failure_midway_keeps_the_changesets_before_it(tmp_path: Path) -> None:
     _no_side_files(work)
 
 
+def test_dangling_references_are_a_conflict(tmp_path: Path) -> None:
+    """Foreign keys are on, as in iTwin.js: an element whose code spec the file lacks aborts the changeset."""
+    chain = clients_chain()
+    work = _copy(chain.baseline, tmp_path / "replayed.bim")
+    with sqlite3.connect(work) as conn:  # foreign keys off here: the file loses the code spec cs 1 uses
+        conn.execute("DELETE FROM bis_CodeSpec WHERE Id=29")
+    before = _digest(work)
+    with pytest.raises(ReplayError, match=r"leaves 1 foreign key violation\(s\)"):
+        replay(work, chain.files[:1])
+    assert _digest(work) == before
+
+
 def test_unreadable_changeset_raises_before_touching_the_file(tmp_path: Path) -> None:
     chain = clients_chain()
     work = _copy(chain.baseline, tmp_path / "replayed.bim")
