@@ -550,6 +550,24 @@ def test_make_checkpoint_of_a_2020_chain_opens_in_itwinjs(tmp_path: Path) -> Non
     assert opened["download"]["briefcaseId"] == 0
 
 
+def test_make_checkpoint_refuses_a_changeset_the_file_is_not_at(tmp_path: Path) -> None:
+    chain = clients_chain()
+    work = _copy(chain.baseline, tmp_path / "checkpoint.bim")
+    replay(work, chain.files[:2])
+    before = _digest(work)
+    ids = {"imodel_id": str(uuid.uuid4()), "itwin_id": str(uuid.uuid4())}
+    with pytest.raises(
+        BimFormatError, match=f"is at changeset {chain.ids[1]} \\(index 2\\), not at changeset"
+    ):
+        make_checkpoint(work, **ids, changeset_id=chain.ids[2], changeset_index=3)
+    with pytest.raises(BimFormatError, match="not at changeset"):
+        make_checkpoint(work, **ids, changeset_id=chain.ids[1], changeset_index=5)
+    assert _digest(work) == before
+    baseline = _copy(chain.baseline, tmp_path / "baseline.bim")
+    make_checkpoint(baseline, **ids, changeset_id="", changeset_index=0)
+    assert read_identity(baseline).parent_changeset == {"id": "", "index": 0}
+
+
 def test_make_checkpoint_of_a_modern_file_opens_in_itwinjs(
     tmp_path: Path, itwinjs_changesets: Fixture
 ) -> None:

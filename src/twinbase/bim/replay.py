@@ -631,6 +631,9 @@ def make_checkpoint(
 ) -> None:
     """Finish a replayed file as this iModel's checkpoint at ``changeset_id`` / ``changeset_index``.
 
+    The file must be at that changeset (the position ``replay`` records, "" / 0 for a baseline), else
+    ``BimFormatError``.
+
     As iTwin.js leaves a checkpoint (``CheckpointManager.updateToRequestedVersion``): no local transactions
     (``dgn_Txns`` and ``dgn_Rebase`` emptied; no pull/merge state), briefcase id 0, the iModel and iTwin
     ids, ``parentChangeset`` {"id","index"} and ``ParentChangeSetId``; then the WAL folded in and the file
@@ -640,6 +643,15 @@ def make_checkpoint(
     name = os.fspath(path)
     db = open_for_replay(name)
     try:
+        # The position replay recorded must be the one claimed: a checkpoint that says it is at a changeset
+        # whose rows it does not hold would make every client that pulls onto it go wrong.
+        recorded_id, recorded_index = current_changeset(db)
+        if recorded_id != changeset_id or recorded_index not in (None, changeset_index):
+            at = f"changeset {recorded_id} (index {recorded_index})" if recorded_id else "the baseline"
+            raise BimFormatError(
+                f"{name} is at {at}, not at changeset {changeset_id or '(baseline)'} index {changeset_index}:"
+                " replay the changesets up to it first"
+            )
         db.execute("BEGIN IMMEDIATE")
         try:
             existing = {n.lower() for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
