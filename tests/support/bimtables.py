@@ -6,8 +6,8 @@ R-tree ``dgn_SpatialIndex*``. The R-tree's layout tables (``_node``, ``_parent``
 between two correct replays, so the spatial index is compared by content (``dgn_SpatialIndex`` rows) instead.
 ``sqlite_master`` SQL is compared too (tables, indexes, triggers, views).
 
-Files are opened read-only with ``immutable=1`` (they may be WAL files on read-only media); a file with a
-pending ``-wal`` must be checkpointed first, and this refuses one rather than read stale pages.
+Files are opened read-only with ``immutable=1`` (they may be WAL files on read-only media), or, when a
+``-wal`` with commits lies beside one, read-only through the WAL (never the stale pages without it).
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ _PREVIEW = 120
 
 
 def open_readonly(path: str | os.PathLike[str]) -> apsw.Connection:
+    """Read-only; ``immutable=1`` (no locks, no -shm: read-only media, WAL-mode files) unless a WAL with
+    commits in it lies beside the file (a briefcase still open, or closed without a checkpoint): then an
+    ordinary read-only connection, which reads the WAL too."""
     name = os.fspath(path)
+    assert Path(name).is_file(), f"no such file: {name}"
     wal = Path(name + "-wal")
-    assert not (wal.exists() and wal.stat().st_size > 0), f"{name} has a pending WAL: checkpoint it first"
-    return apsw.Connection(f"file:{name}?immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "immutable=1"
+    return apsw.Connection(f"file:{name}?{mode}", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
 def change_tracked_tables(conn: apsw.Connection) -> list[str]:
