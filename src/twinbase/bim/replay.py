@@ -48,7 +48,7 @@ import apsw
 
 from twinbase.bim import changeset as changeset_format
 from twinbase.bim import dgnfuncs
-from twinbase.bim.changeset import ChangesetFile, ChangesetFormatError, ChangeSummary
+from twinbase.bim.changeset import ChangesetFile, ChangesetFormatError, ChangeSummary, InvalidChangesetIdError
 from twinbase.bim.identity import BimFormatError, stamp
 
 BEDB_APPLICATION_ID = 0x42654462  # "BeDb" at header offset 68
@@ -581,7 +581,12 @@ class _Replay:
         except (OSError, ChangesetFormatError) as exc:
             raise ReplayError(f"changeset {count} ({name}) cannot be read: {exc}") from exc
         with changeset:
-            cs_id = changeset.changeset_id(self.parent_id)
+            try:
+                cs_id = changeset.changeset_id(self.parent_id)
+            except InvalidChangesetIdError as exc:
+                raise ReplayError(
+                    f"the file's recorded changeset (be_Local) is not a changeset id: {exc}"
+                ) from exc
             if self.expected is not None:
                 _check_expected(count, name, self.parent_id, cs_id, next(self.expected, None))
             index = self.parent_index + 1 if self.parent_index is not None else None
