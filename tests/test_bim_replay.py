@@ -447,10 +447,12 @@ def test_apply_changeset_failure_rolls_back_only_itself(tmp_path: Path) -> None:
     try:
         with read_for_replay(chain.files[0]) as changeset:
             apply_changeset(db, changeset, label="first")
+            assert current_changeset(db) == (chain.ids[0], 1)  # recorded, as by replay
             count = db.execute("SELECT count(*) FROM bis_Element").fetchone()
             with pytest.raises(ReplayError, match="changeset again"):
                 apply_changeset(db, changeset, label="again")
             assert db.execute("SELECT count(*) FROM bis_Element").fetchone() == count
+            assert current_changeset(db) == (chain.ids[0], 1)
             assert not db.in_transaction
     finally:
         db.close()
@@ -563,9 +565,9 @@ def test_make_checkpoint_refuses_a_changeset_the_file_is_not_at(tmp_path: Path) 
     with pytest.raises(BimFormatError, match="not at changeset"):
         make_checkpoint(work, **ids, changeset_id=chain.ids[1], changeset_index=5)
     assert _digest(work) == before
-    baseline = _copy(chain.baseline, tmp_path / "baseline.bim")
-    make_checkpoint(baseline, **ids, changeset_id="", changeset_index=0)
-    assert read_identity(baseline).parent_changeset == {"id": "", "index": 0}
+    # Index 0 makes a baseline of any file: here the one at changeset 2 (a fork squashing its history).
+    make_checkpoint(work, **ids, changeset_id="", changeset_index=0)
+    assert read_identity(work).parent_changeset == {"id": "", "index": 0}
 
 
 def test_make_checkpoint_of_a_modern_file_opens_in_itwinjs(

@@ -370,20 +370,34 @@ def missing_schema_objects(db: apsw.Connection) -> list[str]:
 def apply_changeset(db: apsw.Connection, changeset: ChangesetFile, *, label: str = "") -> None:
     """Apply one changeset to ``db`` (from ``open_for_replay``) atomically: all of it, or nothing.
 
+    Also records the file's new position in ``be_Local`` (``ParentChangeSetId``, ``parentChangeset``
+    {"id","index"}): the id computed from the recorded one (SHA-1 of parent id, prefix and changeset),
+    the index one more, as a pull does; ``make_checkpoint`` checks it.
+
     Runs inside a SAVEPOINT: with no transaction open that is the transaction (committed at the end), in
     a caller's transaction it nests. On any error the savepoint is rolled back and ``ReplayError`` is
     raised. (Nested savepoints make SQLite's per-statement savepoints slow on large changesets: the
     replay loop keeps them out.)
     """
     label = label or "(unnamed)"
+    parent_id, parent_index = current_changeset(db)
+    cs_id = _changeset_id(changeset, parent_id)
     db.execute(f"SAVEPOINT {_SAVEPOINT}")
     try:
         _apply_changeset(db, changeset, label)
+        _record_position(db, cs_id, parent_index + 1 if parent_index is not None else None)
     except BaseException:
         db.execute(f"ROLLBACK TO {_SAVEPOINT}")
         db.execute(f"RELEASE {_SAVEPOINT}")
         raise
     db.execute(f"RELEASE {_SAVEPOINT}")
+
+
+def _changeset_id(changeset: ChangesetFile, parent_id: str) -> str:
+    try:
+        return changeset.changeset_id(parent_id)
+    except InvalidChangesetIdError as exc:
+        raise ReplayError(f"the file's recorded changeset (be_Local) is not a changeset id: {exc}") from exc
 
 
 def _apply_changeset(db: apsw.Connection, changeset: ChangesetFile, label: str) -> None:
@@ -581,12 +595,7 @@ class _Replay:
         except (OSError, ChangesetFormatError) as exc:
             raise ReplayError(f"changeset {count} ({name}) cannot be read: {exc}") from exc
         with changeset:
-            try:
-                cs_id = changeset.changeset_id(self.parent_id)
-            except InvalidChangesetIdError as exc:
-                raise ReplayError(
-                    f"the file's recorded changeset (be_Local) is not a changeset id: {exc}"
-                ) from exc
+            cs_id = _changeset_id(changeset, self.parent_id)
             if self.expected is not None:
                 _check_expected(count, name, self.parent_id, cs_id, next(self.expected, None))
             index = self.parent_index + 1 if self.parent_index is not None else None
@@ -636,8 +645,8 @@ def make_checkpoint(
 ) -> None:
     """Finish a replayed file as this iModel's checkpoint at ``changeset_id`` / ``changeset_index``.
 
-    The file must be at that changeset (the position ``replay`` records, "" / 0 for a baseline), else
-    ``BimFormatError``.
+    The file must be at that changeset (the position ``apply_changeset`` and ``replay`` record), else
+    ``BimFormatError``; index 0 makes any file this iModel's baseline.
 
     As iTwin.js leaves a checkpoint (``CheckpointManager.updateToRequestedVersion``): no local transactions
     (``dgn_Txns`` and ``dgn_Rebase`` emptied; no pull/merge state), briefcase id 0, the iModel and iTwin
@@ -648,10 +657,13 @@ def make_checkpoint(
     name = os.fspath(path)
     db = open_for_replay(name)
     try:
-        # The position replay recorded must be the one claimed: a checkpoint that says it is at a changeset
-        # whose rows it does not hold would make every client that pulls onto it go wrong.
+        # The position the applies recorded must be the one claimed: a checkpoint that says it is at a
+        # changeset whose rows it does not hold would make every client that pulls onto it go wrong.
+        # Index 0 makes the file a baseline, whatever it holds (a fork squashes its history into one).
         recorded_id, recorded_index = current_changeset(db)
-        if recorded_id != changeset_id or recorded_index not in (None, changeset_index):
+        if changeset_index != 0 and (
+            recorded_id != changeset_id or recorded_index not in (None, changeset_index)
+        ):
             at = f"changeset {recorded_id} (index {recorded_index})" if recorded_id else "the baseline"
             raise BimFormatError(
                 f"{name} is at {at}, not at changeset {changeset_id or '(baseline)'} index {changeset_index}:"
