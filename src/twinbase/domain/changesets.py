@@ -19,17 +19,18 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, cast
+from typing import Any, BinaryIO, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
-from sqlalchemy import CursorResult, Select, select, update
+from sqlalchemy import CursorResult, Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from twinbase.bim.changeset import ChangesetFormatError, ChangeSummary, read_changeset
 from twinbase.domain import access, checkpoints, uploads
 from twinbase.domain.imodels import (
     Text255,
@@ -62,6 +63,7 @@ from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import (
     Briefcase,
     Changeset,
+    ChangesetElement,
     ChangesetExtendedData,
     ChangesetGroup,
     Checkpoint,
@@ -328,20 +330,68 @@ def _check_completion(
         _owned_briefcase(session, imodel.id, body.briefcaseId, principal.user_id)
 
 
+@dataclass(frozen=True)
+class PendingChangeset:
+    """A completion's changeset before sealing: its file, and the id and parent its bytes must hash to."""
+
+    file: uploads.PendingFile
+    id: str
+    parent_id: str
+
+
 def file_to_seal(
     session: Session, principal: Principal, imodel: IModel, ref: str, body: ChangesetUpdate
-) -> uploads.PendingFile | None:
+) -> PendingChangeset | None:
     """First step of a completion (a read): the changeset's file to seal, or None when it is complete."""
     cs = find(session, imodel.id, ref)
     _check_completion(session, principal, imodel, cs, body)
-    return None if cs.state == UPLOADED else uploads.PendingFile(cs.blob_key, cs.file_size)
+    if cs.state == UPLOADED:
+        return None
+    return PendingChangeset(uploads.PendingFile(cs.blob_key, cs.file_size), cs.id, cs.parent_id or "")
 
 
-def seal(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile:
-    """Second step, outside any transaction: promote the uploaded bytes and hash them (no database
-    lock is held while a large file is renamed, copied or read)."""
+class _ChangesetRefused(Exception):
+    def __init__(self, detail: ErrorDetail) -> None:
+        super().__init__(detail.message)
+        self.detail = detail
+
+
+def _verify(pending: PendingChangeset) -> Callable[[BinaryIO], ChangeSummary]:
+    """The check a changeset file passes before it joins the timeline: it is a changeset file twinbase
+    reads whole (header, LZMA2, prefix, session changeset), and its bytes hash to the declared id with
+    the declared parent (so a truncated, damaged or mislabelled file never reaches replay)."""
+
+    def inspect(stream: BinaryIO) -> ChangeSummary:
+        try:
+            with read_changeset(stream) as changeset:
+                actual = changeset.changeset_id(pending.parent_id)
+                summary = changeset.summary
+        except ChangesetFormatError as exc:
+            raise _ChangesetRefused(
+                ErrorDetail("InvalidChange", f"The uploaded file is not a valid changeset: {exc}.", "file")
+            ) from exc
+        if actual != pending.id:
+            parent = f"parent {pending.parent_id}" if pending.parent_id else "no parent"
+            raise _ChangesetRefused(
+                ErrorDetail(
+                    "DataConflict",
+                    f"The uploaded file is changeset {actual} (with {parent}), not {pending.id}: "
+                    "its bytes do not hash to the Changeset's id.",
+                    "id",
+                )
+            )
+        return summary
+
+    return inspect
+
+
+def seal(blobs: BlobStore, pending: PendingChangeset) -> uploads.SealedFile[ChangeSummary]:
+    """Second step, outside any transaction: promote the uploaded bytes, check and hash them (no
+    database lock is held while a large file is renamed, copied or read). A refused file is removed."""
     try:
-        return uploads.seal_upload(blobs, pending.key, pending.declared_size)
+        return uploads.seal_upload(blobs, pending.file.key, pending.file.declared_size, _verify(pending))
+    except _ChangesetRefused as exc:
+        raise invalid_imodels(UPDATE_MESSAGE, exc.detail) from exc
     except uploads.FileNotUploaded as exc:
         raise invalid_imodels(
             UPDATE_MESSAGE, ErrorDetail("InvalidChange", "The Changeset file has not been uploaded.", "state")
@@ -351,7 +401,7 @@ def seal(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile:
             UPDATE_MESSAGE,
             ErrorDetail(
                 "DataConflict",
-                f"The uploaded file has {exc.actual} bytes, but {pending.declared_size} were declared.",
+                f"The uploaded file has {exc.actual} bytes, but {pending.file.declared_size} were declared.",
                 "fileSize",
             ),
         ) from exc
@@ -363,7 +413,7 @@ def complete(
     imodel: IModel,
     ref: str,
     body: ChangesetUpdate,
-    sealed: uploads.SealedFile | None,
+    sealed: uploads.SealedFile[ChangeSummary] | None,
 ) -> Changeset:
     """Last step, a short write: append the changeset to the timeline (compare-and-set on the tip).
 
@@ -393,8 +443,116 @@ def complete(
     cs.index = session.scalar(select(IModel.tip_index).where(IModel.id == imodel.id))
     cs.state = UPLOADED
     cs.pushed_at = now
+    record_summary(session, cs, sealed.facts)
     session.flush()
     return cs
+
+
+# ---------------------------------------------------------------------------------- change summaries
+
+_OPS = (("i", "elements_inserted"), ("u", "elements_updated"), ("d", "elements_deleted"))
+_IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
+
+
+def _signed(value: int) -> int:
+    """An unsigned Id64 as SQLite stores it (and so as the BigInteger column holds it)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def record_summary(session: Session, cs: Changeset, summary: ChangeSummary) -> None:
+    """Store what the completed changeset changed: rows per table, and each element with its model.
+
+    An updated element's model is not in its update row: it comes from the element's most recent
+    insert earlier in this timeline (BIS never moves an element to another model); for elements of
+    the baseline it stays NULL until a checkpoint is materialized (``fill_summary_models``).
+    """
+    assert cs.index is not None
+    cs.table_changes = {name: [t.inserts, t.updates, t.deletes] for name, t in summary.tables.items()}
+    updated = [_signed(e) for e in summary.elements_updated]
+    known: dict[int, int] = {}
+    for start in range(0, len(updated), _IN_CHUNK):
+        chunk = updated[start : start + _IN_CHUNK]
+        rows = session.execute(
+            select(ChangesetElement.element_id, ChangesetElement.model_id)
+            .where(
+                ChangesetElement.imodel_id == cs.imodel_id,
+                ChangesetElement.element_id.in_(chunk),
+                ChangesetElement.model_id.is_not(None),
+            )
+            .order_by(ChangesetElement.changeset_index)
+        )
+        known.update({element: model for element, model in rows if model is not None})
+    models = {_signed(e): _signed(m) for e, m in summary.element_models.items()}
+    rows_to_add = [
+        {
+            "imodel_id": cs.imodel_id,
+            "changeset_index": cs.index,
+            "element_id": _signed(element),
+            "op": op,
+            "model_id": models.get(_signed(element), known.get(_signed(element))),
+        }
+        for op, name in _OPS
+        for element in getattr(summary, name)
+    ]
+    if rows_to_add:
+        session.execute(insert(ChangesetElement), rows_to_add)
+
+
+def fill_summary_models(session: Session, imodel_id: str, models: Mapping[int, int]) -> None:
+    """Fill in the models of summary rows still without one, from a materialized file's
+    ``bis_Element`` (``models``: signed element id to signed model id)."""
+    missing = session.scalars(
+        select(ChangesetElement.element_id).where(
+            ChangesetElement.imodel_id == imodel_id, ChangesetElement.model_id.is_(None)
+        )
+    ).all()
+    for element in missing:
+        model = models.get(element)
+        if model is not None:
+            session.execute(
+                update(ChangesetElement)
+                .where(
+                    ChangesetElement.imodel_id == imodel_id,
+                    ChangesetElement.element_id == element,
+                    ChangesetElement.model_id.is_(None),
+                )
+                .values(model_id=model)
+            )
+
+
+def element_changes(
+    session: Session, imodel_id: str, after_index: int, last_index: int
+) -> dict[str, dict[int, int | None]]:
+    """The net element changes from the state at ``after_index`` to the state at ``last_index``:
+    ``{"inserted"|"updated"|"deleted": {element id (signed): model id or None}}``. An element
+    inserted then deleted in the range is absent; inserted then updated is "inserted"."""
+    state: dict[int, tuple[str, int | None]] = {}
+    rows = session.execute(
+        select(ChangesetElement.element_id, ChangesetElement.op, ChangesetElement.model_id)
+        .where(
+            ChangesetElement.imodel_id == imodel_id,
+            ChangesetElement.changeset_index > after_index,
+            ChangesetElement.changeset_index <= last_index,
+        )
+        .order_by(ChangesetElement.changeset_index)
+    )
+    for element, op, model in rows:
+        before = state.get(element)
+        if before is None:
+            state[element] = (op, model)
+        elif before[0] == "i" and op == "d":
+            del state[element]
+        elif before[0] == "i":
+            state[element] = ("i", model if model is not None else before[1])
+        elif before[0] == "d" and op == "i":
+            state[element] = ("u", model)
+        else:
+            state[element] = (op, model if model is not None else before[1])
+    names = {"i": "inserted", "u": "updated", "d": "deleted"}
+    result: dict[str, dict[int, int | None]] = {"inserted": {}, "updated": {}, "deleted": {}}
+    for element, (op, model) in state.items():
+        result[names[op]][element] = model
+    return result
 
 
 # -------------------------------------------------------------------------------------------- list
