@@ -26,12 +26,12 @@ from typing import Any, BinaryIO, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
-from sqlalchemy import CursorResult, Select, insert, select, update
+from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.bim.changeset import ChangesetFormatError, ChangeSummary, read_changeset
-from twinbase.domain import access, checkpoints, uploads
+from twinbase.domain import access, checkpoints, summaries, uploads
 from twinbase.domain.imodels import (
     Text255,
     application_of,
@@ -58,12 +58,12 @@ from twinbase.errors import (
     invalid_value,
 )
 from twinbase.identity.tokens import Principal
+from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import BlobStore
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import (
     Briefcase,
     Changeset,
-    ChangesetElement,
     ChangesetExtendedData,
     ChangesetGroup,
     Checkpoint,
@@ -213,9 +213,13 @@ def index_of(session: Session, imodel_id: str, ref: str) -> int:
     return index
 
 
-def checkpoint_at(session: Session, imodel_id: str, ref: str) -> Checkpoint:
-    """``/changesets/{ref}/checkpoint``: the nearest checkpoint at or before the changeset."""
-    return checkpoints.at_or_before(session, imodel_id, index_of(session, imodel_id, ref))
+def checkpoint_at(session: Session, jobs: JobQueue, imodel_id: str, ref: str) -> Checkpoint:
+    """``/changesets/{ref}/checkpoint``: the checkpoint at exactly that changeset (scheduled if new)."""
+    if parse_ref(ref) == 0:
+        return checkpoints.exact(session, jobs, imodel_id, 0, "")
+    cs = find_completed(session, imodel_id, ref)
+    assert cs.index is not None
+    return checkpoints.exact(session, jobs, imodel_id, cs.index, cs.id)
 
 
 # ------------------------------------------------------------------------------------------- write
@@ -414,12 +418,19 @@ def complete(
     ref: str,
     body: ChangesetUpdate,
     sealed: uploads.SealedFile[ChangeSummary] | None,
+    *,
+    jobs: JobQueue,
+    checkpoint_interval: int,
 ) -> Changeset:
     """Last step, a short write: append the changeset to the timeline (compare-and-set on the tip).
 
     ``sealed`` is what ``seal`` made of the file. Sealing a push that then loses the race promotes
     bytes to the final key of a changeset that stays waiting for its file: not history, and the id
     (a hash of the content) names the same bytes if it is ever completed.
+
+    The new tip's checkpoint is scheduled in the same transaction (one changeset on top of the
+    previous tip's, so the most recent checkpoints are always at hand); it is kept for good
+    (pinned) every ``checkpoint_interval`` changesets.
     """
     cs = find(session, imodel.id, ref, for_update=True)
     _check_completion(session, principal, imodel, cs, body)
@@ -443,116 +454,14 @@ def complete(
     cs.index = session.scalar(select(IModel.tip_index).where(IModel.id == imodel.id))
     cs.state = UPLOADED
     cs.pushed_at = now
-    record_summary(session, cs, sealed.facts)
+    summaries.record(session, cs, sealed.facts)
+    index = cs.index
+    assert index is not None
+    checkpoints.exact(
+        session, jobs, imodel.id, index, cs.id, pinned=checkpoints.pin_for(index, checkpoint_interval)
+    )
     session.flush()
     return cs
-
-
-# ---------------------------------------------------------------------------------- change summaries
-
-_OPS = (("i", "elements_inserted"), ("u", "elements_updated"), ("d", "elements_deleted"))
-_IN_CHUNK = 500  # ids per IN (...) list: well under every backend's bound-parameter limit
-
-
-def _signed(value: int) -> int:
-    """An unsigned Id64 as SQLite stores it (and so as the BigInteger column holds it)."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def record_summary(session: Session, cs: Changeset, summary: ChangeSummary) -> None:
-    """Store what the completed changeset changed: rows per table, and each element with its model.
-
-    An updated element's model is not in its update row: it comes from the element's most recent
-    insert earlier in this timeline (BIS never moves an element to another model); for elements of
-    the baseline it stays NULL until a checkpoint is materialized (``fill_summary_models``).
-    """
-    assert cs.index is not None
-    cs.table_changes = {name: [t.inserts, t.updates, t.deletes] for name, t in summary.tables.items()}
-    updated = [_signed(e) for e in summary.elements_updated]
-    known: dict[int, int] = {}
-    for start in range(0, len(updated), _IN_CHUNK):
-        chunk = updated[start : start + _IN_CHUNK]
-        rows = session.execute(
-            select(ChangesetElement.element_id, ChangesetElement.model_id)
-            .where(
-                ChangesetElement.imodel_id == cs.imodel_id,
-                ChangesetElement.element_id.in_(chunk),
-                ChangesetElement.model_id.is_not(None),
-            )
-            .order_by(ChangesetElement.changeset_index)
-        )
-        known.update({element: model for element, model in rows if model is not None})
-    models = {_signed(e): _signed(m) for e, m in summary.element_models.items()}
-    rows_to_add = [
-        {
-            "imodel_id": cs.imodel_id,
-            "changeset_index": cs.index,
-            "element_id": _signed(element),
-            "op": op,
-            "model_id": models.get(_signed(element), known.get(_signed(element))),
-        }
-        for op, name in _OPS
-        for element in getattr(summary, name)
-    ]
-    if rows_to_add:
-        session.execute(insert(ChangesetElement), rows_to_add)
-
-
-def fill_summary_models(session: Session, imodel_id: str, models: Mapping[int, int]) -> None:
-    """Fill in the models of summary rows still without one, from a materialized file's
-    ``bis_Element`` (``models``: signed element id to signed model id)."""
-    missing = session.scalars(
-        select(ChangesetElement.element_id).where(
-            ChangesetElement.imodel_id == imodel_id, ChangesetElement.model_id.is_(None)
-        )
-    ).all()
-    for element in missing:
-        model = models.get(element)
-        if model is not None:
-            session.execute(
-                update(ChangesetElement)
-                .where(
-                    ChangesetElement.imodel_id == imodel_id,
-                    ChangesetElement.element_id == element,
-                    ChangesetElement.model_id.is_(None),
-                )
-                .values(model_id=model)
-            )
-
-
-def element_changes(
-    session: Session, imodel_id: str, after_index: int, last_index: int
-) -> dict[str, dict[int, int | None]]:
-    """The net element changes from the state at ``after_index`` to the state at ``last_index``:
-    ``{"inserted"|"updated"|"deleted": {element id (signed): model id or None}}``. An element
-    inserted then deleted in the range is absent; inserted then updated is "inserted"."""
-    state: dict[int, tuple[str, int | None]] = {}
-    rows = session.execute(
-        select(ChangesetElement.element_id, ChangesetElement.op, ChangesetElement.model_id)
-        .where(
-            ChangesetElement.imodel_id == imodel_id,
-            ChangesetElement.changeset_index > after_index,
-            ChangesetElement.changeset_index <= last_index,
-        )
-        .order_by(ChangesetElement.changeset_index)
-    )
-    for element, op, model in rows:
-        before = state.get(element)
-        if before is None:
-            state[element] = (op, model)
-        elif before[0] == "i" and op == "d":
-            del state[element]
-        elif before[0] == "i":
-            state[element] = ("i", model if model is not None else before[1])
-        elif before[0] == "d" and op == "i":
-            state[element] = ("u", model)
-        else:
-            state[element] = (op, model if model is not None else before[1])
-    names = {"i": "inserted", "u": "updated", "d": "deleted"}
-    result: dict[str, dict[int, int | None]] = {"inserted": {}, "updated": {}, "deleted": {}}
-    for element, (op, model) in state.items():
-        result[names[op]][element] = model
-    return result
 
 
 # -------------------------------------------------------------------------------------------- list
