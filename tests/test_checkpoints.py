@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from tests.conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin
 from tests.support.bimtables import assert_same_content
+
 from twinbase.bim.identity import read_identity, stamp
 
 READONLY = SHARED_DATA / "bim" / "chains" / "ReadOnlyTest_2018-03"
@@ -141,7 +141,8 @@ def test_exact_checkpoints_hold_what_itwinjs_held(server: Server, tmp_path: Path
         assert nv.status_code == 201, nv.text
         url = f"/imodels/{iid}/namedversions/{nv.json()['namedVersion']['id']}/checkpoint"
         at_nv = wait_checkpoint(alice, url)
-        assert (at_nv["changesetIndex"], at_nv["changesetId"], at_nv["state"]) == (2, chain[1]["id"], "successful")
+        assert (at_nv["changesetIndex"], at_nv["changesetId"]) == (2, chain[1]["id"])
+        assert at_nv["state"] == "successful"
         regenerated = alice.put(url)
         assert regenerated.status_code == 200
         assert without_links(regenerated.json()["checkpoint"]) == without_links(at_nv)
