@@ -171,3 +171,91 @@ def test_a_changeset_that_does_not_apply_fails_its_checkpoints_only(server: Serv
         after = wait_checkpoint(alice, f"/imodels/{iid}/changesets/0/checkpoint")
         assert without_links(after) == without_links(before)
         assert_error(alice.get(f"/imodels/{iid}/changesets/2/checkpoint"), 404, "ChangesetNotFound")
+
+
+def wait_created(client: httpx.Client, imodel_id: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = str(client.get(f"/imodels/{imodel_id}/operations/create").json()["createOperation"]["state"])
+        if state not in ("scheduled", "waitingForFile"):
+            return state
+        assert time.monotonic() < deadline, "the copy did not finish in time"
+        time.sleep(0.2)
+
+
+def test_forks_start_at_the_fork_point_and_copies_keep_history(server: Server, tmp_path: Path) -> None:
+    chain = readonly_chain()
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        source = new_imodel(alice, itwin["id"], path=baseline_copy(tmp_path))
+        sid = source["id"]
+        briefcase = alice.post(f"/imodels/{sid}/briefcases", json={}).json()["briefcase"]["briefcaseId"]
+        group = alice.post(f"/imodels/{sid}/changesetgroups", json={"description": "first two"}).json()
+        group_id = group["changesetGroup"]["id"]
+        for index, cs in enumerate(chain, start=1):
+            data = Path(cs["path"]).read_bytes()
+            body = {
+                "id": cs["id"],
+                "parentId": cs["parentId"],
+                "briefcaseId": briefcase,
+                "fileSize": len(data),
+            }
+            if index <= 2:
+                body["groupId"] = group_id
+            created = alice.post(f"/imodels/{sid}/changesets", json=body).json()["changeset"]
+            assert httpx.put(created["_links"]["upload"]["href"], content=data).status_code == 201
+            done = alice.patch(
+                created["_links"]["complete"]["href"],
+                json={"state": "fileUploaded", "briefcaseId": briefcase},
+            )
+            assert done.status_code == 200, done.text
+        assert (
+            alice.post(f"/imodels/{sid}/namedversions", json={"name": "one", "changesetIndex": 1}).status_code
+            == 201
+        )
+
+        # A fork (history squashed, the default) at changeset 2: its baseline is the file at 2.
+        resp = alice.post(
+            f"/imodels/{sid}/fork", json={"iTwinId": itwin["id"], "name": "F", "changesetIndex": 2}
+        )
+        assert resp.status_code == 202, resp.text
+        fork_id = resp.headers["location"].rsplit("/", 1)[1]
+        assert wait_created(alice, fork_id) == "successful"
+        assert alice.get(f"/imodels/{fork_id}/changesets").json()["changesets"] == []
+        assert alice.get(f"/imodels/{fork_id}/namedversions").json()["namedVersions"] == []
+        fork = alice.get(f"/imodels/{fork_id}").json()["iModel"]
+        zero = wait_checkpoint(alice, f"/imodels/{fork_id}/changesets/0/checkpoint")
+        path = download(zero, tmp_path / "fork0.bim")
+        identity = read_identity(path)
+        assert (identity.imodel_id, identity.briefcase_id) == (fork_id, 0)
+        assert identity.parent_changeset == {"id": "", "index": 0}
+        expected = expected_file(2, fork, "", tmp_path)
+        stamp(expected, imodel_id=fork_id, itwin_id=itwin["id"])
+        assert_same_content(path, expected)
+
+        # A fork that preserves history, and a clone: changesets, named versions and groups come along.
+        for op, extra in (("fork", {"preserveHistory": True}), ("clone", {})):
+            resp = alice.post(
+                f"/imodels/{sid}/{op}",
+                json={"iTwinId": itwin["id"], "name": f"{op} kept", "changesetIndex": 2, **extra},
+            )
+            assert resp.status_code == 202, resp.text
+            copy_id = resp.headers["location"].rsplit("/", 1)[1]
+            assert wait_created(alice, copy_id) == "successful"
+            listed = alice.get(
+                f"/imodels/{copy_id}/changesets", headers={"Prefer": "return=representation"}
+            ).json()["changesets"]
+            assert [c["id"] for c in listed] == [chain[0]["id"], chain[1]["id"]]
+            groups = alice.get(f"/imodels/{copy_id}/changesetgroups").json()["changesetGroups"]
+            assert len(groups) == 1 and groups[0]["id"] != group_id
+            assert {c["groupId"] for c in listed} == {groups[0]["id"]}
+            named = alice.get(
+                f"/imodels/{copy_id}/namedversions", headers={"Prefer": "return=representation"}
+            ).json()["namedVersions"]
+            assert [(n["name"], n["changesetIndex"]) for n in named] == [("one", 1)]
+            at_two = wait_checkpoint(alice, f"/imodels/{copy_id}/changesets/2/checkpoint")
+            assert at_two["state"] == "successful", at_two
+            copy = alice.get(f"/imodels/{copy_id}").json()["iModel"]
+            assert_same_content(
+                download(at_two, tmp_path / f"{op}2.bim"), expected_file(2, copy, chain[1]["id"], tmp_path)
+            )
