@@ -152,9 +152,10 @@ def test_exact_checkpoints_hold_what_itwinjs_held(server: Server, tmp_path: Path
         assert [c["index"] for c in listed.json()["changesets"]] == [1, 2, 3]
 
 
-def test_a_changeset_that_does_not_apply_fails_its_checkpoints_only(server: Server, tmp_path: Path) -> None:
+def test_a_changeset_that_does_not_apply_to_its_parent_is_refused(server: Server, tmp_path: Path) -> None:
     """ReadOnlyTest's first changeset (a valid file with the right id) on another iModel's baseline:
-    its checkpoint fails with the engine's message; the baseline's checkpoint stays as it was."""
+    the completion applies it to the parent's state, which fails, so it is refused with the engine's
+    message; the timeline, the stored files and the existing checkpoint stay as they were."""
     first = readonly_chain()[0]
     with server.user() as alice:
         itwin = new_itwin(alice)
@@ -162,15 +163,23 @@ def test_a_changeset_that_does_not_apply_fails_its_checkpoints_only(server: Serv
         iid = imodel["id"]
         before = wait_checkpoint(alice, f"/imodels/{iid}/changesets/0/checkpoint")
         briefcase = alice.post(f"/imodels/{iid}/briefcases", json={}).json()["briefcase"]["briefcaseId"]
-        done = push_file(alice, iid, briefcase, first)
-        assert done.status_code == 200, done.text
-        failed = wait_checkpoint(alice, f"/imodels/{iid}/changesets/1/checkpoint")
-        assert failed["state"] == "failed" and failed["_links"]["download"] is None
-        assert failed["error"]["code"] == "CheckpointGenerationFailed"
-        assert first["id"] in failed["error"]["message"], failed
+        refused = push_file(alice, iid, briefcase, first)
+        err = assert_error(refused, 422, "InvalidiModelsRequest")
+        detail = err["details"][0]
+        assert detail["code"] == "InvalidChange" and detail["target"] == "file", err
+        assert detail["message"].startswith("The Changeset does not apply to the baseline: "), detail
+        assert first["id"] in detail["message"]
+        got = alice.get(f"/imodels/{iid}/changesets/{first['id']}").json()["changeset"]
+        assert got["state"] == "waitingForFile" and got["index"] is None
+        assert alice.get(f"/imodels/{iid}/changesets").json()["changesets"] == []
+        assert alice.get(f"/imodels/{iid}").json()["iModel"]["lastChangesetPushDateTime"] is None
+        assert_error(alice.get(f"/imodels/{iid}/changesets/1/checkpoint"), 404, "ChangesetNotFound")
         after = wait_checkpoint(alice, f"/imodels/{iid}/changesets/0/checkpoint")
         assert without_links(after) == without_links(before)
-        assert_error(alice.get(f"/imodels/{iid}/changesets/2/checkpoint"), 404, "ChangesetNotFound")
+        stored = sorted(
+            p.name for p in (server.data_dir / "blobs" / "imodels" / iid).rglob("*") if p.is_file()
+        )
+        assert not [name for name in stored if name.endswith(".cs") or name.startswith("1")], stored
 
 
 def wait_created(client: httpx.Client, imodel_id: str, timeout: float = 90) -> str:

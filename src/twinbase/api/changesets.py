@@ -108,21 +108,27 @@ def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Respons
         imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
         body = parse_body(raw, domain.ChangesetUpdate, code=INVALID_IMODELS, message=domain.UPDATE_MESSAGE)
         pending = domain.file_to_seal(session, ctx.principal, imodel, ref, body)
-    sealed = domain.seal(ctx.svc.blobs, pending) if pending is not None else None
-    with ctx.svc.db.write() as session:
-        imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
-        cs = domain.complete(
-            session,
-            ctx.principal,
-            imodel,
-            ref,
-            body,
-            sealed,
-            jobs=ctx.svc.jobs,
-            checkpoint_interval=ctx.svc.settings.checkpoint_interval,
-        )
-        around = domain.surroundings(session, cs.imodel_id, [cs])
-        wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
+    sealed = domain.seal(ctx.svc, imodel_id, pending) if pending is not None else None
+    made = sealed.facts.checkpoint if sealed is not None else None
+    try:
+        with ctx.svc.db.write() as session:
+            imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
+            cs = domain.complete(
+                session,
+                ctx.principal,
+                imodel,
+                ref,
+                body,
+                sealed,
+                jobs=ctx.svc.jobs,
+                checkpoint_interval=ctx.svc.settings.checkpoint_interval,
+            )
+            around = domain.surroundings(session, cs.imodel_id, [cs])
+            wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
+    except BaseException:
+        if made is not None:  # lost the race (or failed): the checkpoint it made is no one's
+            ctx.svc.blobs.delete(made.key)
+        raise
     return JSON({"changeset": wire})
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from twinbase.bim.changeset import ChangesetFormatError, ChangeSummary, read_changeset
 from twinbase.domain import access, checkpoints, summaries, uploads
 from twinbase.domain.imodels import (
+    FileServices,
     Text255,
     application_of,
     links_base,
@@ -59,7 +60,6 @@ from twinbase.errors import (
 )
 from twinbase.identity.tokens import Principal
 from twinbase.jobs.queue import JobQueue
-from twinbase.store.blobs import BlobStore
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import (
     Briefcase,
@@ -341,6 +341,16 @@ class PendingChangeset:
     file: uploads.PendingFile
     id: str
     parent_id: str
+    parent_index: int | None  # None: the parent is not in the timeline (the completion will lose)
+
+
+@dataclass(frozen=True)
+class VerifiedChangeset:
+    """What the completion learnt from the file: its change summary, and the checkpoint it makes on
+    top of its parent (None when the parent's state was not at hand: the checkpoint job makes it)."""
+
+    summary: ChangeSummary
+    checkpoint: checkpoints.MadeCheckpoint | None
 
 
 def file_to_seal(
@@ -351,7 +361,13 @@ def file_to_seal(
     _check_completion(session, principal, imodel, cs, body)
     if cs.state == UPLOADED:
         return None
-    return PendingChangeset(uploads.PendingFile(cs.blob_key, cs.file_size), cs.id, cs.parent_id or "")
+    parent_index: int | None = 0
+    if cs.parent_id:
+        parent = session.get(Changeset, (imodel.id, cs.parent_id))
+        parent_index = parent.index if parent is not None and parent.state == UPLOADED else None
+    return PendingChangeset(
+        uploads.PendingFile(cs.blob_key, cs.file_size), cs.id, cs.parent_id or "", parent_index
+    )
 
 
 class _ChangesetRefused(Exception):
@@ -360,40 +376,62 @@ class _ChangesetRefused(Exception):
         self.detail = detail
 
 
-def _verify(pending: PendingChangeset) -> Callable[[BinaryIO], ChangeSummary]:
-    """The check a changeset file passes before it joins the timeline: it is a changeset file twinbase
-    reads whole (header, LZMA2, prefix, session changeset), and its bytes hash to the declared id with
-    the declared parent (so a truncated, damaged or mislabelled file never reaches replay)."""
+def _verify(
+    svc: FileServices, imodel_id: str, pending: PendingChangeset
+) -> Callable[[BinaryIO], VerifiedChangeset]:
+    """The checks a changeset file passes before it joins the timeline, in one read of it:
 
-    def inspect(stream: BinaryIO) -> ChangeSummary:
+    1. it is a changeset file twinbase reads whole (header, LZMA2, prefix, session changeset);
+    2. its bytes hash to the declared id with the declared parent;
+    3. it applies to its parent's state: applied there by the file engine, the result is stored as
+       the new tip's checkpoint.
+
+    So a truncated, damaged, mislabelled or foreign file never joins the timeline or reaches replay.
+    """
+
+    def inspect(stream: BinaryIO) -> VerifiedChangeset:
         try:
-            with read_changeset(stream) as changeset:
+            with read_changeset(stream, spool_dir=svc.settings.data_dir) as changeset:
                 actual = changeset.changeset_id(pending.parent_id)
-                summary = changeset.summary
+                if actual != pending.id:
+                    parent = f"parent {pending.parent_id}" if pending.parent_id else "no parent"
+                    raise _ChangesetRefused(
+                        ErrorDetail(
+                            "DataConflict",
+                            f"The uploaded file is changeset {actual} (with {parent}), not {pending.id}: "
+                            "its bytes do not hash to the Changeset's id.",
+                            "id",
+                        )
+                    )
+                made = None
+                if pending.parent_index is not None:
+                    made = checkpoints.next_checkpoint(
+                        svc, imodel_id, pending.parent_index, pending.id, changeset
+                    )
+                return VerifiedChangeset(changeset.summary, made)
         except ChangesetFormatError as exc:
             raise _ChangesetRefused(
                 ErrorDetail("InvalidChange", f"The uploaded file is not a valid changeset: {exc}.", "file")
             ) from exc
-        if actual != pending.id:
-            parent = f"parent {pending.parent_id}" if pending.parent_id else "no parent"
+        except checkpoints.ChangesetDoesNotApply as exc:
+            where = f"changeset {pending.parent_index}" if pending.parent_index else "the baseline"
             raise _ChangesetRefused(
-                ErrorDetail(
-                    "DataConflict",
-                    f"The uploaded file is changeset {actual} (with {parent}), not {pending.id}: "
-                    "its bytes do not hash to the Changeset's id.",
-                    "id",
-                )
-            )
-        return summary
+                ErrorDetail("InvalidChange", f"The Changeset does not apply to {where}: {exc}", "file")
+            ) from exc
 
     return inspect
 
 
-def seal(blobs: BlobStore, pending: PendingChangeset) -> uploads.SealedFile[ChangeSummary]:
+def seal(
+    svc: FileServices, imodel_id: str, pending: PendingChangeset
+) -> uploads.SealedFile[VerifiedChangeset]:
     """Second step, outside any transaction: promote the uploaded bytes, check and hash them (no
-    database lock is held while a large file is renamed, copied or read). A refused file is removed."""
+    database lock is held while a large file is renamed, copied, read or applied). A refused file
+    is removed."""
     try:
-        return uploads.seal_upload(blobs, pending.file.key, pending.file.declared_size, _verify(pending))
+        return uploads.seal_upload(
+            svc.blobs, pending.file.key, pending.file.declared_size, _verify(svc, imodel_id, pending)
+        )
     except _ChangesetRefused as exc:
         raise invalid_imodels(UPDATE_MESSAGE, exc.detail) from exc
     except uploads.FileNotUploaded as exc:
@@ -417,7 +455,7 @@ def complete(
     imodel: IModel,
     ref: str,
     body: ChangesetUpdate,
-    sealed: uploads.SealedFile[ChangeSummary] | None,
+    sealed: uploads.SealedFile[VerifiedChangeset] | None,
     *,
     jobs: JobQueue,
     checkpoint_interval: int,
@@ -428,9 +466,9 @@ def complete(
     bytes to the final key of a changeset that stays waiting for its file: not history, and the id
     (a hash of the content) names the same bytes if it is ever completed.
 
-    The new tip's checkpoint is scheduled in the same transaction (one changeset on top of the
-    previous tip's, so the most recent checkpoints are always at hand); it is kept for good
-    (pinned) every ``checkpoint_interval`` changesets.
+    The new tip's checkpoint, made while the file was verified, is recorded in the same transaction
+    (scheduled as a job when the parent's state was not at hand), so the most recent checkpoints are
+    always at hand; it is kept for good (pinned) every ``checkpoint_interval`` changesets.
     """
     cs = find(session, imodel.id, ref, for_update=True)
     _check_completion(session, principal, imodel, cs, body)
@@ -454,12 +492,15 @@ def complete(
     cs.index = session.scalar(select(IModel.tip_index).where(IModel.id == imodel.id))
     cs.state = UPLOADED
     cs.pushed_at = now
-    summaries.record(session, cs, sealed.facts)
+    summaries.record(session, cs, sealed.facts.summary)
     index = cs.index
     assert index is not None
-    checkpoints.exact(
-        session, jobs, imodel.id, index, cs.id, pinned=checkpoints.pin_for(index, checkpoint_interval)
-    )
+    pinned = checkpoints.pin_for(index, checkpoint_interval)
+    made = sealed.facts.checkpoint
+    if made is not None and made.index == index:
+        checkpoints.record_made(session, made, imodel.id, pinned=pinned)
+    else:
+        checkpoints.exact(session, jobs, imodel.id, index, cs.id, pinned=pinned)
     session.flush()
     return cs
 

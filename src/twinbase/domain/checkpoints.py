@@ -32,12 +32,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twinbase.bim.changeset import ChangesetFormatError, read_changeset
+from twinbase.bim.changeset import ChangesetFile, ChangesetFormatError, read_changeset
 from twinbase.bim.identity import BimFormatError
-from twinbase.bim.replay import apply_changeset, make_checkpoint, open_for_replay
+from twinbase.bim.replay import ReplayError, apply_changeset, make_checkpoint, open_for_replay
 from twinbase.domain import summaries
 from twinbase.domain.imodels import FileServices
-from twinbase.errors import CheckpointNotFound
+from twinbase.errors import BlobNotFound, CheckpointNotFound
 from twinbase.jobs.context import JobContext
 from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import keys as blob_keys
@@ -239,6 +239,83 @@ def build_file(
         db.close()
 
 
+class ChangesetDoesNotApply(Exception):
+    """The changeset does not apply to the state of its parent; the message is the engine's."""
+
+
+@dataclass(frozen=True)
+class MadeCheckpoint:
+    """A checkpoint file stored before its row exists (a completion's new tip)."""
+
+    index: int
+    changeset_id: str
+    key: str
+    size: int
+
+
+def next_checkpoint(
+    svc: FileServices, imodel_id: str, parent_index: int, changeset_id: str, changeset: ChangesetFile
+) -> MadeCheckpoint | None:
+    """Apply ``changeset`` to the iModel's state at ``parent_index`` and store the result as the
+    checkpoint at ``parent_index + 1``, under a key of its own (two completions racing on one parent
+    never share a file). This is how a completion proves that a changeset applies to its parent.
+
+    Raises ``ChangesetDoesNotApply``. Returns None when the parent's state cannot be made (no base,
+    a stored file missing): the completion then goes on and the checkpoint job does the work later.
+    """
+    with svc.db.read() as session:
+        try:
+            the_plan = plan(session, imodel_id, parent_index)
+        except CheckpointUnmakeable:
+            return None
+    index = parent_index + 1
+    key = blob_keys.checkpoint_of(imodel_id, index, changeset_id)
+    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+        work = Path(tmp) / "next.bim"
+        try:
+            build_file(svc, the_plan, work)
+        except (ChangesetFormatError, BimFormatError, BlobNotFound) as exc:
+            log.warning(
+                "parent state unavailable",
+                extra={"action": "checkpoint_parent_unavailable", "imodel": imodel_id, "why": str(exc)},
+            )
+            return None
+        db = open_for_replay(work)
+        try:
+            apply_changeset(db, changeset, label=f"{changeset_id} (on changeset {parent_index})")
+        except (ReplayError, ChangesetFormatError) as exc:
+            raise ChangesetDoesNotApply(str(exc)) from exc
+        finally:
+            db.close()
+        make_checkpoint(
+            work,
+            imodel_id=imodel_id,
+            itwin_id=the_plan.itwin_id,
+            changeset_id=changeset_id,
+            changeset_index=index,
+        )
+        info = svc.blobs.upload_from(key, work)
+    return MadeCheckpoint(index, changeset_id, key, info.size)
+
+
+def record_made(session: Session, made: MadeCheckpoint, imodel_id: str, *, pinned: str | None) -> None:
+    """The row of a checkpoint ``next_checkpoint`` stored, in the completion's transaction."""
+    now = utcnow()
+    session.merge(
+        Checkpoint(
+            imodel_id=imodel_id,
+            changeset_index=made.index,
+            changeset_id=made.changeset_id,
+            state=SUCCESSFUL,
+            blob_key=made.key,
+            size=made.size,
+            pinned=pinned,
+            created_at=now,
+            used_at=now,
+        )
+    )
+
+
 def materialize(svc: FileServices, imodel_id: str, index: int, ctx: JobContext | None = None) -> None:
     """The ``checkpoint`` job: make the checkpoint at ``index`` from the nearest one below it.
 
@@ -263,7 +340,7 @@ def materialize(svc: FileServices, imodel_id: str, index: int, ctx: JobContext |
                 .distinct()
             )
         )
-    key = blob_keys.checkpoint(imodel_id, index)
+        key = target.blob_key
     try:
         with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
             work = Path(tmp) / "checkpoint.bim"
