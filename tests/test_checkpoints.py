@@ -179,6 +179,7 @@ def test_a_changeset_that_does_not_apply_to_its_parent_is_refused(server: Server
         stored = sorted(
             p.name for p in (server.data_dir / "blobs" / "imodels" / iid).rglob("*") if p.is_file()
         )
+        assert "baseline.bim" in stored and "0.bim" in stored, stored
         assert not [name for name in stored if name.endswith(".cs") or name.startswith("1")], stored
 
 
