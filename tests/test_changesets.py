@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from conftest import Server, assert_error, new_imodel, new_itwin
+from support.changesets import MadeChangeset, make_changeset
 
 REPRESENTATION = {"Prefer": "return=representation"}
 MINIMAL_KEYS = {
@@ -74,12 +75,20 @@ def complete(client: httpx.Client, changeset: dict[str, Any], briefcase: int) ->
 
 
 def push(
-    client: httpx.Client, imodel_id: str, briefcase: int, parent: str, data: bytes, **fields: Any
+    client: httpx.Client,
+    imodel_id: str,
+    briefcase: int,
+    parent: str,
+    made: MadeChangeset | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    resp = create(client, imodel_id, briefcase, parent, len(data), **fields)
+    """Push ``made`` (a new valid changeset on ``parent`` when omitted): create, upload, complete."""
+    made = made or make_changeset(parent)
+    assert made.parent_id == parent, "a changeset's id hashes its parent: push it on the one it was made for"
+    resp = create(client, imodel_id, briefcase, parent, len(made.data), id=made.id, **fields)
     assert resp.status_code == 201, resp.text
     created = resp.json()["changeset"]
-    upload(created, data)
+    upload(created, made.data)
     done = complete(client, created, briefcase)
     assert done.status_code == 200, done.text
     return dict(done.json()["changeset"])
@@ -120,10 +129,10 @@ def chain(server: Server) -> Iterator[dict[str, Any]]:
         blobs: list[bytes] = []
         parent = ""
         for i in range(5):
-            data = secrets.token_bytes(1000 + 517 * i)
-            cs = push(alice, imodel["id"], briefcase, parent, data, description=f"change {i + 1}")
+            made = make_changeset(parent, payload=1000 + 517 * i)
+            cs = push(alice, imodel["id"], briefcase, parent, made, description=f"change {i + 1}")
             pushed.append(cs)
-            blobs.append(data)
+            blobs.append(made.data)
             parent = cs["id"]
         yield {
             "alice": alice,
@@ -145,8 +154,8 @@ def test_push_flow_and_shapes(server: Server) -> None:
         iid = imodel["id"]
         assert imodel["lastChangesetPushDateTime"] is None
         bc = acquire(alice, iid)
-        data = secrets.token_bytes(4096)
-        cs_id = hex40()
+        made = make_changeset("", payload=4096)
+        data, cs_id = made.data, made.id
         # iTwin.js sends parentId "" for the first changeset; the authoring client leaves it out.
         resp = alice.post(
             f"/imodels/{iid}/changesets",
@@ -188,19 +197,21 @@ def test_push_flow_and_shapes(server: Server) -> None:
         assert again.status_code == 200 and again.json()["changeset"]["index"] == 1
         assert again.json()["changeset"]["pushDateTime"] == first["pushDateTime"]
 
+        second_made = make_changeset(cs_id)
         posted = create(
             alice,
             iid,
             bc,
             cs_id,
-            len(b"second"),
+            len(second_made.data),
+            id=second_made.id,
             description="Second change",
             containingChanges=65,
             synchronizationInfo={"taskId": "task-1", "changedFiles": ["a.dgn", "b.dgn"]},
         )
         assert posted.status_code == 201, posted.text
         assert posted.json()["changeset"]["synchronizationInfo"] is None  # as the platform answers
-        upload(posted.json()["changeset"], b"second")
+        upload(posted.json()["changeset"], second_made.data)
         completed = complete(alice, posted.json()["changeset"], bc)
         assert completed.status_code == 200, completed.text
         second = completed.json()["changeset"]
@@ -315,7 +326,7 @@ def test_push_errors(server: Server) -> None:
         itwin = new_itwin(alice)
         iid = new_imodel(alice, itwin["id"])["id"]
         bc = acquire(alice, iid)
-        first = push(alice, iid, bc, "", b"one")
+        first = push(alice, iid, bc, "")
 
         # The parent must be the tip: "" (the baseline) is no longer, an unknown id never was.
         for parent in ("", hex40()):
@@ -336,11 +347,12 @@ def test_push_errors(server: Server) -> None:
         )
         assert_error(create(alice, iid, bc, first["id"], 3, groupId="nope"), 404, "ChangesetGroupNotFound")
 
-        # Completion checks the upload: missing, then the wrong size.
-        pending = create(alice, iid, bc, first["id"], 10).json()["changeset"]
+        # Completion checks the upload: missing, then the wrong size (one byte more was declared).
+        made = make_changeset(first["id"])
+        pending = create(alice, iid, bc, first["id"], len(made.data) + 1, id=made.id).json()["changeset"]
         err = assert_error(complete(alice, pending, bc), 422, "InvalidiModelsRequest")
         assert err["details"][0]["code"] == "InvalidChange"
-        upload(pending, b"too short")
+        upload(pending, made.data)
         err = assert_error(complete(alice, pending, bc), 422, "InvalidiModelsRequest")
         assert err["details"][0]["code"] == "DataConflict"
         got = alice.get(f"/imodels/{iid}/changesets/{pending['id']}").json()["changeset"]
@@ -377,12 +389,13 @@ def test_push_errors(server: Server) -> None:
             "ChangesetNotFound",
         )
         # The same create sent again (a retry) answers the same pending changeset with fresh links.
-        retry = create(alice, iid, bc, first["id"], 9, id=pending["id"])
+        retry = create(alice, iid, bc, first["id"], len(made.data), id=pending["id"])
         assert retry.status_code == 201, retry.text
         assert retry.json()["changeset"]["_links"]["upload"]["href"] != pending["_links"]["upload"]["href"]
         done = complete(alice, pending, bc)
         assert done.status_code == 200, done.text
-        assert done.json()["changeset"]["index"] == 2 and done.json()["changeset"]["fileSize"] == 9
+        assert done.json()["changeset"]["index"] == 2
+        assert done.json()["changeset"]["fileSize"] == len(made.data)
 
         # A user who is not a member sees nothing.
         assert_error(create(bob, iid, bc, pending["id"], 3), 404, "iModelNotFound")
@@ -398,7 +411,8 @@ def test_bad_input_writes_nothing(server: Server) -> None:
         iid = new_imodel(alice, itwin["id"])["id"]
         bc = acquire(alice, iid)
         url = f"/imodels/{iid}/changesets"
-        good = {"id": hex40(), "briefcaseId": bc, "fileSize": 10, "parentId": ""}
+        made = make_changeset("")
+        good = {"id": made.id, "briefcaseId": bc, "fileSize": len(made.data), "parentId": ""}
         cases: list[tuple[dict[str, Any], str | None]] = [
             ({k: v for k, v in good.items() if k != "id"}, "id"),
             ({**good, "id": hex40().upper()}, "id"),
@@ -440,7 +454,7 @@ def test_bad_input_writes_nothing(server: Server) -> None:
             if isinstance(body.get("id"), str):
                 assert alice.get(f"{url}/{body['id']}").status_code == 404
         assert indexes(alice, iid) == []
-        assert push(alice, iid, bc, "", b"x" * 10, id=good["id"])["index"] == 1
+        assert push(alice, iid, bc, "", made)["index"] == 1
 
 
 def test_permissions(server: Server, chain: dict[str, Any]) -> None:
@@ -509,19 +523,19 @@ def test_concurrent_pushes_from_many_briefcases(server: Server) -> None:
         itwin = new_itwin(alice)
         iid = new_imodel(alice, itwin["id"])["id"]
         bc0 = acquire(alice, iid)
-        tip = push(alice, iid, bc0, "", b"base change")
+        tip = push(alice, iid, bc0, "")
         n = 8
         briefcases = [acquire(alice, iid) for _ in range(n)]
         token = alice.headers["Authorization"]
 
         def attempt(i: int) -> tuple[str, int, str]:
-            data = secrets.token_bytes(2000 + i)
+            made = make_changeset(tip["id"], payload=2000 + i)
             with httpx.Client(base_url=server.base_url, headers={"Authorization": token}, timeout=60) as c:
-                resp = create(c, iid, briefcases[i], tip["id"], len(data))
+                resp = create(c, iid, briefcases[i], tip["id"], len(made.data), id=made.id)
                 if resp.status_code != 201:
                     return ("create", resp.status_code, resp.json()["error"]["code"])
                 created = resp.json()["changeset"]
-                upload(created, data)
+                upload(created, made.data)
                 done = complete(c, created, briefcases[i])
                 if done.status_code != 200:
                     return ("complete", done.status_code, done.json()["error"]["code"])
@@ -544,13 +558,13 @@ def test_concurrent_completions_on_one_parent(server: Server) -> None:
         itwin = new_itwin(alice)
         iid = new_imodel(alice, itwin["id"])["id"]
         bc = acquire(alice, iid)
-        tip = push(alice, iid, bc, "", b"first")
+        tip = push(alice, iid, bc, "")
         n = 8
         pending = []
         for i in range(n):
-            data = secrets.token_bytes(100 + i)
-            created = create(alice, iid, bc, tip["id"], len(data)).json()["changeset"]
-            upload(created, data)
+            made = make_changeset(tip["id"], payload=100 + i)
+            created = create(alice, iid, bc, tip["id"], len(made.data), id=made.id).json()["changeset"]
+            upload(created, made.data)
             pending.append(created)
         token = alice.headers["Authorization"]
 
@@ -577,7 +591,7 @@ def test_concurrent_completions_on_one_parent(server: Server) -> None:
                 resent = create(alice, iid, bc, tip["id"], cs["fileSize"], id=cs["id"])
                 assert_error(resent, 409, "NewerChangesExist")
         # The timeline goes on from the winner.
-        assert push(alice, iid, bc, winners[0][1], b"next")["index"] == 3
+        assert push(alice, iid, bc, winners[0][1])["index"] == 3
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -689,9 +703,9 @@ def test_changeset_groups(server: Server) -> None:
         assert alice.get(f"{url}/{group['id']}").json() == {"changesetGroup": group}
         other = alice.post(url, json={"description": "Sync run 2"}).json()["changesetGroup"]
 
-        first = push(alice, iid, bc, "", b"grouped", groupId=group["id"])
+        first = push(alice, iid, bc, "", groupId=group["id"])
         assert first["groupId"] == group["id"]
-        second = push(alice, iid, bc, first["id"], b"ungrouped")
+        second = push(alice, iid, bc, first["id"])
         assert second["groupId"] is None
 
         done = alice.patch(f"{url}/{group['id']}", json={"state": "completed"})
