@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import uuid
 from typing import Any
 
 import httpx
 
 from conftest import SAMPLE_BIM, Server, assert_error, new_imodel, new_itwin
+from support.changesets import make_changeset
 
 INVALID = "InvalidiModelsRequest"
 
@@ -59,15 +58,14 @@ def acquire(client: httpx.Client, imodel_id: str, **body: Any) -> dict[str, Any]
 
 def push_changeset(client: httpx.Client, imodel_id: str, briefcase_id: int, parent: str) -> dict[str, Any]:
     """Push one changeset the way the authoring client does: create, upload, complete."""
-    data = os.urandom(97)
-    cs_id = hashlib.sha1(parent.encode() + data).hexdigest()
+    made = make_changeset(parent, payload=97)
     created = client.post(
         f"/imodels/{imodel_id}/changesets",
-        json={"id": cs_id, "parentId": parent, "briefcaseId": briefcase_id, "fileSize": len(data)},
+        json={"id": made.id, "parentId": parent, "briefcaseId": briefcase_id, "fileSize": len(made.data)},
     )
     assert created.status_code == 201, created.text
     links = created.json()["changeset"]["_links"]
-    put = httpx.put(links["upload"]["href"], content=data, headers={"x-ms-blob-type": "BlockBlob"})
+    put = httpx.put(links["upload"]["href"], content=made.data, headers={"x-ms-blob-type": "BlockBlob"})
     assert put.status_code == 201, put.text
     done = client.patch(
         links["complete"]["href"], json={"state": "fileUploaded", "briefcaseId": briefcase_id}

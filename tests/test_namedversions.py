@@ -26,8 +26,8 @@ def history(client: httpx.Client, changesets: int) -> tuple[str, str, list[dict[
     bc = acquire(client, iid)
     pushed: list[dict[str, Any]] = []
     parent = ""
-    for i in range(changesets):
-        cs = push(client, iid, bc, parent, f"change {i}".encode())
+    for _ in range(changesets):
+        cs = push(client, iid, bc, parent)
         pushed.append(cs)
         parent = cs["id"]
     return itwin["id"], iid, pushed

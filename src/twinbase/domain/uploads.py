@@ -94,8 +94,8 @@ def seal_upload(
 
     ``inspect`` reads the final bytes as a stream, in the same pass that hashes them (it checks the
     content: a changeset parses and has its declared id). When it raises, the final key is deleted,
-    so a refused file is never stored as history, and the exception propagates; the client may
-    upload again through the same link.
+    so a refused file is never stored as history, the upload link is reopened (``_reopen_upload``)
+    and the exception propagates; the client may upload again through the same link.
     """
     staging = blob_keys.upload(final_key)
     try:
@@ -127,5 +127,21 @@ def seal_upload(
         raise
     except BaseException:
         blobs.delete(final_key)
+        _reopen_upload(blobs, staging)
         raise
     return SealedFile(size=info.size, sha256=digest.hexdigest(), facts=facts)
+
+
+def _reopen_upload(blobs: BlobStore, staging: str) -> None:
+    """Let the upload link write again after its file was refused.
+
+    On Azure the promotion sealed the upload blob (an infinite lease, emptied, marked sealed), so
+    the blob service refuses every later write through the link (412 ``LeaseIdMissing``): delete it
+    (breaking the lease), and the link's create+write SAS makes a new one. Locally the promotion was
+    a rename and nothing is left. A file already staged again (a PUT that arrived after the rename)
+    is a new upload: it stays.
+    """
+    try:
+        blobs.stat(staging)  # a sealed upload blob answers BlobNotFound, as a missing one does
+    except BlobNotFound:
+        blobs.delete(staging)
