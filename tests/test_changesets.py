@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin
 from support.changesets import MadeChangeset, encode, make_changeset, session_changeset
 from twinbase.bim.changeset import ChangeSummary, changeset_id, read_changeset
-from twinbase.domain import changesets as changeset_domain
+from twinbase.domain import summaries
 from twinbase.errors import BlobNotFound
 from twinbase.store.blobs import BlobStore, LocalBlobStore
 from twinbase.store.blobs import keys as blob_keys
@@ -1074,9 +1074,9 @@ def test_change_summaries_of_a_real_chain_are_stored(server: Server) -> None:
         db = Database(server.database_url)
         try:
             with db.read() as session:
-                net = changeset_domain.element_changes(session, iid, 0, 4)
+                net = summaries.element_changes(session, iid, 0, 4)
                 assert net == {"inserted": {r[1]: 1 for r in rows}, "updated": {}, "deleted": {}}
-                later = changeset_domain.element_changes(session, iid, 2, 4)
+                later = summaries.element_changes(session, iid, 2, 4)
                 assert later["inserted"] == {r[1]: 1 for r in rows[2:]}
         finally:
             db.dispose()
@@ -1175,7 +1175,7 @@ def test_element_changes_net_of_a_range(server: Server) -> None:
             with db.read() as session:
 
                 def net(after: int, last: int) -> dict[str, dict[int, int | None]]:
-                    return changeset_domain.element_changes(session, iid, after, last)
+                    return summaries.element_changes(session, iid, after, last)
 
                 # From the baseline: inserted then updated is inserted; inserted then deleted is absent
                 # (d); inserted, deleted, inserted again is inserted (b); baseline elements stay
