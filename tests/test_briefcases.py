@@ -198,12 +198,14 @@ def test_checkpoint_link_downloads_the_baseline(server: Server) -> None:
         baseline = alice.get(f"/imodels/{iid}/baselinefile").json()["baselineFile"]
         assert data == httpx.get(baseline["_links"]["download"]["href"]).content
         assert len(data) == cp["size"] == b["fileSize"] == SAMPLE_BIM.stat().st_size
-        # After a push the latest checkpoint is still the nearest one that exists (here the baseline).
+        # After a push the latest checkpoint is the new tip's, made by the completion.
         cs = push_changeset(alice, iid, b["briefcaseId"], "")
         assert cs["index"] == 1
         after = alice.get(f"/imodels/{iid}/briefcases/checkpoint").json()["checkpoint"]
-        assert after["changesetIndex"] == 0
-        assert acquire(alice, iid)["fileSize"] == cp["size"]
+        assert (after["changesetIndex"], after["changesetId"], after["state"]) == (1, cs["id"], "successful")
+        tip = httpx.get(after["_links"]["download"]["href"]).content
+        assert tip[:16] == b"SQLite format 3\x00" and len(tip) == after["size"]
+        assert acquire(alice, iid)["fileSize"] == after["size"]
 
 
 def test_quota_per_user(server: Server) -> None:

@@ -202,8 +202,9 @@ def test_push_flow_and_shapes(server: Server) -> None:
         first = done.json()["changeset"]
         assert first["index"] == 1 and first["state"] == "fileUploaded" and first["displayName"] == "1"
         assert first["synchronizationInfo"] is None and first["_links"]["download"] is None
+        # The completion made the new tip's checkpoint: the link leads to the changeset's own.
         checkpoint_href = first["_links"]["currentOrPrecedingCheckpoint"]["href"]
-        assert CHECKPOINT_LINK.match(checkpoint_href).groups() == (iid, "0")  # type: ignore[union-attr]
+        assert CHECKPOINT_LINK.match(checkpoint_href).groups() == (iid, "1")  # type: ignore[union-attr]
         # Completing again (a client retry after a lost answer) returns the same changeset unchanged.
         again = complete(alice, created, bc)
         assert again.status_code == 200 and again.json()["changeset"]["index"] == 1
@@ -259,7 +260,7 @@ def test_list_shapes_and_fresh_download_links(server: Server, chain: dict[str, A
         assert got.status_code == 200 and got.content == data and got.headers["etag"]
         assert httpx.get(cs2["_links"]["download"]["href"]).content == data
         checkpoint = CHECKPOINT_LINK.match(cs["_links"]["currentOrPrecedingCheckpoint"]["href"])
-        assert checkpoint is not None and checkpoint.groups() == (iid, "0")
+        assert checkpoint is not None and checkpoint.groups() == (iid, str(cs["index"]))
         assert cs["_links"]["namedVersion"] is None
         assert cs["application"] is not None
 
@@ -623,17 +624,20 @@ def test_checkpoints(chain: dict[str, Any]) -> None:
     assert first_byte.headers["content-range"] == f"bytes 0-0/{cp['size']}"
     data = httpx.get(link["href"]).content
     assert len(data) == cp["size"] and data[:16] == b"SQLite format 3\x00"
-    # Every changeset answers the nearest preceding checkpoint (here the baseline), by index or id.
-    for ref in ("1", "5", pushed[2]["id"]):
+    # Every changeset answers its own checkpoint (each completion stored it), by index or id.
+    for ref, index in (("1", 1), ("5", 5), (pushed[2]["id"], 3)):
         got = alice.get(f"/imodels/{iid}/changesets/{ref}/checkpoint")
         assert got.status_code == 200, got.text
-        assert got.json()["checkpoint"]["changesetIndex"] == 0
-        assert got.json()["checkpoint"]["_links"]["download"]["href"] != link["href"]
+        cp = got.json()["checkpoint"]
+        assert (cp["changesetIndex"], cp["changesetId"]) == (index, pushed[index - 1]["id"])
+        assert cp["state"] == "successful" and cp["size"] > 0
+        file = httpx.get(cp["_links"]["download"]["href"]).content
+        assert len(file) == cp["size"] and file[:16] == b"SQLite format 3\x00"
     # The link in a changeset leads to a working checkpoint.
     href = alice.get(f"/imodels/{iid}/changesets/4").json()["changeset"]["_links"][
         "currentOrPrecedingCheckpoint"
     ]
-    assert alice.get(href["href"]).json()["checkpoint"]["changesetIndex"] == 0
+    assert alice.get(href["href"]).json()["checkpoint"]["changesetIndex"] == 4
     for ref in ("6", hex40(), "abc"):
         assert_error(alice.get(f"/imodels/{iid}/changesets/{ref}/checkpoint"), 404, "ChangesetNotFound")
 

@@ -1179,4 +1179,5 @@ def test_clone_and_statistics_with_pushed_history(server: Server, tmp_path: Path
         third = push_through_api(alice, clone_id, clone_briefcase, pushed[1]["id"])
         assert third["index"] == 3
         clone_stats = alice.get(f"/imodels/{clone_id}/users/{alice_id}").json()["user"]["statistics"]
-        assert (clone_stats["pushedChangesetsCount"], clone_stats["createdVersionsCount"]) == (3, 0)
+        # The clone took the named version at changeset 2 along with the history (made by alice).
+        assert (clone_stats["pushedChangesetsCount"], clone_stats["createdVersionsCount"]) == (3, 1)
