@@ -111,7 +111,16 @@ def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Respons
     sealed = domain.seal(ctx.svc.blobs, pending) if pending is not None else None
     with ctx.svc.db.write() as session:
         imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
-        cs = domain.complete(session, ctx.principal, imodel, ref, body, sealed)
+        cs = domain.complete(
+            session,
+            ctx.principal,
+            imodel,
+            ref,
+            body,
+            sealed,
+            jobs=ctx.svc.jobs,
+            checkpoint_interval=ctx.svc.settings.checkpoint_interval,
+        )
         around = domain.surroundings(session, cs.imodel_id, [cs])
         wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
     return JSON({"changeset": wire})
@@ -119,9 +128,10 @@ def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Respons
 
 @both(router, CHANGESET + "/checkpoint", ["GET"])
 def get_changeset_checkpoint(ctx: Ctx, imodel_id: str, ref: str) -> Response:
-    with ctx.svc.db.read() as session:
+    # A write: asking for a checkpoint that does not exist yet schedules it.
+    with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
-        checkpoint = domain.checkpoint_at(session, imodel.id, ref)
+        checkpoint = domain.checkpoint_at(session, ctx.svc.jobs, imodel.id, ref)
         return checkpoint_response(ctx, checkpoint)
 
 

@@ -1,0 +1,172 @@
+"""Exact checkpoints at every changeset, made by twinbase's file engine from real changesets.
+
+The ReadOnlyTest chain holds the file as iTwin.js left it after each of its three changesets: the
+checkpoint twinbase serves at index k must hold exactly that content (every change-tracked table, row
+by row), carry the changeset's id and index where iTwin.js reads them, and be a checkpoint (briefcase
+id 0, one self-contained file).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin
+from tests.support.bimtables import assert_same_content
+from twinbase.bim.identity import read_identity, stamp
+
+READONLY = SHARED_DATA / "bim" / "chains" / "ReadOnlyTest_2018-03"
+
+
+def readonly_chain() -> list[dict[str, Any]]:
+    """The three changesets in order: id, parent id, file."""
+    items = json.loads((READONLY / "ReadOnlyTestChangeSets.json").read_text())
+    chain = []
+    for item in sorted(items, key=lambda i: int(i["properties"]["Index"])):
+        props = item["properties"]
+        chain.append(
+            {
+                "id": props["Id"],
+                "parentId": props.get("ParentId") or "",
+                "path": READONLY / "csets" / props["FileName"],
+            }
+        )
+    return chain
+
+
+def baseline_copy(tmp: Path) -> Path:
+    """ReadOnlyTest's version 0 was saved from a briefcase: made a baseline (briefcase id 0) as
+    iTwin.js prepares one for upload."""
+    copy = tmp / "baseline.bim"
+    shutil.copyfile(READONLY / "0" / "ReadOnlyTest.bim", copy)
+    stamp(copy, imodel_id=str(uuid.uuid4()), itwin_id=str(uuid.uuid4()))
+    return copy
+
+
+def push_file(client: httpx.Client, imodel_id: str, briefcase: int, cs: dict[str, Any]) -> httpx.Response:
+    data = Path(cs["path"]).read_bytes()
+    created = client.post(
+        f"/imodels/{imodel_id}/changesets",
+        json={"id": cs["id"], "parentId": cs["parentId"], "briefcaseId": briefcase, "fileSize": len(data)},
+    )
+    assert created.status_code == 201, created.text
+    links = created.json()["changeset"]["_links"]
+    put = httpx.put(links["upload"]["href"], content=data, headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 201, put.text
+    return client.patch(links["complete"]["href"], json={"state": "fileUploaded", "briefcaseId": briefcase})
+
+
+def wait_checkpoint(client: httpx.Client, url: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = client.get(url)
+        assert resp.status_code == 200, resp.text
+        checkpoint = dict(resp.json()["checkpoint"])
+        if checkpoint["state"] != "scheduled":
+            return checkpoint
+        assert checkpoint["_links"]["download"] is None
+        assert time.monotonic() < deadline, f"{url} still scheduled after {timeout} s"
+        time.sleep(0.2)
+
+
+def without_links(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without its download link (each answer signs a fresh one)."""
+    return {k: v for k, v in checkpoint.items() if k != "_links"}
+
+
+def download(checkpoint: dict[str, Any], path: Path) -> Path:
+    resp = httpx.get(checkpoint["_links"]["download"]["href"], timeout=60)
+    assert resp.status_code == 200
+    assert len(resp.content) == checkpoint["size"]
+    path.write_bytes(resp.content)
+    return path
+
+
+def expected_file(index: int, imodel: dict[str, Any], cs_id: str, tmp: Path) -> Path:
+    """iTwin.js' file after changeset ``index``, with this iModel's identity (as twinbase stamps it)."""
+    source = READONLY / str(index) / "ReadOnlyTest.bim"
+    copy = tmp / f"expected-{index}.bim"
+    shutil.copyfile(source, copy)
+    stamp(copy, imodel_id=imodel["id"], itwin_id=imodel["iTwinId"], changeset_id=cs_id, changeset_index=index)
+    return copy
+
+
+def test_exact_checkpoints_hold_what_itwinjs_held(server: Server, tmp_path: Path) -> None:
+    chain = readonly_chain()
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        imodel = new_imodel(alice, itwin["id"], path=baseline_copy(tmp_path))
+        iid = imodel["id"]
+        briefcase = alice.post(f"/imodels/{iid}/briefcases", json={}).json()["briefcase"]["briefcaseId"]
+        for index, cs in enumerate(chain, start=1):
+            done = push_file(alice, iid, briefcase, cs)
+            assert done.status_code == 200, done.text
+            assert done.json()["changeset"]["index"] == index
+
+        for index in (3, 1, 2):  # not in order: each is replayed from the nearest stored one
+            cs_id = chain[index - 1]["id"]
+            by_index = wait_checkpoint(alice, f"/imodels/{iid}/changesets/{index}/checkpoint")
+            assert by_index["state"] == "successful", by_index
+            assert (by_index["changesetIndex"], by_index["changesetId"]) == (index, cs_id)
+            assert by_index["dbName"] == f"{cs_id}.bim" and by_index["directoryAccessInfo"] is None
+            by_id = wait_checkpoint(alice, f"/imodels/{iid}/changesets/{cs_id}/checkpoint")
+            assert without_links(by_id) == without_links(by_index)
+            path = download(by_index, tmp_path / f"{index}.bim")
+            identity = read_identity(path)
+            assert (identity.imodel_id, identity.itwin_id, identity.briefcase_id) == (iid, itwin["id"], 0)
+            assert identity.parent_changeset == {"id": cs_id, "index": index}
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+                assert conn.execute("SELECT COUNT(*) FROM dgn_Txns").fetchone()[0] == 0
+            finally:
+                conn.close()
+            assert_same_content(path, expected_file(index, imodel, cs_id, tmp_path))
+
+        # The baseline is checkpoint 0; the latest (briefcases) is the tip's.
+        zero = wait_checkpoint(alice, f"/imodels/{iid}/changesets/0/checkpoint")
+        assert (zero["changesetIndex"], zero["changesetId"], zero["state"]) == (0, "", "successful")
+        latest = wait_checkpoint(alice, f"/imodels/{iid}/briefcases/checkpoint")
+        assert (latest["changesetIndex"], latest["changesetId"]) == (3, chain[2]["id"])
+
+        # A named version schedules its checkpoint at once, at exactly its changeset.
+        nv = alice.post(f"/imodels/{iid}/namedversions", json={"name": "v2", "changesetIndex": 2})
+        assert nv.status_code == 201, nv.text
+        url = f"/imodels/{iid}/namedversions/{nv.json()['namedVersion']['id']}/checkpoint"
+        at_nv = wait_checkpoint(alice, url)
+        assert (at_nv["changesetIndex"], at_nv["changesetId"], at_nv["state"]) == (2, chain[1]["id"], "successful")
+        regenerated = alice.put(url)
+        assert regenerated.status_code == 200
+        assert without_links(regenerated.json()["checkpoint"]) == without_links(at_nv)
+
+        # The change summaries know each element's model.
+        listed = alice.get(f"/imodels/{iid}/changesets", headers={"Prefer": "return=representation"})
+        assert [c["index"] for c in listed.json()["changesets"]] == [1, 2, 3]
+
+
+def test_a_changeset_that_does_not_apply_fails_its_checkpoints_only(server: Server, tmp_path: Path) -> None:
+    """ReadOnlyTest's first changeset (a valid file with the right id) on another iModel's baseline:
+    its checkpoint fails with the engine's message; the baseline's checkpoint stays as it was."""
+    first = readonly_chain()[0]
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        imodel = new_imodel(alice, itwin["id"])  # the sample .bim, not ReadOnlyTest's baseline
+        iid = imodel["id"]
+        before = wait_checkpoint(alice, f"/imodels/{iid}/changesets/0/checkpoint")
+        briefcase = alice.post(f"/imodels/{iid}/briefcases", json={}).json()["briefcase"]["briefcaseId"]
+        done = push_file(alice, iid, briefcase, first)
+        assert done.status_code == 200, done.text
+        failed = wait_checkpoint(alice, f"/imodels/{iid}/changesets/1/checkpoint")
+        assert failed["state"] == "failed" and failed["_links"]["download"] is None
+        assert failed["error"]["code"] == "CheckpointGenerationFailed"
+        assert first["id"] in failed["error"]["message"], failed
+        after = wait_checkpoint(alice, f"/imodels/{iid}/changesets/0/checkpoint")
+        assert without_links(after) == without_links(before)
+        assert_error(alice.get(f"/imodels/{iid}/changesets/2/checkpoint"), 404, "ChangesetNotFound")
