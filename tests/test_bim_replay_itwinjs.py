@@ -22,6 +22,7 @@ import pytest
 
 from support.bimtables import assert_same_content
 from support.chains import Chain, load_chain, make_chain
+from test_compat_imodels import ensure_native_modules
 from twinbase.bim.changeset import compute_id, read_changeset
 from twinbase.bim.replay import replay
 
@@ -31,6 +32,7 @@ REGULAR, SCHEMA = 0, 1
 
 @pytest.fixture(scope="session")
 def features_chain() -> Chain:
+    ensure_native_modules()  # npm ci when compat/node_modules is missing or stale
     return load_chain(make_chain("features"))
 
 
