@@ -234,6 +234,9 @@ def main() -> int:
         print(f"{'ratio (twinbase / iTwin.js)':34}{tb['seconds'] / pull:20.2f}{1:20.2f}")
         print(f"{'process RSS before, MB':34}{tb['rss_before_mb']:20.0f}{float(js['rssBeforeMB']):20.0f}")
         print(f"{'process peak RSS, MB':34}{tb['peak_rss_mb']:20.0f}{float(js['peakRssMB']):20.0f}")
+        grow_tb = tb["peak_rss_mb"] - tb["rss_before_mb"]
+        grow_js = float(js["peakRssMB"]) - float(js["rssBeforeMB"])
+        print(f"{'peak growth during the apply, MB':34}{grow_tb:20.0f}{grow_js:20.0f}")
         return 0 if verdict == "yes" else 1
     finally:
         if args.keep:

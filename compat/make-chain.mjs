@@ -219,8 +219,7 @@ function widgetProps(seed) {
 // ------------------------------------------------------------------------------------------ the chain
 
 class Chain {
-  constructor(work, iModelId, briefcaseFile) {
-    this.work = work;
+  constructor(iModelId, briefcaseFile) {
     this.iModelId = iModelId;
     this.briefcaseFile = briefcaseFile;
     this.db = undefined;
@@ -614,7 +613,7 @@ try {
       accessToken: TOKEN,
       fileName: path.join(work, "briefcase.bim"),
     });
-    chain = new Chain(work, iModelId, props.fileName);
+    chain = new Chain(iModelId, props.fileName);
     await chain.open();
     const t1 = Date.now();
     await profiles[profileName](chain, layout);
