@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from tests.conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin
 from tests.support.bimtables import assert_same_content
+from tests.support.chains import load_chain, make_chain
 
 from twinbase.bim.identity import read_identity, stamp
 
@@ -269,3 +270,38 @@ def test_forks_start_at_the_fork_point_and_copies_keep_history(server: Server, t
             assert_same_content(
                 download(at_two, tmp_path / f"{op}2.bim"), expected_file(2, copy, chain[1]["id"], tmp_path)
             )
+
+
+def test_itwinjs_made_history_through_the_api(server: Server, tmp_path: Path) -> None:
+    """A chain the real iTwin.js backend made (inserts, updates, deletes, geometry and parts, a schema
+    import with overflow columns, aspects, a schema upgrade) pushed into twinbase: every completion
+    proves its changeset applies and stores the tip's checkpoint, which equals iTwin.js' briefcase
+    after the same push, table by table; element summaries carry their models."""
+    chain = load_chain(make_chain("features"))
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        imodel = new_imodel(alice, itwin["id"], path=chain.baseline)
+        iid = imodel["id"]
+        briefcase = alice.post(f"/imodels/{iid}/briefcases", json={}).json()["briefcase"]["briefcaseId"]
+        for entry in chain.changesets:
+            cs = {"id": entry.id, "parentId": entry.parent_id, "path": entry.path}
+            done = push_file(alice, iid, briefcase, cs)
+            assert done.status_code == 200, done.text
+            assert done.json()["changeset"]["index"] == entry.index
+        for entry in chain.changesets:
+            checkpoint = wait_checkpoint(alice, f"/imodels/{iid}/changesets/{entry.index}/checkpoint")
+            assert checkpoint["state"] == "successful", checkpoint
+            assert (checkpoint["changesetIndex"], checkpoint["changesetId"]) == (entry.index, entry.id)
+            path = download(checkpoint, tmp_path / f"{entry.index}.bim")
+            assert read_identity(path).parent_changeset == {"id": entry.id, "index": entry.index}
+            if entry.expected is not None:
+                expected = tmp_path / f"expected-{entry.index}.bim"
+                shutil.copyfile(entry.expected, expected)
+                stamp(
+                    expected,
+                    imodel_id=iid,
+                    itwin_id=itwin["id"],
+                    changeset_id=entry.id,
+                    changeset_index=entry.index,
+                )
+                assert_same_content(path, expected)
