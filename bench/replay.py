@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -137,6 +138,10 @@ def run_itwinjs_from_twinbase(chain: Chain, tmp: Path) -> dict[str, Any]:
         **os.environ,
         "TWINBASE_RATE_LIMIT_PER_MINUTE": "0",
         "TWINBASE_SIGNED_URL_LIFETIME_SECONDS": "3600",
+        # Keep only what is pinned (baseline, every 10th) and the tip: a checkpoint at a random index
+        # is then made on request, replaying from the nearest pinned one (the warm cache of the issue).
+        "TWINBASE_CHECKPOINT_BUDGET_BYTES": "0",
+        "TWINBASE_CHECKPOINT_INTERVAL": "10",
     }
     server = subprocess.Popen(
         [*twinbase, "serve", "--port", str(port), "--data-dir", str(data_dir)],
@@ -157,18 +162,44 @@ def run_itwinjs_from_twinbase(chain: Chain, tmp: Path) -> dict[str, Any]:
             base, token, "POST", "/itwins/", {"class": "Endeavor", "subClass": "Project", "displayName": "R"}
         )
         itwin_id = str(itwin["iTwin"]["id"])  # type: ignore[index]
-        return run_node(
+        figures = run_node(
             chain,
             tmp,
             "twinbase",
             {"TWINBASE_URL": base, "TWINBASE_TOKEN": token, "TWINBASE_ITWIN_ID": itwin_id},
         )
+        figures["checkpoints"] = time_checkpoints(base, token, itwin_id, len(chain.changesets))
+        return figures
     finally:
         server.terminate()
         try:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def time_checkpoints(base: str, token: str, itwin_id: str, count: int) -> list[tuple[int, float, float]]:
+    """(index, seconds until the checkpoint is successful, its size in MiB) for a few random indexes
+    that are neither pinned nor the tip: each is made on request by the checkpoint job."""
+    listed = api(base, token, "GET", f"/imodels?iTwinId={itwin_id}")
+    imodel_id = str(listed["iModels"][0]["id"])  # type: ignore[index]
+    rng = random.Random(12)
+    indexes = rng.sample([i for i in range(1, count) if i % 10], k=min(5, count - count // 10 - 1))
+    results = []
+    for index in indexes:
+        url = f"/imodels/{imodel_id}/changesets/{index}/checkpoint"
+        started = time.perf_counter()
+        while True:
+            checkpoint = api(base, token, "GET", url)["checkpoint"]
+            state = checkpoint["state"]  # type: ignore[index]
+            if state != "scheduled":
+                break
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        if state != "successful":
+            raise SystemExit(f"checkpoint {index}: {checkpoint}")
+        results.append((index, elapsed, int(checkpoint["size"]) / 2**20))  # type: ignore[index]
+    return results
 
 
 def same_as_itwinjs(replayed: Path, expected: Path) -> str:
@@ -237,6 +268,10 @@ def main() -> int:
         grow_tb = tb["peak_rss_mb"] - tb["rss_before_mb"]
         grow_js = float(js["peakRssMB"]) - float(js["rssBeforeMB"])
         print(f"{'peak growth during the apply, MB':34}{grow_tb:20.0f}{grow_js:20.0f}")
+        if "checkpoints" in js:
+            print("\ncheckpoint at a random index (warm: every 10th pinned + the tip; made on request):")
+            for index, seconds, size in js["checkpoints"]:
+                print(f"  index {index:3d}: {seconds:6.2f} s to successful ({size:.1f} MiB file)")
         return 0 if verdict == "yes" else 1
     finally:
         if args.keep:

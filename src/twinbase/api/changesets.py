@@ -125,10 +125,19 @@ def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Respons
             )
             around = domain.surroundings(session, cs.imodel_id, [cs])
             wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
+            evicted = (
+                checkpoints.evict(
+                    session, ctx.svc.settings.checkpoint_budget_bytes, keep=(cs.imodel_id, made.index)
+                )
+                if made is not None
+                else []
+            )
     except BaseException:
         if made is not None:  # lost the race (or failed): the checkpoint it made is no one's
             ctx.svc.blobs.delete(made.key)
         raise
+    for key in evicted:  # after the commit: a reader sees the row gone before the file
+        ctx.svc.blobs.delete(key)
     return JSON({"changeset": wire})
 
 
