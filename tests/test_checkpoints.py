@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin
+import pytest
+from tests.conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin, running_server
 from tests.support.bimtables import assert_same_content
 from tests.support.chains import load_chain, make_chain
+from tests.support.changesets import make_chain as make_changesets
 
 from twinbase.bim.identity import read_identity, stamp
 
@@ -305,3 +307,58 @@ def test_itwinjs_made_history_through_the_api(server: Server, tmp_path: Path) ->
                     changeset_index=entry.index,
                 )
                 assert_same_content(path, expected)
+
+
+def test_checkpoints_beyond_the_budget_are_evicted_and_made_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Budget 0: only the pinned checkpoints (baseline, every 2nd here, named versions) and the tip
+    stay; an evicted one is made again on request, from the nearest pinned one."""
+    with (
+        running_server(
+            "sqlite", tmp_path_factory, TWINBASE_CHECKPOINT_BUDGET_BYTES="0", TWINBASE_CHECKPOINT_INTERVAL="2"
+        ) as server,
+        server.user() as alice,
+    ):
+        itwin = new_itwin(alice)
+        iid = alice.post("/imodels", json={"iTwinId": itwin["id"], "name": "budget"}).json()["iModel"]["id"]
+        briefcase = alice.post(f"/imodels/{iid}/briefcases", json={}).json()["briefcase"]["briefcaseId"]
+        made = make_changesets(5)
+        for one in made:
+            created = alice.post(
+                f"/imodels/{iid}/changesets",
+                json={
+                    "id": one.id,
+                    "parentId": one.parent_id,
+                    "briefcaseId": briefcase,
+                    "fileSize": len(one.data),
+                },
+            ).json()["changeset"]
+            assert httpx.put(created["_links"]["upload"]["href"], content=one.data).status_code == 201
+            done = alice.patch(
+                created["_links"]["complete"]["href"],
+                json={"state": "fileUploaded", "briefcaseId": briefcase},
+            )
+            assert done.status_code == 200, done.text
+        stored = sorted(
+            p.name for p in (server.data_dir / "blobs" / "imodels" / iid / "checkpoints").iterdir()
+        )
+        # 0 (baseline), 2 and 4 (pinned), 5 (the tip); 1 and 3 were evicted when the next came.
+        assert [name.split("-")[0].removesuffix(".bim") for name in stored] == ["0", "2", "4", "5"], stored
+        first = alice.get(f"/imodels/{iid}/changesets/3/checkpoint").json()["checkpoint"]
+        assert first["state"] == "scheduled" and first["_links"]["download"] is None
+        again = wait_checkpoint(alice, f"/imodels/{iid}/changesets/3/checkpoint")
+        assert (again["state"], again["changesetIndex"], again["changesetId"]) == (
+            "successful",
+            3,
+            made[2].id,
+        )
+        path = download(again, tmp_path_factory.mktemp("evicted") / "3.bim")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = {
+                row[0] for row in conn.execute("SELECT Name FROM be_Prop WHERE Namespace='twinbase-test'")
+            }
+        finally:
+            conn.close()
+        assert len(names) == 3  # the rows of changesets 1..3, not 4 and 5
