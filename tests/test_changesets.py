@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import apsw
@@ -24,6 +25,8 @@ from sqlalchemy import func, select
 from conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin
 from support.changesets import MadeChangeset, encode, make_changeset, session_changeset
 from twinbase.bim.changeset import ChangeSummary, changeset_id, read_changeset
+from twinbase.bim.replay import open_for_replay
+from twinbase.bim.seed import write_empty_seed
 from twinbase.domain import summaries
 from twinbase.errors import BlobNotFound
 from twinbase.store.blobs import BlobStore, LocalBlobStore
@@ -1086,62 +1089,130 @@ def test_change_summaries_of_a_real_chain_are_stored(server: Server) -> None:
             db.dispose()
 
 
-# Element rows of a table shaped like bis_Element where it matters (Id the primary key, ModelId the
-# third column), for changesets that insert, update and delete elements: twinbase records them at
-# completion without replaying them, so the iModel need not hold these rows.
-_ELEMENTS = (
-    "CREATE TABLE bis_Element (Id INTEGER PRIMARY KEY NOT NULL, ECClassId INTEGER NOT NULL,"
-    " ModelId INTEGER NOT NULL, CodeValue TEXT)"
+# Changesets that insert, update and delete elements, recorded on a copy of twinbase's seed (the file a
+# seeded iModel starts from) with foreign keys enforced, as iTwin.js and the server's replay enforce
+# them: completion applies each one to its parent's checkpoint, and what applied here applies there.
+# The server stamps only the iModel's identity and be_Local into its copy, never bis_Element.
+#
+# What the seed holds: element 0x1, its root Subject, modelled by the RepositoryModel 0x1; in that
+# model, the partitions 0xe (LinkPartition "BisCore.RealityDataSources", modelled by an empty
+# LinkModel 0xe that nothing else points at) and 0x10 (DefinitionPartition "BisCore.DictionaryModel").
+# Every seed element is referenced (by a model, or as a parent and code scope), so the seed element a
+# changeset deletes is 0xe, after its empty model, as iTwin.js deletes a partition.
+SEED_REPOSITORY_MODEL = 0x1
+SEED_ROOT_SUBJECT = 0x1
+SEED_REALITY_PARTITION = 0xE
+SEED_DICTIONARY_PARTITION = 0x10
+Statement = tuple[str, tuple[Any, ...]]
+# BisCore classes by name, so no class id of this seed is written down here.
+_BIS_CLASS = (
+    "(SELECT c.Id FROM ec_Class c JOIN ec_Schema s ON s.Id = c.SchemaId"
+    " WHERE s.Name = 'BisCore' AND c.Name = '{}')"
 )
 
 
 class ElementChain:
-    """Valid changesets, one after the other, each made from SQL run on an in-memory ``bis_Element``."""
+    """Valid changesets, one after the other, each recorded by an ``apsw.Session`` while SQL runs on a
+    copy of the seed: every step leaves a file whose foreign keys all hold."""
 
-    def __init__(self, *baseline: tuple[int, int]) -> None:
-        self.db = apsw.Connection(":memory:")
-        self.db.execute(_ELEMENTS)
-        for element, model in baseline:  # elements the iModel had before the timeline
-            self.db.execute("INSERT INTO bis_Element VALUES(?, 7, ?, NULL)", (element, model))
+    def __init__(self, path: Path) -> None:
+        write_empty_seed(path)
+        # DGN_* functions registered, profile checked, PRAGMA foreign_keys=ON: as the server's replay.
+        self.db = open_for_replay(path)
+        assert self.db.execute("PRAGMA foreign_keys").fetchone() == (1,)
         self.parent = ""
 
-    def next(self, *statements: tuple[str, tuple[Any, ...]]) -> MadeChangeset:
+    def next(self, *steps: list[Statement]) -> MadeChangeset:
         session = apsw.Session(self.db, "main")
         session.attach()
-        for sql, args in statements:
-            self.db.execute(sql, args)
+        with self.db:  # one transaction per changeset: a failing statement leaves nothing behind
+            for sql, args in (statement for step in steps for statement in step):
+                self.db.execute(sql, args)
+            violations = self.db.execute("PRAGMA foreign_key_check").fetchall()
+            assert violations == [], violations
         data = session.changeset()
         session.close()
         made = MadeChangeset(changeset_id(self.parent, b"", data), self.parent, encode(data))
         self.parent = made.id
         return made
 
-
-def insert(element: int, model: int) -> tuple[str, tuple[Any, ...]]:
-    return "INSERT INTO bis_Element VALUES(?, 7, ?, NULL)", (element, model)
-
-
-def update(element: int) -> tuple[str, tuple[Any, ...]]:
-    return "UPDATE bis_Element SET CodeValue = hex(randomblob(4)) WHERE Id = ?", (element,)
+    def close(self) -> None:
+        self.db.close()
 
 
-def delete(element: int) -> tuple[str, tuple[Any, ...]]:
-    return "DELETE FROM bis_Element WHERE Id = ?", (element,)
+def new_model(model: int) -> list[Statement]:
+    """A LinkModel ``model`` in the repository, modelling a new LinkPartition of the same id under the
+    root Subject: rows copied from the seed's RealityDataSources partition and model, code renamed."""
+    return [
+        (
+            "INSERT INTO bis_Element(Id, ECClassId, ModelId, CodeSpecId, CodeScopeId, CodeValue,"
+            " ParentId, ParentRelECClassId) SELECT ?1, ECClassId, ModelId, CodeSpecId, CodeScopeId,"
+            " 'ElementChain ' || ?1, ParentId, ParentRelECClassId FROM bis_Element WHERE Id = ?2",
+            (model, SEED_REALITY_PARTITION),
+        ),
+        (
+            "INSERT INTO bis_InformationPartitionElement(ElementId, ECClassId)"
+            " SELECT ?, ECClassId FROM bis_InformationPartitionElement WHERE ElementId = ?",
+            (model, SEED_REALITY_PARTITION),
+        ),
+        (
+            "INSERT INTO bis_Model(Id, ECClassId, ParentModelId, ModeledElementId,"
+            " ModeledElementRelECClassId, IsPrivate, IsTemplate) SELECT ?1, ECClassId, ParentModelId, ?1,"
+            " ModeledElementRelECClassId, 0, IsTemplate FROM bis_Model WHERE Id = ?2",
+            (model, SEED_REALITY_PARTITION),
+        ),
+    ]
 
 
-def test_element_changes_net_of_a_range(server: Server) -> None:
+def insert(element: int, model: int) -> list[Statement]:
+    """A UrlLink in ``model`` with an empty code (NullCodeSpec, scoped to the root Subject; NULL value,
+    no FederationGuid: no unique index involved), and its row in its class's joined table."""
+    url_link = _BIS_CLASS.format("UrlLink")
+    return [
+        (
+            "INSERT INTO bis_Element(Id, ECClassId, ModelId, CodeSpecId, CodeScopeId)"
+            f" VALUES(?, {url_link}, ?, (SELECT Id FROM bis_CodeSpec WHERE Name = 'bis:NullCodeSpec'), ?)",
+            (element, model, SEED_ROOT_SUBJECT),
+        ),
+        (
+            "INSERT INTO bis_InformationReferenceElement(ElementId, ECClassId, js1)"
+            f" VALUES(?, {url_link}, ?)",
+            (element, f"https://example.com/{element}"),
+        ),
+    ]
+
+
+def update(element: int) -> list[Statement]:
+    # bis_Element's trigger also moves LastMod: still one UPDATE of the row in the changeset.
+    return [("UPDATE bis_Element SET UserLabel = hex(randomblob(4)) WHERE Id = ?", (element,))]
+
+
+def delete(element: int) -> list[Statement]:
+    # Its joined-table row goes with it (ON DELETE CASCADE, recorded in the changeset too).
+    return [("DELETE FROM bis_Element WHERE Id = ?", (element,))]
+
+
+def delete_partition(element: int) -> list[Statement]:
+    """A partition and the (empty) model it models: the model first, or the element's delete fails."""
+    return [("DELETE FROM bis_Model WHERE ModeledElementId = ?", (element,)), *delete(element)]
+
+
+def test_element_changes_net_of_a_range(server: Server, tmp_path: Path) -> None:
     """Inserts, updates and deletes recorded at completion, with models for updates taken from the
     element's earlier insert, and ``element_changes`` netting a range of the timeline."""
-    a, b, c, d, e, f = 0x10, 0x11, 0x12, 0x13, 0x20, 0x21
+    m1, m2 = 0x20, 0x21  # LinkModels the first changeset adds
+    m3 = SEED_REPOSITORY_MODEL
+    a, b, c, d = 0x30, 0x31, 0x32, 0x33
     high = -5  # an Id64 with its top bit set (0xfffffffffffffffb), stored signed as SQLite stores it
-    m1, m2, m3 = 0x100, 0x200, 0x300
-    chain = ElementChain((e, m3), (f, m3))  # e and f are in the baseline
-    made = [
-        chain.next(insert(a, m1), insert(b, m2), insert(c, m1), insert(high, m2)),
-        chain.next(update(a), delete(b), insert(d, m2), update(e)),
-        chain.next(delete(d), update(c), delete(f)),
-        chain.next(insert(b, m2), update(high)),  # b's id used again (d then i nets to an update)
-    ]
+    e, f = SEED_DICTIONARY_PARTITION, SEED_REALITY_PARTITION  # elements of the seed, in m3
+    with closing(ElementChain(tmp_path / "elements.bim")) as chain:
+        made = [
+            chain.next(new_model(m1), new_model(m2)),
+            chain.next(insert(a, m1), insert(b, m2), insert(c, m1), insert(high, m2)),
+            chain.next(update(a), delete(b), insert(d, m2), update(e)),
+            chain.next(delete(d), update(c), delete_partition(f)),
+            chain.next(insert(b, m2), update(high)),  # b's id used again (d then i nets to an update)
+        ]
     with server.user() as alice:
         iid = seeded_imodel(alice)
         bc = acquire(alice, iid)
@@ -1149,23 +1220,34 @@ def test_element_changes_net_of_a_range(server: Server) -> None:
             assert push(alice, iid, bc, one.parent_id, one)["index"] == index
         tables, rows = stored_summaries(server, iid)
         assert tables == {
-            1: {"bis_Element": [4, 0, 0]},
-            2: {"bis_Element": [1, 2, 1]},
-            3: {"bis_Element": [0, 1, 2]},
-            4: {"bis_Element": [1, 1, 0]},
+            1: {
+                "bis_Element": [2, 0, 0],
+                "bis_InformationPartitionElement": [2, 0, 0],
+                "bis_Model": [2, 0, 0],
+            },
+            2: {"bis_Element": [4, 0, 0], "bis_InformationReferenceElement": [4, 0, 0]},
+            3: {"bis_Element": [1, 2, 1], "bis_InformationReferenceElement": [1, 0, 1]},
+            4: {
+                "bis_Element": [0, 1, 2],
+                "bis_InformationPartitionElement": [0, 0, 1],
+                "bis_InformationReferenceElement": [0, 0, 1],
+                "bis_Model": [0, 0, 1],
+            },
+            5: {"bis_Element": [1, 1, 0], "bis_InformationReferenceElement": [1, 0, 0]},
         }
         # An update's model comes from the element's insert earlier in the timeline; a baseline
         # element's update has none on record (NULL until a checkpoint fills it in); a delete's comes
         # from its own row.
         assert sorted(rows) == sorted(
             [
-                (1, a, "i", m1), (1, b, "i", m2), (1, c, "i", m1), (1, high, "i", m2),
-                (2, a, "u", m1), (2, b, "d", m2), (2, d, "i", m2), (2, e, "u", None),
-                (3, d, "d", m2), (3, c, "u", m1), (3, f, "d", m3),
-                (4, b, "i", m2), (4, high, "u", m2),
+                (1, m1, "i", m3), (1, m2, "i", m3),
+                (2, a, "i", m1), (2, b, "i", m2), (2, c, "i", m1), (2, high, "i", m2),
+                (3, a, "u", m1), (3, b, "d", m2), (3, d, "i", m2), (3, e, "u", None),
+                (4, d, "d", m2), (4, c, "u", m1), (4, f, "d", m3),
+                (5, b, "i", m2), (5, high, "u", m2),
             ]
         )  # fmt: skip
-        for one, index in zip(made, range(1, 5), strict=True):
+        for one, index in zip(made, range(1, 6), strict=True):
             with read_changeset(io.BytesIO(one.data)) as decoded:
                 summary = decoded.summary
             assert tables[index] == {n: [t.inserts, t.updates, t.deletes] for n, t in summary.tables.items()}
@@ -1184,24 +1266,29 @@ def test_element_changes_net_of_a_range(server: Server) -> None:
                 # From the baseline: inserted then updated is inserted; inserted then deleted is absent
                 # (d); inserted, deleted, inserted again is inserted (b); baseline elements stay
                 # updated (e) or deleted (f).
-                assert net(0, 4) == {
+                assert net(0, 5) == {
+                    "inserted": {m1: m3, m2: m3, a: m1, b: m2, c: m1, high: m2},
+                    "updated": {e: None},
+                    "deleted": {f: m3},
+                }
+                assert net(1, 5) == {
                     "inserted": {a: m1, b: m2, c: m1, high: m2},
                     "updated": {e: None},
                     "deleted": {f: m3},
                 }
-                assert net(1, 3) == {
+                assert net(2, 4) == {
                     "inserted": {},
                     "updated": {a: m1, c: m1, e: None},
                     "deleted": {b: m2, f: m3},
                 }
                 # Deleted then inserted again nets to an update.
-                assert net(1, 4) == {
+                assert net(2, 5) == {
                     "inserted": {},
                     "updated": {a: m1, b: m2, c: m1, e: None, high: m2},
                     "deleted": {f: m3},
                 }
-                assert net(3, 4) == {"inserted": {b: m2}, "updated": {high: m2}, "deleted": {}}
-                assert net(2, 2) == {"inserted": {}, "updated": {}, "deleted": {}}
-                assert net(4, 9) == {"inserted": {}, "updated": {}, "deleted": {}}
+                assert net(4, 5) == {"inserted": {b: m2}, "updated": {high: m2}, "deleted": {}}
+                assert net(3, 3) == {"inserted": {}, "updated": {}, "deleted": {}}
+                assert net(5, 9) == {"inserted": {}, "updated": {}, "deleted": {}}
         finally:
             db.dispose()
