@@ -549,7 +549,7 @@ def surroundings(session: Session, imodel_id: str, changesets: list[Changeset]) 
                 select(NamedVersion.changeset_index, NamedVersion.id).where(
                     NamedVersion.imodel_id == imodel_id, NamedVersion.changeset_index.in_(indexes)
                 )
-            ).tuples()
+            )
         }
     return Surroundings(checkpoints.successful_indexes(session, imodel_id), named)
 
