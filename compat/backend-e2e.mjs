@@ -189,6 +189,8 @@ await step("A: acquire locks, insert a PhysicalModel, a SpatialCategory and thre
   assert.match(a.changeset.id, /^[0-9a-f]{40}$/);
   const locks = await hubAccess.queryAllLocks({ iModelId: state.iModelId, briefcaseId: a.briefcaseId, accessToken: TOKEN });
   assert.deepEqual(locks, [], "push releases every lock");
+  state.versions = [{ changeset: { id: "", index: 0 }, objects: {} }];
+  state.versions.push({ changeset: { ...a.changeset }, objects: await objects(a) });
   return `changeset ${a.changeset.index} ${a.changeset.id.slice(0, 8)}`;
 });
 
@@ -216,6 +218,7 @@ await step("B: lock, update one object, delete another, push", async () => {
   b.saveChanges("update and delete");
   await b.pushChanges({ description: "update and delete", accessToken: TOKEN });
   assert.equal(b.changeset.index, 2);
+  state.versions.push({ changeset: { ...b.changeset }, objects: await objects(b) });
   return `changeset 2 ${b.changeset.id.slice(0, 8)}`;
 });
 
@@ -267,6 +270,7 @@ await step("A: insert after the conflict, push; B pulls it (third changeset)", a
   state.ids.push(physicalObject(a, "fourth", Point3d.create(-5, 0, 0)));
   a.saveChanges("fourth");
   await a.pushChanges({ description: "fourth" }); // no token here either
+  state.versions.push({ changeset: { ...a.changeset }, objects: await objects(a) });
   await state.b.pullChanges({ accessToken: TOKEN });
   assert.equal(state.b.changeset.index, 3);
   assert.deepEqual(Object.values(await objects(state.b)).sort(), ["first (moved by B)", "fourth", "second"]);
@@ -281,6 +285,43 @@ await step("a third briefcase downloaded now starts from a checkpoint and catche
   await BriefcaseManager.deleteBriefcaseFiles(path.join(work, "C.bim"), TOKEN);
   const staged = fs.readdirSync(path.join(hubAccess.checkpointCacheDir, state.iModelId)).sort();
   return `staged checkpoints: ${staged.join(", ")}`;
+});
+
+await step("read-only checkpoints at every version: twinbase's exact checkpoints open with SnapshotDb.openCheckpoint", async () => {
+  const seen = [];
+  // Newest first: each exact checkpoint is made by twinbase on request (replay from the nearest one).
+  for (const version of [...state.versions].reverse()) {
+    const { changeset } = version;
+    const staged = await hubAccess.prefetchExactCheckpoint({ iModelId: state.iModelId, changeset, accessToken: TOKEN });
+    assert.equal(staged.index, changeset.index);
+    const db = await SnapshotDb.openCheckpoint({ iTwinId: state.iTwinId, iModelId: state.iModelId, changeset });
+    try {
+      assert.deepEqual(db.changeset, changeset, "the checkpoint's own changeset");
+      assert.equal(db.iModelId, state.iModelId);
+      assert.equal(db.iTwinId, state.iTwinId);
+      assert.equal(db.isReadonly, true);
+      if (changeset.index > 0) assert.deepEqual(await objects(db), version.objects, `objects at ${changeset.index}`);
+      else assert.equal(db.models.tryGetModel(state.modelId), undefined, "no model in the baseline");
+    } finally {
+      db.close();
+    }
+    seen.push(`${changeset.index}:${Object.keys(version.objects).length} objects`);
+  }
+  // By named version too: creating one schedules its checkpoint at once.
+  const nv = await http("POST", `/imodels/${state.iModelId}/namedversions`, {
+    body: { name: `v2 ${TAG}`, changesetId: state.versions[2].changeset.id },
+  });
+  assert.equal(nv.status, 201, nv.text);
+  let checkpoint;
+  for (let i = 0; i < 240; i++) {
+    checkpoint = (await http("GET", `/imodels/${state.iModelId}/namedversions/${nv.json.namedVersion.id}/checkpoint`)).json.checkpoint;
+    if (checkpoint.state !== "scheduled") break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  assert.equal(checkpoint.state, "successful", JSON.stringify(checkpoint));
+  assert.equal(checkpoint.changesetIndex, 2);
+  assert.equal(checkpoint.changesetId, state.versions[2].changeset.id);
+  return seen.join(", ");
 });
 
 await step("an empty iModel made by twinbase from its seed: briefcase, insert, push, pull into a second one", async () => {

@@ -8,12 +8,12 @@ link checks are local-store behaviour (``server``).
 from __future__ import annotations
 
 import base64
-import os
 from typing import Any
 
 import httpx
 
 from conftest import Server, assert_error
+from support.changesets import MadeChangeset, make_changeset
 from test_changesets import acquire, complete, create
 from test_history import empty_imodel
 from twinbase.store.blobs import UrlSigner
@@ -26,11 +26,11 @@ def signer(server: Server) -> UrlSigner:
 class Push:
     """A changeset waiting for its file: its upload link, then completion and its download link."""
 
-    def __init__(self, server: Server, size: int) -> None:
+    def __init__(self, server: Server, made: MadeChangeset) -> None:
         self.client = server.user()
         self.imodel_id = empty_imodel(self.client)
         self.briefcase = acquire(self.client, self.imodel_id)
-        resp = create(self.client, self.imodel_id, self.briefcase, "", size)
+        resp = create(self.client, self.imodel_id, self.briefcase, "", len(made.data), id=made.id)
         assert resp.status_code == 201, resp.text
         self.changeset: dict[str, Any] = resp.json()["changeset"]
         self.upload: str = self.changeset["_links"]["upload"]["href"]
@@ -44,8 +44,9 @@ class Push:
 
 
 def test_single_put_then_get_with_ranges(blob_server: Server) -> None:
-    data = os.urandom(300_000)
-    push = Push(blob_server, len(data))
+    made = make_changeset("", payload=300_000)
+    data = made.data
+    push = Push(blob_server, made)
     with httpx.Client() as c:
         resp = c.put(push.upload, content=data, headers={"x-ms-blob-type": "BlockBlob"})
         assert resp.status_code == 201 and resp.headers["etag"] and resp.headers["last-modified"]
@@ -66,8 +67,9 @@ def test_single_put_then_get_with_ranges(blob_server: Server) -> None:
 
 
 def test_chunked_plain_put(server: Server) -> None:
-    chunks = [os.urandom(65536) for _ in range(20)]
-    push = Push(server, sum(len(c) for c in chunks))
+    made = make_changeset("", payload=20 * 65536)
+    chunks = [made.data[i : i + 65536] for i in range(0, len(made.data), 65536)]
+    push = Push(server, made)
 
     def body():  # type: ignore[no-untyped-def]
         yield from chunks
@@ -81,10 +83,13 @@ def test_chunked_plain_put(server: Server) -> None:
 
 
 def test_put_block_and_block_list(blob_server: Server) -> None:
+    made = make_changeset("", payload=6 * 100_000)
+    cuts = [sum(100_000 + j for j in range(i)) for i in range(6)] + [len(made.data)]  # blocks of 100000+i
     blocks = [
-        (base64.b64encode(f"block-{i:05d}".encode()).decode(), os.urandom(100_000 + i)) for i in range(6)
+        (base64.b64encode(f"block-{i:05d}".encode()).decode(), made.data[cuts[i] : cuts[i + 1]])
+        for i in range(6)
     ]
-    push = Push(blob_server, sum(len(d) for _, d in blocks))
+    push = Push(blob_server, made)
     up = push.upload
     with httpx.Client() as c:
         for block_id, data in reversed(blocks):  # blocks may arrive out of order
@@ -103,7 +108,7 @@ def test_put_block_and_block_list(blob_server: Server) -> None:
 
 
 def test_bad_links_are_404(server: Server) -> None:
-    push = Push(server, 3)
+    push = Push(server, make_changeset(""))
     key, up = push.staging_key, push.upload
     down = signer(server).url(server.base_url, key, 600, perm="r")
     with httpx.Client() as c:
@@ -135,11 +140,13 @@ def test_bad_links_are_404(server: Server) -> None:
 def test_truncated_upload_keeps_old_bytes(server: Server) -> None:
     import socket
 
-    push = Push(server, 8)
+    made = make_changeset("")
+    original = made.data
+    push = Push(server, made)
     up = push.upload
     down = signer(server).url(server.base_url, push.staging_key, 600, perm="r")
     with httpx.Client() as c:
-        assert c.put(up, content=b"original").status_code == 201
+        assert c.put(up, content=original).status_code == 201
     # Declare 1 MB, send 10 bytes, hang up: the blob must keep its old content.
     host, port = server.base_url.removeprefix("http://").split(":")
     path = up.split(f":{port}", 1)[1]
@@ -149,7 +156,7 @@ def test_truncated_upload_keeps_old_bytes(server: Server) -> None:
         )
     with httpx.Client() as c:
         for _ in range(50):
-            if c.get(down).content == b"original":
+            if c.get(down).content == original:
                 break
-        assert c.get(down).content == b"original"
-        assert c.get(push.complete()).content == b"original"
+        assert c.get(down).content == original
+        assert c.get(push.complete()).content == original

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import uuid
 from typing import Any
 
 import httpx
 
 from conftest import SAMPLE_BIM, Server, assert_error, new_imodel, new_itwin
+from support.changesets import make_changeset
 
 INVALID = "InvalidiModelsRequest"
 
@@ -59,15 +58,14 @@ def acquire(client: httpx.Client, imodel_id: str, **body: Any) -> dict[str, Any]
 
 def push_changeset(client: httpx.Client, imodel_id: str, briefcase_id: int, parent: str) -> dict[str, Any]:
     """Push one changeset the way the authoring client does: create, upload, complete."""
-    data = os.urandom(97)
-    cs_id = hashlib.sha1(parent.encode() + data).hexdigest()
+    made = make_changeset(parent, payload=97)
     created = client.post(
         f"/imodels/{imodel_id}/changesets",
-        json={"id": cs_id, "parentId": parent, "briefcaseId": briefcase_id, "fileSize": len(data)},
+        json={"id": made.id, "parentId": parent, "briefcaseId": briefcase_id, "fileSize": len(made.data)},
     )
     assert created.status_code == 201, created.text
     links = created.json()["changeset"]["_links"]
-    put = httpx.put(links["upload"]["href"], content=data, headers={"x-ms-blob-type": "BlockBlob"})
+    put = httpx.put(links["upload"]["href"], content=made.data, headers={"x-ms-blob-type": "BlockBlob"})
     assert put.status_code == 201, put.text
     done = client.patch(
         links["complete"]["href"], json={"state": "fileUploaded", "briefcaseId": briefcase_id}
@@ -200,12 +198,14 @@ def test_checkpoint_link_downloads_the_baseline(server: Server) -> None:
         baseline = alice.get(f"/imodels/{iid}/baselinefile").json()["baselineFile"]
         assert data == httpx.get(baseline["_links"]["download"]["href"]).content
         assert len(data) == cp["size"] == b["fileSize"] == SAMPLE_BIM.stat().st_size
-        # After a push the latest checkpoint is still the nearest one that exists (here the baseline).
+        # After a push the latest checkpoint is the new tip's, made by the completion.
         cs = push_changeset(alice, iid, b["briefcaseId"], "")
         assert cs["index"] == 1
         after = alice.get(f"/imodels/{iid}/briefcases/checkpoint").json()["checkpoint"]
-        assert after["changesetIndex"] == 0
-        assert acquire(alice, iid)["fileSize"] == cp["size"]
+        assert (after["changesetIndex"], after["changesetId"], after["state"]) == (1, cs["id"], "successful")
+        tip = httpx.get(after["_links"]["download"]["href"]).content
+        assert tip[:16] == b"SQLite format 3\x00" and len(tip) == after["size"]
+        assert acquire(alice, iid)["fileSize"] == after["size"]
 
 
 def test_quota_per_user(server: Server) -> None:

@@ -4,19 +4,35 @@ concurrency, lists and their filters, download links, checkpoints, extended data
 from __future__ import annotations
 
 import base64
+import io
+import json
+import os
 import re
 import secrets
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
+import apsw
 import httpx
 import orjson
 import pytest
+from sqlalchemy import func, select
 
-from conftest import Server, assert_error, new_imodel, new_itwin
+from conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin
+from support.changesets import MadeChangeset, encode, make_changeset, session_changeset
+from twinbase.bim.changeset import ChangeSummary, changeset_id, read_changeset
+from twinbase.bim.replay import open_for_replay
+from twinbase.bim.seed import write_empty_seed
+from twinbase.domain import summaries
+from twinbase.errors import BlobNotFound
+from twinbase.store.blobs import BlobStore, LocalBlobStore
+from twinbase.store.blobs import keys as blob_keys
+from twinbase.store.db import Database
+from twinbase.store.models import Changeset, ChangesetElement
 
 REPRESENTATION = {"Prefer": "return=representation"}
 MINIMAL_KEYS = {
@@ -74,12 +90,20 @@ def complete(client: httpx.Client, changeset: dict[str, Any], briefcase: int) ->
 
 
 def push(
-    client: httpx.Client, imodel_id: str, briefcase: int, parent: str, data: bytes, **fields: Any
+    client: httpx.Client,
+    imodel_id: str,
+    briefcase: int,
+    parent: str,
+    made: MadeChangeset | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    resp = create(client, imodel_id, briefcase, parent, len(data), **fields)
+    """Push ``made`` (a new valid changeset on ``parent`` when omitted): create, upload, complete."""
+    made = made or make_changeset(parent)
+    assert made.parent_id == parent, "a changeset's id hashes its parent: push it on the one it was made for"
+    resp = create(client, imodel_id, briefcase, parent, len(made.data), id=made.id, **fields)
     assert resp.status_code == 201, resp.text
     created = resp.json()["changeset"]
-    upload(created, data)
+    upload(created, made.data)
     done = complete(client, created, briefcase)
     assert done.status_code == 200, done.text
     return dict(done.json()["changeset"])
@@ -120,10 +144,10 @@ def chain(server: Server) -> Iterator[dict[str, Any]]:
         blobs: list[bytes] = []
         parent = ""
         for i in range(5):
-            data = secrets.token_bytes(1000 + 517 * i)
-            cs = push(alice, imodel["id"], briefcase, parent, data, description=f"change {i + 1}")
+            made = make_changeset(parent, payload=1000 + 517 * i)
+            cs = push(alice, imodel["id"], briefcase, parent, made, description=f"change {i + 1}")
             pushed.append(cs)
-            blobs.append(data)
+            blobs.append(made.data)
             parent = cs["id"]
         yield {
             "alice": alice,
@@ -145,8 +169,8 @@ def test_push_flow_and_shapes(server: Server) -> None:
         iid = imodel["id"]
         assert imodel["lastChangesetPushDateTime"] is None
         bc = acquire(alice, iid)
-        data = secrets.token_bytes(4096)
-        cs_id = hex40()
+        made = make_changeset("", payload=4096)
+        data, cs_id = made.data, made.id
         # iTwin.js sends parentId "" for the first changeset; the authoring client leaves it out.
         resp = alice.post(
             f"/imodels/{iid}/changesets",
@@ -181,26 +205,29 @@ def test_push_flow_and_shapes(server: Server) -> None:
         first = done.json()["changeset"]
         assert first["index"] == 1 and first["state"] == "fileUploaded" and first["displayName"] == "1"
         assert first["synchronizationInfo"] is None and first["_links"]["download"] is None
+        # The completion made the new tip's checkpoint: the link leads to the changeset's own.
         checkpoint_href = first["_links"]["currentOrPrecedingCheckpoint"]["href"]
-        assert CHECKPOINT_LINK.match(checkpoint_href).groups() == (iid, "0")  # type: ignore[union-attr]
+        assert CHECKPOINT_LINK.match(checkpoint_href).groups() == (iid, "1")  # type: ignore[union-attr]
         # Completing again (a client retry after a lost answer) returns the same changeset unchanged.
         again = complete(alice, created, bc)
         assert again.status_code == 200 and again.json()["changeset"]["index"] == 1
         assert again.json()["changeset"]["pushDateTime"] == first["pushDateTime"]
 
+        second_made = make_changeset(cs_id)
         posted = create(
             alice,
             iid,
             bc,
             cs_id,
-            len(b"second"),
+            len(second_made.data),
+            id=second_made.id,
             description="Second change",
             containingChanges=65,
             synchronizationInfo={"taskId": "task-1", "changedFiles": ["a.dgn", "b.dgn"]},
         )
         assert posted.status_code == 201, posted.text
         assert posted.json()["changeset"]["synchronizationInfo"] is None  # as the platform answers
-        upload(posted.json()["changeset"], b"second")
+        upload(posted.json()["changeset"], second_made.data)
         completed = complete(alice, posted.json()["changeset"], bc)
         assert completed.status_code == 200, completed.text
         second = completed.json()["changeset"]
@@ -236,7 +263,7 @@ def test_list_shapes_and_fresh_download_links(server: Server, chain: dict[str, A
         assert got.status_code == 200 and got.content == data and got.headers["etag"]
         assert httpx.get(cs2["_links"]["download"]["href"]).content == data
         checkpoint = CHECKPOINT_LINK.match(cs["_links"]["currentOrPrecedingCheckpoint"]["href"])
-        assert checkpoint is not None and checkpoint.groups() == (iid, "0")
+        assert checkpoint is not None and checkpoint.groups() == (iid, str(cs["index"]))
         assert cs["_links"]["namedVersion"] is None
         assert cs["application"] is not None
 
@@ -315,7 +342,7 @@ def test_push_errors(server: Server) -> None:
         itwin = new_itwin(alice)
         iid = new_imodel(alice, itwin["id"])["id"]
         bc = acquire(alice, iid)
-        first = push(alice, iid, bc, "", b"one")
+        first = push(alice, iid, bc, "")
 
         # The parent must be the tip: "" (the baseline) is no longer, an unknown id never was.
         for parent in ("", hex40()):
@@ -336,11 +363,12 @@ def test_push_errors(server: Server) -> None:
         )
         assert_error(create(alice, iid, bc, first["id"], 3, groupId="nope"), 404, "ChangesetGroupNotFound")
 
-        # Completion checks the upload: missing, then the wrong size.
-        pending = create(alice, iid, bc, first["id"], 10).json()["changeset"]
+        # Completion checks the upload: missing, then the wrong size (one byte more was declared).
+        made = make_changeset(first["id"])
+        pending = create(alice, iid, bc, first["id"], len(made.data) + 1, id=made.id).json()["changeset"]
         err = assert_error(complete(alice, pending, bc), 422, "InvalidiModelsRequest")
         assert err["details"][0]["code"] == "InvalidChange"
-        upload(pending, b"too short")
+        upload(pending, made.data)
         err = assert_error(complete(alice, pending, bc), 422, "InvalidiModelsRequest")
         assert err["details"][0]["code"] == "DataConflict"
         got = alice.get(f"/imodels/{iid}/changesets/{pending['id']}").json()["changeset"]
@@ -377,12 +405,13 @@ def test_push_errors(server: Server) -> None:
             "ChangesetNotFound",
         )
         # The same create sent again (a retry) answers the same pending changeset with fresh links.
-        retry = create(alice, iid, bc, first["id"], 9, id=pending["id"])
+        retry = create(alice, iid, bc, first["id"], len(made.data), id=pending["id"])
         assert retry.status_code == 201, retry.text
         assert retry.json()["changeset"]["_links"]["upload"]["href"] != pending["_links"]["upload"]["href"]
         done = complete(alice, pending, bc)
         assert done.status_code == 200, done.text
-        assert done.json()["changeset"]["index"] == 2 and done.json()["changeset"]["fileSize"] == 9
+        assert done.json()["changeset"]["index"] == 2
+        assert done.json()["changeset"]["fileSize"] == len(made.data)
 
         # A user who is not a member sees nothing.
         assert_error(create(bob, iid, bc, pending["id"], 3), 404, "iModelNotFound")
@@ -398,7 +427,8 @@ def test_bad_input_writes_nothing(server: Server) -> None:
         iid = new_imodel(alice, itwin["id"])["id"]
         bc = acquire(alice, iid)
         url = f"/imodels/{iid}/changesets"
-        good = {"id": hex40(), "briefcaseId": bc, "fileSize": 10, "parentId": ""}
+        made = make_changeset("")
+        good = {"id": made.id, "briefcaseId": bc, "fileSize": len(made.data), "parentId": ""}
         cases: list[tuple[dict[str, Any], str | None]] = [
             ({k: v for k, v in good.items() if k != "id"}, "id"),
             ({**good, "id": hex40().upper()}, "id"),
@@ -440,7 +470,7 @@ def test_bad_input_writes_nothing(server: Server) -> None:
             if isinstance(body.get("id"), str):
                 assert alice.get(f"{url}/{body['id']}").status_code == 404
         assert indexes(alice, iid) == []
-        assert push(alice, iid, bc, "", b"x" * 10, id=good["id"])["index"] == 1
+        assert push(alice, iid, bc, "", made)["index"] == 1
 
 
 def test_permissions(server: Server, chain: dict[str, Any]) -> None:
@@ -509,19 +539,19 @@ def test_concurrent_pushes_from_many_briefcases(server: Server) -> None:
         itwin = new_itwin(alice)
         iid = new_imodel(alice, itwin["id"])["id"]
         bc0 = acquire(alice, iid)
-        tip = push(alice, iid, bc0, "", b"base change")
+        tip = push(alice, iid, bc0, "")
         n = 8
         briefcases = [acquire(alice, iid) for _ in range(n)]
         token = alice.headers["Authorization"]
 
         def attempt(i: int) -> tuple[str, int, str]:
-            data = secrets.token_bytes(2000 + i)
+            made = make_changeset(tip["id"], payload=2000 + i)
             with httpx.Client(base_url=server.base_url, headers={"Authorization": token}, timeout=60) as c:
-                resp = create(c, iid, briefcases[i], tip["id"], len(data))
+                resp = create(c, iid, briefcases[i], tip["id"], len(made.data), id=made.id)
                 if resp.status_code != 201:
                     return ("create", resp.status_code, resp.json()["error"]["code"])
                 created = resp.json()["changeset"]
-                upload(created, data)
+                upload(created, made.data)
                 done = complete(c, created, briefcases[i])
                 if done.status_code != 200:
                     return ("complete", done.status_code, done.json()["error"]["code"])
@@ -544,13 +574,13 @@ def test_concurrent_completions_on_one_parent(server: Server) -> None:
         itwin = new_itwin(alice)
         iid = new_imodel(alice, itwin["id"])["id"]
         bc = acquire(alice, iid)
-        tip = push(alice, iid, bc, "", b"first")
+        tip = push(alice, iid, bc, "")
         n = 8
         pending = []
         for i in range(n):
-            data = secrets.token_bytes(100 + i)
-            created = create(alice, iid, bc, tip["id"], len(data)).json()["changeset"]
-            upload(created, data)
+            made = make_changeset(tip["id"], payload=100 + i)
+            created = create(alice, iid, bc, tip["id"], len(made.data), id=made.id).json()["changeset"]
+            upload(created, made.data)
             pending.append(created)
         token = alice.headers["Authorization"]
 
@@ -577,7 +607,7 @@ def test_concurrent_completions_on_one_parent(server: Server) -> None:
                 resent = create(alice, iid, bc, tip["id"], cs["fileSize"], id=cs["id"])
                 assert_error(resent, 409, "NewerChangesExist")
         # The timeline goes on from the winner.
-        assert push(alice, iid, bc, winners[0][1], b"next")["index"] == 3
+        assert push(alice, iid, bc, winners[0][1])["index"] == 3
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -597,17 +627,20 @@ def test_checkpoints(chain: dict[str, Any]) -> None:
     assert first_byte.headers["content-range"] == f"bytes 0-0/{cp['size']}"
     data = httpx.get(link["href"]).content
     assert len(data) == cp["size"] and data[:16] == b"SQLite format 3\x00"
-    # Every changeset answers the nearest preceding checkpoint (here the baseline), by index or id.
-    for ref in ("1", "5", pushed[2]["id"]):
+    # Every changeset answers its own checkpoint (each completion stored it), by index or id.
+    for ref, index in (("1", 1), ("5", 5), (pushed[2]["id"], 3)):
         got = alice.get(f"/imodels/{iid}/changesets/{ref}/checkpoint")
         assert got.status_code == 200, got.text
-        assert got.json()["checkpoint"]["changesetIndex"] == 0
-        assert got.json()["checkpoint"]["_links"]["download"]["href"] != link["href"]
+        cp = got.json()["checkpoint"]
+        assert (cp["changesetIndex"], cp["changesetId"]) == (index, pushed[index - 1]["id"])
+        assert cp["state"] == "successful" and cp["size"] > 0
+        file = httpx.get(cp["_links"]["download"]["href"]).content
+        assert len(file) == cp["size"] and file[:16] == b"SQLite format 3\x00"
     # The link in a changeset leads to a working checkpoint.
     href = alice.get(f"/imodels/{iid}/changesets/4").json()["changeset"]["_links"][
         "currentOrPrecedingCheckpoint"
     ]
-    assert alice.get(href["href"]).json()["checkpoint"]["changesetIndex"] == 0
+    assert alice.get(href["href"]).json()["checkpoint"]["changesetIndex"] == 4
     for ref in ("6", hex40(), "abc"):
         assert_error(alice.get(f"/imodels/{iid}/changesets/{ref}/checkpoint"), 404, "ChangesetNotFound")
 
@@ -689,9 +722,9 @@ def test_changeset_groups(server: Server) -> None:
         assert alice.get(f"{url}/{group['id']}").json() == {"changesetGroup": group}
         other = alice.post(url, json={"description": "Sync run 2"}).json()["changesetGroup"]
 
-        first = push(alice, iid, bc, "", b"grouped", groupId=group["id"])
+        first = push(alice, iid, bc, "", groupId=group["id"])
         assert first["groupId"] == group["id"]
-        second = push(alice, iid, bc, first["id"], b"ungrouped")
+        second = push(alice, iid, bc, first["id"])
         assert second["groupId"] is None
 
         done = alice.patch(f"{url}/{group['id']}", json={"state": "completed"})
@@ -720,3 +753,542 @@ def test_changeset_groups(server: Server) -> None:
             assert_error(
                 alice.patch(f"{url}/{gid}", json={"state": "completed"}), 404, "ChangesetGroupNotFound"
             )
+
+
+# ------------------------------------------------------------------------------ file verification
+# Completion reads the uploaded file whole (header, LZMA2, session changeset) and hashes its content
+# with the declared parent: a file that is not a changeset, or not the declared one, is refused
+# (422), removed from its final key, and the changeset keeps waiting for the right file.
+
+
+def seeded_imodel(client: httpx.Client) -> str:
+    """An iModel made from twinbase's seed (no baseline upload): enough for tests of the timeline."""
+    itwin = new_itwin(client)
+    resp = client.post("/imodels/", json={"iTwinId": itwin["id"], "name": f"v-{uuid.uuid4().hex[:8]}"})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["iModel"]["id"])
+
+
+def server_blobs(server: Server) -> BlobStore:
+    """The server's own blob store, opened on the side (local folder or its Azurite container)."""
+    if server.blob_backend == "azure":
+        from twinbase.store.blobs.azure import AzureBlobStore
+
+        return AzureBlobStore.from_connection_string(
+            server.env["TWINBASE_AZURE_CONNECTION_STRING"], server.env["TWINBASE_AZURE_CONTAINER"]
+        )
+    return LocalBlobStore(server.data_dir / "blobs")
+
+
+def same_size_changeset(parent: str, like: MadeChangeset) -> MadeChangeset:
+    """Another valid changeset on ``parent`` with exactly as many bytes as ``like`` (so it passes the
+    size check and reaches the content check through the same upload link)."""
+    payload = len(like.data) - len(make_changeset(parent).data)
+    for _ in range(50):
+        made = make_changeset(parent, payload=payload)
+        if len(made.data) == len(like.data):
+            assert made.id != like.id
+            return made
+        payload += len(like.data) - len(made.data)
+    raise AssertionError(f"no changeset of {len(like.data)} bytes in 50 tries")
+
+
+def timeline(client: httpx.Client, imodel_id: str) -> tuple[Any, ...]:
+    """What a refused completion must not change: the list, the tip and the last push time."""
+    listed = client.get(f"/imodels/{imodel_id}/changesets").json()["changesets"]
+    latest = client.get(
+        f"/imodels/{imodel_id}/changesets", params={"$orderBy": "index desc", "$top": "1"}
+    ).json()["changesets"]
+    pushed_at = client.get(f"/imodels/{imodel_id}").json()["iModel"]["lastChangesetPushDateTime"]
+    return [(c["index"], c["id"]) for c in listed], [c["id"] for c in latest], pushed_at
+
+
+class WaitingChangeset:
+    """One changeset waiting for its file, sent file after file through its one upload link."""
+
+    def __init__(
+        self, server: Server, client: httpx.Client, imodel_id: str, briefcase: int, right: MadeChangeset
+    ) -> None:
+        self.client, self.imodel_id, self.briefcase, self.right = client, imodel_id, briefcase, right
+        resp = create(client, imodel_id, briefcase, right.parent_id, len(right.data), id=right.id)
+        assert resp.status_code == 201, resp.text
+        self.changeset: dict[str, Any] = resp.json()["changeset"]
+        self.link = self.changeset["_links"]["upload"]["href"]
+        self.declared = len(right.data)
+        self.before = timeline(client, imodel_id)
+        self.blobs = server_blobs(server)
+        self.final_key = blob_keys.changeset(imodel_id, right.id)
+        self.db = Database(server.database_url)
+        self.summary_rows = self._summary_rows()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def _summary_rows(self) -> int:
+        with self.db.read() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(ChangesetElement)
+                    .where(ChangesetElement.imodel_id == self.imodel_id)
+                )
+                or 0
+            )
+
+    def _send(self, data: bytes) -> httpx.Response:
+        if len(data) != self.declared:
+            # A client whose file changed size declares it again (the same create: the latest
+            # declaration wins); the upload link it already has stays the one to use.
+            again = create(
+                self.client, self.imodel_id, self.briefcase, self.right.parent_id, len(data), id=self.right.id
+            )
+            assert again.status_code == 201, again.text
+            self.declared = len(data)
+        put = httpx.put(self.link, content=data, headers={"x-ms-blob-type": "BlockBlob"}, timeout=60)
+        assert put.status_code == 201, (
+            f"the upload link no longer accepts a file: {put.status_code} {put.text}"
+        )
+        return complete(self.client, self.changeset, self.briefcase)
+
+    def refuse(self, data: bytes, code: str, target: str, *message_parts: str) -> str:
+        """Upload ``data``: the completion answers 422 with one ``code`` detail on ``target`` whose
+        message holds ``message_parts``, and nothing changes. Returns the detail's message."""
+        err = assert_error(self._send(data), 422, "InvalidiModelsRequest")
+        assert err["message"] == "Cannot update Changeset.", err
+        assert len(err["details"]) == 1, err
+        detail = err["details"][0]
+        assert (detail["code"], detail["target"]) == (code, target), err
+        for part in message_parts:
+            assert part in detail["message"], (part, err)
+        self.assert_untouched()
+        return str(detail["message"])
+
+    def assert_untouched(self) -> None:
+        assert timeline(self.client, self.imodel_id) == self.before
+        got = self.client.get(
+            f"/imodels/{self.imodel_id}/changesets/{self.right.id}", headers=REPRESENTATION
+        ).json()["changeset"]
+        assert got["state"] == "waitingForFile" and got["index"] is None, got
+        assert got["_links"]["download"] is None
+        with pytest.raises(BlobNotFound):
+            self.blobs.stat(self.final_key)  # the refused file is not kept under the changeset's name
+        with self.db.read() as session:
+            row = session.get(Changeset, (self.imodel_id, self.right.id))
+            assert row is not None and row.content_sha256 is None and row.table_changes is None
+        assert self._summary_rows() == self.summary_rows
+
+    def accept(self, index: int) -> dict[str, Any]:
+        """Upload the right file through the same link: the changeset completes at ``index``."""
+        done = self._send(self.right.data)
+        assert done.status_code == 200, done.text
+        completed = done.json()["changeset"]
+        assert completed["index"] == index and completed["state"] == "fileUploaded", completed
+        assert completed["fileSize"] == len(self.right.data)
+        got = self.client.get(f"/imodels/{self.imodel_id}/changesets/{index}", headers=REPRESENTATION)
+        download = httpx.get(got.json()["changeset"]["_links"]["download"]["href"], timeout=60)
+        assert download.status_code == 200 and download.content == self.right.data
+        assert self.blobs.stat(self.final_key).size == len(self.right.data)
+        with self.db.read() as session:
+            row = session.get(Changeset, (self.imodel_id, self.right.id))
+            assert row is not None and row.table_changes == {"be_Prop": [1, 0, 0]}
+        return dict(completed)
+
+
+@pytest.fixture
+def waiting(blob_server: Server) -> Iterator[Any]:
+    """``waiting(right)``: ``right`` created (waiting for its file) on a new seeded iModel; closes them."""
+    client = blob_server.user()
+    iid = seeded_imodel(client)
+    briefcase = acquire(client, iid)
+    opened: list[WaitingChangeset] = []
+
+    def start(right: MadeChangeset) -> WaitingChangeset:
+        one = WaitingChangeset(blob_server, client, iid, briefcase, right)
+        opened.append(one)
+        return one
+
+    try:
+        yield start
+    finally:
+        for one in opened:
+            one.close()
+        client.close()
+
+
+def test_completion_refuses_the_file_of_another_changeset(waiting: Any) -> None:
+    right = make_changeset("", payload=3000)
+    other = same_size_changeset("", right)
+    push_ = waiting(right)
+    message = push_.refuse(other.data, "DataConflict", "id", other.id, right.id)
+    assert message == (
+        f"The uploaded file is changeset {other.id} (with no parent), not {right.id}: "
+        "its bytes do not hash to the Changeset's id."
+    )
+    # Refused twice over the same link (the staging key is writable again each time), then accepted.
+    push_.refuse(other.data, "DataConflict", "id", other.id)
+    push_.accept(1)
+
+
+def test_completion_refuses_a_truncated_file(waiting: Any) -> None:
+    right = make_changeset("", payload=3000)
+    push_ = waiting(right)
+    size = len(right.data)
+    # Inside the 22-byte header, the header without its LZMA2 dictionary byte, the header alone (an
+    # empty LZMA2 stream), a few bytes into the stream, half of it, all but the end marker.
+    for cut in (10, 22, 23, 40, size // 2, size - 1):
+        message = push_.refuse(right.data[:cut], "InvalidChange", "file", "not a valid changeset")
+        expected = "truncated changeset header" if cut < 23 else "the LZMA2 stream is truncated"
+        assert expected in message, (cut, message)
+    push_.accept(1)
+
+
+def test_completion_refuses_garbage(waiting: Any) -> None:
+    right = make_changeset("", payload=3000)
+    push_ = waiting(right)
+    size = len(right.data)
+    session = session_changeset(100)
+    for data, expected in (
+        (os.urandom(size), "not a changeset file"),
+        (b"\0" * size, "not a changeset file"),
+        (right.data[:23] + os.urandom(size - 23), "the LZMA2 stream is corrupt"),
+        (right.data + b"trailing bytes", "unexpected bytes after the end of the LZMA2 stream"),
+        # A sound LZMA2 stream whose content is not a session changeset, or a cut one.
+        (encode(os.urandom(200)), "session changeset is malformed"),
+        (encode(session[: len(session) // 2]), "session changeset is malformed"),
+    ):
+        push_.refuse(data, "InvalidChange", "file", "The uploaded file is not a valid changeset: ", expected)
+    push_.accept(1)
+
+
+def test_completion_refuses_a_changeset_made_for_another_parent(blob_server: Server, waiting: Any) -> None:
+    first = make_changeset("", payload=3000)
+    head = waiting(first)
+    head.accept(1)
+    client, iid, briefcase = head.client, head.imodel_id, head.briefcase
+
+    # A client that made its changeset on the baseline but pushes it on the tip: the bytes are that
+    # changeset's, but with the declared parent they hash to another id. It can never complete.
+    stale = make_changeset("", payload=3000)
+    with read_changeset(io.BytesIO(stale.data)) as decoded:
+        rehashed = decoded.changeset_id(first.id)
+    declared = MadeChangeset(stale.id, first.id, stale.data)  # its own id, the tip as its parent
+    stuck = WaitingChangeset(blob_server, client, iid, briefcase, declared)
+    try:
+        message = stuck.refuse(stale.data, "DataConflict", "id")
+        assert message.startswith(f"The uploaded file is changeset {rehashed} (with parent {first.id}), ")
+        assert f"not {stale.id}" in message
+    finally:
+        stuck.close()
+
+    # The changeset made on the tip, sent first with a file made for another parent (the baseline).
+    right = make_changeset(first.id, payload=3000)
+    push_ = waiting(right)
+    other = same_size_changeset("", right)
+    with read_changeset(io.BytesIO(other.data)) as decoded:
+        as_on_tip = decoded.changeset_id(first.id)
+    push_.refuse(other.data, "DataConflict", "id", f"changeset {as_on_tip} (with parent {first.id})")
+    push_.accept(2)
+    listed = client.get(f"/imodels/{iid}/changesets").json()["changesets"]
+    assert [(c["index"], c["id"], c["parentId"]) for c in listed] == [
+        (1, first.id, ""),
+        (2, right.id, first.id),
+    ]
+    stuck_row = client.get(f"/imodels/{iid}/changesets/{stale.id}").json()["changeset"]
+    assert stuck_row["state"] == "waitingForFile" and stuck_row["index"] is None
+
+
+# ---------------------------------------------------------------------------------- change summaries
+
+CLIENTS_CHAIN = SHARED_DATA / "bim" / "chains" / "imodels-clients-test-imodel"
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+Row = tuple[int, int, str, Any]  # changeset index, element id, op, model id
+
+
+def stored_summaries(server: Server, imodel_id: str) -> tuple[dict[int, Any], list[Row]]:
+    """``changesets.table_changes`` by index, and every ``changeset_elements`` row, in order."""
+    db = Database(server.database_url)
+    try:
+        with db.read() as session:
+            tables = {
+                int(index): changes
+                for index, changes in session.execute(
+                    select(Changeset.index, Changeset.table_changes).where(
+                        Changeset.imodel_id == imodel_id, Changeset.index.is_not(None)
+                    )
+                )
+            }
+            rows = [
+                (r.changeset_index, r.element_id, r.op, r.model_id)
+                for r in session.scalars(
+                    select(ChangesetElement)
+                    .where(ChangesetElement.imodel_id == imodel_id)
+                    .order_by(ChangesetElement.changeset_index, ChangesetElement.element_id)
+                )
+            ]
+    finally:
+        db.dispose()
+    return tables, rows
+
+
+def expected_rows(index: int, summary: ChangeSummary) -> list[Row]:
+    """The ``changeset_elements`` rows of a changeset whose updated elements have no model on record."""
+    rows = [
+        (index, _signed(element), op, None if op == "u" else _signed(summary.element_models[element]))
+        for op, elements in (
+            ("i", summary.elements_inserted),
+            ("u", summary.elements_updated),
+            ("d", summary.elements_deleted),
+        )
+        for element in elements
+    ]
+    return sorted(rows, key=lambda r: r[1])
+
+
+def test_change_summaries_of_a_real_chain_are_stored(server: Server) -> None:
+    """Four changesets of a real chain (iTwin.js-made files, golden ids) pushed on a seeded iModel:
+    completion verifies them (it does not replay) and stores what each one changed."""
+    listing = json.loads((CLIENTS_CHAIN / "changesets.json").read_text())["changesets"][:4]
+    with server.user() as alice:
+        iid = seeded_imodel(alice)
+        bc = acquire(alice, iid)
+        expected_tables: dict[int, Any] = {}
+        expected: list[Row] = []
+        for entry in listing:
+            path = CLIENTS_CHAIN / entry["fileName"]
+            with read_changeset(path) as decoded:
+                summary = decoded.summary
+                assert decoded.changeset_id(entry["parentId"]) == entry["id"]
+            data = path.read_bytes()
+            made = MadeChangeset(entry["id"], entry["parentId"], data)
+            pushed = push(alice, iid, bc, entry["parentId"], made, description=entry["description"])
+            assert pushed["index"] == entry["index"]
+            expected_tables[entry["index"]] = {
+                name: [t.inserts, t.updates, t.deletes] for name, t in summary.tables.items()
+            }
+            expected += expected_rows(entry["index"], summary)
+        tables, rows = stored_summaries(server, iid)
+        assert tables == expected_tables
+        assert rows == expected
+        # What the files say, spelled out: each inserts one partition element into the repository model.
+        assert all(t["bis_Element"] == [1, 0, 0] for t in tables.values())
+        assert [(r[0], r[2], r[3]) for r in rows] == [(i, "i", 1) for i in range(1, 5)]
+
+        db = Database(server.database_url)
+        try:
+            with db.read() as session:
+                net = summaries.element_changes(session, iid, 0, 4)
+                assert net == {"inserted": {r[1]: 1 for r in rows}, "updated": {}, "deleted": {}}
+                later = summaries.element_changes(session, iid, 2, 4)
+                assert later["inserted"] == {r[1]: 1 for r in rows[2:]}
+        finally:
+            db.dispose()
+
+
+# Changesets that insert, update and delete elements, recorded on a copy of twinbase's seed (the file a
+# seeded iModel starts from) with foreign keys enforced, as iTwin.js and the server's replay enforce
+# them: completion applies each one to its parent's checkpoint, and what applied here applies there.
+# The server stamps only the iModel's identity and be_Local into its copy, never bis_Element.
+#
+# What the seed holds: element 0x1, its root Subject, modelled by the RepositoryModel 0x1; in that
+# model, the partitions 0xe (LinkPartition "BisCore.RealityDataSources", modelled by an empty
+# LinkModel 0xe that nothing else points at) and 0x10 (DefinitionPartition "BisCore.DictionaryModel").
+# Every seed element is referenced (by a model, or as a parent and code scope), so the seed element a
+# changeset deletes is 0xe, after its empty model, as iTwin.js deletes a partition.
+SEED_REPOSITORY_MODEL = 0x1
+SEED_ROOT_SUBJECT = 0x1
+SEED_REALITY_PARTITION = 0xE
+SEED_DICTIONARY_PARTITION = 0x10
+Statement = tuple[str, tuple[Any, ...]]
+# BisCore classes by name, so no class id of this seed is written down here.
+_BIS_CLASS = (
+    "(SELECT c.Id FROM ec_Class c JOIN ec_Schema s ON s.Id = c.SchemaId"
+    " WHERE s.Name = 'BisCore' AND c.Name = '{}')"
+)
+
+
+class ElementChain:
+    """Valid changesets, one after the other, each recorded by an ``apsw.Session`` while SQL runs on a
+    copy of the seed: every step leaves a file whose foreign keys all hold."""
+
+    def __init__(self, path: Path) -> None:
+        write_empty_seed(path)
+        # DGN_* functions registered, profile checked, PRAGMA foreign_keys=ON: as the server's replay.
+        self.db = open_for_replay(path)
+        assert self.db.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        self.parent = ""
+
+    def next(self, *steps: list[Statement]) -> MadeChangeset:
+        session = apsw.Session(self.db, "main")
+        session.attach()
+        with self.db:  # one transaction per changeset: a failing statement leaves nothing behind
+            for sql, args in (statement for step in steps for statement in step):
+                self.db.execute(sql, args)
+            violations = self.db.execute("PRAGMA foreign_key_check").fetchall()
+            assert violations == [], violations
+        data = session.changeset()
+        session.close()
+        made = MadeChangeset(changeset_id(self.parent, b"", data), self.parent, encode(data))
+        self.parent = made.id
+        return made
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def new_model(model: int) -> list[Statement]:
+    """A LinkModel ``model`` in the repository, modelling a new LinkPartition of the same id under the
+    root Subject: rows copied from the seed's RealityDataSources partition and model, code renamed."""
+    return [
+        (
+            "INSERT INTO bis_Element(Id, ECClassId, ModelId, CodeSpecId, CodeScopeId, CodeValue,"
+            " ParentId, ParentRelECClassId) SELECT ?1, ECClassId, ModelId, CodeSpecId, CodeScopeId,"
+            " 'ElementChain ' || ?1, ParentId, ParentRelECClassId FROM bis_Element WHERE Id = ?2",
+            (model, SEED_REALITY_PARTITION),
+        ),
+        (
+            "INSERT INTO bis_InformationPartitionElement(ElementId, ECClassId)"
+            " SELECT ?, ECClassId FROM bis_InformationPartitionElement WHERE ElementId = ?",
+            (model, SEED_REALITY_PARTITION),
+        ),
+        (
+            "INSERT INTO bis_Model(Id, ECClassId, ParentModelId, ModeledElementId,"
+            " ModeledElementRelECClassId, IsPrivate, IsTemplate) SELECT ?1, ECClassId, ParentModelId, ?1,"
+            " ModeledElementRelECClassId, 0, IsTemplate FROM bis_Model WHERE Id = ?2",
+            (model, SEED_REALITY_PARTITION),
+        ),
+    ]
+
+
+def insert(element: int, model: int) -> list[Statement]:
+    """A UrlLink in ``model`` with an empty code (NullCodeSpec, scoped to the root Subject; NULL value,
+    no FederationGuid: no unique index involved), and its row in its class's joined table."""
+    url_link = _BIS_CLASS.format("UrlLink")
+    return [
+        (
+            "INSERT INTO bis_Element(Id, ECClassId, ModelId, CodeSpecId, CodeScopeId)"
+            f" VALUES(?, {url_link}, ?, (SELECT Id FROM bis_CodeSpec WHERE Name = 'bis:NullCodeSpec'), ?)",
+            (element, model, SEED_ROOT_SUBJECT),
+        ),
+        (
+            "INSERT INTO bis_InformationReferenceElement(ElementId, ECClassId, js1)"
+            f" VALUES(?, {url_link}, ?)",
+            (element, f"https://example.com/{element}"),
+        ),
+    ]
+
+
+def update(element: int) -> list[Statement]:
+    # bis_Element's trigger also moves LastMod: still one UPDATE of the row in the changeset.
+    return [("UPDATE bis_Element SET UserLabel = hex(randomblob(4)) WHERE Id = ?", (element,))]
+
+
+def delete(element: int) -> list[Statement]:
+    # Its joined-table row goes with it (ON DELETE CASCADE, recorded in the changeset too).
+    return [("DELETE FROM bis_Element WHERE Id = ?", (element,))]
+
+
+def delete_partition(element: int) -> list[Statement]:
+    """A partition and the (empty) model it models: the model first, or the element's delete fails."""
+    return [("DELETE FROM bis_Model WHERE ModeledElementId = ?", (element,)), *delete(element)]
+
+
+def test_element_changes_net_of_a_range(server: Server, tmp_path: Path) -> None:
+    """Inserts, updates and deletes recorded at completion, with models for updates taken from the
+    element's earlier insert, and ``element_changes`` netting a range of the timeline."""
+    m1, m2 = 0x20, 0x21  # LinkModels the first changeset adds
+    m3 = SEED_REPOSITORY_MODEL
+    a, b, c, d = 0x30, 0x31, 0x32, 0x33
+    high = -5  # an Id64 with its top bit set (0xfffffffffffffffb), stored signed as SQLite stores it
+    e, f = SEED_DICTIONARY_PARTITION, SEED_REALITY_PARTITION  # elements of the seed, in m3
+    with closing(ElementChain(tmp_path / "elements.bim")) as chain:
+        made = [
+            chain.next(new_model(m1), new_model(m2)),
+            chain.next(insert(a, m1), insert(b, m2), insert(c, m1), insert(high, m2)),
+            chain.next(update(a), delete(b), insert(d, m2), update(e)),
+            chain.next(delete(d), update(c), delete_partition(f)),
+            chain.next(insert(b, m2), update(high)),  # b's id used again (d then i nets to an update)
+        ]
+    with server.user() as alice:
+        iid = seeded_imodel(alice)
+        bc = acquire(alice, iid)
+        for index, one in enumerate(made, start=1):
+            assert push(alice, iid, bc, one.parent_id, one)["index"] == index
+        tables, rows = stored_summaries(server, iid)
+        assert tables == {
+            1: {
+                "bis_Element": [2, 0, 0],
+                "bis_InformationPartitionElement": [2, 0, 0],
+                "bis_Model": [2, 0, 0],
+            },
+            2: {"bis_Element": [4, 0, 0], "bis_InformationReferenceElement": [4, 0, 0]},
+            3: {"bis_Element": [1, 2, 1], "bis_InformationReferenceElement": [1, 0, 1]},
+            4: {
+                "bis_Element": [0, 1, 2],
+                "bis_InformationPartitionElement": [0, 0, 1],
+                "bis_InformationReferenceElement": [0, 0, 1],
+                "bis_Model": [0, 0, 1],
+            },
+            5: {"bis_Element": [1, 1, 0], "bis_InformationReferenceElement": [1, 0, 0]},
+        }
+        # An update's model comes from the element's insert earlier in the timeline; a baseline
+        # element's update has none on record (NULL until a checkpoint fills it in); a delete's comes
+        # from its own row.
+        assert sorted(rows) == sorted(
+            [
+                (1, m1, "i", m3), (1, m2, "i", m3),
+                (2, a, "i", m1), (2, b, "i", m2), (2, c, "i", m1), (2, high, "i", m2),
+                (3, a, "u", m1), (3, b, "d", m2), (3, d, "i", m2), (3, e, "u", None),
+                (4, d, "d", m2), (4, c, "u", m1), (4, f, "d", m3),
+                (5, b, "i", m2), (5, high, "u", m2),
+            ]
+        )  # fmt: skip
+        for one, index in zip(made, range(1, 6), strict=True):
+            with read_changeset(io.BytesIO(one.data)) as decoded:
+                summary = decoded.summary
+            assert tables[index] == {n: [t.inserts, t.updates, t.deletes] for n, t in summary.tables.items()}
+            assert sorted(r[1] for r in rows if r[0] == index) == sorted(
+                _signed(x)
+                for x in summary.elements_inserted + summary.elements_updated + summary.elements_deleted
+            )
+
+        db = Database(server.database_url)
+        try:
+            with db.read() as session:
+
+                def net(after: int, last: int) -> dict[str, dict[int, int | None]]:
+                    return summaries.element_changes(session, iid, after, last)
+
+                # From the baseline: inserted then updated is inserted; inserted then deleted is absent
+                # (d); inserted, deleted, inserted again is inserted (b); baseline elements stay
+                # updated (e) or deleted (f).
+                assert net(0, 5) == {
+                    "inserted": {m1: m3, m2: m3, a: m1, b: m2, c: m1, high: m2},
+                    "updated": {e: None},
+                    "deleted": {f: m3},
+                }
+                assert net(1, 5) == {
+                    "inserted": {a: m1, b: m2, c: m1, high: m2},
+                    "updated": {e: None},
+                    "deleted": {f: m3},
+                }
+                assert net(2, 4) == {
+                    "inserted": {},
+                    "updated": {a: m1, c: m1, e: None},
+                    "deleted": {b: m2, f: m3},
+                }
+                # Deleted then inserted again nets to an update.
+                assert net(2, 5) == {
+                    "inserted": {},
+                    "updated": {a: m1, b: m2, c: m1, e: None, high: m2},
+                    "deleted": {f: m3},
+                }
+                assert net(4, 5) == {"inserted": {b: m2}, "updated": {high: m2}, "deleted": {}}
+                assert net(3, 3) == {"inserted": {}, "updated": {}, "deleted": {}}
+                assert net(5, 9) == {"inserted": {}, "updated": {}, "deleted": {}}
+        finally:
+            db.dispose()

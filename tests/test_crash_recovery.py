@@ -6,8 +6,6 @@ started again on the same data folder and database.
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import create_pg_database, drop_pg_database, new_imodel, new_itwin, pg_url, start_server
+from support.changesets import make_changeset
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -32,9 +31,11 @@ def test_kill_during_changeset_upload_then_retry(backend: str, tmp_path: Path) -
             briefcase = alice.post(f"/imodels/{imodel['id']}/briefcases", json={}).json()["briefcase"][
                 "briefcaseId"
             ]
-            payload = os.urandom(8 * 1024 * 1024)
+            # A valid changeset of about 8 MiB (the completion parses it and checks its id).
+            made = make_changeset("", payload=8 * 1024 * 1024)
+            payload = made.data
             body = {
-                "id": secrets.token_hex(20),
+                "id": made.id,
                 "briefcaseId": briefcase,
                 "fileSize": len(payload),
                 "parentId": "",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from conftest import SAMPLE_BIM, Server, assert_error, new_itwin
+from support.changesets import MadeChangeset, make_changeset
 from test_changesets import acquire, complete, create
 
 BLOCK_BLOB = {"x-ms-blob-type": "BlockBlob"}
@@ -57,16 +57,30 @@ def assert_refused(server: Server, resp: httpx.Response) -> None:
         assert resp.headers.get("x-ms-error-code") == "LeaseIdMissing", resp.headers
 
 
-def new_changeset(client: httpx.Client, imodel_id: str, briefcase: int, size: int) -> dict[str, Any]:
-    resp = create(client, imodel_id, briefcase, tip(client, imodel_id), size)
+def new_changeset(
+    client: httpx.Client, imodel_id: str, briefcase: int, made: MadeChangeset
+) -> dict[str, Any]:
+    """Create (waitingForFile) ``made`` on the iModel's tip, the parent it was made for."""
+    parent = tip(client, imodel_id)
+    assert made.parent_id == parent
+    resp = create(client, imodel_id, briefcase, parent, len(made.data), id=made.id)
     assert resp.status_code == 201, resp.text
     return dict(resp.json()["changeset"])
+
+
+def same_changeset_other_bytes(made: MadeChangeset, count: int) -> list[bytes]:
+    """``count`` files of ``made``'s size and id but other bytes: only the LZMA2 dictionary byte differs
+    (16 = 1 MiB up to 16 + count - 1; the stream was made with a 1 MiB dictionary, so each decodes to the
+    same content, and the id hashes the content, not the compressed bytes)."""
+    files = [made.data[:22] + bytes([16 + n]) + made.data[23:] for n in range(count)]
+    assert len(set(files)) == count and all(len(f) == len(made.data) for f in files)
+    return files
 
 
 def test_upload_links_point_at_a_staging_key(blob_server: Server) -> None:
     client = blob_server.user()
     imodel_id = empty_imodel(client)
-    cs = new_changeset(client, imodel_id, acquire(client, imodel_id), 10)
+    cs = new_changeset(client, imodel_id, acquire(client, imodel_id), make_changeset(""))
     href = cs["_links"]["upload"]["href"]
     assert f"/uploads/imodels/{imodel_id}/changesets/{cs['id']}.cs?" in href
     if blob_server.blob_backend == "azure":  # a real SAS URL to the blob service, create+write only
@@ -80,8 +94,9 @@ def test_completed_changeset_cannot_be_rewritten(blob_server: Server) -> None:
     client = blob_server.user()
     imodel_id = empty_imodel(client)
     briefcase = acquire(client, imodel_id)
-    original = os.urandom(1000)
-    cs = new_changeset(client, imodel_id, briefcase, len(original))
+    made = make_changeset("", payload=1000)
+    original = made.data
+    cs = new_changeset(client, imodel_id, briefcase, made)
     up = cs["_links"]["upload"]["href"]
     assert httpx.put(up, content=original, headers=BLOCK_BLOB).status_code == 201
     done = complete(client, cs, briefcase)
@@ -89,7 +104,7 @@ def test_completed_changeset_cannot_be_rewritten(blob_server: Server) -> None:
     assert done.json()["changeset"]["index"] == 1
 
     # The reproduction of the issue: 40 bytes of other data through the old link.
-    assert_refused(blob_server, httpx.put(up, content=os.urandom(40), headers=BLOCK_BLOB))
+    assert_refused(blob_server, httpx.put(up, content=make_changeset("").data, headers=BLOCK_BLOB))
     block_id = base64.b64encode(b"block-0").decode()
     assert_refused(blob_server, httpx.put(f"{up}&comp=block&blockid={block_id}", content=b"x" * 40))
     block_list = f"<?xml version='1.0'?><BlockList><Latest>{block_id}</Latest></BlockList>"
@@ -111,16 +126,18 @@ def test_wrong_size_is_refused_and_adds_nothing(blob_server: Server) -> None:
     client = blob_server.user()
     imodel_id = empty_imodel(client)
     briefcase = acquire(client, imodel_id)
-    cs = new_changeset(client, imodel_id, briefcase, 1000)
+    made = make_changeset("", payload=1000)
+    right = made.data
+    cs = new_changeset(client, imodel_id, briefcase, made)
     assert_error(complete(client, cs, briefcase), 422, "InvalidiModelsRequest")  # nothing uploaded yet
     up = cs["_links"]["upload"]["href"]
-    assert httpx.put(up, content=b"y" * 999, headers=BLOCK_BLOB).status_code == 201
+    assert httpx.put(up, content=right[:-1], headers=BLOCK_BLOB).status_code == 201
     err = assert_error(complete(client, cs, briefcase), 422, "InvalidiModelsRequest")
-    assert err["details"][0]["code"] == "DataConflict" and "999" in err["details"][0]["message"], err
+    detail = err["details"][0]
+    assert detail["code"] == "DataConflict" and f"has {len(right) - 1} bytes" in detail["message"], err
     assert client.get(f"/imodels/{imodel_id}/changesets").json()["changesets"] == []
     assert client.get(f"/imodels/{imodel_id}").json()["iModel"]["lastChangesetPushDateTime"] is None
     # The link still accepts bytes while the changeset waits: the right file completes it.
-    right = os.urandom(1000)
     assert httpx.put(up, content=right, headers=BLOCK_BLOB).status_code == 201
     done = complete(client, cs, briefcase)
     assert done.status_code == 200 and done.json()["changeset"]["index"] == 1, done.text
@@ -168,8 +185,9 @@ def test_puts_racing_the_completion_never_change_the_completed_bytes(blob_server
     client = blob_server.user()
     imodel_id = empty_imodel(client)
     briefcase = acquire(client, imodel_id)
-    payloads = [bytes([n]) * 200_000 for n in range(1, 9)]
-    cs = new_changeset(client, imodel_id, briefcase, len(payloads[0]))
+    made = make_changeset("", payload=200_000)
+    payloads = same_changeset_other_bytes(made, 8)
+    cs = new_changeset(client, imodel_id, briefcase, made)
     up = cs["_links"]["upload"]["href"]
     assert httpx.put(up, content=payloads[0], headers=BLOCK_BLOB).status_code == 201
     stop = threading.Event()

@@ -6,8 +6,8 @@ thumbnails, users with statistics, the caller's permissions, empty create from t
 
 from __future__ import annotations
 
+import hashlib
 import io
-import os
 import sqlite3
 import struct
 import time
@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import SAMPLE_BIM, Server, assert_error, new_imodel, new_itwin
+from support.changesets import make_changeset
 from twinbase.bim.seed import SEED_PATH
 from twinbase.store.blobs import LocalBlobStore
 from twinbase.store.db import Database
@@ -150,9 +151,11 @@ class Direct:
             parent, index = imodel.tip_changeset_id, imodel.tip_index
             for _ in range(count):
                 index += 1
-                cs_id = os.urandom(20).hex()
+                # A real changeset file with the id its bytes hash to, recorded as a completion records
+                # it (hash, per-table counts): clones, forks and replay read these files later.
+                changeset = make_changeset(parent, payload=100 + index)
+                cs_id, data = changeset.id, changeset.data
                 key = f"imodels/{imodel_id}/changesets/{cs_id}.cs"
-                data = os.urandom(100 + index)
                 self.blobs.put(key, [data])
                 session.add(
                     Changeset(
@@ -169,6 +172,8 @@ class Direct:
                         application_id="app-1",
                         application_name="App One",
                         blob_key=key,
+                        content_sha256=hashlib.sha256(data).hexdigest(),
+                        table_changes={"be_Prop": [1, 0, 0]},
                         pushed_at=utcnow(),
                     )
                 )
@@ -1092,15 +1097,11 @@ def test_create_empty_from_the_seed(server: Server, tmp_path: Path) -> None:
 
 def push_through_api(client: httpx.Client, imodel_id: str, briefcase: int, parent: str) -> dict[str, Any]:
     """Push one changeset as the authoring client does: create, upload, complete."""
-    data = os.urandom(64)
+    made = make_changeset(parent, payload=64)
+    data = made.data
     created = client.post(
         f"/imodels/{imodel_id}/changesets",
-        json={
-            "id": os.urandom(20).hex(),
-            "parentId": parent,
-            "briefcaseId": briefcase,
-            "fileSize": len(data),
-        },
+        json={"id": made.id, "parentId": parent, "briefcaseId": briefcase, "fileSize": len(data)},
     )
     assert created.status_code == 201, created.text
     links = created.json()["changeset"]["_links"]
@@ -1178,4 +1179,5 @@ def test_clone_and_statistics_with_pushed_history(server: Server, tmp_path: Path
         third = push_through_api(alice, clone_id, clone_briefcase, pushed[1]["id"])
         assert third["index"] == 3
         clone_stats = alice.get(f"/imodels/{clone_id}/users/{alice_id}").json()["user"]["statistics"]
-        assert (clone_stats["pushedChangesetsCount"], clone_stats["createdVersionsCount"]) == (3, 0)
+        # The clone took the named version at changeset 2 along with the history (made by alice).
+        assert (clone_stats["pushedChangesetsCount"], clone_stats["createdVersionsCount"]) == (3, 1)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import Server, assert_error, new_imodel, new_itwin
+from support.changesets import make_changeset
 from test_changesets import acquire, member, push
 from test_permissions_matrix import _png
 from twinbase.app import create_app
@@ -41,7 +42,7 @@ def world(server: Server) -> dict[str, Any]:
     imodel = new_imodel(alice, itwin["id"])
     iid = imodel["id"]
     briefcase = acquire(alice, iid)
-    changeset = push(alice, iid, briefcase, "", b"changeset bytes")
+    changeset = push(alice, iid, briefcase, "")
     version = alice.post(f"/imodels/{iid}/namedversions", json={"name": "v1", "changesetId": changeset["id"]})
     assert version.status_code in (200, 201), version.text
     group = alice.post(f"/imodels/{iid}/changesetgroups", json={"description": "g"})
@@ -65,6 +66,8 @@ def world(server: Server) -> dict[str, Any]:
         "itwins": {"bob": itwin["id"], "carol": carol_itwin["id"]},
         "briefcase": briefcase,
         "tip": changeset["id"],
+        # A valid next changeset, so the create and complete bodies are valid and only access decides.
+        "next": make_changeset(changeset["id"]),
     }
 
 
@@ -76,9 +79,9 @@ def body_for(world: dict[str, Any], who: str, method: str, template: str) -> dic
         "POST /imodels/{imodel_id}/baselinefile": {},
         "PATCH /imodels/{imodel_id}/baselinefile": {},
         "POST /imodels/{imodel_id}/changesets": {
-            "id": secrets.token_hex(20),
+            "id": world["next"].id,
             "briefcaseId": world["briefcase"],
-            "fileSize": 10,
+            "fileSize": len(world["next"].data),
             "parentId": world["tip"],
         },
         "PATCH /imodels/{imodel_id}/changesets/{ref}": {

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from conftest import SAMPLE_BIM, _backends, create_pg_database, drop_pg_database, pg_url
+from support.changesets import make_changeset
 from twinbase.api.deps import Services
 from twinbase.app import build_services
 from twinbase.domain import imodel_ops, imodels, itwin_exports, itwins
@@ -512,13 +513,14 @@ def test_completing_uploads_holds_no_write_lock_while_the_file_is_sealed(tmp_pat
         run_next(svc, imodels.BASELINE_JOB)
 
         briefcase = client.post(f"/imodels/{made['id']}/briefcases", json={}).json()["briefcase"]
-        body = {"id": "ab" * 20, "briefcaseId": briefcase["briefcaseId"], "fileSize": 1000}
+        pushed = make_changeset("", payload=1000)
+        body = {"id": pushed.id, "briefcaseId": briefcase["briefcaseId"], "fileSize": len(pushed.data)}
         changeset = client.post(f"/imodels/{made['id']}/changesets", json=body).json()["changeset"]
-        assert client.put(changeset["_links"]["upload"]["href"], content=b"c" * 1000).status_code == 201
+        assert client.put(changeset["_links"]["upload"]["href"], content=pushed.data).status_code == 201
         probe.checks.clear()
         svc.blobs = probe
         done = client.patch(
-            f"/imodels/{made['id']}/changesets/{'ab' * 20}",
+            f"/imodels/{made['id']}/changesets/{pushed.id}",
             json={"state": "fileUploaded", "briefcaseId": briefcase["briefcaseId"]},
         )
         svc.blobs = store

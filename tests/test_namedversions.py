@@ -26,8 +26,8 @@ def history(client: httpx.Client, changesets: int) -> tuple[str, str, list[dict[
     bc = acquire(client, iid)
     pushed: list[dict[str, Any]] = []
     parent = ""
-    for i in range(changesets):
-        cs = push(client, iid, bc, parent, f"change {i}".encode())
+    for _ in range(changesets):
+        cs = push(client, iid, bc, parent)
         pushed.append(cs)
         parent = cs["id"]
     return itwin["id"], iid, pushed
@@ -282,22 +282,24 @@ def test_checkpoints(server: Server) -> None:
         base = make(alice, iid, name="Base")
         later = make(alice, iid, name="Later", changesetId=pushed[1]["id"])
         baseline = alice.get(f"/imodels/{iid}/changesets/0/checkpoint").json()["checkpoint"]
-        for nv in (base, later):
+        for nv, index in ((base, 0), (later, 2)):
             got = alice.get(f"{url}/{nv['id']}/checkpoint")
             assert got.status_code == 200, got.text
             cp = got.json()["checkpoint"]
-            # Without a file engine the nearest preceding checkpoint is the baseline.
+            # Exactly the named version's changeset (the tip's was made when it was pushed).
             assert (
-                cp["changesetIndex"] == 0
+                cp["changesetIndex"] == index
+                and cp["changesetId"] == (pushed[1]["id"] if index else "")
                 and cp["directoryAccessInfo"] is None
                 and cp["state"] == "successful"
             )
-            assert cp["size"] == baseline["size"] > 0
+            if index == 0:
+                assert cp["size"] == baseline["size"] > 0
             first = httpx.get(cp["_links"]["download"]["href"], headers={"Range": "bytes=0-0"})
             assert first.status_code == 206 and first.headers["content-range"] == f"bytes 0-0/{cp['size']}"
             regenerated = alice.put(f"{url}/{nv['id']}/checkpoint")
             assert regenerated.status_code == 200, regenerated.text
-            assert regenerated.json()["checkpoint"]["changesetIndex"] == 0
+            assert regenerated.json()["checkpoint"]["changesetIndex"] == index
             assert (
                 httpx.get(regenerated.json()["checkpoint"]["_links"]["download"]["href"]).content[:6]
                 == b"SQLite"

@@ -104,7 +104,7 @@ class TwinbaseIModelsAccess extends BackendIModelsAccess {
         if (staged === undefined || staged.index !== (checkpoint.changeset.index ?? 0)) {
           throw new Error(
             `twinbase: the checkpoint of iModel ${checkpoint.iModelId} at changeset ${checkpoint.changeset.index} ` +
-              "is not staged; await hubAccess.prefetchCheckpoint() before opening it",
+              "is not staged; await hubAccess.prefetchExactCheckpoint() before opening it",
           );
         }
         return staged.file;
@@ -156,6 +156,52 @@ class TwinbaseIModelsAccess extends BackendIModelsAccess {
       this._staging.set(key, pending);
     }
     return { file: await pending, index };
+  }
+
+  /**
+   * Download (once) the checkpoint at exactly `changeset` into the cache, waiting while twinbase makes it
+   * (`state: "scheduled"`), and return its path and index. Read-only opening (`SnapshotDb.openCheckpoint`)
+   * needs this exact file: await it first. Throws with twinbase's message when the checkpoint failed.
+   * @param {{ iModelId: string, changeset: { id?: string, index?: number }, accessToken?: string }} arg
+   * @param {{ timeoutMs?: number, pollMs?: number }} [options]
+   * @returns {Promise<{ file: string, index: number }>}
+   */
+  async prefetchExactCheckpoint(arg, options = {}) {
+    const timeoutMs = options.timeoutMs ?? 120_000;
+    const pollMs = options.pollMs ?? 250;
+    const ref = arg.changeset.index ?? arg.changeset.id ?? 0;
+    const auth = this.getAuthorizationParam(arg).authorization;
+    const { scheme, token } = await auth();
+    const url = `${this.baseUrl}/imodels/${arg.iModelId}/changesets/${ref}/checkpoint`;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const response = await fetch(url, {
+        headers: { Authorization: `${scheme} ${token}`, Accept: "application/vnd.bentley.itwin-platform.v2+json" },
+      });
+      const body = await response.json();
+      if (!response.ok) throw new Error(`twinbase: ${url}: ${response.status} ${JSON.stringify(body.error ?? body)}`);
+      const checkpoint = body.checkpoint;
+      if (checkpoint.state === "successful" && checkpoint._links?.download) {
+        const index = checkpoint.changesetIndex;
+        const file = path.join(this.checkpointCacheDir, arg.iModelId, `${index}.bim`);
+        if (!fs.existsSync(file)) {
+          fs.mkdirSync(path.dirname(file), { recursive: true });
+          const partial = `${file}.${randomUUID()}.partial`;
+          try {
+            const link = checkpoint._links.download;
+            await downloadFile({ storage: this._iModelsClient.cloudStorage, storageType: link.storageType, url: link.href, localPath: partial });
+            fs.renameSync(partial, file);
+          } finally {
+            fs.rmSync(partial, { force: true });
+          }
+        }
+        return { file, index };
+      }
+      if (checkpoint.state === "failed")
+        throw new Error(`twinbase: the checkpoint at changeset ${ref} failed: ${checkpoint.error?.message ?? "unknown error"}`);
+      if (Date.now() > deadline) throw new Error(`twinbase: the checkpoint at changeset ${ref} is still ${checkpoint.state}`);
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+    }
   }
 
   /** @returns {{ file: string, index: number } | undefined} */

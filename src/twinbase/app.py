@@ -30,6 +30,7 @@ from twinbase.api.cache import ResponseCache
 from twinbase.api.deps import Services
 from twinbase.api.http import EdgeMiddleware, install_error_handlers
 from twinbase.api.openapi import install_docs
+from twinbase.domain import checkpoints as checkpoint_jobs
 from twinbase.domain import imodel_ops as imodel_op_jobs
 from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
@@ -93,6 +94,7 @@ def build_services(settings: Settings, *, migrate: bool = True, job_modules: Seq
     export_jobs.register(svc)
     imodel_jobs.register(svc)
     imodel_op_jobs.register(svc)
+    checkpoint_jobs.register(svc)
     for name in [*settings.job_module_names, *job_modules]:
         importlib.import_module(name).register(svc)
     return svc

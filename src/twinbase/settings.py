@@ -129,6 +129,19 @@ class Settings(BaseModel):
         description="Whether the web process's job workers also run CPU-heavy job kinds. Set false once "
         "`twinbase worker` processes run, so those kinds never compete with requests for the GIL.",
     )
+    checkpoint_interval: int = Field(
+        default=10,
+        ge=0,
+        description="Every this many changesets, an iModel's checkpoint is kept whatever the disk budget, "
+        "so reaching any version replays at most this many changesets (0: only the baseline and named "
+        "versions are kept).",
+    )
+    checkpoint_budget_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description="Disk for the other (recent, requested) checkpoints, all iModels together; the least "
+        "recently used go first when they need more.",
+    )
     export_retention_seconds: int = Field(
         default=4 * 3600, description="How long iTwin export outputs are kept and listed."
     )

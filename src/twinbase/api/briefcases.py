@@ -45,8 +45,8 @@ def list_briefcases(ctx: Ctx, imodel_id: str, request: Request) -> Response:
 # The literal ``checkpoint`` segment must be matched before ``{briefcase_id}``.
 @both(router, "/imodels/{imodel_id}/briefcases/checkpoint", ["GET"])
 def briefcase_checkpoint(ctx: Ctx, imodel_id: str) -> Response:
-    with ctx.svc.db.read() as session:
-        cp = domain.latest_checkpoint(session, ctx.principal, imodel_id)
+    with ctx.svc.db.write() as session:  # a tip without its checkpoint yet schedules it
+        cp = domain.latest_checkpoint(session, ctx.svc.jobs, ctx.principal, imodel_id)
         download = ctx.svc.storage_link(ctx.base, cp.blob_key)
         return JSON({"checkpoint": checkpoints.to_wire(cp, download)})
 

@@ -108,20 +108,45 @@ def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Respons
         imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
         body = parse_body(raw, domain.ChangesetUpdate, code=INVALID_IMODELS, message=domain.UPDATE_MESSAGE)
         pending = domain.file_to_seal(session, ctx.principal, imodel, ref, body)
-    sealed = domain.seal(ctx.svc.blobs, pending) if pending is not None else None
-    with ctx.svc.db.write() as session:
-        imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
-        cs = domain.complete(session, ctx.principal, imodel, ref, body, sealed)
-        around = domain.surroundings(session, cs.imodel_id, [cs])
-        wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
+    sealed = domain.seal(ctx.svc, imodel_id, pending) if pending is not None else None
+    made = sealed.facts.checkpoint if sealed is not None else None
+    try:
+        with ctx.svc.db.write() as session:
+            imodel = domain.writable_imodel(session, imodel_id, ctx.principal)
+            cs = domain.complete(
+                session,
+                ctx.principal,
+                imodel,
+                ref,
+                body,
+                sealed,
+                jobs=ctx.svc.jobs,
+                checkpoint_interval=ctx.svc.settings.checkpoint_interval,
+            )
+            around = domain.surroundings(session, cs.imodel_id, [cs])
+            wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
+            evicted = (
+                checkpoints.evict(
+                    session, ctx.svc.settings.checkpoint_budget_bytes, keep=(cs.imodel_id, made.index)
+                )
+                if made is not None
+                else []
+            )
+    except BaseException:
+        if made is not None:  # lost the race (or failed): the checkpoint it made is no one's
+            ctx.svc.blobs.delete(made.key)
+        raise
+    for key in evicted:  # after the commit: a reader sees the row gone before the file
+        ctx.svc.blobs.delete(key)
     return JSON({"changeset": wire})
 
 
 @both(router, CHANGESET + "/checkpoint", ["GET"])
 def get_changeset_checkpoint(ctx: Ctx, imodel_id: str, ref: str) -> Response:
-    with ctx.svc.db.read() as session:
+    # A write: asking for a checkpoint that does not exist yet schedules it.
+    with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
-        checkpoint = domain.checkpoint_at(session, imodel.id, ref)
+        checkpoint = domain.checkpoint_at(session, ctx.svc.jobs, imodel.id, ref)
         return checkpoint_response(ctx, checkpoint)
 
 

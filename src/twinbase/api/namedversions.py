@@ -30,7 +30,7 @@ def create_named_version(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
     with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_WRITE)
         body = parse_body(raw, domain.NamedVersionCreate, code=INVALID_IMODELS, message=domain.CREATE_MESSAGE)
-        nv = domain.create(session, ctx.principal, imodel, body)
+        nv = domain.create(session, ctx.svc.jobs, ctx.principal, imodel, body)
         wire = domain.to_wire(nv, ctx.base)
     return JSON({"namedVersion": wire}, status_code=201)
 
@@ -67,21 +67,23 @@ def update_named_version(ctx: Ctx, imodel_id: str, nv_id: str, raw: Body) -> Res
 
 @both(router, NAMED_VERSION + "/checkpoint", ["GET"])
 def get_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) -> Response:
-    with ctx.svc.db.read() as session:
+    # A write: a named version whose checkpoint was never made (or evicted) schedules it.
+    with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
         nv = domain.find(session, imodel.id, nv_id)
-        return checkpoint_response(ctx, checkpoints.at_or_before(session, imodel.id, nv.changeset_index))
+        return checkpoint_response(ctx, domain.checkpoint(session, ctx.svc.jobs, nv))
 
 
 @both(router, NAMED_VERSION + "/checkpoint", ["PUT"])
 def regenerate_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) -> Response:
-    """Regeneration: checkpoints are only ever the stored ones, so the current one is the answer."""
-    with ctx.svc.db.read() as session:
+    """Regeneration: a failed checkpoint is scheduled again; a scheduled or successful one is the answer."""
+    with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(
             session, imodel_id, ctx.principal.user_id, access.IMODELS_READ, access.IMODELS_WRITE
         )
         nv = domain.find(session, imodel.id, nv_id)
-        return checkpoint_response(ctx, checkpoints.at_or_before(session, imodel.id, nv.changeset_index))
+        row = checkpoints.regenerate(session, ctx.svc.jobs, domain.checkpoint(session, ctx.svc.jobs, nv))
+        return checkpoint_response(ctx, row)
 
 
 DOCS = api_docs(

@@ -18,6 +18,7 @@ bytes) is what proves a file is the one its writer meant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import lzma
@@ -47,6 +48,8 @@ SPOOL_IN_MEMORY = 16 << 20
 _READ_CHUNK = 1 << 20
 _OUTPUT_CHUNK = 1 << 20
 _ELEMENT_TABLE = "bis_element"
+# bis_Element's columns are Id, ECClassId, ModelId, ... in every profile (2018 to 5.x): ModelId is the third.
+_MODEL_COLUMN = 2
 _CHANGESET_ID = re.compile(r"[0-9a-fA-F]{40}")
 _UINT64 = (1 << 64) - 1
 
@@ -106,6 +109,9 @@ class ChangeSummary:
     elements_inserted: tuple[int, ...]
     elements_updated: tuple[int, ...]
     elements_deleted: tuple[int, ...]
+    # The model of each inserted or deleted element (ids unsigned), read from the changeset's own rows:
+    # an update carries ModelId only if it changed, and BIS never moves an element to another model.
+    element_models: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class RowChange:
     op: str  # "INSERT", "UPDATE" or "DELETE"
     primary_key: tuple[Any, ...]
     indirect: bool
+    model_id: int | None = None  # bis_Element inserts and deletes: the element's ModelId
 
 
 def hex_id(value: int) -> str:
@@ -240,7 +247,15 @@ def _iter_rows(source: Callable[[int], bytes]) -> Iterator[RowChange]:
             if values is None:
                 raise SessionChangesetError(f"session changeset is malformed: {change.op} without values")
             key = tuple(values[i] for i in sorted(change.pk_columns))
-            yield RowChange(change.name, change.op, key, change.indirect)
+            model_id = None
+            if (
+                change.op != "UPDATE"
+                and change.name.lower() == _ELEMENT_TABLE
+                and len(values) > _MODEL_COLUMN
+            ):
+                model = values[_MODEL_COLUMN]
+                model_id = model & _UINT64 if type(model) is int else None
+            yield RowChange(change.name, change.op, key, change.indirect, model_id)
     except apsw.Error as exc:
         raise SessionChangesetError(f"session changeset is malformed: {exc}") from exc
 
@@ -249,6 +264,7 @@ def _summarize(source: Callable[[int], bytes]) -> ChangeSummary:
     counts: dict[str, list[int]] = {}
     elements: dict[str, list[int]] = {"INSERT": [], "UPDATE": [], "DELETE": []}
     slot = {"INSERT": 0, "UPDATE": 1, "DELETE": 2}
+    models: dict[int, int] = {}
     for row in _iter_rows(source):
         counts.setdefault(row.table, [0, 0, 0])[slot[row.op]] += 1
         if row.table.lower() == _ELEMENT_TABLE:
@@ -257,12 +273,16 @@ def _summarize(source: Callable[[int], bytes]) -> ChangeSummary:
                     f"session changeset is malformed: a bis_Element {row.op} whose primary key "
                     f"{row.primary_key!r} is not one integer Id"
                 )
-            elements[row.op].append(row.primary_key[0] & _UINT64)
+            element_id = row.primary_key[0] & _UINT64
+            elements[row.op].append(element_id)
+            if row.model_id is not None:
+                models[element_id] = row.model_id
     return ChangeSummary(
         tables={name: TableChanges(*counts[name]) for name in sorted(counts)},
         elements_inserted=tuple(sorted(elements["INSERT"])),
         elements_updated=tuple(sorted(elements["UPDATE"])),
         elements_deleted=tuple(sorted(elements["DELETE"])),
+        element_models=models,
     )
 
 
@@ -356,20 +376,24 @@ def _decode(source: IO[bytes], header: ChangesetHeader, splitter: _Splitter) -> 
 
 
 def read_changeset(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | IO[bytes],
     *,
     max_uncompressed_size: int = DEFAULT_MAX_UNCOMPRESSED_SIZE,
     spool_dir: str | os.PathLike[str] | None = None,
 ) -> ChangesetFile:
     """Decode and check a whole changeset file: header, LZMA2 stream, prefix and session changeset.
 
-    The result owns a spooled copy of the session changeset: use it as a context manager (or ``close``).
+    ``path`` is a file name or a binary stream read to its end (e.g. a blob being downloaded). The result
+    owns a spooled copy of the session changeset: use it as a context manager (or ``close``).
     """
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (returned inside ChangesetFile)
         max_size=SPOOL_IN_MEMORY, dir=None if spool_dir is None else os.fspath(spool_dir)
     )
     try:
-        with open(path, "rb") as source:
+        with contextlib.ExitStack() as stack:
+            source = (
+                path if not isinstance(path, str | os.PathLike) else stack.enter_context(open(path, "rb"))
+            )
             header = parse_header(source.read(HEADER_SIZE + 1))
             splitter = _Splitter(spool, max_uncompressed_size)
             _decode(source, header, splitter)

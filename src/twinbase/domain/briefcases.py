@@ -29,6 +29,7 @@ from twinbase.errors import (
     invalid_imodels,
 )
 from twinbase.identity.tokens import Principal
+from twinbase.jobs.queue import JobQueue
 from twinbase.store.models import Briefcase, Checkpoint, IModel
 
 FIRST_ID = 2
@@ -129,10 +130,10 @@ def release(session: Session, principal: Principal, imodel_id: str, raw_id: str)
     session.flush()
 
 
-def latest_checkpoint(session: Session, principal: Principal, imodel_id: str) -> Checkpoint:
-    """The checkpoint a new briefcase starts from: the newest one at or before the tip."""
+def latest_checkpoint(session: Session, jobs: JobQueue, principal: Principal, imodel_id: str) -> Checkpoint:
+    """``/briefcases/checkpoint``: the checkpoint at exactly the tip (scheduled if it is not made yet)."""
     imodel = _readable(session, imodel_id, principal)
-    return checkpoints.at_or_before(session, imodel.id, imodel.tip_index)
+    return checkpoints.exact(session, jobs, imodel.id, imodel.tip_index, imodel.tip_changeset_id or "")
 
 
 # ------------------------------------------------------------------------------------------- lists

@@ -19,10 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, cast
+from typing import Any, BinaryIO, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
@@ -30,8 +30,10 @@ from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twinbase.domain import access, checkpoints, uploads
+from twinbase.bim.changeset import ChangesetFormatError, ChangeSummary, read_changeset
+from twinbase.domain import access, checkpoints, summaries, uploads
 from twinbase.domain.imodels import (
+    FileServices,
     Text255,
     application_of,
     links_base,
@@ -57,7 +59,7 @@ from twinbase.errors import (
     invalid_value,
 )
 from twinbase.identity.tokens import Principal
-from twinbase.store.blobs import BlobStore
+from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import (
     Briefcase,
@@ -211,9 +213,13 @@ def index_of(session: Session, imodel_id: str, ref: str) -> int:
     return index
 
 
-def checkpoint_at(session: Session, imodel_id: str, ref: str) -> Checkpoint:
-    """``/changesets/{ref}/checkpoint``: the nearest checkpoint at or before the changeset."""
-    return checkpoints.at_or_before(session, imodel_id, index_of(session, imodel_id, ref))
+def checkpoint_at(session: Session, jobs: JobQueue, imodel_id: str, ref: str) -> Checkpoint:
+    """``/changesets/{ref}/checkpoint``: the checkpoint at exactly that changeset (scheduled if new)."""
+    if parse_ref(ref) == 0:
+        return checkpoints.exact(session, jobs, imodel_id, 0, "")
+    cs = find_completed(session, imodel_id, ref)
+    assert cs.index is not None
+    return checkpoints.exact(session, jobs, imodel_id, cs.index, cs.id)
 
 
 # ------------------------------------------------------------------------------------------- write
@@ -328,20 +334,106 @@ def _check_completion(
         _owned_briefcase(session, imodel.id, body.briefcaseId, principal.user_id)
 
 
+@dataclass(frozen=True)
+class PendingChangeset:
+    """A completion's changeset before sealing: its file, and the id and parent its bytes must hash to."""
+
+    file: uploads.PendingFile
+    id: str
+    parent_id: str
+    parent_index: int | None  # None: the parent is not in the timeline (the completion will lose)
+
+
+@dataclass(frozen=True)
+class VerifiedChangeset:
+    """What the completion learnt from the file: its change summary, and the checkpoint it makes on
+    top of its parent (None when the parent's state was not at hand: the checkpoint job makes it)."""
+
+    summary: ChangeSummary
+    checkpoint: checkpoints.MadeCheckpoint | None
+
+
 def file_to_seal(
     session: Session, principal: Principal, imodel: IModel, ref: str, body: ChangesetUpdate
-) -> uploads.PendingFile | None:
+) -> PendingChangeset | None:
     """First step of a completion (a read): the changeset's file to seal, or None when it is complete."""
     cs = find(session, imodel.id, ref)
     _check_completion(session, principal, imodel, cs, body)
-    return None if cs.state == UPLOADED else uploads.PendingFile(cs.blob_key, cs.file_size)
+    if cs.state == UPLOADED:
+        return None
+    parent_index: int | None = 0
+    if cs.parent_id:
+        parent = session.get(Changeset, (imodel.id, cs.parent_id))
+        parent_index = parent.index if parent is not None and parent.state == UPLOADED else None
+    return PendingChangeset(
+        uploads.PendingFile(cs.blob_key, cs.file_size), cs.id, cs.parent_id or "", parent_index
+    )
 
 
-def seal(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile:
-    """Second step, outside any transaction: promote the uploaded bytes and hash them (no database
-    lock is held while a large file is renamed, copied or read)."""
+class _ChangesetRefused(Exception):
+    def __init__(self, detail: ErrorDetail) -> None:
+        super().__init__(detail.message)
+        self.detail = detail
+
+
+def _verify(
+    svc: FileServices, imodel_id: str, pending: PendingChangeset
+) -> Callable[[BinaryIO], VerifiedChangeset]:
+    """The checks a changeset file passes before it joins the timeline, in one read of it:
+
+    1. it is a changeset file twinbase reads whole (header, LZMA2, prefix, session changeset);
+    2. its bytes hash to the declared id with the declared parent;
+    3. it applies to its parent's state: applied there by the file engine, the result is stored as
+       the new tip's checkpoint.
+
+    So a truncated, damaged, mislabelled or foreign file never joins the timeline or reaches replay.
+    """
+
+    def inspect(stream: BinaryIO) -> VerifiedChangeset:
+        try:
+            with read_changeset(stream, spool_dir=svc.settings.data_dir) as changeset:
+                actual = changeset.changeset_id(pending.parent_id)
+                if actual != pending.id:
+                    parent = f"parent {pending.parent_id}" if pending.parent_id else "no parent"
+                    raise _ChangesetRefused(
+                        ErrorDetail(
+                            "DataConflict",
+                            f"The uploaded file is changeset {actual} (with {parent}), not {pending.id}: "
+                            "its bytes do not hash to the Changeset's id.",
+                            "id",
+                        )
+                    )
+                made = None
+                if pending.parent_index is not None:
+                    made = checkpoints.next_checkpoint(
+                        svc, imodel_id, pending.parent_index, pending.id, changeset
+                    )
+                return VerifiedChangeset(changeset.summary, made)
+        except ChangesetFormatError as exc:
+            raise _ChangesetRefused(
+                ErrorDetail("InvalidChange", f"The uploaded file is not a valid changeset: {exc}.", "file")
+            ) from exc
+        except checkpoints.ChangesetDoesNotApply as exc:
+            where = f"changeset {pending.parent_index}" if pending.parent_index else "the baseline"
+            raise _ChangesetRefused(
+                ErrorDetail("InvalidChange", f"The Changeset does not apply to {where}: {exc}", "file")
+            ) from exc
+
+    return inspect
+
+
+def seal(
+    svc: FileServices, imodel_id: str, pending: PendingChangeset
+) -> uploads.SealedFile[VerifiedChangeset]:
+    """Second step, outside any transaction: promote the uploaded bytes, check and hash them (no
+    database lock is held while a large file is renamed, copied, read or applied). A refused file
+    is removed."""
     try:
-        return uploads.seal_upload(blobs, pending.key, pending.declared_size)
+        return uploads.seal_upload(
+            svc.blobs, pending.file.key, pending.file.declared_size, _verify(svc, imodel_id, pending)
+        )
+    except _ChangesetRefused as exc:
+        raise invalid_imodels(UPDATE_MESSAGE, exc.detail) from exc
     except uploads.FileNotUploaded as exc:
         raise invalid_imodels(
             UPDATE_MESSAGE, ErrorDetail("InvalidChange", "The Changeset file has not been uploaded.", "state")
@@ -351,7 +443,7 @@ def seal(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile:
             UPDATE_MESSAGE,
             ErrorDetail(
                 "DataConflict",
-                f"The uploaded file has {exc.actual} bytes, but {pending.declared_size} were declared.",
+                f"The uploaded file has {exc.actual} bytes, but {pending.file.declared_size} were declared.",
                 "fileSize",
             ),
         ) from exc
@@ -363,13 +455,20 @@ def complete(
     imodel: IModel,
     ref: str,
     body: ChangesetUpdate,
-    sealed: uploads.SealedFile | None,
+    sealed: uploads.SealedFile[VerifiedChangeset] | None,
+    *,
+    jobs: JobQueue,
+    checkpoint_interval: int,
 ) -> Changeset:
     """Last step, a short write: append the changeset to the timeline (compare-and-set on the tip).
 
     ``sealed`` is what ``seal`` made of the file. Sealing a push that then loses the race promotes
     bytes to the final key of a changeset that stays waiting for its file: not history, and the id
     (a hash of the content) names the same bytes if it is ever completed.
+
+    The new tip's checkpoint, made while the file was verified, is recorded in the same transaction
+    (scheduled as a job when the parent's state was not at hand), so the most recent checkpoints are
+    always at hand; it is kept for good (pinned) every ``checkpoint_interval`` changesets.
     """
     cs = find(session, imodel.id, ref, for_update=True)
     _check_completion(session, principal, imodel, cs, body)
@@ -393,6 +492,15 @@ def complete(
     cs.index = session.scalar(select(IModel.tip_index).where(IModel.id == imodel.id))
     cs.state = UPLOADED
     cs.pushed_at = now
+    summaries.record(session, cs, sealed.facts.summary)
+    index = cs.index
+    assert index is not None
+    pinned = checkpoints.pin_for(index, checkpoint_interval)
+    made = sealed.facts.checkpoint
+    if made is not None and made.index == index:
+        checkpoints.record_made(session, made, imodel.id, pinned=pinned)
+    else:
+        checkpoints.exact(session, jobs, imodel.id, index, cs.id, pinned=pinned)
     session.flush()
     return cs
 
@@ -441,7 +549,7 @@ def surroundings(session: Session, imodel_id: str, changesets: list[Changeset]) 
                 select(NamedVersion.changeset_index, NamedVersion.id).where(
                     NamedVersion.imodel_id == imodel_id, NamedVersion.changeset_index.in_(indexes)
                 )
-            ).tuples()
+            )
         }
     return Surroundings(checkpoints.successful_indexes(session, imodel_id), named)
 

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
-from sqlalchemy import Select, case, delete, func, or_, select, update
+from sqlalchemy import Select, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.bim.identity import BimFormatError, stamp
-from twinbase.domain import access
+from twinbase.bim.replay import make_checkpoint
+from twinbase.domain import access, checkpoints
 from twinbase.domain.images import jpeg_size, png_size
 from twinbase.domain.imodels import (
     Extent,
@@ -77,6 +78,7 @@ from twinbase.store.models import (
     BaselineFile,
     Briefcase,
     Changeset,
+    ChangesetElement,
     ChangesetExtendedData,
     ChangesetGroup,
     Checkpoint,
@@ -90,6 +92,7 @@ from twinbase.store.models import (
     NamedVersion,
     ReleasedLock,
     User,
+    new_id,
     utcnow,
 )
 
@@ -246,7 +249,14 @@ def _require_initialized(source: IModel, message: str) -> None:
 
 
 def _enqueue_copy(
-    session: Session, imodel: IModel, source: IModel, point: SourcePoint, kind: CopyKind, user_id: str
+    session: Session,
+    imodel: IModel,
+    source: IModel,
+    point: SourcePoint,
+    kind: CopyKind,
+    user_id: str,
+    *,
+    squash: bool,
 ) -> None:
     imodel.source_changeset_id = point.changeset_id
     imodel.source_changeset_index = point.index
@@ -260,6 +270,7 @@ def _enqueue_copy(
             "changeset_index": point.index,
             "changeset_id": point.changeset_id,
             "user_id": user_id,
+            "squash": squash,
         },
     )
 
@@ -293,9 +304,10 @@ def start_copy(
         cloned_from=source.id if kind == "clone" else None,
         forked_from=source.id if kind == "fork" else None,
     )
-    # A fork without preserveHistory should squash the copied changesets into its baseline; that needs
-    # the file engine (apply changesets to a .bim), so until it exists every fork keeps the history.
-    _enqueue_copy(session, imodel, source, point, kind, principal.user_id)
+    # A fork starts at the fork point: the source's file at that changeset is its baseline (history
+    # squashed), unless it asks to preserve the history, as the platform does.
+    squash = kind == "fork" and not getattr(body, "preserveHistory", False)
+    _enqueue_copy(session, imodel, source, point, kind, principal.user_id, squash=squash)
     return imodel
 
 
@@ -322,8 +334,8 @@ def create_from_template(session: Session, principal: Principal, body: IModelCre
         create_state="scheduled",
         created_by=principal.user_id,
     )
-    # As for forks: the template's changesets are copied rather than squashed into the new baseline.
-    _enqueue_copy(session, imodel, source, point, "template", principal.user_id)
+    # A new iModel from a template starts with the template's file at that changeset, no history.
+    _enqueue_copy(session, imodel, source, point, "template", principal.user_id, squash=True)
     return imodel
 
 
@@ -355,12 +367,18 @@ def copy_failed(session: Session, payload: Mapping[str, Any], error: str) -> Non
 def run_copy(svc: FileServices, payload: Mapping[str, Any], ctx: JobContext | None = None) -> None:
     """The ``imodel_copy`` job. Idempotent: a retry redoes the copy; a finished copy is left alone.
 
+    A *squashing* copy (a fork without ``preserveHistory``, a template) gets the source's file at the
+    chosen changeset as its baseline, made by the file engine, and no changesets. Otherwise the copy
+    starts from the source's baseline and gets its changesets up to the chosen one, with their named
+    versions (whose checkpoints are scheduled), changeset groups, extended data and change summaries.
+
     Every file is copied (and fsynced) before the one short write transaction that records the rows,
     fenced by the job's claim (``ctx``; None when called directly): no write lock is held meanwhile.
     """
     imodel_id = str(payload["imodel_id"])
     source_id = str(payload["source_id"])
     upto = int(payload["changeset_index"])
+    squash = bool(payload.get("squash", False)) and upto > 0
     user_id = str(payload.get("user_id") or "")
     with svc.db.read() as session:
         imodel = session.get(IModel, imodel_id)
@@ -368,42 +386,45 @@ def run_copy(svc: FileServices, payload: Mapping[str, Any], ctx: JobContext | No
             return
         itwin_id = imodel.itwin_id
         user_id = user_id or imodel.created_by
+        if squash:
+            try:
+                squashed = checkpoints.plan(session, source_id, upto)
+            except checkpoints.CheckpointUnmakeable as exc:
+                _mark_failed(svc, imodel_id, str(exc), ctx)
+                return
+            history = _History([], [], [], [], [])
+        else:
+            squashed = None
+            history = _read_history(session, source_id, upto)
         checkpoint = session.get(Checkpoint, (source_id, 0))
         checkpoint_key = (
             checkpoint.blob_key if checkpoint is not None and checkpoint.state == "successful" else None
         )
-        rows = session.scalars(
-            select(Changeset)
-            .where(
-                Changeset.imodel_id == source_id,
-                Changeset.state == "fileUploaded",
-                Changeset.index >= 1,
-                Changeset.index <= upto,
-            )
-            .order_by(Changeset.index)
-        )
-        columns = [attr.key for attr in Changeset.__mapper__.column_attrs if attr.key != "imodel_id"]
-        copies = [{name: getattr(row, name) for name in columns} for row in rows]
     if checkpoint_key is None:
         _mark_failed(svc, imodel_id, "the source has no baseline checkpoint", ctx)
         return
-    if [c["index"] for c in copies] != list(range(1, upto + 1)):
+    if not squash and [c["index"] for c in history.changesets] != list(range(1, upto + 1)):
         _mark_failed(svc, imodel_id, "the source's changesets changed", ctx)
         return
     gone = False
     try:
         with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
             path = Path(tmp) / "baseline.bim"
-            svc.blobs.download_to(checkpoint_key, path)
-            stamp(path, imodel_id=imodel_id, itwin_id=itwin_id)
+            if squashed is not None:
+                checkpoints.build_file(svc, squashed, path, ctx)
+                make_checkpoint(
+                    path, imodel_id=imodel_id, itwin_id=itwin_id, changeset_id="", changeset_index=0
+                )
+            else:
+                svc.blobs.download_to(checkpoint_key, path)
+                stamp(path, imodel_id=imodel_id, itwin_id=itwin_id)
             staged = stage_baseline(svc, imodel_id, path)
-            for done, item in enumerate(copies, start=1):
+            for done, item in enumerate(history.changesets, start=1):
                 if ctx is not None:
-                    ctx.progress(done / (len(copies) + 1), f"Copying changeset {done} of {len(copies)}")
+                    ctx.progress(done / (len(history.changesets) + 1), f"Copying changeset {done}")
                 new_key = _copied_key(item["blob_key"], source_id, imodel_id, item["id"])
                 svc.blobs.copy(item["blob_key"], new_key)
                 item["blob_key"] = new_key
-                item["group_id"] = None  # changeset groups belong to the source
         with svc.db.write() as session:
             if ctx is not None:
                 ctx.fence(session)
@@ -412,24 +433,107 @@ def run_copy(svc: FileServices, payload: Mapping[str, Any], ctx: JobContext | No
                 gone = True
             elif imodel.create_state == "scheduled":
                 record_baseline(session, imodel, staged, user_id)
-                session.execute(delete(Changeset).where(Changeset.imodel_id == imodel_id))
-                for item in copies:
-                    session.add(Changeset(imodel_id=imodel_id, **item))
-                if copies:
-                    imodel.tip_index = int(copies[-1]["index"])
-                    imodel.tip_changeset_id = str(copies[-1]["id"])
-                    pushed = [c["pushed_at"] or c["created_at"] for c in copies]
-                    imodel.last_changeset_push_at = max(p for p in pushed if p is not None)
+                _write_history(session, svc, imodel, history)
                 imodel.state = "initialized"
                 imodel.create_state = "successful"
-    except BimFormatError as exc:
-        _mark_failed(svc, imodel_id, f"the source's checkpoint is not an iModel: {exc}", ctx)
+    except (BimFormatError, checkpoints.CheckpointUnmakeable) as exc:
+        _mark_failed(svc, imodel_id, f"the source's file at changeset {upto} cannot be made: {exc}", ctx)
         return
     except BlobNotFound:
         _mark_failed(svc, imodel_id, "a file of the source is missing (was it deleted?)", ctx)
         return
     if gone:  # deleted while being copied: drop what this job wrote
         svc.blobs.delete_prefix(blob_prefix(imodel_id))
+
+
+@dataclass
+class _History:
+    """The source's rows a history-keeping copy takes, as column dicts (ids remapped on write)."""
+
+    changesets: list[dict[str, Any]]
+    groups: list[dict[str, Any]]
+    named_versions: list[dict[str, Any]]
+    extended_data: list[dict[str, Any]]
+    elements: list[dict[str, Any]]
+
+
+def _columns(model: Any, row: Any) -> dict[str, Any]:
+    return {
+        attr.key: getattr(row, attr.key) for attr in model.__mapper__.column_attrs if attr.key != "imodel_id"
+    }
+
+
+def _read_history(session: Session, source_id: str, upto: int) -> _History:
+    changesets = session.scalars(
+        select(Changeset)
+        .where(
+            Changeset.imodel_id == source_id,
+            Changeset.state == "fileUploaded",
+            Changeset.index >= 1,
+            Changeset.index <= upto,
+        )
+        .order_by(Changeset.index)
+    ).all()
+    group_ids = {c.group_id for c in changesets if c.group_id}
+    groups = (
+        session.scalars(select(ChangesetGroup).where(ChangesetGroup.id.in_(group_ids))).all()
+        if group_ids
+        else []
+    )
+    named = session.scalars(
+        select(NamedVersion).where(NamedVersion.imodel_id == source_id, NamedVersion.changeset_index <= upto)
+    ).all()
+    extended = session.scalars(
+        select(ChangesetExtendedData).where(
+            ChangesetExtendedData.imodel_id == source_id, ChangesetExtendedData.changeset_index <= upto
+        )
+    ).all()
+    elements = session.scalars(
+        select(ChangesetElement).where(
+            ChangesetElement.imodel_id == source_id, ChangesetElement.changeset_index <= upto
+        )
+    ).all()
+    return _History(
+        [_columns(Changeset, c) for c in changesets],
+        [_columns(ChangesetGroup, g) for g in groups],
+        [_columns(NamedVersion, n) for n in named],
+        [_columns(ChangesetExtendedData, e) for e in extended],
+        [_columns(ChangesetElement, e) for e in elements],
+    )
+
+
+def _write_history(session: Session, svc: FileServices, imodel: IModel, history: _History) -> None:
+    """Record the copied rows under the new iModel (new ids for groups and named versions)."""
+    session.execute(delete(Changeset).where(Changeset.imodel_id == imodel.id))
+    new_group = {g["id"]: new_id() for g in history.groups}
+    for group in history.groups:
+        session.add(ChangesetGroup(**{**group, "id": new_group[group["id"]]}, imodel_id=imodel.id))
+    for item in history.changesets:
+        group_id = new_group.get(item["group_id"]) if item["group_id"] else None
+        session.add(Changeset(imodel_id=imodel.id, **{**item, "group_id": group_id}))
+    for row in history.extended_data:
+        session.add(ChangesetExtendedData(imodel_id=imodel.id, **row))
+    if history.elements:
+        session.execute(insert(ChangesetElement), [{**e, "imodel_id": imodel.id} for e in history.elements])
+    if history.changesets:
+        last = history.changesets[-1]
+        imodel.tip_index = int(last["index"])
+        imodel.tip_changeset_id = str(last["id"])
+        pushed = [c["pushed_at"] or c["created_at"] for c in history.changesets]
+        imodel.last_changeset_push_at = max(p for p in pushed if p is not None)
+    session.flush()
+    for named in history.named_versions:
+        nv = NamedVersion(**{**named, "id": new_id()}, imodel_id=imodel.id)
+        session.add(nv)
+        session.flush()
+        checkpoints.exact(
+            session,
+            svc.jobs,
+            imodel.id,
+            nv.changeset_index,
+            nv.changeset_id or "",
+            pinned=checkpoints.PIN_NAMED_VERSION,
+        )
 
 
 def register(svc: FileServices) -> None:

@@ -356,6 +356,7 @@ def record_baseline(session: Session, imodel: IModel, staged: StagedBaseline, us
             state="successful",
             blob_key=checkpoint_key(imodel.id, 0),
             size=size,
+            pinned="baseline",
         )
     )
     session.flush()
@@ -393,10 +394,10 @@ def baseline_to_seal(session: Session, principal: Principal, imodel_id: str) -> 
     return uploads.PendingFile(baseline.blob_key, baseline.declared_size)
 
 
-def seal_baseline(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile:
+def seal_baseline(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.SealedFile[None]:
     """Second step, outside any transaction: promote the uploaded bytes and hash them."""
     try:
-        return uploads.seal_upload(blobs, pending.key, pending.declared_size)
+        return uploads.seal_upload(blobs, pending.key, pending.declared_size, uploads.no_inspection)
     except uploads.FileNotUploaded as exc:
         raise invalid_imodels(
             COMPLETE_BASELINE_MESSAGE,
@@ -414,7 +415,11 @@ def seal_baseline(blobs: BlobStore, pending: uploads.PendingFile) -> uploads.Sea
 
 
 def complete_baseline(
-    svc: FileServices, session: Session, principal: Principal, imodel_id: str, sealed: uploads.SealedFile
+    svc: FileServices,
+    session: Session,
+    principal: Principal,
+    imodel_id: str,
+    sealed: uploads.SealedFile[None],
 ) -> BaselineFile:
     """Last step, a short write: record the sealed file and schedule its initialization."""
     imodel, baseline = _waiting_baseline(session, principal, imodel_id, lock=True)

@@ -319,7 +319,7 @@ def _roles_of(session: Session, itwin: ITwin, user_ids: Sequence[str]) -> dict[s
         .where(MemberRole.itwin_id == itwin.id, MemberRole.user_id.in_(user_ids))
         .order_by(Role.display_name, Role.id)
     )
-    for uid, role in rows.tuples():
+    for uid, role in rows:
         out[uid].append(role)
     return out
 

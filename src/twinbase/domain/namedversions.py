@@ -15,7 +15,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twinbase.domain import access, changesets
+from twinbase.domain import access, changesets, checkpoints
 from twinbase.domain.imodels import Text255, application_of, order_clause, parse_paging, user_href
 from twinbase.domain.itwins import iso
 from twinbase.domain.listing import Page, fetch_page, like_contains
@@ -28,7 +28,8 @@ from twinbase.errors import (
     invalid_value,
 )
 from twinbase.identity.tokens import Principal
-from twinbase.store.models import IModel, NamedVersion, new_id
+from twinbase.jobs.queue import JobQueue
+from twinbase.store.models import Checkpoint, IModel, NamedVersion, new_id
 
 CREATE_MESSAGE = "Cannot create Named Version."
 UPDATE_MESSAGE = "Cannot update Named Version."
@@ -109,7 +110,10 @@ def _write_or_conflict(
         raise NamedVersionOnChangesetExists() from exc
 
 
-def create(session: Session, principal: Principal, imodel: IModel, body: NamedVersionCreate) -> NamedVersion:
+def create(
+    session: Session, jobs: JobQueue, principal: Principal, imodel: IModel, body: NamedVersionCreate
+) -> NamedVersion:
+    """Create the named version and schedule its checkpoint at once (kept for good: pinned)."""
     if body.changesetId is not None and body.changesetIndex is not None:
         raise invalid_imodels(
             CREATE_MESSAGE,
@@ -144,7 +148,20 @@ def create(session: Session, principal: Principal, imodel: IModel, body: NamedVe
         application_name=app["name"] if app else None,
     )
     _write_or_conflict(session, imodel.id, body.name, nv.id, lambda: session.add(nv))
+    checkpoint(session, jobs, nv)
     return nv
+
+
+def checkpoint(session: Session, jobs: JobQueue, nv: NamedVersion) -> Checkpoint:
+    """The named version's checkpoint, at exactly its changeset; scheduled (and pinned) if new."""
+    return checkpoints.exact(
+        session,
+        jobs,
+        nv.imodel_id,
+        nv.changeset_index,
+        nv.changeset_id or "",
+        pinned=checkpoints.PIN_NAMED_VERSION,
+    )
 
 
 def find(session: Session, imodel_id: str, nv_id: str, *, for_update: bool = False) -> NamedVersion:

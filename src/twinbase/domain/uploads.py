@@ -9,17 +9,21 @@ history cannot be rewritten; while the row waits for its file, the link accepts 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import BinaryIO, Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
 from twinbase.errors import BlobNotFound
-from twinbase.store.blobs import BlobStore, sha256_of
+from twinbase.store.blobs import CHUNK, BlobStore, open_reader
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import BaselineFile, Changeset
 
 WAITING_FOR_FILE = "waitingForFile"
+Facts = TypeVar("Facts")
 
 
 class UploadState(Enum):
@@ -66,17 +70,32 @@ class PendingFile:
 
 
 @dataclass(frozen=True)
-class SealedFile:
+class SealedFile(Generic[Facts]):
     size: int
     sha256: str
+    facts: Facts  # what ``inspect`` returned (None without one)
 
 
-def seal_upload(blobs: BlobStore, final_key: str, declared_size: int) -> SealedFile:
+def no_inspection(_stream: BinaryIO) -> None:
+    """For ``seal_upload`` of files whose content is checked later (a baseline, by its job)."""
+
+
+def seal_upload(
+    blobs: BlobStore,
+    final_key: str,
+    declared_size: int,
+    inspect: Callable[[BinaryIO], Facts],
+) -> SealedFile[Facts]:
     """Make the staged upload of ``final_key`` its final, immutable bytes; return their size and hash.
 
     Raises ``FileNotUploaded`` or ``FileSizeMismatch`` (the staged file stays, the client may upload
     again). A final key already there and nothing staged means an earlier completion promoted the file
     and then failed to commit its row: that file is the upload.
+
+    ``inspect`` reads the final bytes as a stream, in the same pass that hashes them (it checks the
+    content: a changeset parses and has its declared id). When it raises, the final key is deleted,
+    so a refused file is never stored as history, the upload link is reopened (``_reopen_upload``)
+    and the exception propagates; the client may upload again through the same link.
     """
     staging = blob_keys.upload(final_key)
     try:
@@ -98,4 +117,31 @@ def seal_upload(blobs: BlobStore, final_key: str, declared_size: int) -> SealedF
             raise FileNotUploaded() from exc
         if info.size != declared_size:
             raise FileSizeMismatch(info.size)
-    return SealedFile(size=info.size, sha256=sha256_of(blobs, final_key))
+    digest = hashlib.sha256()
+    try:
+        with open_reader(blobs, final_key, tap=digest.update) as stream:
+            facts = inspect(stream)
+            while stream.read(CHUNK):  # whatever inspect left unread still counts in the hash
+                pass
+    except BlobNotFound:
+        raise
+    except BaseException:
+        blobs.delete(final_key)
+        _reopen_upload(blobs, staging)
+        raise
+    return SealedFile(size=info.size, sha256=digest.hexdigest(), facts=facts)
+
+
+def _reopen_upload(blobs: BlobStore, staging: str) -> None:
+    """Let the upload link write again after its file was refused.
+
+    On Azure the promotion sealed the upload blob (an infinite lease, emptied, marked sealed), so
+    the blob service refuses every later write through the link (412 ``LeaseIdMissing``): delete it
+    (breaking the lease), and the link's create+write SAS makes a new one. Locally the promotion was
+    a rename and nothing is left. A file already staged again (a PUT that arrived after the rename)
+    is a new upload: it stays.
+    """
+    try:
+        blobs.stat(staging)  # a sealed upload blob answers BlobNotFound, as a missing one does
+    except BlobNotFound:
+        blobs.delete(staging)

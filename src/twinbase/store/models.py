@@ -373,8 +373,29 @@ class Changeset(Base):
     blob_key: Mapped[str] = mapped_column(String(512))
     # SHA-256 (hex) of the completed bytes; NULL while waiting for the file.
     content_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Rows the file changes per table, {"table": [inserted, updated, deleted]}, read at completion.
+    table_changes: Mapped[dict[str, list[int]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ChangesetElement(Base):
+    """One element a completed changeset inserted, updated or deleted (its change summary, row by row).
+
+    Ids are stored as the .bim stores them, signed 64-bit integers. ``model_id`` comes from the
+    changeset's own row for inserts and deletes; for an update, from the element's earlier insert in
+    this timeline, else from the checkpoint the file engine materializes (NULL until then).
+    """
+
+    __tablename__ = "changeset_elements"
+    __table_args__ = (Index("ix_changeset_elements_element", "imodel_id", "element_id"),)
+    imodel_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
+    )
+    changeset_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    element_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    op: Mapped[str] = mapped_column(String(1))  # "i", "u" or "d"
+    model_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ChangesetExtendedData(Base):
@@ -432,11 +453,17 @@ class Checkpoint(Base):
     )
     changeset_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     changeset_id: Mapped[str] = mapped_column(String(64), default="")
-    # successful | scheduled | failed | notGenerated
+    # successful | scheduled | failed
     state: Mapped[str] = mapped_column(String(32), default="successful")
     blob_key: Mapped[str] = mapped_column(String(512))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Why a failed checkpoint failed, as the API reports it.
+    error: Mapped[str | None] = mapped_column(Text)
+    # Why it is kept whatever the disk budget: "baseline", "namedVersion", "interval"; NULL = evictable.
+    pinned: Mapped[str | None] = mapped_column(String(16))
+    # Last time it was served or replayed from: the least recently used unpinned ones go first.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Briefcase(Base):

@@ -17,6 +17,7 @@ from twinbase.store.blobs.base import (
     Perm,
     PrefixLink,
     check_key,
+    open_reader,
     sha256_of,
 )
 from twinbase.store.blobs.local import LocalBlobStore, LocalBlobWriter
@@ -39,6 +40,7 @@ __all__ = [
     "UrlSigner",
     "build_blob_store",
     "check_key",
+    "open_reader",
     "sha256_of",
 ]
 

@@ -9,11 +9,12 @@ synchronous: callers on the event loop run them in a worker thread.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 CHUNK = 1024 * 1024
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
@@ -141,6 +142,39 @@ def sha256_of(store: BlobStore, key: str) -> str:
     for chunk in store.open_range(key, chunk_size=4 * CHUNK):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable raw stream over a blob's chunk iterator; ``tap`` sees every chunk once, in order."""
+
+    def __init__(self, chunks: Iterator[bytes], tap: Callable[[bytes], object] | None) -> None:
+        self._chunks = chunks
+        self._tap = tap
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            if self._tap is not None:
+                self._tap(chunk)
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def open_reader(
+    store: BlobStore, key: str, *, tap: Callable[[bytes], object] | None = None
+) -> io.BufferedReader:
+    """The blob as a buffered binary stream (``read(n)`` returns ``n`` bytes until the end), read
+    lazily from ``open_range``; ``tap`` (e.g. a digest's ``update``) sees every byte once."""
+    return io.BufferedReader(_ChunkStream(store.open_range(key, chunk_size=CHUNK), tap), CHUNK)
 
 
 def write_all(writer: BlobWriter, chunks: Iterable[bytes]) -> BlobInfo:

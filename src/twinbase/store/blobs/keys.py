@@ -69,6 +69,12 @@ def checkpoint(imodel_id: str, index: int) -> str:
     return f"{imodel_prefix(imodel_id)}/checkpoints/{index}.bim"
 
 
+def checkpoint_of(imodel_id: str, index: int, changeset_id: str) -> str:
+    """A checkpoint made by a completion: named by its changeset too, as racing completions on one
+    parent each make their own before one of them wins."""
+    return f"{imodel_prefix(imodel_id)}/checkpoints/{index}-{changeset_id}.bim"
+
+
 def changeset(imodel_id: str, changeset_id: str) -> str:
     return f"{imodel_prefix(imodel_id)}/changesets/{changeset_id}.cs"
 
