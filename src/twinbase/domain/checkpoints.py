@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import bisect
 import logging
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twinbase.bim.changeset import ChangesetFile, ChangesetFormatError, read_changeset
+from twinbase.bim.changeset import ChangesetFile, ChangesetFormatError
 from twinbase.bim.identity import BimFormatError
-from twinbase.bim.replay import ReplayError, apply_changeset, make_checkpoint, open_for_replay
+from twinbase.bim.replay import ReplayError, apply_changeset, make_checkpoint, open_for_replay, replay
 from twinbase.domain import summaries
 from twinbase.domain.imodels import FileServices
 from twinbase.errors import BlobNotFound, CheckpointNotFound
@@ -219,22 +220,32 @@ def build_file(
     does not apply) with a message naming the changeset, and ``BlobNotFound`` when a file vanished.
     """
     svc.blobs.download_to(the_plan.base_key, dest)
-    spool = dest.parent
-    db = open_for_replay(dest)
-    try:
-        total = len(the_plan.changesets)
+    folder = dest.parent / f"{dest.stem}-changesets"
+    folder.mkdir()
+    total = len(the_plan.changesets)
+
+    def files() -> Iterator[Path]:
+        # Fetched one by one as the engine asks for them; kept to the end, since the engine re-reads
+        # the good ones of a group it rolled back after a failure.
         for done, (cs_index, cs_id, cs_key) in enumerate(the_plan.changesets, start=1):
             if ctx is not None:
                 ctx.raise_if_cancelled()
                 ctx.progress(done / (total + 1), f"Applying changeset {cs_index} ({done} of {total})")
-            cs_path = spool / f"{cs_index}.cs"
-            svc.blobs.download_to(cs_key, cs_path)
-            try:
-                with read_changeset(cs_path, spool_dir=spool) as changeset:
-                    apply_changeset(db, changeset, label=f"changeset {cs_index} ({cs_id})")
-            finally:
-                cs_path.unlink(missing_ok=True)
-        return _models_of(db, models_of) if models_of else {}
+            path = folder / f"changeset-{cs_index}-{cs_id}.cs"
+            svc.blobs.download_to(cs_key, path)
+            yield path
+
+    try:
+        # The engine's own loop (grouped commits, no fsync on the scratch copy); each file must hash to
+        # its timeline id on the position the file is at, so a misplaced one can never be applied.
+        replay(dest, files(), expected_ids=[cs_id for _, cs_id, _ in the_plan.changesets])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if not models_of:
+        return {}
+    db = open_for_replay(dest)
+    try:
+        return _models_of(db, models_of)
     finally:
         db.close()
 
