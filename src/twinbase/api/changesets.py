@@ -259,7 +259,10 @@ DOCS = api_docs(
             errors=frozenset({403, 409}),
         ),
     ),
-    (get_changeset_checkpoint, Op("Get the checkpoint at or before a changeset", s.CheckpointAnswer)),
+    (
+        get_changeset_checkpoint,
+        Op("Get the checkpoint at exactly a changeset (scheduled if new)", s.CheckpointAnswer),
+    ),
     (
         create_extended_data,
         Op(

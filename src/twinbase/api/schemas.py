@@ -345,7 +345,15 @@ class ChangesetList(Wire):
     links: PageLinks | None = Field(default=None, alias="_links")
 
 
+class CheckpointError(Wire):
+    code: str
+    message: str
+
+
 class Checkpoint(Wire):
+    """The file at exactly one changeset: ``scheduled`` while twinbase makes it, ``successful`` with
+    a download link, ``failed`` with ``error`` (a twinbase addition: why it could not be made)."""
+
     changesetId: str
     changesetIndex: int
     size: int
@@ -353,6 +361,7 @@ class Checkpoint(Wire):
     dbName: str
     directoryAccessInfo: dict[str, Any] | None
     containerAccessInfo: dict[str, Any] | None
+    error: CheckpointError | None = None
     links: dict[str, StorageLink | None] = Field(alias="_links")
 
 
