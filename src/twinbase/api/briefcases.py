@@ -48,7 +48,9 @@ def briefcase_checkpoint(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.write() as session:  # a tip without its checkpoint yet schedules it
         cp = domain.latest_checkpoint(session, ctx.svc.jobs, ctx.principal, imodel_id)
         download = ctx.svc.storage_link(ctx.base, cp.blob_key)
-        return JSON({"checkpoint": checkpoints.to_wire(cp, download)})
+        answer = JSON({"checkpoint": checkpoints.to_wire(cp, download)})
+    ctx.svc.jobs.wake()
+    return answer
 
 
 @both(router, "/imodels/{imodel_id}/briefcases/{briefcase_id}", ["GET"])

@@ -138,6 +138,8 @@ def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Respons
         raise
     for key in evicted:  # after the commit: a reader sees the row gone before the file
         ctx.svc.blobs.delete(key)
+    if made is None and sealed is not None:
+        ctx.svc.jobs.wake()  # the tip's checkpoint was scheduled as a job
     return JSON({"changeset": wire})
 
 
@@ -147,7 +149,9 @@ def get_changeset_checkpoint(ctx: Ctx, imodel_id: str, ref: str) -> Response:
     with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
         checkpoint = domain.checkpoint_at(session, ctx.svc.jobs, imodel.id, ref)
-        return checkpoint_response(ctx, checkpoint)
+        answer = checkpoint_response(ctx, checkpoint)
+    ctx.svc.jobs.wake()  # after the commit: this process's idle workers take a new job at once
+    return answer
 
 
 # ----------------------------------------------------------------------------------- extended data

@@ -32,6 +32,7 @@ def create_named_version(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
         body = parse_body(raw, domain.NamedVersionCreate, code=INVALID_IMODELS, message=domain.CREATE_MESSAGE)
         nv = domain.create(session, ctx.svc.jobs, ctx.principal, imodel, body)
         wire = domain.to_wire(nv, ctx.base)
+    ctx.svc.jobs.wake()  # its checkpoint may have been scheduled
     return JSON({"namedVersion": wire}, status_code=201)
 
 
@@ -71,7 +72,9 @@ def get_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) -> Respon
     with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
         nv = domain.find(session, imodel.id, nv_id)
-        return checkpoint_response(ctx, domain.checkpoint(session, ctx.svc.jobs, nv))
+        answer = checkpoint_response(ctx, domain.checkpoint(session, ctx.svc.jobs, nv))
+    ctx.svc.jobs.wake()
+    return answer
 
 
 @both(router, NAMED_VERSION + "/checkpoint", ["PUT"])
@@ -83,7 +86,9 @@ def regenerate_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) ->
         )
         nv = domain.find(session, imodel.id, nv_id)
         row = checkpoints.regenerate(session, ctx.svc.jobs, domain.checkpoint(session, ctx.svc.jobs, nv))
-        return checkpoint_response(ctx, row)
+        answer = checkpoint_response(ctx, row)
+    ctx.svc.jobs.wake()
+    return answer
 
 
 DOCS = api_docs(
