@@ -175,15 +175,20 @@ class Chain:
 
 def _segments_chain(starts: F64, ends: F64, counts: np.ndarray[Any, np.dtype[np.int64]]) -> Chain:
     """Each segment i cut in counts[i] steps, as its own run."""
+    d = ends - starts
+    lengths = norms(d)
+    tangents = d / np.where(lengths > 0, lengths, 1.0)[:, None]
+    if (counts == 1).all():
+        # The usual case (no maximum edge length): each segment is just its two ends.
+        link = np.zeros(2 * len(d) - 1, bool)
+        link[::2] = True
+        return Chain(np.stack([starts, ends], axis=1).reshape(-1, 3), np.repeat(tangents, 2, axis=0), link)
     per = counts + 1
     seg = np.repeat(np.arange(len(counts)), per)
     first = np.concatenate([[0], np.cumsum(per)[:-1]])
     k = np.arange(int(per.sum())) - np.repeat(first, per)
     f = (k / counts[seg])[:, None]
-    d = ends - starts
     points = starts[seg] + f * d[seg]
-    lengths = norms(d)
-    tangents = d / np.where(lengths > 0, lengths, 1.0)[:, None]
     link = np.ones(len(points) - 1, bool)
     link[np.cumsum(per)[:-1] - 1] = False
     return Chain(points, tangents[seg], link)

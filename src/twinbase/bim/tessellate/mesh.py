@@ -168,7 +168,9 @@ class Mesh:
         """(2, 3): low and high corners of the axis-aligned range of the vertices that triangles use."""
         if not len(self.indices):
             return np.full((2, 3), np.nan)
-        used = self.positions[np.unique(self.indices)]
+        mask = np.zeros(len(self.positions), dtype=bool)
+        mask[self.indices.reshape(-1)] = True
+        used = self.positions if mask.all() else self.positions[mask]
         return np.stack([used.min(axis=0), used.max(axis=0)])
 
     def signed_volume(self) -> float:

@@ -86,23 +86,9 @@ def polyface_mesh(
     n_faces = int(face[-1]) + 1
     sizes = np.bincount(face, minlength=n_faces)
     start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    corner = np.arange(len(p))
-    nxt = corner + 1
-    nxt[start + sizes - 1] = start
-    prv = corner - 1
-    prv[start] = start + sizes - 1
-
     xyz = pts[p]
-    centroid = np.stack([np.bincount(face, xyz[:, i], n_faces) for i in range(3)], axis=1) / sizes[:, None]
-    rel = xyz - centroid[face]
-    terms = cross(rel, rel[nxt])
-    face_area = np.asarray(
-        0.5 * np.stack([np.bincount(face, terms[:, i], n_faces) for i in range(3)], axis=1), dtype=np.float64
-    )
+    tris, face_area = _triangulate(xyz, p, sizes, start)
 
-    tris = _triangulate(xyz, face, sizes, start, nxt, prv, face_area)
-
-    # Per-corner attributes, then one vertex per distinct combination.
     normal_arr = None if normals is None else as_points(normals, "polyface normals")
     n_idx = None
     if normal_arr is not None:
@@ -122,111 +108,158 @@ def polyface_mesh(
             point_index if color_index is None else color_index, pos, count, len(color_arr), "color"
         )
 
-    keys: list[I64] = [p]
+    # One vertex per distinct (point, normal, param, colour) of the corners, found with a single
+    # integer key per corner (a 1-D unique is far cheaper than a unique over rows).
     if normal_arr is not None and n_idx is not None:
-        unit_normals = normal_arr / np.where(norms(normal_arr) > 0, norms(normal_arr), 1.0)[:, None]
-        corner_normals = unit_normals[n_idx]
-        keys.append(n_idx)
+        lengths = norms(normal_arr)
+        corner_normals = (normal_arr / np.where(lengths > 0, lengths, 1.0)[:, None])[n_idx]
+        key: I64 | None = p * len(normal_arr) + n_idx
+    elif crease_angle is None:
+        # Flat facets: a corner's normal is its face's, so corners never share a vertex.
+        corner_normals = _unit_or_up(face_area)[face]
+        key = None
     else:
-        corner_normals = _computed_normals(p, face, face_area, crease_angle)
-        if crease_angle is None:
-            keys.append(face)
-        else:
-            keys.extend(np.round(corner_normals * 1e6).astype(np.int64).T)
-    if t_idx is not None:
-        keys.append(t_idx)
-    if c_idx is not None:
-        keys.append(c_idx)
-
-    if len(keys) == 2 and crease_angle is None and n_idx is None:
-        # Flat facets without params or colours: every corner is its own vertex already.
-        first = corner
-        inverse = corner
-    else:
-        _, first, inverse = np.unique(np.stack(keys, axis=1), axis=0, return_index=True, return_inverse=True)
+        corner_normals, key = _smooth_normals(p, face, face_area, len(pts), crease_angle)
+    if key is not None:
+        for extra, size in (
+            (t_idx, 0 if param_arr is None else len(param_arr)),
+            (c_idx, 0 if color_arr is None else len(color_arr)),
+        ):
+            if extra is not None:
+                key = key * size + extra
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
+        tris = inverse[tris]
+    else:
+        first = np.arange(len(p))
     return Mesh(
         xyz[first],
         corner_normals[first].astype(np.float32),
-        inverse[tris].astype(np.uint32),
+        tris.astype(np.uint32),
         params=None if param_arr is None or t_idx is None else param_arr[t_idx[first]].astype(np.float32),
         colors=None if color_arr is None or c_idx is None else color_arr[c_idx[first]],
         two_sided=two_sided,
     )
 
 
-def _triangulate(xyz: F64, face: I64, sizes: I64, start: I64, nxt: I64, prv: I64, face_area: F64) -> I64:
-    """Triangles as corner numbers: faces of 3 as they are, convex faces as fans, others by earcut."""
+def _unit_or_up(v: F64) -> F64:
+    length = norms(v)
+    out: F64 = np.where(
+        (length > 0)[:, None], v / np.where(length > 0, length, 1.0)[:, None], [0.0, 0.0, 1.0]
+    )
+    return out
+
+
+def _triangulate(xyz: F64, p: I64, sizes: I64, start: I64) -> tuple[I64, F64]:
+    """Triangles as corner numbers and each face's area vector. Faces are handled a size at a time
+    as (faces, size) blocks: triangles as they are, convex faces as fans, others by earcut."""
     n_faces = len(sizes)
+    face_area = np.zeros((n_faces, 3))
     out: list[I64] = []
-    tri_faces = np.flatnonzero(sizes == 3)
-    if len(tri_faces):
-        out.append(start[tri_faces][:, None] + np.arange(3)[None, :])
-    big = sizes > 3
-    if big.any():
-        in_big = big[face]
-        c = np.flatnonzero(in_big)
-        e_prev = xyz[c] - xyz[prv[c]]
-        e_next = xyz[nxt[c]] - xyz[c]
-        turn = np.einsum("ij,ij->i", cross(e_prev, e_next), face_area[face[c]])
-        scale = norms(e_prev) * norms(e_next) * norms(face_area[face[c]])
-        bad = turn < -1e-9 * scale
-        concave_face = np.zeros(n_faces, bool)
-        concave_face[face[c[bad]]] = True
-        fan_faces = np.flatnonzero(big & ~concave_face)
-        if len(fan_faces):
-            per = sizes[fan_faces] - 2
-            f = np.repeat(fan_faces, per)
-            first = np.concatenate([[0], np.cumsum(per)[:-1]])
-            j = np.arange(int(per.sum())) - np.repeat(first, per) + 1
-            s = start[f]
-            out.append(np.stack([s, s + j, s + j + 1], axis=1))
-        for fi in np.flatnonzero(concave_face):
-            s0 = int(start[fi])
-            ring = xyz[s0 : s0 + int(sizes[fi])]
-            normal = face_area[fi]
-            if not np.any(normal):
+    uniform = bool((sizes == sizes[0]).all())
+    for s in [int(sizes[0])] if uniform else np.unique(sizes).tolist():
+        if s < 3:
+            continue
+        f = np.arange(n_faces) if uniform else np.flatnonzero(sizes == s)
+        corners = start[f][:, None] + np.arange(s)[None, :]
+        ring = xyz[corners]
+        if s == 3:
+            face_area[f] = 0.5 * cross(ring[:, 1] - ring[:, 0], ring[:, 2] - ring[:, 0])
+            out.append(corners)
+            continue
+        # Component planes (faces, size) keep every step a contiguous array operation.
+        x, y, z = (np.ascontiguousarray(ring[:, :, i]) for i in range(3))
+        x -= x.mean(axis=1, keepdims=True)
+        y -= y.mean(axis=1, keepdims=True)
+        z -= z.mean(axis=1, keepdims=True)
+        shift = np.roll(np.arange(s), -1)
+        xn, yn, zn = x[:, shift], y[:, shift], z[:, shift]
+        area = 0.5 * np.stack(
+            [(y * zn - z * yn).sum(axis=1), (z * xn - x * zn).sum(axis=1), (x * yn - y * xn).sum(axis=1)],
+            axis=1,
+        )
+        face_area[f] = area
+        # Convex when every corner turns the same way as the face normal (within rounding).
+        ax, ay, az = area[:, 0:1], area[:, 1:2], area[:, 2:3]
+        ux, uy, uz = xn - x, yn - y, zn - z
+        back = np.roll(np.arange(s), 1)
+        vx, vy, vz = ux[:, back], uy[:, back], uz[:, back]
+        turn = ax * (vy * uz - vz * uy) + ay * (vz * ux - vx * uz) + az * (vx * uy - vy * ux)
+        scale = np.sqrt((ux * ux + uy * uy + uz * uz) * (vx * vx + vy * vy + vz * vz)) * norms(area)[:, None]
+        convex = (turn >= -1e-9 * scale).all(axis=1)
+        fan = corners[convex]
+        if len(fan):
+            j = np.arange(1, s - 1)
+            out.append(
+                np.stack(
+                    [np.broadcast_to(fan[:, :1], (len(fan), s - 2)), fan[:, j], fan[:, j + 1]], axis=2
+                ).reshape(-1, 3)
+            )
+        for fi in np.flatnonzero(~convex):
+            if not np.any(area[fi]):
                 continue
-            _, local, _ = triangulate_polygons([ring], normal)
-            out.append(local.astype(np.int64) + s0)
+            _, local, _ = triangulate_polygons([ring[fi]], area[fi])
+            out.append(corners[fi][local.astype(np.int64)])
     if not out:
-        return np.zeros((0, 3), np.int64)
-    return np.concatenate(out).astype(np.int64)
+        return np.zeros((0, 3), np.int64), face_area
+    tris = np.concatenate(out)
+    # A face that repeats a point makes triangles with two equal corners: they add no area or edge.
+    q = p[tris]
+    keep = (q[:, 0] != q[:, 1]) & (q[:, 1] != q[:, 2]) & (q[:, 0] != q[:, 2])
+    return (tris if keep.all() else tris[keep]), face_area
 
 
-def _computed_normals(p: I64, face: I64, face_area: F64, crease_angle: float | None) -> F64:
-    fn = face_area / np.where(norms(face_area) > 0, norms(face_area), 1.0)[:, None]
-    fallback = np.where((norms(face_area) > 0)[:, None], fn, np.array([0.0, 0.0, 1.0]))
-    if crease_angle is None:
-        out: F64 = fallback[face]
-        return out
-    cos_limit = math.cos(crease_angle)
+def _smooth_normals(p: I64, face: I64, face_area: F64, n_points: int, crease_angle: float) -> tuple[F64, I64]:
+    """Per-corner normals smoothed over the faces at the corner's point that bend less than
+    ``crease_angle`` from the corner's face, and a vertex key per corner.
+
+    Where every face at a point is within half the angle of their area-weighted average, every pair
+    is within the angle, so the result is that average (one vertex). Only the other points, along
+    creases, are resolved pair by pair."""
+    fu = _unit_or_up(face_area)
+    acc = np.stack([np.bincount(p, face_area[face, i], n_points) for i in range(3)], axis=1).astype(
+        np.float64
+    )
+    point_normal = _unit_or_up(acc)
+    corner_normals = point_normal[p]
+    deviates = np.einsum("ij,ij->i", corner_normals, fu[face]) < math.cos(0.5 * crease_angle)
+    crease_point = np.zeros(n_points, bool)
+    crease_point[p[deviates]] = True
+    key = p.copy()
+    corners = np.flatnonzero(crease_point[p])
+    if len(corners):
+        normals = _pairwise_normals(p[corners], face[corners], face_area, fu, math.cos(crease_angle))
+        corner_normals[corners] = normals
+        rows = np.concatenate([p[corners, None], np.round(normals * 1e6).astype(np.int64)], axis=1)
+        _, group = np.unique(rows, axis=0, return_inverse=True)
+        key[corners] = n_points + group.reshape(-1)
+    return corner_normals, key
+
+
+def _pairwise_normals(p: I64, face: I64, face_area: F64, fu: F64, cos_limit: float) -> F64:
     n = len(p)
     order = np.argsort(p, kind="stable")
     sp = p[order]
-    boundaries = np.flatnonzero(np.diff(sp)) + 1
-    group_start = np.concatenate([[0], boundaries])
+    group_start = np.concatenate([[0], np.flatnonzero(np.diff(sp)) + 1])
     group_size = np.diff(np.concatenate([group_start, [n]]))
     g_of_sorted = np.repeat(np.arange(len(group_start)), group_size)
     size_sorted = group_size[g_of_sorted]
     acc = np.zeros((n, 3))
     small = size_sorted <= _MAX_SMOOTH_GROUP
-    # All corner pairs that share a point (within small groups): each corner adds the area-weighted
-    # normal of every face at its point that bends less than the crease angle from its own face.
     rows = np.flatnonzero(small)
     if len(rows):
-        rep_counts = size_sorted[rows]
-        c1s = np.repeat(rows, rep_counts)
-        firsts = np.concatenate([[0], np.cumsum(rep_counts)[:-1]])
-        k = np.arange(int(rep_counts.sum())) - np.repeat(firsts, rep_counts)
+        # Every pair of corners at the same point: each corner adds the area-weighted normal of the
+        # other's face when the two faces bend less than the crease angle.
+        rep = size_sorted[rows]
+        c1s = np.repeat(rows, rep)
+        firsts = np.concatenate([[0], np.cumsum(rep)[:-1]])
+        k = np.arange(int(rep.sum())) - np.repeat(firsts, rep)
         c2s = group_start[g_of_sorted[c1s]] + k
         c1 = order[c1s]
         c2 = order[c2s]
-        f1 = face[c1]
-        f2 = face[c2]
-        ok = np.einsum("ij,ij->i", fn[f1], fn[f2]) >= cos_limit
+        ok = np.einsum("ij,ij->i", fu[face[c1]], fu[face[c2]]) >= cos_limit
         for i in range(3):
-            acc[:, i] = np.bincount(c1[ok], face_area[f2[ok], i], n)
+            acc[:, i] = np.bincount(c1[ok], face_area[face[c2[ok]], i], n)
     big_rows = np.flatnonzero(~small)
     if len(big_rows):
         # A point shared by very many faces (a fan's hub): average them all, keep the corner's own
@@ -235,9 +268,7 @@ def _computed_normals(p: I64, face: I64, face_area: F64, crease_angle: float | N
         total = np.zeros((len(group_start), 3))
         np.add.at(total, g_of_sorted[big_rows], face_area[face[c]])
         avg = total[g_of_sorted[big_rows]]
-        avg_u = avg / np.where(norms(avg) > 0, norms(avg), 1.0)[:, None]
-        use_avg = np.einsum("ij,ij->i", avg_u, fn[face[c]]) >= cos_limit
+        use_avg = np.einsum("ij,ij->i", _unit_or_up(avg), fu[face[c]]) >= cos_limit
         acc[c] = np.where(use_avg[:, None], avg, face_area[face[c]])
-    length = norms(acc)
-    out = np.where((length > 0)[:, None], acc / np.where(length > 0, length, 1.0)[:, None], fallback[face])
+    out: F64 = np.where((norms(acc) > 0)[:, None], _unit_or_up(acc), fu[face])
     return out

@@ -53,8 +53,8 @@ def planar_region(loops: Sequence[Curve], options: StrokeOptions) -> Mesh:
     """A parity region: ``loops[0]`` is the outer loop, the others are holes in it. Each loop is a
     curve (primitives end to end, or an (n, 3) point array); an open loop is closed with a straight
     edge. Facets face the outer loop's right-hand-rule normal; the mesh is two-sided."""
-    if not loops:
-        raise TessellationError("region: no loops")
+    if isinstance(loops, np.ndarray) or not len(loops):
+        raise TessellationError("region: expected a non-empty list of loops (outer first)")
     points, tris, normal = triangulate_polygons(region_polygons(loops, options))
     normals = np.broadcast_to(normal.astype(np.float32), points.shape)
     return Mesh(points, normals, tris, two_sided=True).subset(np.ones(len(tris), bool))

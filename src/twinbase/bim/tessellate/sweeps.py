@@ -21,10 +21,10 @@ primitive with the larger of their counts, so the sections line up point for poi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from ._geom import F64, as_vector, cross, is_full_circle, newell_normal, norms, unit
 from .curves import (
@@ -49,28 +49,65 @@ def _reversed(chain: Chain) -> Chain:
     return Chain(chain.points[::-1].copy(), -chain.tangents[::-1], chain.link[::-1].copy())
 
 
-def _strip(rows: F64, normals: F64, link: np.ndarray, *, wrap_rows: bool = False) -> Mesh:
-    """Quads between consecutive rows (R, n, 3) over the linked columns; faces d/dcol x d/drow.
-    ``wrap_rows`` joins the last row back to the first (a full rotation)."""
-    n_rows, n = rows.shape[0], rows.shape[1]
-    cols = np.flatnonzero(link)
-    bands = n_rows if wrap_rows else n_rows - 1
-    r = np.arange(bands)[:, None]
-    c = cols[None, :]
-    r1 = (r + 1) % n_rows
-    a = r * n + c
-    b = r * n + c + 1
-    cc = r1 * n + c + 1
-    d = r1 * n + c
-    tris = np.concatenate([np.stack([a, b, cc], -1).reshape(-1, 3), np.stack([a, cc, d], -1).reshape(-1, 3)])
-    return Mesh(rows.reshape(-1, 3), normals.reshape(-1, 3).astype(np.float32), tris.astype(np.uint32))
+class _Parts:
+    """Pieces of one mesh gathered as arrays, joined once at the end."""
 
+    def __init__(self) -> None:
+        self.positions: list[F64] = []
+        self.normals: list[F64] = []
+        self.tris: list[NDArray[np.int64]] = []
+        self.count = 0
 
-def _cap(polygons: list[F64], normal: F64, *, facing: float) -> Mesh:
-    """The region on ``polygons`` (outer first) facing ``facing * normal``."""
-    points, tris, n = triangulate_polygons(polygons, normal)
-    mesh = Mesh(points, np.broadcast_to(n.astype(np.float32), points.shape), tris)
-    return mesh if facing > 0 else mesh.flipped()
+    def add(self, positions: F64, normals: F64, tris: NDArray[np.int64]) -> None:
+        if not len(tris):
+            return
+        self.positions.append(positions.reshape(-1, 3))
+        self.normals.append(np.broadcast_to(normals, positions.shape).reshape(-1, 3))
+        self.tris.append(tris + self.count)
+        self.count += len(self.positions[-1])
+
+    def strip(self, rows: F64, normals: F64, link: NDArray[np.bool_], *, wrap_rows: bool = False) -> None:
+        """Quads between consecutive rows (R, n, 3) over the linked columns; faces d/dcol x d/drow.
+        ``wrap_rows`` joins the last row back to the first (a full rotation)."""
+        n_rows, n = rows.shape[0], rows.shape[1]
+        cols = np.flatnonzero(link)
+        bands = n_rows if wrap_rows else n_rows - 1
+        r = np.arange(bands)[:, None]
+        c = cols[None, :]
+        r1 = (r + 1) % n_rows
+        a = r * n + c
+        b = a + 1
+        d = r1 * n + c
+        cc = d + 1
+        tris = np.stack([np.stack([a, b, cc], -1), np.stack([a, cc, d], -1)], axis=2).reshape(-1, 3)
+        self.add(rows, normals, tris)
+
+    def caps(self, polygons: list[F64], normal: F64, far: Callable[[F64], F64], far_normal: F64) -> None:
+        """The region on ``polygons`` (outer first) facing ``-normal``, and the same triangles carried
+        by ``far`` facing ``far_normal``: both ends of a sweep from one triangulation."""
+        if len(polygons[0]) < 3:
+            return
+        points, tris, n = triangulate_polygons(polygons, normal)
+        tris64 = tris.astype(np.int64)
+        self.add(points, -n, tris64[:, ::-1])
+        self.add(far(points), far_normal, tris64)
+
+    def region(self, polygons: list[F64], normal: F64, *, facing: float) -> None:
+        """The region on ``polygons`` (outer first) facing ``facing * normal``."""
+        points, tris, n = triangulate_polygons(polygons, normal)
+        tris64 = tris.astype(np.int64)
+        self.add(points, facing * n, tris64 if facing > 0 else tris64[:, ::-1])
+
+    def mesh(self, two_sided: bool) -> Mesh:
+        if not self.tris:
+            return Mesh.empty()
+        mesh = Mesh(
+            np.concatenate(self.positions),
+            np.concatenate(self.normals).astype(np.float32),
+            np.concatenate(self.tris).astype(np.uint32),
+            two_sided=two_sided,
+        )
+        return mesh.without_degenerate()
 
 
 def _oriented(chains: list[Chain], direction: F64) -> list[Chain]:
@@ -83,19 +120,9 @@ def _oriented(chains: list[Chain], direction: F64) -> list[Chain]:
     return out
 
 
-def _finish(parts: list[Mesh], *, two_sided: bool) -> Mesh:
-    parts = [p for p in parts if p.n_triangles]
-    if not parts:
-        return Mesh.empty()
-    mesh = Mesh.concat(parts).without_degenerate()
-    mesh.entry = None
-    mesh.two_sided = two_sided
-    return mesh
-
-
 def _profile_chains(profile: Sequence[Curve], options: StrokeOptions, closed: bool) -> list[Chain]:
-    if not profile:
-        raise TessellationError("sweep: the profile has no curves")
+    if isinstance(profile, np.ndarray) or not len(profile):
+        raise TessellationError("sweep: the profile must be a non-empty list of loops or paths")
     chains = [curve_chain(c, options, close=closed) for c in profile]
     return [c for c in chains if len(c.points) >= 2]
 
@@ -121,18 +148,16 @@ def linear_sweep(
         chains = _oriented(chains, v)
     steps = distance_segments(length, options)
     f = (np.arange(steps + 1) / steps)[:, None, None]
-    parts = []
+    parts = _Parts()
     for chain in chains:
-        rows = chain.points[None, :, :] + f * v
+        rows = chain.points[None, :, :] + f * v if steps > 1 else np.stack([chain.points, chain.points + v])
         normal = unit(cross(chain.tangents, v))
-        parts.append(_strip(rows, np.broadcast_to(normal, rows.shape), chain.link))
+        parts.strip(rows, np.broadcast_to(normal, rows.shape), chain.link)
     if closed and capped and chains:
         polygons = [c.polygon() for c in chains]
-        if len(polygons[0]) >= 3:
-            up = unit(newell_normal(polygons[0]))
-            parts.append(_cap(polygons, up, facing=-1.0))
-            parts.append(_cap([p + v for p in polygons], up, facing=1.0))
-    return _finish(parts, two_sided=not (closed and capped))
+        up = unit(newell_normal(polygons[0]))
+        parts.caps(polygons, up, lambda pts: pts + v, up)
+    return parts.mesh(two_sided=not (closed and capped))
 
 
 # -- rotational sweep -----------------------------------------------------------------------------
@@ -185,7 +210,7 @@ def rotational_sweep(
     cos = np.cos(angles)[:, None, None]
     sin = np.sin(angles)[:, None, None]
     snap = 1e-12 * max(r_max, float(np.abs(all_pts).max()))
-    parts = []
+    parts = _Parts()
     for chain in chains:
         rel = chain.points - o
         h = rel @ a
@@ -200,21 +225,19 @@ def rotational_sweep(
         n0 = unit(cross(chain.tangents, sweep_dir))
         n_rows = cos * n0[None] + sin * cross(a, n0)[None] + (1.0 - cos) * (n0 @ a)[None, :, None] * a
         if full:
-            parts.append(_strip(rows[:-1], n_rows[:-1], chain.link, wrap_rows=True))
+            parts.strip(rows[:-1], n_rows[:-1], chain.link, wrap_rows=True)
         else:
-            parts.append(_strip(rows, n_rows, chain.link))
+            parts.strip(rows, n_rows, chain.link)
     if closed and capped and not full:
         polygons = [c.polygon() for c in chains]
-        if len(polygons[0]) >= 3:
-            up = unit(newell_normal(polygons[0]))
-            rot = (
-                np.cos(total) * np.eye(3)
-                + np.sin(total) * _cross_matrix(a)
-                + (1 - np.cos(total)) * np.outer(a, a)
-            )
-            parts.append(_cap(polygons, up, facing=-1.0))
-            parts.append(_cap([(p - o) @ rot.T + o for p in polygons], rot @ up, facing=1.0))
-    return _finish(parts, two_sided=not (closed and (capped or full)))
+        up = unit(newell_normal(polygons[0]))
+        rot = (
+            np.cos(total) * np.eye(3)
+            + np.sin(total) * _cross_matrix(a)
+            + (1 - np.cos(total)) * np.outer(a, a)
+        )
+        parts.caps(polygons, up, lambda pts: (pts - o) @ rot.T + o, rot @ up)
+    return parts.mesh(two_sided=not (closed and (capped or full)))
 
 
 def _cross_matrix(a: F64) -> F64:
@@ -297,7 +320,7 @@ def ruled_sweep(
             if area != 0 and (area > 0) != (li == 0):
                 for si in range(len(chains)):
                     chains[si][li] = _reversed(chains[si][li])
-    parts = []
+    parts = _Parts()
     for si in range(len(chains) - 1):
         for a, b in zip(chains[si], chains[si + 1], strict=True):
             across = b.points - a.points
@@ -306,11 +329,12 @@ def ruled_sweep(
             rows = (1 - f) * a.points[None] + f * b.points[None]
             tangents = (1 - f) * a.tangents[None] + f * b.tangents[None]
             normals = unit(cross(tangents, np.broadcast_to(across, rows.shape)))
-            parts.append(_strip(rows, normals, a.link & b.link))
+            parts.strip(rows, normals, a.link & b.link)
     if closed and capped:
         first = [c.polygon() for c in chains[0]]
         last = [c.polygon() for c in chains[-1]]
         if len(first[0]) >= 3 and len(last[0]) >= 3:
-            parts.append(_cap(first, unit(newell_normal(first[0])), facing=-1.0))
-            parts.append(_cap(last, unit(newell_normal(last[0])), facing=1.0))
-    return _finish(parts, two_sided=not (closed and capped))
+            # The end sections are congruent, not translated copies: each is triangulated on its own.
+            parts.region(first, unit(newell_normal(first[0])), facing=-1.0)
+            parts.region(last, unit(newell_normal(last[0])), facing=1.0)
+    return parts.mesh(two_sided=not (closed and capped))
