@@ -185,7 +185,9 @@ def main() -> None:
     rect = np.array([[1, 0, 0], [2, 0, 0], [2, 0, 1], [1, 0, 1]], float)
     t = time.perf_counter()
     tris = sum(
-        rotational_sweep([rect + [0, 0, i]], [0, 0, 0], [0, 0, 1], 2 * math.pi, options=options).n_triangles
+        rotational_sweep(
+            [rect + np.array([0.0, 0.0, i])], [0, 0, 0], [0, 0, 1], 2 * math.pi, options=options
+        ).n_triangles
         for i in range(n)
     )
     report("rotational sweep, washer", tris, time.perf_counter() - t, n)
