@@ -255,14 +255,33 @@ def curve_chain(curve: Curve, options: StrokeOptions, *, close: bool = False) ->
 
 
 def close_gaps(chains: list[Chain], close: bool) -> Chain:
+    """Join primitives end to end. Ends that miss by rounding only (a full arc's end is cos(2 pi)
+    away from its start) are made to meet exactly; a real gap gets a straight run, and so does the
+    way back to the start when ``close`` is asked."""
+    chains = [c for c in chains if len(c.points)]
+    if not chains:
+        return Chain.join([])
+    scale = max(float(np.abs(c.points).max()) for c in chains)
+    snap = 1e-10 * max(scale, 1.0)
     joined: list[Chain] = []
-    for i, c in enumerate(chains):
-        if i and len(joined[-1].points) and len(c.points) and (joined[-1].points[-1] != c.points[0]).any():
-            joined.append(_gap(joined[-1].points[-1], c.points[0]))
+    for c in chains:
+        if joined:
+            prev = joined[-1].points[-1]
+            gap = float(np.abs(c.points[0] - prev).max())
+            if 0 < gap <= snap:
+                c = Chain(c.points.copy(), c.tangents, c.link)
+                c.points[0] = prev
+            elif gap > snap:
+                joined.append(_gap(prev, c.points[0]))
         joined.append(c)
     out = Chain.join(joined)
-    if close and len(out.points) > 1 and (out.points[-1] != out.points[0]).any():
-        out = Chain.join([out, _gap(out.points[-1], out.points[0])])
+    if close and len(out.points) > 1:
+        gap = float(np.abs(out.points[-1] - out.points[0]).max())
+        if 0 < gap <= snap:
+            out.points = out.points.copy()
+            out.points[-1] = out.points[0]
+        elif gap > snap:
+            out = Chain.join([out, _gap(out.points[-1], out.points[0])])
     return out
 
 

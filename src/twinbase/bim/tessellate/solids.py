@@ -202,7 +202,7 @@ def boxes(
         face_normal = cross(quads[:, :, 2] - quads[:, :, 0], quads[:, :, 3] - quads[:, :, 1]).astype(
             np.float32
         )
-        normals = _normalize(np.repeat(face_normal, 4, axis=1))
+        normals = np.repeat(_normalize(face_normal), 4, axis=1)
         mesh = _assemble(template, positions, normals, np.zeros(len(ids), bool), ids, two_sided=False)
         if (bx[ids] == 0).any() or (by[ids] == 0).any() or (tx[ids] == 0).any() or (ty[ids] == 0).any():
             mesh = mesh.without_degenerate()
