@@ -686,3 +686,21 @@ def test_concat_range_and_entries() -> None:
     kept = Mesh.concat([both, both], entries="keep")
     assert kept.entry is not None and (kept.entry[: both.n_vertices] == both.entry).all()
     assert Mesh.concat([]).n_triangles == 0
+
+
+def test_instances_of_a_part() -> None:
+    part = cone([0, 0, 0], [0, 0, 1], 0.5, 0.5, options=TOL)
+    yaw = np.array([[0, -1, 0, 10], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    scaled = np.diag([2.0, 2.0, 2.0, 1.0])
+    mirrored = np.diag([1.0, -1.0, 1.0, 1.0])
+    many = part.instanced(np.stack([yaw, scaled, mirrored]))
+    assert many.n_triangles == 3 * part.n_triangles
+    assert many.entry is not None and list(np.bincount(many.entry)) == [part.n_vertices] * 3
+    assert many.signed_volume() == pytest.approx(part.signed_volume() * (1 + 8 + 1))
+    for i, matrix in enumerate((yaw, scaled, mirrored)):
+        one = many.subset(np.isin(many.indices[:, 0], np.flatnonzero(many.entry == i)))
+        alone = part.transformed(matrix)
+        assert np.allclose(one.positions, alone.positions) and np.allclose(
+            one.normals, alone.normals, atol=1e-6
+        )
+        assert_outward_solid(one)

@@ -237,6 +237,37 @@ class Mesh:
             two_sided=self.two_sided,
         )
 
+    def instanced(self, transforms: ArrayLike) -> Mesh:
+        """Copies of this mesh carried by each of ``transforms`` (k, 4, 4) or (k, 3, 4), in one mesh
+        whose ``entry`` is the instance number (for formats or checks that want world geometry;
+        keep a part as one mesh plus its transforms where instancing is possible)."""
+        m = np.asarray(transforms, dtype=np.float64)
+        if m.ndim != 3 or m.shape[1:] not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
+            raise TessellationError(f"instanced: expected (k, 4, 4) or (k, 3, 4) transforms, got {m.shape}")
+        k, n = len(m), len(self.positions)
+        if k * n >= 2**32:
+            raise TessellationError(f"instanced: {k * n} vertices do not fit uint32 indices")
+        linear = m[:, :3, :3]
+        positions = np.matmul(self.positions[None], linear.transpose(0, 2, 1)) + m[:, None, :3, 3]
+        det = np.linalg.det(linear)
+        normal_mats = np.stack([_normal_matrix(a) for a in linear]) if k else np.zeros((0, 3, 3))
+        normals = np.matmul(self.normals[None].astype(np.float64), normal_mats.transpose(0, 2, 1))
+        lengths = np.sqrt(np.einsum("kij,kij->ki", normals, normals))
+        normals /= np.where(lengths > 0, lengths, 1.0)[..., None]
+        tris = self.indices[None] + (np.arange(k, dtype=np.uint32) * np.uint32(n))[:, None, None]
+        mirrored = det < 0
+        if mirrored.any():
+            tris[mirrored] = tris[mirrored][:, :, [0, 2, 1]]
+        return Mesh(
+            positions.reshape(-1, 3),
+            normals.reshape(-1, 3).astype(np.float32),
+            tris.reshape(-1, 3),
+            params=None if self.params is None else np.tile(self.params, (k, 1)),
+            colors=None if self.colors is None else np.tile(self.colors, k),
+            entry=np.repeat(np.arange(k, dtype=np.int32), n),
+            two_sided=self.two_sided,
+        )
+
     def flipped(self) -> Mesh:
         """The same surface facing the other way (winding reversed, normals negated)."""
         return Mesh(
