@@ -8,7 +8,8 @@ products), and place every instance with one matrix product (basis x per-instanc
 many solids cost a few BLAS calls, not a Python loop per solid.
 
 Counts follow the native library (see ``options``): a sphere has ``full_ellipse_segments(r)``
-meridians and ``arc_segments(r, latitude sweep)`` latitude bands (r = its largest axis); a cone has
+meridians and ``arc_segments(r, latitude sweep)`` latitude bands (r = its radius; for an ellipsoid the
+geometric mean of its radii, |det| ** (1/3), as native); a cone has
 ``full_ellipse_segments`` of its larger end around; a torus pipe has ``full_ellipse_segments(minor)``
 around the pipe and ``arc_segments(major + minor, sweep)`` along it; a box has one quad per face (a
 grid when ``max_edge_length`` asks for it). Closed solids face outward; a left-handed frame (negative
@@ -353,10 +354,13 @@ def spheres(
     lat0 = np.clip(lat0, -math.pi / 2, math.pi / 2)
     sweep = np.minimum(sweep, math.pi / 2 - lat0)
     cap = _flags(capped, k)
-    radius = np.sqrt(np.einsum("kij,kij->kj", a, a)).max(axis=1)
-    n_lon = np.maximum(full_ellipse_segments_array(radius, options), 4)
-    n_lat = np.maximum(arc_segments_array(radius, sweep, options), 2)
     det = np.linalg.det(a)
+    # The native library counts with the transform's mean scale, |det| ** (1/3): the radius for a
+    # round sphere, the geometric mean of the three radii for an ellipsoid.
+    mean_scale = np.cbrt(np.abs(det))
+    n_lon = np.maximum(full_ellipse_segments_array(mean_scale, options), 4)
+    n_lat = np.maximum(arc_segments_array(mean_scale, sweep, options), 2)
+    radius = np.sqrt(np.einsum("kij,kij->kj", a, a)).max(axis=1)
     # Normals go by the inverse transpose; for a scaled rotation that is the matrix over its scale.
     gram = np.einsum("kji,kjl->kil", a, a)
     conformal = np.abs(gram - radius[:, None, None] ** 2 * np.eye(3)).max(axis=(1, 2)) <= 1e-9 * radius**2
