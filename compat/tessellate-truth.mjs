@@ -6,7 +6,8 @@
 //   node compat/tessellate-truth.mjs spec.json out.json work-dir
 //
 // Spec: { "tolerances": [0.01, ...], "cases": [{ "name", "kind", ...parameters }] } with kinds
-// sphere, cone, torus, box, linear, rotational, ruled, region, bsurface, polyface; curves are
+// sphere, cone, torus, box, linear, rotational, ruled, region, bsurface, polyface and path (a wire: its
+// segments and length are reported); curves are
 // { "points": [[x,y,z]...] } (a closed line string), { "segment": [a, b] },
 // { "arc": [center, vector0, vector90, start, sweep] } or
 // { "bspline": { "poles": [...], "knots": [...], "order": n, "weights"?: [...] } } (weighted poles); a loop is
@@ -19,7 +20,8 @@ import { IModelHost, PhysicalModel, SpatialCategory, StandaloneDb } from "@itwin
 import { Code, GeometryStreamBuilder, IModel, SubCategoryAppearance } from "@itwin/core-common";
 import {
   Angle, AngleSweep, Arc3d, Box, BSplineCurve3d, BSplineCurve3dH, BSplineSurface3d, BSplineSurface3dH, Cone,
-  IndexedPolyface, LinearSweep, LineSegment3d, LineString3d, Loop, Matrix3d, ParityRegion, Point3d, Point4d, Ray3d,
+  IndexedPolyface, LinearSweep, LineSegment3d, LineString3d, Loop, Matrix3d, ParityRegion, Path, Point3d, Point4d,
+  Ray3d,
   RotationalSweep, RuledSweep, Sphere, TorusPipe, Transform, Vector3d,
 } from "@itwin/core-geometry";
 
@@ -68,6 +70,8 @@ function geometry(c) {
       return RuledSweep.create(c.sections.map(region), c.capped);
     case "region":
       return region(c.loops);
+    case "path":
+      return Path.create(...c.curves.map(curve));
     case "bsurface": {
       const poles = c.poles.flat().map(P);
       const [nv, nu] = [c.poles.length, c.poles[0].length];
@@ -131,6 +135,17 @@ try {
         const prev = out[key] ?? { triangles: 0, points: 0, area: 0, volume: 0 };
         out[key] = { triangles: prev.triangles + ix.length / 3, points: prev.points + p.length / 3,
           area: prev.area + area, volume: prev.volume + volume };
+      },
+      onLineGraphics: (info) => {
+        const { points: p, indices: ix } = info.lines;
+        let length = 0;
+        for (let i = 0; i < ix.length; i += 2) {
+          const a = ix[i] * 3, b = ix[i + 1] * 3;
+          length += Math.hypot(p[b] - p[a], p[b + 1] - p[a + 1], p[b + 2] - p[a + 2]);
+        }
+        const key = `${nameOf[info.elementId]}@${chordTol}`;
+        const prev = out[key] ?? { segments: 0, points: 0, length: 0 };
+        out[key] = { segments: prev.segments + ix.length / 2, points: prev.points + p.length / 3, length: prev.length + length };
       },
     });
   }

@@ -29,11 +29,13 @@ from twinbase.bim.tessellate import (
     Arc,
     BSplineCurve,
     LineSegment,
+    LineString,
     Mesh,
     StrokeOptions,
     boxes,
     bspline_surface_mesh,
     cones,
+    curve_polyline,
     linear_sweep,
     planar_region,
     polyface_mesh,
@@ -391,6 +393,36 @@ CASES: list[tuple[dict[str, Any], str | float]] = [
         0.003,
     ),
     ({"name": "polyface_cube", "kind": "polyface", "points": CUBE_POINTS, "index": CUBE_INDEX}, "same"),
+    (
+        {
+            "name": "polyface_concave",
+            "kind": "polyface",
+            # An L (concave) and a convex hexagon.
+            "points": [
+                *([0, 0, 0], [2, 0, 0], [2, 1, 0], [1, 1, 0], [1, 2, 0], [0, 2, 0]),
+                *([5, 0, 0], [7, 0, 0], [8, 1, 0], [7, 2, 0], [5, 2, 0], [4, 1, 0]),
+            ],
+            "index": [1, 2, 3, 4, 5, 6, 0, 7, 8, 9, 10, 11, 12, 0],
+        },
+        "same",
+    ),
+]
+# Wires: exportGraphics' line output (segments and length) against ``curve_polyline``.
+WIRES: list[dict[str, Any]] = [
+    {"name": "arc_wire", "kind": "path", "curves": [{"arc": [[0, 0, 0], [2, 0, 0], [0, 2, 0], 0.3, 2.0]}]},
+    {
+        "name": "ellipse_wire",
+        "kind": "path",
+        "curves": [{"arc": [[1, 0, 0], [2, 0, 0], [0, 1, 0], 0.0, 2 * math.pi]}],
+    },
+    {"name": "bspline_wire", "kind": "path", "curves": [CUBIC_LOOP]},
+    {"name": "rational_wire", "kind": "path", "curves": [RATIONAL_CIRCLE]},
+    {"name": "slot_wire", "kind": "path", "curves": SLOT},
+    {
+        "name": "polyline_wire",
+        "kind": "path",
+        "curves": [{"segment": [[0, 0, 0], [3, 4, 0]]}, {"segment": [[3, 4, 0], [3, 4, 5]]}],
+    },
 ]
 
 
@@ -473,7 +505,7 @@ def itwinjs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, flo
     work = tmp_path_factory.mktemp("tessellate-truth")
     spec = work / "spec.json"
     out = work / "out.json"
-    spec.write_text(json.dumps({"tolerances": TOLERANCES, "cases": [c for c, _ in CASES]}))
+    spec.write_text(json.dumps({"tolerances": TOLERANCES, "cases": [c for c, _ in CASES] + WIRES}))
     proc = subprocess.run(
         [_tool("node"), str(ROOT / "compat" / "tessellate-truth.mjs"), str(spec), str(out), str(work)],
         cwd=ROOT / "compat",
@@ -506,3 +538,22 @@ def test_same_facets_as_export_graphics(
     assert volume == pytest.approx(truth["volume"], rel=1e-9, abs=1e-9), detail
     if agree == "same":
         assert mesh.n_triangles == truth["triangles"], detail
+
+
+@pytest.mark.parametrize("tol", TOLERANCES)
+@pytest.mark.parametrize("case", WIRES, ids=[c["name"] for c in WIRES])
+def test_same_wires_as_export_graphics(
+    itwinjs: dict[str, dict[str, float]], case: dict[str, Any], tol: float
+) -> None:
+    truth = itwinjs[f"{case['name']}@{tol}"]
+    line = curve_polyline([[p for c in case["curves"] for p in loop_primitives_list(c)]], StrokeOptions(tol))
+    ours = f"ours {len(line.segments())} segments, length {line.length():.12g}"
+    detail = f"{case['name']} @ {tol}: {ours}; iTwin.js {truth}"
+    assert len(line.segments()) == truth["segments"], detail
+    assert line.length() == pytest.approx(truth["length"], rel=1e-12), detail
+    assert line.n_lines == 1 and not line.points_only
+
+
+def loop_primitives_list(spec: dict[str, Any]) -> list[Any]:
+    out = loop_primitives(spec)
+    return [LineString(out)] if isinstance(out, np.ndarray) else out

@@ -200,12 +200,16 @@ def bezier_edge_counts(bez: F64, options: StrokeOptions, chord_factor: float = 1
     return np.where(straight, 1, np.maximum(count, 1))
 
 
-def curve_span_counts(bez: F64, options: StrokeOptions) -> I64:
-    """Edges the native stroker gives each Bezier span of a curve: one fewer than the estimate
-    (measured: ``exportGraphics`` strokes a rational quadratic circle span with 5 edges at 15 degrees,
-    where the estimate is 6, and with 10 and 33 edges at chord tolerances 0.01 and 0.001, where it
-    is 11 and 34; a cubic likewise), and at least one."""
-    out: I64 = np.maximum(bezier_edge_counts(bez, options) - 1, 1)
+def curve_span_counts(bez: F64, options: StrokeOptions, *, wire: bool = False) -> I64:
+    """Edges the native library gives each Bezier span of a curve. Drawn as a wire: the estimate.
+    As the edge of a facetted surface (a sweep, a region): one fewer, at least one. Both measured with
+    ``exportGraphics``: a rational quadratic circle's span gets 11 and 34 line segments at chord
+    tolerances 0.01 and 0.001 (the estimates) but 10 and 33 facet edges in an extrusion of it, and
+    5 at 15 degrees where the estimate is 6; a cubic likewise."""
+    estimate = bezier_edge_counts(bez, options)
+    if wire:
+        return estimate
+    out: I64 = np.maximum(estimate - 1, 1)
     return out
 
 
@@ -240,14 +244,17 @@ def stroke_bspline_curve(
     weighted_poles: bool = True,
     options: StrokeOptions,
     min_segments: int = 0,
+    wire: bool = False,
 ) -> tuple[F64, F64]:
     """Stroke points (m, 3) of a B-spline curve and their parameters (m,).
 
-    ``min_segments`` forces at least that many segments in all (used to match congruent sections)."""
+    ``wire``: count as for a curve drawn as a line (the native estimate per span) rather than as the
+    edge of a surface (one fewer per span); see ``curve_span_counts``. ``min_segments`` forces at
+    least that many segments in all (used to match congruent sections)."""
     ctrl, k = prepare_control(poles, order, knots, weights, closed, weighted_poles, "B-spline curve")
     n = ctrl.shape[0]
     spans = _spans(k, order, n)
-    counts = curve_span_counts(bezier_polygons(k, order, ctrl, spans), options)
+    counts = curve_span_counts(bezier_polygons(k, order, ctrl, spans), options, wire=wire)
     total = int(counts.sum())
     if min_segments > total:
         counts = _spread(counts, min_segments)
@@ -276,10 +283,11 @@ def bspline_curve_segment_count(
     closed: bool = False,
     weighted_poles: bool = True,
     options: StrokeOptions,
+    wire: bool = False,
 ) -> int:
     ctrl, k = prepare_control(poles, order, knots, weights, closed, weighted_poles, "B-spline curve")
     spans = _spans(k, order, ctrl.shape[0])
-    return int(curve_span_counts(bezier_polygons(k, order, ctrl, spans), options).sum())
+    return int(curve_span_counts(bezier_polygons(k, order, ctrl, spans), options, wire=wire).sum())
 
 
 def _direction_params(knots: F64, order: int, ctrl: F64, options: StrokeOptions) -> F64:

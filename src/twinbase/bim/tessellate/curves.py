@@ -94,8 +94,15 @@ def _arc_params(arc: Arc) -> tuple[F64, F64, F64, float, float]:
     return c, v0, v90, start, sweep
 
 
-def piece_counts(prim: CurvePrimitive, options: StrokeOptions) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Segments for each piece of a primitive: one value per line string segment, one for others."""
+def piece_counts(
+    prim: CurvePrimitive, options: StrokeOptions, *, wire: bool = False
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Segments for each piece of a primitive: one value per line string segment, one for others.
+
+    ``wire``: counted as the native library strokes a curve drawn as a line, which differs from the
+    edges of a facetted surface: an arc gets one segment fewer than ``arc_segments`` (its count is
+    taken as a number of points), a B-spline one more per span (see ``curve_span_counts``). Both
+    measured against ``exportGraphics``."""
     if isinstance(prim, LineSegment):
         a = as_vector(prim.start, "segment start")
         b = as_vector(prim.end, "segment end")
@@ -113,7 +120,8 @@ def piece_counts(prim: CurvePrimitive, options: StrokeOptions) -> np.ndarray[Any
     if isinstance(prim, Arc):
         _, v0, v90, _, sweep = _arc_params(prim)
         radius = max(float(np.linalg.norm(v0)), float(np.linalg.norm(v90)))
-        return np.array([arc_segments(radius, sweep, options)], dtype=np.int64)
+        n = arc_segments(radius, sweep, options)
+        return np.array([max(n - 1, 1) if wire else n], dtype=np.int64)
     return np.array(
         [
             bspline_curve_segment_count(
@@ -124,6 +132,7 @@ def piece_counts(prim: CurvePrimitive, options: StrokeOptions) -> np.ndarray[Any
                 closed=prim.closed,
                 weighted_poles=prim.weighted_poles,
                 options=options,
+                wire=wire,
             )
         ],
         dtype=np.int64,
@@ -210,7 +219,11 @@ def _smooth_tangents(points: F64) -> F64:
 
 
 def primitive_chain(
-    prim: CurvePrimitive, counts: np.ndarray[Any, np.dtype[np.int64]], options: StrokeOptions
+    prim: CurvePrimitive,
+    counts: np.ndarray[Any, np.dtype[np.int64]],
+    options: StrokeOptions,
+    *,
+    wire: bool = False,
 ) -> Chain:
     """Stroke a primitive with the given piece counts (see ``piece_counts``; a B-spline's count is
     spread over its spans in proportion to what ``options`` asks of each)."""
@@ -243,14 +256,15 @@ def primitive_chain(
         weighted_poles=prim.weighted_poles,
         options=options,
         min_segments=int(counts[0]),
+        wire=wire,
     )
     return Chain(points, _smooth_tangents(points), np.ones(len(points) - 1, bool))
 
 
-def curve_chain(curve: Curve, options: StrokeOptions, *, close: bool = False) -> Chain:
+def curve_chain(curve: Curve, options: StrokeOptions, *, close: bool = False, wire: bool = False) -> Chain:
     """Stroke a loop or path. ``close`` adds a straight run over any gap back to the start."""
     prims = as_primitives(curve)
-    chains = [primitive_chain(p, piece_counts(p, options), options) for p in prims]
+    chains = [primitive_chain(p, piece_counts(p, options, wire=wire), options, wire=wire) for p in prims]
     return close_gaps(chains, close)
 
 
@@ -293,8 +307,10 @@ def _gap(a: F64, b: F64) -> Chain:
 
 
 def stroke_curve(curve: Curve, options: StrokeOptions) -> F64:
-    """Points (m, 3) along a primitive or a path of primitives, at the tolerance; joins not repeated."""
-    chain = curve_chain(curve, options)
+    """Points (m, 3) along a primitive or a path of primitives, at the tolerance, as the native library
+    strokes a curve drawn as a line (see ``piece_counts``: an arc gets ``arc_segments - 1`` segments,
+    a B-spline span its full estimate); joins are not repeated."""
+    chain = curve_chain(curve, options, wire=True)
     pts = chain.points
     if len(pts) < 2:
         return pts

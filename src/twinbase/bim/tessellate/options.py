@@ -22,6 +22,11 @@ Partial arc of sweep ``a`` (``IFacetOptions::EllipseStrokeCount``): with ``N`` t
 ``ceil(f N)``.
 The radius used for an ellipse is its larger semi-axis.
 
+These are the counts for the edges of facetted surfaces (solids, sweeps, regions). A curve drawn as a
+line (``exportGraphics``' line output) gets one segment fewer: ``CurvePrimitiveArc::_AddStrokes`` takes
+the count as a number of points. Both verified segment for segment against ``exportGraphics``
+(``tests/test_bim_tessellate_itwinjs.py``).
+
 Straight distances (box edges, extrusion lengths, line segments) get one segment, or
 ``int(length / max_edge_length + 0.99999)`` (at most 100) when a maximum edge length is set.
 
