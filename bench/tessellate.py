@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Tessellation throughput on one core: many boxes, cylinders and spheres (the issue's mix), batched
-and one call per solid, plus polyfaces, extrusions and rotational sweeps one call each.
+and one call per solid; a 1M-triangle polyface; 40,000 wall extrusions in one call; extrusions with a
+round hole and rotational sweeps one call each.
 
     .venv/bin/python bench/tessellate.py [--boxes 100000 --cylinders 20000 --spheres 20000 --tol 0.01]
 
@@ -30,6 +31,7 @@ from twinbase.bim.tessellate import (  # noqa: E402
     boxes,
     cone,
     cones,
+    extrude_polygons,
     linear_sweep,
     polyface_mesh,
     rotational_sweep,
@@ -182,6 +184,17 @@ def main() -> None:
     t = time.perf_counter()
     tris = sum(linear_sweep([square + i, hole], [0, 0, 3], options=options).n_triangles for i in range(n))
     report("extrusion, square with round hole", tris, time.perf_counter() - t, n)
+    # Walls: 20,000 random rectangles and L shapes extruded in one call.
+    k = 20_000
+    corners = rng.uniform(-1000, 1000, (k, 1, 3))
+    rects = corners + np.array([[0, 0, 0], [5, 0, 0], [5, 0.3, 0], [0, 0.3, 0]])
+    ells = corners + np.array([[0, 0, 0], [3, 0, 0], [3, 1, 0], [1, 1, 0], [1, 3, 0], [0, 3, 0]])
+    polys = [*rects, *ells]
+    heights = np.zeros((2 * k, 3))
+    heights[:, 2] = rng.uniform(2.5, 4.0, 2 * k)
+    walls, tw = best(args.repeat, lambda: extrude_polygons(polys, heights, options=options))
+    report(f"extrude_polygons, {2 * k:,} walls and Ls", walls.n_triangles, tw, 2 * k)
+
     rect = np.array([[1, 0, 0], [2, 0, 0], [2, 0, 1], [1, 0, 1]], float)
     t = time.perf_counter()
     tris = sum(

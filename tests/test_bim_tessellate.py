@@ -26,6 +26,7 @@ from twinbase.bim.tessellate import (
     core_geometry_arc_segments,
     curve_polyline,
     de_boor,
+    extrude_polygons,
     full_ellipse_segments,
     linear_sweep,
     planar_region,
@@ -334,6 +335,34 @@ def test_extrusion_of_a_square_with_a_hole() -> None:
     assert_outward_solid(slanted)
     walls = linear_sweep([SQUARE], [0, 0, 2], capped=False, options=TOL)
     assert walls.area() == pytest.approx(32.0) and walls.two_sided
+
+
+def test_many_polygon_extrusions_at_once() -> None:
+    ell = np.array([[0, 0, 0], [3, 0, 0], [3, 1, 0], [1, 1, 0], [1, 3, 0], [0, 3, 0]], float)
+    tilted = SQUARE @ np.array([[1, 0, 0], [0, 0.6, 0.8], [0, -0.8, 0.6]]).T + 5
+    polygons = [
+        SQUARE,
+        SQUARE[::-1],  # clockwise
+        np.vstack([ell, ell[:1]]),  # a repeated closing point, concave
+        tilted,
+        ell[::-1] + np.array([0, 0, 7.0]),
+    ]
+    vectors = np.array([[0, 0, 2], [0, 0, 2], [0, 0, -1.5], [0, -0.8, 0.6], [1, 1, 3]], float)
+    many = extrude_polygons(polygons, vectors)
+    assert many.entry is not None and set(np.unique(many.entry).tolist()) == set(range(len(polygons)))
+    for i, (poly, vector) in enumerate(zip(polygons, vectors, strict=True)):
+        one = many.subset(np.isin(many.indices[:, 0], np.flatnonzero(many.entry == i)))
+        alone = linear_sweep([poly], vector, options=TOL)
+        assert one.n_triangles == alone.n_triangles
+        assert one.area() == pytest.approx(alone.area())
+        assert one.signed_volume() == pytest.approx(alone.signed_volume())
+        assert_outward_solid(one)
+    packed = extrude_polygons((np.concatenate(polygons), [len(p) for p in polygons]), vectors)
+    assert packed.n_triangles == many.n_triangles and packed.area() == pytest.approx(many.area())
+    walls = extrude_polygons([SQUARE], [0, 0, 2], capped=False)
+    assert walls.area() == pytest.approx(32.0) and walls.two_sided
+    with pytest.raises(TessellationError):
+        extrude_polygons([SQUARE[:2]], [0, 0, 1])
 
 
 def test_extrusion_of_curves() -> None:

@@ -41,7 +41,7 @@ from .options import (
 from .polyface import polyface_mesh
 from .regions import planar_region, triangulate_polygons, union_region
 from .solids import box, boxes, cone, cones, sphere, spheres, torus_pipe, torus_pipes
-from .sweeps import linear_sweep, rotational_sweep, ruled_sweep
+from .sweeps import extrude_polygons, linear_sweep, rotational_sweep, ruled_sweep
 
 __all__ = [
     "Arc",
@@ -64,6 +64,7 @@ __all__ = [
     "curve_polyline",
     "de_boor",
     "distance_segments",
+    "extrude_polygons",
     "full_ellipse_segments",
     "linear_sweep",
     "planar_region",

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 from ._geom import F64, I64, as_points, cross, norms
 from .errors import TessellationError
 from .mesh import Mesh
-from .regions import triangulate_polygons
+from .regions import earcut_rings
 
 _MAX_SMOOTH_GROUP = 64
 
@@ -195,11 +195,10 @@ def _triangulate(xyz: F64, p: I64, sizes: I64, start: I64) -> tuple[I64, F64]:
                     [np.broadcast_to(fan[:, :1], (len(fan), s - 2)), fan[:, j], fan[:, j + 1]], axis=2
                 ).reshape(-1, 3)
             )
-        for fi in np.flatnonzero(~convex):
-            if not np.any(area[fi]):
-                continue
-            _, local, _ = triangulate_polygons([ring[fi]], area[fi])
-            out.append(corners[fi][local.astype(np.int64)])
+        concave = f[~convex & (norms(area) > 0)]
+        if len(concave):
+            # Corners of a face are contiguous, so the face's corner block is a ring of ``xyz``.
+            out.append(earcut_rings(xyz, start, sizes, face_area, concave))
     if not out:
         return np.zeros((0, 3), np.int64), face_area
     tris = np.concatenate(out)

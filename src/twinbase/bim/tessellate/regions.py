@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import mapbox_earcut
 import numpy as np
 
-from ._geom import F64, U32, perpendicular_frame, plane_normal
+from ._geom import F64, I64, U32, perpendicular_frame, plane_normal
 from .curves import Curve, curve_chain
 from .errors import TessellationError
 from .mesh import Mesh
@@ -42,6 +42,38 @@ def triangulate_polygons(polygons: Sequence[F64], normal: F64 | None = None) -> 
         tris = np.where((cross < 0)[:, None], tris[:, [0, 2, 1]], tris)
         tris = tris[cross != 0]
     return points, tris.astype(np.uint32), n
+
+
+def earcut_rings(points: F64, start: I64, counts: I64, normals: F64, rings: I64) -> I64:
+    """Triangles (as point numbers) filling each of ``rings`` (single loops, no holes: ``points[start[r]:
+    start[r] + counts[r]]``), wound counter-clockwise about ``normals[r]``. The projections are made
+    for all rings at once; only the earcut call is per ring."""
+    if not len(rings):
+        return np.zeros((0, 3), np.int64)
+    n = normals[rings] / np.linalg.norm(normals[rings], axis=1)[:, None]
+    helper = np.where((np.abs(n[:, 0]) < 0.9)[:, None], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    x = np.cross(helper, n)
+    x /= np.linalg.norm(x, axis=1)[:, None]
+    y = np.cross(n, x)
+    sizes = counts[rings]
+    owner = np.repeat(np.arange(len(rings)), sizes)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    idx = np.repeat(start[rings] - first, sizes) + np.arange(int(sizes.sum()))
+    rel = points[idx] - points[np.repeat(start[rings], sizes)]
+    flat = np.ascontiguousarray(
+        np.stack([np.einsum("ij,ij->i", rel, x[owner]), np.einsum("ij,ij->i", rel, y[owner])], 1)
+    )
+    out: list[I64] = []
+    for r in range(len(rings)):
+        a, m = int(first[r]), int(sizes[r])
+        local = mapbox_earcut.triangulate_float64(flat[a : a + m], np.array([m], np.uint32))
+        out.append(local.reshape(-1, 3).astype(np.int64) + a)
+    tris = np.concatenate(out)
+    p0, p1, p2 = flat[tris[:, 0]], flat[tris[:, 1]], flat[tris[:, 2]]
+    cross2 = (p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (p2[:, 0] - p0[:, 0])
+    tris = np.where((cross2 < 0)[:, None], tris[:, [0, 2, 1]], tris)
+    result: I64 = idx[tris[cross2 != 0]]
+    return result
 
 
 def region_polygons(loops: Sequence[Curve], options: StrokeOptions) -> list[F64]:

@@ -40,7 +40,7 @@ from .curves import (
 from .errors import TessellationError
 from .mesh import Mesh
 from .options import StrokeOptions, arc_segments, distance_segments
-from .regions import triangulate_polygons
+from .regions import earcut_rings, triangulate_polygons
 
 _DEFAULT = StrokeOptions()
 
@@ -338,3 +338,140 @@ def ruled_sweep(
             parts.region(first, unit(newell_normal(first[0])), facing=-1.0)
             parts.region(last, unit(newell_normal(last[0])), facing=1.0)
     return parts.mesh(two_sided=not (closed and capped))
+
+
+# -- many straight-edged extrusions at once -------------------------------------------------------
+
+
+def extrude_polygons(
+    polygons: Sequence[ArrayLike] | tuple[ArrayLike, ArrayLike],
+    vectors: ArrayLike,
+    capped: bool = True,
+    *,
+    options: StrokeOptions = _DEFAULT,
+) -> Mesh:
+    """Many extrusions of plain polygons (no holes, no curves: the walls and slabs of most BIM
+    models) in one call; ``entry`` is the polygon number. Same facets as ``linear_sweep`` of each.
+
+    ``polygons``: a list of (n_i, 3) point arrays, or packed as ``(points (N, 3), counts (k,))``. A
+    repeated closing point is dropped. ``vectors``: (k, 3) or one (3,) for all. Flat walls, one quad
+    per edge; caps are fans when convex and earcut otherwise. With ``max_edge_length`` set each
+    polygon goes through ``linear_sweep``."""
+    if isinstance(polygons, tuple) and len(polygons) == 2 and np.asarray(polygons[1]).ndim == 1:
+        points = np.asarray(polygons[0], dtype=np.float64).reshape(-1, 3)
+        counts = np.asarray(polygons[1], dtype=np.int64).reshape(-1)
+    else:
+        arrays = [np.asarray(p, dtype=np.float64).reshape(-1, 3) for p in polygons]
+        points = np.concatenate(arrays) if arrays else np.zeros((0, 3))
+        counts = np.array([len(a) for a in arrays], dtype=np.int64)
+    k = len(counts)
+    if int(counts.sum()) != len(points) or (counts < 0).any():
+        raise TessellationError("extrude_polygons: the ring sizes do not add up to the points")
+    if not np.isfinite(points).all():
+        raise TessellationError("extrude_polygons: coordinates must be finite")
+    v = np.broadcast_to(np.asarray(vectors, dtype=np.float64), (k, 3))
+    if options.edge_length > 0:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        meshes = [
+            linear_sweep([points[s : s + n]], v[i], capped=capped, options=options)
+            for i, (s, n) in enumerate(zip(starts, counts, strict=True))
+        ]
+        return Mesh.concat(meshes)
+    ring = np.repeat(np.arange(k), counts)
+    # Drop a closing point that repeats the first, and any point equal to the one before it.
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keep = np.ones(len(points), bool)
+    same_prev = np.zeros(len(points), bool)
+    same_prev[1:] = (points[1:] == points[:-1]).all(axis=1) & (ring[1:] == ring[:-1])
+    keep &= ~same_prev
+    last = start + counts - 1
+    closing = counts > 1
+    closing[closing] = (points[last[closing]] == points[start[closing]]).all(axis=1)
+    keep[last[closing]] = False
+    points, ring = points[keep], ring[keep]
+    counts = np.bincount(ring, minlength=k)
+    good = counts >= 3
+    if not good.all():
+        raise TessellationError(
+            f"extrude_polygons: polygon {int(np.flatnonzero(~good)[0])} has fewer than 3 points"
+        )
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    nxt = np.arange(len(points)) + 1
+    nxt[start + counts - 1] = start
+    centre = np.stack([np.bincount(ring, points[:, i], k) for i in range(3)], axis=1) / counts[:, None]
+    rel = points - centre[ring]
+    terms = cross(rel, rel[nxt])
+    area = np.asarray(
+        0.5 * np.stack([np.bincount(ring, terms[:, i], k) for i in range(3)], axis=1), np.float64
+    )
+    sign = np.where(np.einsum("ki,ki->k", area, v) < 0, -1.0, 1.0)
+    # Walls: one quad per edge, corners (p, q, q + v, p + v), facing (q - p) x v for a ring that runs
+    # counter-clockwise about v; a clockwise ring is walked backwards by reversing the winding.
+    p = points
+    q = points[nxt]
+    vr = v[ring]
+    wall_pos = np.stack([p, q, q + vr, p + vr], axis=1)  # (E, 4, 3)
+    wall_normal = unit(cross(q - p, vr)) * sign[ring][:, None]
+    quad = np.array([[0, 1, 2], [0, 2, 3]])
+    quad_rev = quad[:, ::-1]
+    e = len(points)
+    wall_tris = (
+        np.where((sign[ring] > 0)[:, None, None], quad[None], quad_rev[None])
+        + (np.arange(e) * 4)[:, None, None]
+    )
+    positions = [wall_pos.reshape(-1, 3)]
+    normals = [np.repeat(wall_normal, 4, axis=0)]
+    tris = [wall_tris.reshape(-1, 3)]
+    entries = [np.repeat(ring, 4)]
+    count = 4 * e
+    if capped:
+        cap = _polygon_triangles(points, ring, counts, start, nxt, area)  # corner numbers, facing +area
+        up = unit(area) * sign[:, None]
+        cap_ring = ring[cap[:, 0]]
+        # Bottom faces -up: reverse the triangles of rings whose area already points up.
+        flip = sign[cap_ring] > 0
+        bottom = np.where(flip[:, None], cap[:, ::-1], cap)
+        top = np.where(flip[:, None], cap, cap[:, ::-1])
+        positions += [points, points + v[ring]]
+        normals += [-up[ring], up[ring]]
+        tris += [bottom + count, top + count + e]
+        entries += [ring, ring]
+    mesh = Mesh(
+        np.concatenate(positions),
+        np.concatenate(normals).astype(np.float32),
+        np.concatenate(tris).astype(np.uint32),
+        entry=np.concatenate(entries).astype(np.int32),
+        two_sided=not capped,
+    )
+    return mesh.without_degenerate()
+
+
+def _polygon_triangles(
+    points: F64,
+    ring: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    start: NDArray[np.int64],
+    nxt: NDArray[np.int64],
+    area: F64,
+) -> NDArray[np.int64]:
+    """Triangles (as point numbers) filling each ring, wound like the ring: fans for convex rings,
+    earcut for the others."""
+    prv = np.empty_like(nxt)
+    prv[nxt] = np.arange(len(nxt))
+    e_prev = points - points[prv]
+    e_next = points[nxt] - points
+    turn = np.einsum("ij,ij->i", cross(e_prev, e_next), area[ring])
+    scale = norms(e_prev) * norms(e_next) * norms(area)[ring]
+    concave = np.zeros(len(counts), bool)
+    concave[ring[turn < -1e-9 * scale]] = True
+    out: list[NDArray[np.int64]] = []
+    fan = np.flatnonzero(~concave)
+    if len(fan):
+        per = counts[fan] - 2
+        f = np.repeat(fan, per)
+        first = np.concatenate([[0], np.cumsum(per)[:-1]])
+        j = np.arange(int(per.sum())) - np.repeat(first, per) + 1
+        s = start[f]
+        out.append(np.stack([s, s + j, s + j + 1], axis=1))
+    out.append(earcut_rings(points, start, counts, area, np.flatnonzero(concave)))
+    return np.concatenate(out) if out else np.zeros((0, 3), np.int64)
