@@ -285,12 +285,15 @@ try {
   };
   const options = { elementIdArray: ids, onGraphics, onLineGraphics, chordTol, angleTol };
   const t1 = process.hrtime.bigint();
+  const cpu1 = process.cpuUsage();
   if (useAsync) await db.exportGraphicsAsync(options);
   else {
     const status = db.exportGraphics(options);
     if (status !== 0) throw new Error(`exportGraphics returned status ${status}`);
   }
   generator.exportSeconds = since(t1);
+  const cpu = process.cpuUsage(cpu1);
+  generator.exportCpuSeconds = (cpu.user + cpu.system) / 1e6;
   generator.elements = elements.length;
   generator.triangles = triangles;
   generator.lineSegments = segments;
@@ -351,7 +354,11 @@ try {
 
   const t4 = process.hrtime.bigint();
   if (bin) bin.close();
-  generator.maxRssKb = process.resourceUsage().maxRSS;
+  const usage = process.resourceUsage();
+  generator.maxRssKb = usage.maxRSS;
+  // CPU seconds of the whole process (all threads): a steadier figure than wall time on a shared machine.
+  generator.cpuUserSeconds = usage.userCPUTime / 1e6;
+  generator.cpuSystemSeconds = usage.systemCPUTime / 1e6;
   generator.totalSeconds = since(started);
   if (writeMeshes) {
     fs.writeFileSync(path.join(outDir, "index.json"), JSON.stringify({ generator, elements, instances, parts }));

@@ -588,6 +588,8 @@ try {
   db.close();
   fs.renameSync(partial, outFile);
   timings.totalSeconds = seconds();
+  timings.cpuSeconds = (process.cpuUsage().user + process.cpuUsage().system) / 1e6;
+  timings.maxRssKb = process.resourceUsage().maxRSS;
   manifest.timings = timings;
   manifest.fileSize = fs.statSync(outFile).size;
   fs.writeFileSync(`${outFile}.manifest.json`, `${JSON.stringify(manifest, null, 1)}\n`);

@@ -239,6 +239,13 @@ def test_tolerance_semantics(model: Path, truth: Truth) -> None:
             assert f.triangles >= e.triangles >= a.triangles, e.kind
             if e.kind in ("sphere", "torus", "cylinder", "cone"):
                 assert f.triangles > e.triangles, e.kind
+    # angleTol is capped at pi/4: pi/2 gives what pi/4 gives, 8 segments a circle.
+    coarse = load_truth(export_truth("truth", 0.0, math.pi / 2))
+    for kind, triangles in {"region-circle": 8, "cylinder": 32, "sphere": 48, "torus": 128}.items():
+        assert {e.triangles for e in of_kind(coarse, kind)} == {triangles}, kind
+    # A disc is a fan around its centre: n triangles for n segments (so are cylinder and cone caps).
+    assert {e.triangles for e in of_kind(angle_only, "region-circle")} == {24}
+    assert {e.triangles for e in of_kind(angle_only, "cylinder")} == {24 * 2 + 2 * 24}
     # Angle only: a full sphere is 24 facets around (pi/12) whatever its radius.
     spheres = of_kind(angle_only, "sphere")
     assert len({s.triangles for s in spheres}) == 1
