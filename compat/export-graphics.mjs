@@ -32,6 +32,30 @@
 // and leaves them out of onGraphics, then exportPartGraphics once per distinct (part, display props): the part
 // meshes in part coordinates. partsPass on each element is what pass 2 still gave through onGraphics.
 
+// What exportGraphics does (verified with core-backend 5.7.3 / native 5.7.13 on the truth profile; pinned in
+// tests/test_geometry_truth.py):
+// - Tolerances: chordTol and angleTol both bound the facets of curved geometry, the finer wins; angleTol is
+//   capped at pi/4 (pi/2 gives 8 segments a circle, like pi/4); chordTol 0 means angle only. A unit sphere
+//   at chordTol 1 mm is 72 x 36 facets (2 acos(1 - 0.001) = 5.1 degrees a step). Faceted kinds (boxes,
+//   polyfaces, polygonal regions and sweeps) give the same triangles at every tolerance.
+// - Discs (circular regions, cylinder and cone caps) are fans around their centre: n triangles for n
+//   segments. Closed solids and B-reps are one-sided (isTwoSided false); polyfaces (even closed ones),
+//   planar regions, B-spline surfaces and uncapped solids are two-sided.
+// - Parts: flattened into each instancing element's meshes, placed and scaled, and tessellated after the
+//   instance scale (a cylinder part at scale 3 has more facets than at scale 1). With partInstanceArray the
+//   instances are listed instead (transform: 3x4 row-major world-from-part, placement and scale included)
+//   and exportPartGraphics tessellates each part once in part coordinates, whatever the instance scales.
+// - Colour: one onGraphics call per element, colour (tbgr, transparency in the high byte), material,
+//   texture, subcategory, geometry class and two-sidedness. Transparency bytes are floor(255 t) (0.5 ->
+//   127). A render material replaces the colour: its diffuse colour (floor(255 c) per channel) and its
+//   transmit as the transparency, even over a transparent category. Fill (FillDisplay.Always) uses the fill
+//   colour; an unfilled planar region (FillDisplay.Never) is meshed too, in the line colour.
+//   Construction-class geometry is exported (geometryClass 1).
+// - Wires (line strings, arcs, B-spline curves, paths) come only through onLineGraphics, never as
+//   triangles; a point string comes out as a polyline through its points. Solids give no edge lines.
+// - Text (TextString) gives nothing at all, with or without the font embedded in the file.
+// - Parasolid B-reps (opcode 25, no stored facets) are faceted by the native Parasolid.
+
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
