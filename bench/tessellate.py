@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Tessellation benchmark: twinbase's Python tessellation next to iTwin.js ``IModelDb.exportGraphics`` on the
+same generated iModel (issue #13).
+
+The "bench" iModel (``compat/make-geometry.mjs bench``, cached in ``.cache/geometry`` by
+``tests/support/geometry_truth.py``): 100,000 geometric elements, a realistic mix: 30% instances of six
+geometry parts (boxes, I-beams, cylinders, polyface grids, pipe fittings, balls; one or two instances each,
+placed, rotated and scaled), polyfaces (grids with normals and params, prisms), extrusions (plates with
+round holes, I-beams), boxes, cylinders, cones, spheres, torus pipes, rotational sweeps and B-spline
+surfaces, in eight categories (one transparent). About 10.6M triangles under exportGraphics at the bench
+tolerance (chordTol 0.01 m, angleTol pi/12).
+
+1. iTwin.js (``compat/export-graphics.mjs --no-meshes``, @itwin/core-backend and its native library): every
+   element through ``exportGraphics`` (one thread) and through ``exportGraphicsAsync`` (the native thread
+   pool), each in its own node process; the callback only counts triangles and sums areas, so the figure is
+   the export. Time of the export call and the node process's peak RSS.
+2. twinbase: ``twinbase_tessellate`` below, in a child Python process (its peak RSS is the figure). It is the
+   hook the file-level tessellation is wired into when it lands; until then the benchmark says so and
+   prints no twinbase figures.
+
+    PYTHONPATH=src .venv/bin/python bench/tessellate.py [--quick] [--elements N] [--mode sync|async|both]
+
+``--quick``: a 10,000-element model of the same mix. Prints a table and a JSON line of the figures.
+Targets (issue #13): twinbase at most 1.0x the native time using every core, at most 2 GB peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the geometry maker and truth loader live with the tests
+
+from support.geometry_truth import (  # noqa: E402
+    BENCH_ANGLE_TOL,
+    BENCH_CHORD_TOL,
+    BENCH_ELEMENTS,
+    load_manifest,
+    make_geometry,
+    run_export,
+)
+
+QUICK_ELEMENTS = 10_000
+
+
+class TwinbaseNotWired(RuntimeError):
+    """twinbase's file-level tessellation has not landed yet, so there is nothing of twinbase to time."""
+
+
+def twinbase_tessellate(model: Path, chord_tol: float, angle_tol: float) -> dict[str, Any]:
+    """THE HOOK: tessellate every 3D geometric element of ``model`` with twinbase at these tolerances, using
+    every core, keeping parts as instances, and answer ``{"elements": n, "triangles": m}`` (triangles counted
+    as exportGraphics counts them: instanced parts once per instance).
+
+    Runs in a child process (``--twinbase-child``) so its peak RSS is its own. The decoder
+    (``twinbase.bim.geometry``) and the tessellators (``twinbase.bim.tessellate``) are being written; the
+    file-level entry that joins them is wired here when it lands."""
+    raise TwinbaseNotWired(
+        "twinbase's file-level tessellation (decoder + tessellators over a .bim) has not landed: "
+        "wire it into bench/tessellate.py twinbase_tessellate()"
+    )
+
+
+def twinbase_child(model: str, chord_tol: str, angle_tol: str) -> None:
+    """In the child process: run the hook once, print its figures as JSON."""
+    started = time.perf_counter()
+    try:
+        counts = twinbase_tessellate(Path(model), float(chord_tol), float(angle_tol))
+    except TwinbaseNotWired as exc:
+        print(json.dumps({"wired": False, "reason": str(exc)}))
+        return
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"wired": True, "seconds": seconds, "peak_rss_mb": peak, **counts}))
+
+
+def run_twinbase(model: Path, chord_tol: float, angle_tol: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--twinbase-child", str(model), repr(chord_tol), repr(angle_tol)],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        },
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"twinbase tessellation failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures["wall_seconds"] = time.perf_counter() - started
+    return figures
+
+
+def run_native(model: Path, chord_tol: float, angle_tol: float, use_async: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="twinbase-bench-tess-") as tmp:
+        started = time.perf_counter()
+        figures = run_export(
+            model, Path(tmp) / "out", chord_tol, angle_tol, meshes=False, use_async=use_async, parts=False
+        )
+        figures["wall_seconds"] = time.perf_counter() - started
+    return figures
+
+
+def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--twinbase-child":
+        twinbase_child(*sys.argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ELEMENTS:,} elements")
+    parser.add_argument("--elements", type=int, help=f"model size (default {BENCH_ELEMENTS:,})")
+    parser.add_argument("--mode", choices=("sync", "async", "both"), default="both")
+    parser.add_argument("--chord", type=float, default=BENCH_CHORD_TOL, help="chordTol, metres")
+    parser.add_argument("--angle", type=float, default=BENCH_ANGLE_TOL, help="angleTol, radians")
+    args = parser.parse_args()
+    elements = args.elements or (QUICK_ELEMENTS if args.quick else BENCH_ELEMENTS)
+
+    t0 = time.perf_counter()
+    model = make_geometry("bench", elements=elements)
+    manifest = load_manifest(model)
+    made = time.perf_counter() - t0
+    print(
+        f"model: {model} ({model.stat().st_size / 1e6:.0f} MB, {manifest['elementCount']:,} elements; "
+        f"generated in {manifest['timings']['totalSeconds']:.1f} s"
+        + (", cached)" if made < manifest["timings"]["totalSeconds"] else ")")
+    )
+    print(f"tolerances: chordTol {args.chord} m, angleTol {args.angle:.6f} rad; {os.cpu_count()} cores")
+
+    results: dict[str, Any] = {
+        "elements": manifest["elementCount"],
+        "chordTol": args.chord,
+        "angleTol": args.angle,
+    }
+    modes = ("sync", "async") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        native = run_native(model, args.chord, args.angle, mode == "async")
+        results[f"itwinjs_{mode}"] = native
+        print(
+            f"iTwin.js exportGraphics{'Async' if mode == 'async' else ''}: {native['exportSeconds']:.2f} s "
+            f"({native['wall_seconds']:.1f} s with node start-up and the element query), "
+            f"{native['triangles']:,} triangles, peak RSS {native['maxRssKb'] / 1024:.0f} MB"
+        )
+    twinbase = run_twinbase(model, args.chord, args.angle)
+    results["twinbase"] = twinbase
+    if not twinbase["wired"]:
+        print(f"twinbase: NOT WIRED: {twinbase['reason']}")
+    else:
+        best = min(results[f"itwinjs_{m}"]["exportSeconds"] for m in modes)
+        print(
+            f"twinbase: {twinbase['seconds']:.2f} s, {twinbase['triangles']:,} triangles, "
+            f"peak RSS {twinbase['peak_rss_mb']:.0f} MB; {twinbase['seconds'] / best:.2f}x the faster native "
+            f"export (target <= 1.0x), peak {'within' if twinbase['peak_rss_mb'] <= 2048 else 'OVER'} 2 GB"
+        )
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
