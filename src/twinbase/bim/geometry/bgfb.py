@@ -116,11 +116,7 @@ SPIRAL_TYPES = {
     61: "JapaneseCubic",
 }
 
-# Detail structs: (number of leading doubles, total size including the capped byte and padding).
-_BOX = struct.Struct("<16d?7x")
-_SPHERE = struct.Struct("<14d?7x")
-_CONE = struct.Struct("<14d?7x")
-_TORUS = struct.Struct("<12d?7x")
+# TransitionSpiralDetail: transform (12), fractions, bearings and curvatures (6), spiral type, hint.
 _SPIRAL = struct.Struct("<18dii")
 
 
@@ -145,10 +141,12 @@ def _xyz(fb: FlatBuffer, table: Table, slot: int, field: str, *, required: bool 
     return arr.reshape(-1, 3)
 
 
-def _required(fb: FlatBuffer, value: tuple[float, ...] | None, what: str) -> tuple[float, ...]:
-    if value is None:
-        raise fb.fail(f"{what} is missing")
-    return value
+def _view(g: Table, slot: int, count: int, field: str) -> F64Array:
+    """A required struct of ``count`` doubles as a read-only view (slices of it are points)."""
+    view = g.f64_view(slot, count, field)
+    if view is None:
+        raise g.fb.fail(f"{g.name}.{field} is missing")
+    return view
 
 
 def _variant(v: Table) -> BgfbGeometry:
@@ -181,11 +179,11 @@ def _variant(v: Table) -> BgfbGeometry:
 def _curve(tag: int, g: Table) -> CurvePrimitive:
     fb = g.fb
     if tag == LINE_SEGMENT:
-        s = _required(fb, g.struct_f64(0, 6, "segment"), "LineSegment.segment")
-        return LineSegment(_frozen(s[0:3]), _frozen(s[3:6]))
+        s = _view(g, 0, 6, "segment")
+        return LineSegment(s[0:3], s[3:6])
     if tag == ELLIPTIC_ARC:
-        a = _required(fb, g.struct_f64(0, 11, "arc"), "EllipticArc.arc")
-        return Arc(_frozen(a[0:3]), _frozen(a[3:6]), _frozen(a[6:9]), a[9], a[10])
+        a = _view(g, 0, 11, "arc")
+        return Arc(a[0:3], a[3:6], a[6:9], float(a[9]), float(a[10]))
     if tag == LINE_STRING:
         pts = _xyz(fb, g, 0, "points")
         return LineString(pts if pts is not None else _frozen(np.zeros((0, 3))))
@@ -197,15 +195,15 @@ def _curve(tag: int, g: Table) -> CurvePrimitive:
     if tag == INTERPOLATION_CURVE:
         fit = _xyz(fb, g, 8, "fitPoints", required=True)
         assert fit is not None
-        start_tangent = g.struct_f64(6, 3, "startTangent")
-        end_tangent = g.struct_f64(7, 3, "endTangent")
+        start_tangent = g.f64_view(6, 3, "startTangent")
+        end_tangent = g.f64_view(7, 3, "endTangent")
         return InterpolationCurve(
             order=g.i32(0, "order"),
             closed=g.bool(1, "closed"),
             fit_points=fit,
             knots=g.array(9, "<f8", "knots"),
-            start_tangent=None if start_tangent is None else _frozen(start_tangent),
-            end_tangent=None if end_tangent is None else _frozen(end_tangent),
+            start_tangent=start_tangent,
+            end_tangent=end_tangent,
             chord_length_knots=g.i32(2, "isChordLenKnots"),
             colinear_tangents=g.i32(3, "isColinearTangents"),
             chord_length_tangents=g.i32(4, "isChordLenTangents"),
@@ -408,71 +406,70 @@ def _bspline_surface(g: Table) -> BSplineSurface:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _detail(g: Table, fmt: struct.Struct) -> tuple[float, ...]:
-    values = g.struct_raw(0, fmt, "detail")
-    if values is None:
+def _detail(g: Table, doubles: int) -> tuple[F64Array, bool]:
+    """A solid's detail struct: ``doubles`` doubles, then the ``capped`` byte padded to 8."""
+    size = 8 * doubles + 8
+    pos = g.field(0, size, "detail")
+    if pos is None:
         raise g.fb.fail(f"{g.name}.detail is missing")
-    return values
+    values = np.frombuffer(g.fb.data, dtype="<f8", count=doubles, offset=pos)
+    return values, g.fb.data[pos + 8 * doubles] != 0
 
 
 def _solid(tag: int, g: Table) -> BgfbGeometry:
     fb = g.fb
     if tag == DGN_BOX:
-        d = _detail(g, _BOX)
+        d, capped = _detail(g, 16)
         return Box(
-            base_origin=_frozen(d[0:3]),
-            top_origin=_frozen(d[3:6]),
-            vector_x=_frozen(d[6:9]),
-            vector_y=_frozen(d[9:12]),
-            base_x=d[12],
-            base_y=d[13],
-            top_x=d[14],
-            top_y=d[15],
-            capped=bool(d[16]),
+            base_origin=d[0:3],
+            top_origin=d[3:6],
+            vector_x=d[6:9],
+            vector_y=d[9:12],
+            base_x=float(d[12]),
+            base_y=float(d[13]),
+            top_x=float(d[14]),
+            top_y=float(d[15]),
+            capped=capped,
         )
     if tag == DGN_SPHERE:
-        d = _detail(g, _SPHERE)
+        d, capped = _detail(g, 14)
         return Sphere(
-            local_to_world=_frozen(d[0:12], (3, 4)),
-            start_latitude=d[12],
-            latitude_sweep=d[13],
-            capped=bool(d[14]),
+            local_to_world=d[0:12].reshape(3, 4),
+            start_latitude=float(d[12]),
+            latitude_sweep=float(d[13]),
+            capped=capped,
         )
     if tag == DGN_CONE:
-        d = _detail(g, _CONE)
+        d, capped = _detail(g, 14)
         return Cone(
-            center_a=_frozen(d[0:3]),
-            center_b=_frozen(d[3:6]),
-            vector0=_frozen(d[6:9]),
-            vector90=_frozen(d[9:12]),
-            radius_a=d[12],
-            radius_b=d[13],
-            capped=bool(d[14]),
+            center_a=d[0:3],
+            center_b=d[3:6],
+            vector0=d[6:9],
+            vector90=d[9:12],
+            radius_a=float(d[12]),
+            radius_b=float(d[13]),
+            capped=capped,
         )
     if tag == DGN_TORUS_PIPE:
-        d = _detail(g, _TORUS)
+        d, capped = _detail(g, 12)
         return TorusPipe(
-            center=_frozen(d[0:3]),
-            vector_x=_frozen(d[3:6]),
-            vector_y=_frozen(d[6:9]),
-            major_radius=d[9],
-            minor_radius=d[10],
-            sweep=d[11],
-            capped=bool(d[12]),
+            center=d[0:3],
+            vector_x=d[3:6],
+            vector_y=d[6:9],
+            major_radius=float(d[9]),
+            minor_radius=float(d[10]),
+            sweep=float(d[11]),
+            capped=capped,
         )
     if tag == DGN_EXTRUSION:
-        vector = g.struct_f64(1, 3, "extrusionVector")
-        if vector is None:
-            raise fb.fail("DgnExtrusion.extrusionVector is missing")
-        return LinearSweep(_required_curve_vector(g, 0, "baseCurve"), _frozen(vector), g.bool(2, "capped"))
+        vector = _view(g, 1, 3, "extrusionVector")
+        return LinearSweep(_required_curve_vector(g, 0, "baseCurve"), vector, g.bool(2, "capped"))
     if tag == DGN_ROTATIONAL_SWEEP:
-        axis = g.struct_f64(1, 6, "axis")
-        if axis is None:
-            raise fb.fail("DgnRotationalSweep.axis is missing")
+        axis = _view(g, 1, 6, "axis")
         return RotationalSweep(
             base=_required_curve_vector(g, 0, "baseCurve"),
-            axis_origin=_frozen(axis[0:3]),
-            axis_direction=_frozen(axis[3:6]),
+            axis_origin=axis[0:3],
+            axis_direction=axis[3:6],
             sweep=g.f64(2, "sweepRadians"),
             num_v_rules=g.i32(3, "numVRules"),
             capped=g.bool(4, "capped"),

@@ -26,6 +26,8 @@ import numpy.typing as npt
 
 from twinbase.bim.geometry.errors import GeometryFlatBufferError
 
+F64Array = npt.NDArray[np.float64]
+
 # Real geometry nests a few levels (a ruled sweep of curve vectors of curve vectors); 64 is far beyond
 # anything a writer produces and far below Python's recursion limit.
 MAX_DEPTH = 64
@@ -33,11 +35,14 @@ MAX_DEPTH = 64
 _U8 = struct.Struct("<B")
 _I8 = struct.Struct("<b")
 _U16 = struct.Struct("<H")
+_HH = struct.Struct("<HH")
 _I16 = struct.Struct("<h")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
+_DOUBLES = [struct.Struct(f"<{n}d") for n in range(17)]
+_F64_DTYPE = np.dtype("<f8")
 
 
 class FlatBuffer:
@@ -75,29 +80,49 @@ class FlatBuffer:
 class Table:
     """One table of a FlatBuffer; ``slot`` numbers are the schema's field order (vtable index)."""
 
-    __slots__ = ("_nslots", "_vtable", "depth", "fb", "name", "pos", "size")
+    __slots__ = ("_data", "_nslots", "_vtable", "depth", "fb", "name", "pos", "size")
 
     def __init__(self, fb: FlatBuffer, pos: int, name: str, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise fb.fail(f"{name}: tables nested more than {MAX_DEPTH} deep")
         self.fb = fb
+        self._data = data = fb.data
         self.pos = pos
         self.name = name
         self.depth = depth
+        # The common case in one comparison chain (this runs for every table of every stream); the
+        # failure path below finds which check failed and says so.
+        start, end = fb.start, fb.end
+        if start <= pos and pos + 4 <= end:
+            vtable = pos - _I32.unpack_from(data, pos)[0]
+            if start <= vtable and vtable + 4 <= end:
+                vt_bytes, tbl_bytes = _HH.unpack_from(data, vtable)
+                if (
+                    vt_bytes >= 4
+                    and not vt_bytes & 1
+                    and tbl_bytes >= 4
+                    and vtable + vt_bytes <= end
+                    and pos + tbl_bytes <= end
+                ):
+                    self._vtable = vtable
+                    self._nslots = (vt_bytes - 4) >> 1
+                    self.size = tbl_bytes
+                    return
+        self._fail_header()
+
+    def _fail_header(self) -> None:
+        fb, pos, name = self.fb, self.pos, self.name
         fb.check(pos, 4, f"{name} table")
-        soffset: int = _I32.unpack_from(fb.data, pos)[0]
-        vtable = pos - soffset
+        vtable = pos - _I32.unpack_from(fb.data, pos)[0]
         fb.check(vtable, 4, f"{name} vtable")
-        vt_bytes, tbl_bytes = struct.unpack_from("<HH", fb.data, vtable)
+        vt_bytes, tbl_bytes = _HH.unpack_from(fb.data, vtable)
         if vt_bytes < 4 or vt_bytes % 2:
             raise fb.fail(f"{name}: vtable of {vt_bytes} bytes (must be even and at least 4)")
         if tbl_bytes < 4:
             raise fb.fail(f"{name}: table of {tbl_bytes} bytes (the soffset alone takes 4)")
         fb.check(vtable, vt_bytes, f"{name} vtable")
         fb.check(pos, tbl_bytes, f"{name} table")
-        self._vtable = vtable
-        self._nslots = (vt_bytes - 4) // 2
-        self.size = tbl_bytes
+        raise AssertionError("unreachable: a table header check failed without a reason")
 
     # -- field location ------------------------------------------------------------------------------
 
@@ -105,7 +130,7 @@ class Table:
         """Absolute position of an inline field of ``size`` bytes, or None when absent."""
         if slot >= self._nslots:
             return None
-        fo: int = _U16.unpack_from(self.fb.data, self._vtable + 4 + 2 * slot)[0]
+        fo: int = _U16.unpack_from(self._data, self._vtable + 4 + 2 * slot)[0]
         if fo == 0:
             return None
         if fo < 4 or fo + size > self.size:
@@ -123,15 +148,17 @@ class Table:
         pos = self.field(slot, 4, field)
         if pos is None:
             return None
-        target = pos + self.fb.u32(pos, f"{self.name}.{field}")
-        self.fb.check(target, 4, f"{self.name}.{field} target")
+        # the field itself lies inside the table, which lies inside the payload: read it unchecked
+        target: int = pos + _U32.unpack_from(self._data, pos)[0]
+        if target + 4 > self.fb.end:
+            self.fb.check(target, 4, f"{self.name}.{field} target")
         return target
 
     # -- scalars ---------------------------------------------------------------------------------------
 
     def _scalar(self, slot: int, st: struct.Struct, default: Any, field: str) -> Any:
         pos = self.field(slot, st.size, field)
-        return default if pos is None else st.unpack_from(self.fb.data, pos)[0]
+        return default if pos is None else st.unpack_from(self._data, pos)[0]
 
     def u8(self, slot: int, field: str, default: int = 0) -> int:
         value: int = self._scalar(slot, _U8, default, field)
@@ -175,15 +202,23 @@ class Table:
         pos = self.field(slot, 8 * count, field)
         if pos is None:
             return None
-        values: tuple[float, ...] = struct.unpack_from(f"<{count}d", self.fb.data, pos)
+        values: tuple[float, ...] = _DOUBLES[count].unpack_from(self._data, pos)
         return values
+
+    def f64_view(self, slot: int, count: int, field: str, size: int = 0) -> F64Array | None:
+        """An inline struct starting with ``count`` doubles (``size`` bytes in all, default 8 * count) as
+        a read-only numpy view of the payload, or None: slices of it are the points and vectors."""
+        pos = self.field(slot, size or 8 * count, field)
+        if pos is None:
+            return None
+        return np.frombuffer(self._data, dtype=_F64_DTYPE, count=count, offset=pos)
 
     def struct_raw(self, slot: int, fmt: struct.Struct, field: str) -> tuple[Any, ...] | None:
         """An inline struct with a mixed layout given as a little-endian ``struct.Struct``, or None."""
         pos = self.field(slot, fmt.size, field)
         if pos is None:
             return None
-        return fmt.unpack_from(self.fb.data, pos)
+        return fmt.unpack_from(self._data, pos)
 
     # -- references ------------------------------------------------------------------------------------
 

@@ -84,6 +84,8 @@ _FACE_SYMBOLOGY = np.dtype(
 # A Snappy element expands at most 64 output bytes from a 3-byte copy: no honest chunk inflates more than
 # 22x. Checking the announced length against that bound stops a forged length from allocating gigabytes.
 _MAX_SNAPPY_RATIO = 22
+_OPCODES = {int(op): op for op in OpCode}
+_NAMES = {op: op.name for op in OpCode}
 
 _BGFB_OPS = frozenset(
     {
@@ -211,10 +213,15 @@ def _point_primitive(t: Table, two_d: bool) -> CurvePrimitive | CurveVector:
 
 def _arc(t: Table) -> Arc | CurveVector:
     fb = t.fb
+    center, vector0, vector90 = (
+        t.f64_view(i, 3, name) for i, name in enumerate(("center", "vector0", "vector90"))
+    )
+    if center is None or vector0 is None or vector90 is None:
+        raise fb.fail("ArcPrimitive: center, vector0 or vector90 is missing")
     arc = Arc(
-        center=_frozen(_need(fb, t.struct_f64(0, 3, "center"), "ArcPrimitive.center")),
-        vector0=_frozen(_need(fb, t.struct_f64(1, 3, "vector0"), "ArcPrimitive.vector0")),
-        vector90=_frozen(_need(fb, t.struct_f64(2, 3, "vector90"), "ArcPrimitive.vector90")),
+        center=center,
+        vector0=vector0,
+        vector90=vector90,
         start=t.f64(3, "start"),
         sweep=t.f64(4, "sweep"),
     )
@@ -355,7 +362,7 @@ def _text_string(t: Table) -> TextString:
     style = t.table(3, "TextStringStyle", "style")
     if style is None:
         raise fb.fail("TextString.style is missing")
-    transform = t.struct_f64(4, 12, "transform")
+    transform = t.f64_view(4, 12, "transform")
     rng = t.struct_f64(5, 4, "range")
     glyph_origins = t.struct_array(7, "<f8", 2, "glyphOrigins")
     return TextString(
@@ -367,7 +374,7 @@ def _text_string(t: Table) -> TextString:
         height=style.f64(6, "height"),
         width_factor=style.f64(7, "widthFactor"),
         # an absent transform is the identity (the writer omits it then)
-        transform=_frozen(transform if transform is not None else np.eye(3, 4), (3, 4)),
+        transform=_frozen(np.eye(3, 4)) if transform is None else transform.reshape(3, 4),
         range_low=None if rng is None else _frozen(rng[0:2]),
         range_high=None if rng is None else _frozen(rng[2:4]),
         glyph_ids=t.array(6, "<u4", "glyphIds"),
@@ -391,7 +398,7 @@ def _image(t: Table) -> Image:
 
 
 def _brep(t: Table) -> BRep:
-    transform = t.struct_f64(0, 12, "entityTransform")
+    transform = t.f64_view(0, 12, "entityTransform")
     brep_type = t.u8(1, "brepType")
     symbology = t.record_array(3, _FACE_SYMBOLOGY, "symbology")
     index = t.struct_array(4, "<i4", 2, "symbologyIndex")
@@ -410,7 +417,7 @@ def _brep(t: Table) -> BRep:
         )
     return BRep(
         brep_type=BRepType(brep_type) if brep_type in BRepType._value2member_map_ else BRepType.SOLID,
-        transform=None if transform is None else _frozen(transform, (3, 4)),
+        transform=None if transform is None else transform.reshape(3, 4),
         data_size=t.bytes_len(2, "entityData") or 0,
         face_symbology=faces,
         face_symbology_index=index,
@@ -551,14 +558,14 @@ def decode_opcode_stream(data: bytes) -> DecodedStream:
                 f"{end - start} bytes left"
             )
         pos = start + op_size
-        if raw_opcode not in OpCode._value2member_map_:
+        opcode = _OPCODES.get(raw_opcode)
+        if opcode is None:
             unknown_op = Unknown(raw_opcode, op_size)
             ops.append(unknown_op)
             unknown.append(unknown_op)
             brep_at = None
             continue
-        opcode = OpCode(raw_opcode)
-        where = f"operation #{index} {opcode.name} (opcode {raw_opcode}) at stream byte {start - 8}"
+        where = f"operation #{index} {_NAMES[opcode]} (opcode {raw_opcode}) at stream byte {start - 8}"
         if opcode == OpCode.HEADER:
             if index != 0:
                 raise GeometryOpcodeError(f"{where}: a Header after the first operation")
