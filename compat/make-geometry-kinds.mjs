@@ -53,12 +53,14 @@ import {
   Angle,
   AngleSweep,
   Arc3d,
+  BentleyGeometryFlatBuffer,
   Box,
   BSplineCurve3d,
   BSplineCurve3dH,
   BSplineSurface3d,
   BSplineSurface3dH,
   Cone,
+  IModelJson,
   IndexedPolyface,
   IntegratedSpiral3d,
   InterpolationCurve3d,
@@ -135,6 +137,7 @@ try {
   });
 
   const elements = [];
+  const tsBgfb = [];
   const ids = { category, subcategory, texture, material };
   const add = (table, label, id) => elements.push({ table, label, id });
 
@@ -186,7 +189,12 @@ try {
   const one = (label, geometry, placement) => {
     const builder = new GeometryStreamBuilder();
     if (!builder.appendGeometry(geometry)) throw new Error(`appendGeometry refused ${label}`);
-    return insert3d(label, builder.geometryStream, placement);
+    const id = insert3d(label, builder.geometryStream, placement);
+    // The same geometry as core-geometry's own BGFB writer encodes it, with its own JSON: what a stream
+    // written through ElementGeometry (elementGeometryBuilderParams) would carry.
+    const bytes = BentleyGeometryFlatBuffer.geometryToBytes(geometry, true);
+    if (bytes) tsBgfb.push({ label, data: Buffer.from(bytes).toString("base64"), json: IModelJson.Writer.toIModelJson(geometry) });
+    return id;
   };
 
   // ---------------------------------------------------------------------------------------- solids
@@ -338,6 +346,7 @@ try {
   insert3d("part instances", instances.geometryStream, { origin: [10, 10, 0], angles: { yaw: 45 } });
 
   const styled = new GeometryStreamBuilder();
+  styled.appendGeometryRanges(); // a SubGraphicRange before each primitive (never before a part)
   styled.appendGeometry(Box.createRange(Range3d.createXYZXYZ(0, 0, 0, 1, 1, 1), true));
   const colored = new GeometryParams(category, subcategory);
   colored.lineColor = ColorDef.from(10, 200, 30);
@@ -372,6 +381,7 @@ try {
     true,
   );
   styled.appendImage(image);
+  styled.appendGeometryPart3d(cube, Point3d.create(0, 10, 0));
   insert3d("symbology changes", styled.geometryStream);
 
   // ---------------------------------------------------------------------------------------- a Parasolid B-rep
@@ -437,7 +447,13 @@ try {
     element.bbox = props.bbox;
   }
   db.close();
-  fs.writeFileSync(path.join(outDir, "geometry-kinds.json"), JSON.stringify({ elements, ids }, null, 1));
+  // A BGFB VectorOfVariantGeometry (no element stores one; core-geometry writes it for an array).
+  const group = BentleyGeometryFlatBuffer.geometryToBytes(
+    [Sphere.createCenterRadius(Point3d.create(1, 2, 3), 4), LineString3d.create([0, 0, 0], [1, 1, 1])],
+    true,
+  );
+  const bgfb = { group: Buffer.from(group).toString("base64"), kinds: tsBgfb };
+  fs.writeFileSync(path.join(outDir, "geometry-kinds.json"), JSON.stringify({ elements, ids, bgfb }, null, 1));
   console.log(`${bim}: ${elements.length} elements`);
 } finally {
   await IModelHost.shutdown();

@@ -47,6 +47,7 @@ from twinbase.bim.geometry import (
     decode_opcode_stream,
     decompress,
 )
+from twinbase.bim.geometry.bgfb import read_bgfb
 from twinbase.bim.geometry.extents import geometry_range, transformed_range, union
 from twinbase.bim.geometry.types import (
     AkimaCurve,
@@ -64,6 +65,7 @@ from twinbase.bim.geometry.types import (
     DecodedStream,
     FillDisplay,
     GeometryClass,
+    GeometryGroup,
     GradientMode,
     Header,
     Image,
@@ -78,6 +80,7 @@ from twinbase.bim.geometry.types import (
     RotationalSweep,
     RuledSweep,
     Sphere,
+    SubGraphicRange,
     TextString,
     TorusPipe,
     UnsupportedGeometry,
@@ -593,6 +596,7 @@ class Kinds:
     bim: Path
     elements: list[dict[str, Any]]
     ids: dict[str, str]
+    bgfb: dict[str, Any]  # BGFB payloads core-geometry wrote (base64), outside any element
 
     def stream(self, label: str) -> tuple[dict[str, Any], DecodedStream]:
         element = next(e for e in self.elements if e["label"] == label)
@@ -632,7 +636,7 @@ def kinds(tmp_path_factory: pytest.TempPathFactory) -> Kinds:
     )
     assert proc.returncode == 0, f"make-geometry-kinds failed:\n{proc.stdout}\n{proc.stderr}"
     report = json.loads((out / "geometry-kinds.json").read_text())
-    return Kinds(out / "geometry-kinds.bim", report["elements"], report["ids"])
+    return Kinds(out / "geometry-kinds.bim", report["elements"], report["ids"], report["bgfb"])
 
 
 def _close(a: Any, b: Any, what: str) -> None:
@@ -677,7 +681,10 @@ def _compare_curve(key: str, value: Any, item: Any, where: str) -> None:
     elif key == "interpolationCurve":
         assert isinstance(item, InterpolationCurve), where
         _close(item.fit_points, value["fitPoints"], where)
-        _close(item.knots, value["knots"], where)
+        if "knots" in value:
+            _close(item.knots, value["knots"], where)
+        else:
+            assert item.knots is None, where
         assert item.order == value["order"], where
     elif key == "transitionSpiral":
         assert item == UnsupportedGeometry("TransitionSpiral", value["type"]), where
@@ -809,6 +816,9 @@ def _compare_entry(entry: dict[str, Any], op: Any, where: str) -> None:
     where = f"{where} {key}"
     if key == "header":
         assert isinstance(op, Header) and op.flags == value["flags"], where
+    elif key == "subRange":
+        assert isinstance(op, SubGraphicRange), where
+        _close([op.low, op.high], [value["low"], value["high"]], where)
     elif key == "appearance":
         assert isinstance(op, BasicSymbology), where
         assert op.subcategory_id == int(value.get("subCategory", "0"), 16), where
@@ -920,6 +930,7 @@ def test_every_kind_equals_what_itwinjs_reports(kinds: Kinds) -> None:
         "Material",
         "Image",
         "BRep",
+        "SubGraphicRange",
     ):
         assert compared[kind] > 0, kind
 
@@ -950,7 +961,7 @@ def test_part_instances_keep_their_parts_and_transforms(kinds: Kinds) -> None:
 def test_symbology_in_effect_follows_the_stream(kinds: Kinds) -> None:
     ids = {k: int(v, 16) for k, v in kinds.ids.items()}
     _, decoded = kinds.stream("symbology changes")
-    box, sphere, filled, gradient, hatched, image = decoded.entries
+    box, sphere, filled, gradient, hatched, image, part = decoded.entries
     assert box.symbology.subcategory_id == 0 and box.symbology.color is None  # the category's appearance
     s = sphere.symbology
     assert s.subcategory_id == ids["subcategory"] and s.color == 0x1EC80A and s.weight == 3
@@ -968,6 +979,15 @@ def test_symbology_in_effect_follows_the_stream(kinds: Kinds) -> None:
     assert h.pattern is not None and h.pattern.space1 == 0.25 and h.gradient is None
     assert image.symbology.pattern is None and isinstance(image.geometry, Image)
     assert image.geometry.texture_id == ids["texture"]
+    # each primitive follows its SubGraphicRange, which equals its range; a part instance has none
+    for entry in (box, sphere, filled, gradient, hatched):
+        assert entry.local_range is not None
+        rng = geometry_range(entry.geometry)
+        assert rng is not None
+        _close([entry.local_range.low, entry.local_range.high], rng, entry.kind)
+    assert image.local_range is not None  # the image's corners
+    _close([image.local_range.low, image.local_range.high], [[0, 5, 0], [2, 7, 0]], "image")
+    assert isinstance(part.geometry, PartInstance) and part.local_range is None
 
     _, plan = kinds.stream("2d shapes")
     shape, circle, lines = plan.entries
@@ -1016,3 +1036,113 @@ def test_bit_flips_in_every_generated_kind_never_raise_anything_else(kinds: Kind
         blob = kinds.blob(element["label"])
         flips += _flip_each_byte(decompress(blob), rng, compressed=False)
     print(f"{flips} bit flips")
+
+
+def _ops_of(raw: bytes) -> list[tuple[int, bytes]]:
+    return [(struct.unpack_from("<I", raw, start)[0], raw[start + 8 : end]) for start, end in _op_bounds(raw)]
+
+
+def _stream_of(ops: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(struct.pack("<II", opcode, len(payload)) + payload for opcode, payload in ops)
+    return struct.pack("<II", 0x0600, len(body)) + body
+
+
+def test_old_brep_fallbacks_attach_to_the_brep_before_them(kinds: Kinds) -> None:
+    """Opcodes 26 (BRepPolyface) and 27 (BRepCurveVector) right after a B-rep become its facets and
+    edges; anywhere else they are entries of their own, marked by their opcode."""
+    brep_ops = _ops_of(decompress(kinds.blob("brep")))
+    mesh_payload = next(p for op, p in _ops_of(decompress(kinds.blob("polyface"))) if op == OpCode.POLYFACE)
+    symbology_payload = next(
+        p for op, p in _ops_of(decompress(kinds.blob("symbology changes"))) if op == OpCode.BASIC_SYMBOLOGY
+    )
+    path_payload = next(p for op, p in _ops_of(decompress(kinds.blob("path"))) if op == OpCode.CURVE_VECTOR)
+    raw = _stream_of(
+        [
+            *brep_ops,
+            (OpCode.BREP_POLYFACE, mesh_payload),
+            (OpCode.BREP_CURVE_VECTOR, path_payload),
+            (OpCode.BREP_POLYFACE, mesh_payload),
+            (OpCode.BASIC_SYMBOLOGY, symbology_payload),  # any op that is not a fallback
+            (OpCode.BREP_POLYFACE, mesh_payload),  # not after a B-rep
+        ]
+    )
+    decoded = decode_opcode_stream(raw)
+    brep = decoded.entries[0].geometry
+    assert isinstance(brep, BRep)
+    assert len(brep.facets) == 2 and len(brep.edges) == 1
+    assert isinstance(brep.edges[0], CurveVector) and brep.edges[0].type == CurveVectorType.OPEN
+    assert [e.opcode for e in decoded.entries] == [OpCode.PARASOLID_BREP, OpCode.BREP_POLYFACE]
+    assert isinstance(decoded.entries[1].geometry, Polyface)
+    # the ops keep the stream as stored
+    assert [type(op).__name__ for op in decoded.ops][-6:] == [
+        "BRep",
+        "Polyface",
+        "CurveVector",
+        "Polyface",
+        "BasicSymbology",
+        "Polyface",
+    ]
+
+
+def test_polyface_faces_of_both_index_layouts() -> None:
+    """Zero-terminated faces of any size (numPerFace <= 1) and fixed blocks padded with 0."""
+    points = np.arange(15, dtype=float).reshape(5, 3)
+
+    def mesh(index: list[int], num_per_face: int) -> Polyface:
+        return Polyface(
+            points=points,
+            point_index=np.array(index, dtype=np.int32),
+            params=None,
+            param_index=None,
+            normals=None,
+            normal_index=None,
+            colors=None,
+            color_index=None,
+            num_per_face=num_per_face,
+            two_sided=False,
+            expected_closure=0,
+        )
+
+    flat, starts, visible = mesh([1, 2, -3, 4, 0, 1, 4, 5, 0], 0).faces()
+    assert flat.tolist() == [0, 1, 2, 3, 0, 3, 4] and starts.tolist() == [0, 4, 7]
+    assert visible.tolist() == [True, True, False, True, True, True, True]
+    flat, starts, visible = mesh([1, 2, 3, 4, 1, -4, 5, 0], 4).faces()
+    assert flat.tolist() == [0, 1, 2, 3, 0, 3, 4] and starts.tolist() == [0, 4, 7]
+    assert visible.tolist() == [True, True, True, True, True, False, True]
+    assert mesh([1, 2, 3, 0, 0, 3, 4, 5, 0], 1).face_count == 2  # an empty face is no face
+
+
+def test_a_bgfb_vector_of_geometry_is_a_group(kinds: Kinds) -> None:
+    data = base64.b64decode(kinds.bgfb["group"])
+    group = read_bgfb(data, 0, len(data), "core-geometry's array")
+    assert isinstance(group, GeometryGroup) and len(group.members) == 2
+    sphere, line = group.members
+    assert isinstance(sphere, Sphere) and isinstance(line, LineString)
+    _close(sphere.center, [1, 2, 3], "group sphere")
+    _close(sphere.radii, [4, 4, 4], "group sphere")
+    _close(line.points, [[0, 0, 0], [1, 1, 1]], "group line")
+    with pytest.raises(GeometryFlatBufferError, match="not a BGFB payload"):
+        read_bgfb(b"bg0002fb" + data[8:], 0, len(data), "a wrong signature")
+
+
+def test_core_geometrys_own_bgfb_writer_decodes_to_its_json(kinds: Kinds) -> None:
+    """Every kind as core-geometry's BGFBWriter encodes it (not the native writer): the same values as
+    core-geometry's IModelJson of the same object."""
+    labels = []
+    for item in kinds.bgfb["kinds"]:
+        data = base64.b64decode(item["data"])
+        geometry = read_bgfb(data, 0, len(data), item["label"])
+        ((key, value),) = item["json"].items()
+        if key == "lineSegment":  # the native writer stores a segment as a 2-point line string
+            assert isinstance(geometry, LineSegment)
+        if (
+            key == "interpolationCurve"
+            and isinstance(geometry, InterpolationCurve)
+            and geometry.knots is None
+        ):
+            # core-geometry writes no knots it was not given; its JSON writer computes them
+            value = {k: v for k, v in value.items() if k != "knots"}
+        _compare_geometry(key, value, geometry, f"core-geometry {item['label']}")
+        labels.append(item["label"])
+    print(labels)
+    assert len(labels) >= 25

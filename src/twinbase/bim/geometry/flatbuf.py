@@ -133,10 +133,14 @@ class Table:
         fo: int = _U16.unpack_from(self._data, self._vtable + 4 + 2 * slot)[0]
         if fo == 0:
             return None
-        if fo < 4 or fo + size > self.size:
+        # A field should lie inside the table's declared inline size, but core-geometry's BGFBWriter
+        # (flatbuffers JS) builds a solid's detail struct before starting its table: the struct then
+        # follows a table that declares 4 bytes. Its readers (and the native one) do not check, so bound
+        # the field by the payload instead.
+        if fo < 4 or (fo + size > self.size and self.pos + fo + size > self.fb.end):
             raise self.fb.fail(
                 f"{self.name}.{field}: field at table offset {fo} ({size} bytes) lies outside the "
-                f"{self.size}-byte table"
+                f"{self.size}-byte table and the payload"
             )
         return self.pos + fo
 
