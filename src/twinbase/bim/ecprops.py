@@ -229,11 +229,12 @@ def _to_bool(value: Any) -> bool | None:
 
 
 def _to_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    return value if value.__class__ is float or value is None else float(value)
 
 
-def _to_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _to_int_or_same(value: Any) -> Any:
+    # SQLite hands integers back as int; only a shared column written with another type needs converting.
+    return value if value.__class__ is int or value is None else int(value)
 
 
 def _to_bytes(value: Any) -> bytes | None:
@@ -268,7 +269,7 @@ def primitive_converter(prop: PropertyDef) -> Converter:
     if prim == PRIM_DOUBLE:
         return _to_float
     if prim in (PRIM_INTEGER, PRIM_LONG):
-        return _to_int
+        return _to_int_or_same
     if prim == PRIM_IGEOMETRY:
         return _same
     return _same  # string, and anything newer: as stored
@@ -277,27 +278,41 @@ def primitive_converter(prop: PropertyDef) -> Converter:
 # -- reading a class -----------------------------------------------------------------------------------
 
 Getter = Callable[[Sequence[Any]], Any]
+# How one property is read from a row: (name, column index, converter). A converter of None means the
+# column's value as is; an index of -1 means the converter takes the whole row (points, navigation,
+# structs: several columns).
+Spec = tuple[str, int, Callable[[Any], Any] | None]
 
 
-def _point_getter(indexes: Sequence[int | None]) -> Getter:
+def _point_getter(indexes: list[int | None]) -> Getter:
+    if len(indexes) == 3:
+        ix, iy, iz = indexes
+        if ix is not None and iy is not None and iz is not None:  # the usual case, without a loop
+
+            def get3(row: Sequence[Any]) -> Any:
+                x, y, z = row[ix], row[iy], row[iz]
+                if x is None and y is None and z is None:
+                    return None
+                return (_opt_float(x), _opt_float(y), _opt_float(z))
+
+            return get3
+
     def get(row: Sequence[Any]) -> Any:
         values = [None if i is None else row[i] for i in indexes]
         if all(v is None for v in values):
             return None
-        return tuple(None if v is None else float(v) for v in values)
+        return tuple(_opt_float(v) for v in values)
 
     return get
 
 
-def _column_getter(index: int, convert: Converter) -> Getter:
-    if convert is _same:
-        return lambda row: row[index]
-    return lambda row: convert(row[index])
+def _opt_float(value: Any) -> float | None:
+    return value if value.__class__ is float or value is None else float(value)
 
 
-def _nav_getter(id_index: int | None, rel_index: int | None, implied_rel: int | None) -> Getter:
+def _nav_getter(id_index: int, rel_index: int | None, implied_rel: int | None) -> Getter:
     def get(row: Sequence[Any]) -> NavigationValue | None:
-        target = None if id_index is None else row[id_index]
+        target = row[id_index]
         if target is None:
             return None
         rel = row[rel_index] if rel_index is not None else implied_rel
@@ -306,12 +321,20 @@ def _nav_getter(id_index: int | None, rel_index: int | None, implied_rel: int | 
     return get
 
 
-def _struct_getter(members: list[tuple[str, Getter]]) -> Getter:
+def _struct_getter(members: list[Spec]) -> Getter:
     def get(row: Sequence[Any]) -> dict[str, Any] | None:
-        values = {name: getter(row) for name, getter in members}
+        values = _read(members, row)
         return None if all(v is None for v in values.values()) else values
 
     return get
+
+
+def _read(specs: list[Spec], row: Sequence[Any]) -> dict[str, Any]:
+    # One comprehension, no call for the columns read as they are (most of them).
+    return {
+        name: (row[i] if convert is None else convert(row[i]) if i >= 0 else convert(row))
+        for name, i, convert in specs
+    }
 
 
 class ClassReader:
@@ -369,58 +392,61 @@ class ClassReader:
         self.id_sql = f"{alias[root]}.[{root_id}]"
         self.sql = f"SELECT {', '.join(select)} FROM {' '.join(joins)} WHERE {where}"
         self.filter_by_class = class_col is not None
-        self.getters: list[tuple[str, Getter]] = []
+        self.specs: list[Spec] = []
         for pid in props:
             prop = catalog.property(pid)
-            getter = self._getter(catalog, prop, prop.name, index_of)
-            if getter is not None:
-                self.getters.append((prop.name, getter))
+            spec = self._spec(catalog, prop, prop.name, index_of)
+            if spec is not None:
+                self.specs.append(spec)
 
-    def _getter(
+    def _spec(
         self, catalog: ClassCatalog, prop: PropertyDef, path: str, index_of: dict[str, int]
-    ) -> Getter | None:
+    ) -> Spec | None:
         key = path.lower()
+        name = prop.name
         if prop.kind == KIND_NAVIGATION:
             id_index = index_of.get(key + ".id")
             rel_index = index_of.get(key + ".relecclassid")
             if id_index is None:
                 return None
-            return _nav_getter(id_index, rel_index, prop.nav_rel_class_id)
+            return name, -1, _nav_getter(id_index, rel_index, prop.nav_rel_class_id)
         if prop.kind == KIND_STRUCT:
             if prop.struct_class_id is None:
                 return None
-            members: list[tuple[str, Getter]] = []
+            members: list[Spec] = []
             prefix = key + "."
             seen: list[str] = []
             for access in index_of:
                 if access.startswith(prefix):
-                    name = access[len(prefix) :].split(".", 1)[0]
-                    if name not in seen:
-                        seen.append(name)
-            for name in seen:
-                member = catalog.member(prop.struct_class_id, name)
+                    member_name = access[len(prefix) :].split(".", 1)[0]
+                    if member_name not in seen:
+                        seen.append(member_name)
+            for member_name in seen:
+                member = catalog.member(prop.struct_class_id, member_name)
                 if member is None:
                     continue
-                getter = self._getter(catalog, member, f"{path}.{member.name}", index_of)
-                if getter is not None:
-                    members.append((member.name, getter))
-            return _struct_getter(members) if members else None
+                spec = self._spec(catalog, member, f"{path}.{member.name}", index_of)
+                if spec is not None:
+                    members.append(spec)
+            return (name, -1, _struct_getter(members)) if members else None
         if prop.kind in (KIND_PRIMITIVE_ARRAY, KIND_STRUCT_ARRAY):
             index = index_of.get(key)
-            return None if index is None else _column_getter(index, _json_value)
+            return None if index is None else (name, index, _json_value)
         if prop.primitive_type == PRIM_POINT2D:
-            return _point_getter([index_of.get(key + ".x"), index_of.get(key + ".y")])
+            return name, -1, _point_getter([index_of.get(key + ".x"), index_of.get(key + ".y")])
         if prop.primitive_type == PRIM_POINT3D:
-            return _point_getter(
-                [index_of.get(key + ".x"), index_of.get(key + ".y"), index_of.get(key + ".z")]
-            )
+            axes = [index_of.get(key + ".x"), index_of.get(key + ".y"), index_of.get(key + ".z")]
+            return name, -1, _point_getter(axes)
         index = index_of.get(key)
-        return None if index is None else _column_getter(index, primitive_converter(prop))
+        if index is None:
+            return None
+        convert = primitive_converter(prop)
+        return name, index, None if convert is _same else convert
 
     def read(self, rows: Iterable[Sequence[Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-        getters = self.getters
+        specs = self.specs
         for row in rows:
-            yield row[0], {name: get(row) for name, get in getters}
+            yield row[0], _read(specs, row)
 
 
 def load_class_reader(db: apsw.Connection, catalog: ClassCatalog, class_id: int) -> ClassReader:

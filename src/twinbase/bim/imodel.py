@@ -28,6 +28,7 @@ import math
 import os
 import struct
 import urllib.parse
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -225,7 +226,8 @@ class Element(NamedTuple):
     ``kind`` says which placement columns are filled: ``KIND_3D`` (``GeometricElement3d``: origin x/y/z,
     yaw/pitch/roll, 3D box), ``KIND_2D`` (``GeometricElement2d``: origin x/y, ``yaw`` holds the 2D rotation,
     2D box), ``KIND_PART`` (``GeometryPart``: only its box, in part coordinates), ``KIND_OTHER`` (none).
-    The raw columns are kept flat; use ``placement``, ``range``, ``code``, ``id_hex``.
+    The raw columns are kept flat (formatting them for every row would cost more than reading them); use
+    ``placement``, ``range``, ``code``, ``id_hex``, ``federation_guid``, computed when asked.
     ``geometry_stream`` is the column's bytes as stored (chunked Snappy, not decoded), or None when not
     asked for or when the element has none; ``has_geometry`` says whether it has one, either way.
     """
@@ -241,7 +243,7 @@ class Element(NamedTuple):
     user_label: str | None
     parent_id: int | None
     parent_rel_class_id: int | None
-    federation_guid: str | None  # lowercase UUID string, as iTwin.js writes it
+    federation_guid_bytes: bytes | None  # the 16 bytes as stored (``federation_guid`` is the string)
     kind: int
     has_geometry: int
     origin_x: float | None
@@ -261,6 +263,12 @@ class Element(NamedTuple):
     @property
     def id_hex(self) -> str:
         return id64(self.id)
+
+    @property
+    def federation_guid(self) -> str | None:
+        """The federation GUID as iTwin.js writes it (lowercase, dashed), or None."""
+        raw = self.federation_guid_bytes
+        return str(uuid.UUID(bytes=raw)) if isinstance(raw, bytes) and len(raw) == 16 else None
 
     @property
     def code(self) -> tuple[int, int, str]:
@@ -870,10 +878,7 @@ class IModelFile:
         select = f"""SELECT e.Id, e.ECClassId, s.Name || ':' || c.Name, e.ModelId,
             coalesce(g3.CategoryId, g2.CategoryId), e.CodeSpecId, e.CodeScopeId, e.CodeValue, e.UserLabel,
             e.ParentId, e.ParentRelECClassId,
-            CASE WHEN length(e.FederationGuid)=16 THEN lower(
-                substr(hex(e.FederationGuid),1,8)||'-'||substr(hex(e.FederationGuid),9,4)||'-'||
-                substr(hex(e.FederationGuid),13,4)||'-'||substr(hex(e.FederationGuid),17,4)||'-'||
-                substr(hex(e.FederationGuid),21,12)) END,
+            e.FederationGuid,
             CASE WHEN g3.ElementId IS NOT NULL THEN 3 WHEN g2.ElementId IS NOT NULL THEN 2
                  {"WHEN d.ElementId IS NOT NULL THEN 1" if join_parts else ""} ELSE 0 END,
             (g3.GeometryStream IS NOT NULL OR g2.GeometryStream IS NOT NULL
