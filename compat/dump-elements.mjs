@@ -14,8 +14,9 @@
 //   models        every model's toJSON();
 //   appearances   {subCategoryId: SubCategory.appearance.toJSON()};
 //   rows          {"Schema:Class": rows of ECSQL `SELECT * FROM ONLY Schema.Class` with ECSQL property names},
-//                 for every class that has elements (or the --classes given): ECDb resolves shared and
-//                 overflow columns itself, so these are the property values as iTwin.js sees them;
+//                 for every class that has elements, aspects or models (or the --classes given): ECDb
+//                 resolves shared and overflow columns itself, so these are the property values as
+//                 iTwin.js sees them;
 //   fonts         IModelDb.fonts.queryMappedFamilies (every font with an id, embedded or not);
 //   geolocation   ecefLocation, projectExtents, globalOrigin, isGeoLocated, the GCS if the backend has one.
 // Binary values are written as {"$base64": "..."}, 64-bit ids stay hex strings as iTwin.js gives them.
@@ -92,6 +93,11 @@ async function dump(file, n) {
     }
     for await (const row of db.createQueryReader("SELECT ECInstanceId FROM bis.Model ORDER BY ECInstanceId"))
       out.models.push(db.models.getModel(row[0]).toJSON());
+    // Aspects and models are read through the same mapping: their classes are dumped too.
+    for (const base of ["bis.ElementAspect", "bis.Model"]) {
+      for await (const row of db.createQueryReader(`SELECT DISTINCT ec_classname(ECClassId, 's:c') FROM ${base}`))
+        classes.add(row[0]);
+    }
     const wanted = args.classes ? args.classes.split(",") : [...classes].sort();
     for (const fullName of wanted) out.rows[fullName] = await rowsOf(db, fullName);
     out.fonts = [...db.fonts.queryMappedFamilies({ includeNonEmbedded: true })];

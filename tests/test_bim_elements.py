@@ -316,10 +316,11 @@ def _check_placement(placement: Placement3d | Placement2d | None, theirs: dict[s
 
 
 def test_properties_as_ecsql_reads_them(itwinjs: dict[Path, dict[str, Any]], features_last: Path) -> None:
-    """Every property of every instance of every element class in every file (shared ``js``/``ps``
-    columns, the overflow table's ``os`` columns, structs in overflow columns, points, navigation
-    properties with virtual RelECClassId, dates, GUIDs, arrays) equals ECSQL's value. GeometryStream is
-    left out: ECSQL gives it decompressed, twinbase as stored (only its presence is compared)."""
+    """Every property of every instance of every element, aspect and model class in every file (shared
+    ``js``/``ps`` columns, the overflow table's ``os`` columns, structs in overflow columns, points,
+    navigation properties with virtual RelECClassId, dates, GUIDs, arrays) equals ECSQL's value.
+    GeometryStream is left out: ECSQL gives it decompressed, twinbase as stored (only its presence is
+    compared)."""
     values = 0
     overflow_values = 0
     for path, dump in _all_dumped(itwinjs):

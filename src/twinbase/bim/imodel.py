@@ -12,9 +12,11 @@ Files are opened read-only. A file with a rollback journal or no WAL content is 
 is read (a checkpoint or a closed briefcase has no -wal). Nothing is ever written.
 
 The element iterator is the hot path: one joined SQL statement per batch of elements (keyset paging on
-the id, so no statement stays open while the caller works), each row a flat ``Element`` named tuple made
-straight from the SQL row (no Python per column); placement, range, the Id64 string and the code are
-computed from it on demand. ``placements()`` gives every geometric element's placement as numpy arrays.
+the id), its rows turned into flat ``Element`` named tuples straight from SQLite (``Element._make``, no
+Python per column, no list of the batch); placement, range, the Id64 string, the federation GUID string
+and the code are computed from them only when asked. ``placements()`` gives every 3D element's placement
+as numpy arrays (one pass, no tuples) for bulk work. Measured (bench/elements.py, 200,000 elements made by
+iTwin.js): see the figures in that script's output; plain iteration costs about 3 us of CPU per element.
 
 Errors: anything that is not a readable iModel raises ``BimFormatError`` (or a subclass): not a SQLite
 file, a SQLite file without the iModel tables, a truncated file, a profile this reader does not know
@@ -132,17 +134,18 @@ def _ensure_min_lengths(low: list[float], high: list[float], minimum: float) -> 
 def _transformed_range(
     matrix: Sequence[Sequence[float]], origin: Sequence[float], low: Sequence[float], high: Sequence[float]
 ) -> tuple[list[float], list[float]]:
-    # Transform.multiplyRange: the 8 corners, transformed, enclosed.
-    lo = [math.inf] * 3
-    hi = [-math.inf] * 3
-    for x in (low[0], high[0]):
-        for y in (low[1], high[1]):
-            for z in (low[2], high[2]):
-                for axis in range(3):
-                    row = matrix[axis]
-                    value = origin[axis] + row[0] * x + row[1] * y + row[2] * z
-                    lo[axis] = min(lo[axis], value)
-                    hi[axis] = max(hi[axis], value)
+    # Transform.multiplyRange (the box's 8 corners transformed, enclosed), computed as the transformed
+    # centre plus the half-extents through |matrix|: the same range, a tenth of the work.
+    cx, cy, cz = (low[0] + high[0]) / 2.0, (low[1] + high[1]) / 2.0, (low[2] + high[2]) / 2.0
+    hx, hy, hz = (high[0] - low[0]) / 2.0, (high[1] - low[1]) / 2.0, (high[2] - low[2]) / 2.0
+    lo = [0.0, 0.0, 0.0]
+    hi = [0.0, 0.0, 0.0]
+    for axis in range(3):
+        r0, r1, r2 = matrix[axis]
+        centre = origin[axis] + r0 * cx + r1 * cy + r2 * cz
+        extent = abs(r0) * hx + abs(r1) * hy + abs(r2) * hz
+        lo[axis] = centre - extent
+        hi[axis] = centre + extent
     return lo, hi
 
 
@@ -759,6 +762,15 @@ class IModelFile:
         except apsw.Error as exc:
             raise BimFormatError(f"{self.path}: reading failed: {exc}") from exc
 
+    def _iterate(self, sql: str, bindings: Sequence[Any] | dict[str, Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``sql`` as SQLite steps through them, its errors made typed ones."""
+        try:
+            yield from self.db.execute(sql, bindings)
+        except (apsw.CorruptError, apsw.NotADBError) as exc:
+            raise CorruptIModelError(f"{self.path} is damaged: {exc}") from exc
+        except apsw.Error as exc:
+            raise BimFormatError(f"{self.path}: reading failed: {exc}") from exc
+
     # -- file properties ---------------------------------------------------------------------------------
 
     def file_property(self, namespace: str, name: str, id: int = 0, sub_id: int = 0) -> str | bytes | None:
@@ -939,13 +951,20 @@ class IModelFile:
         bindings["limit"] = batch_size
         bindings["after"] = -1
         while True:
-            rows = self._rows(sql, bindings)
-            if not rows:
+            # Each batch is read straight off its statement (a list of the batch's rows would cost a third
+            # more: the garbage collector walks every tuple it holds); the next batch starts after the last
+            # id seen, and an empty batch ends the iteration.
+            last: Element | None = None
+            try:
+                for last in map(make, self.db.execute(sql, bindings)):  # `last` keys the next batch
+                    yield last
+            except (apsw.CorruptError, apsw.NotADBError) as exc:
+                raise CorruptIModelError(f"{self.path} is damaged: {exc}") from exc
+            except apsw.Error as exc:
+                raise BimFormatError(f"{self.path}: reading failed: {exc}") from exc
+            if last is None:
                 return
-            yield from map(make, rows)
-            if len(rows) < batch_size:
-                return
-            bindings["after"] = rows[-1][0]
+            bindings["after"] = last[0]
 
     def element(self, element_id: int, *, with_geometry: bool = True) -> Element | None:
         """One element by id (with its geometry stream unless told otherwise), or None."""
@@ -973,20 +992,29 @@ class IModelFile:
             " coalesce(g.Yaw,0), coalesce(g.Pitch,0), coalesce(g.Roll,0),"
             " g.BBoxLow_X, g.BBoxLow_Y, g.BBoxLow_Z, g.BBoxHigh_X, g.BBoxHigh_Y, g.BBoxHigh_Z"
             " FROM bis_GeometricElement3d g JOIN bis_Element e ON e.Id=g.ElementId"
-            " WHERE g.Origin_X IS NOT NULL AND g.BBoxLow_X IS NOT NULL"
+            " WHERE g.Origin_X IS NOT NULL AND g.Origin_Y IS NOT NULL AND g.Origin_Z IS NOT NULL"
+            " AND g.BBoxLow_X IS NOT NULL AND g.BBoxLow_Y IS NOT NULL AND g.BBoxLow_Z IS NOT NULL"
+            " AND g.BBoxHigh_X IS NOT NULL AND g.BBoxHigh_Y IS NOT NULL AND g.BBoxHigh_Z IS NOT NULL"
         )
         bindings: list[Any] = []
         if model_ids is not None:
             sql += f" AND e.ModelId {_IN_JSON}"
             bindings.append(json.dumps(sorted({int(m) for m in model_ids})))
-        rows = self._rows(sql + " ORDER BY g.ElementId", bindings)
-        ints = np.array([r[:4] for r in rows], dtype=np.int64).reshape(-1, 4)
-        floats = np.array([r[4:] for r in rows], dtype=np.float64).reshape(-1, 12)
+        # One pass from the cursor into a structured array: no per-row tuple slicing, ids stay exact int64.
+        fields = ("id", "class_id", "model_id", "category_id")
+        dtype = np.dtype([(f, np.int64) for f in fields] + [(f"v{i}", np.float64) for i in range(12)])
+        try:
+            table = np.fromiter(self.db.execute(sql + " ORDER BY g.ElementId", bindings), dtype=dtype)
+        except (apsw.CorruptError, apsw.NotADBError) as exc:
+            raise CorruptIModelError(f"{self.path} is damaged: {exc}") from exc
+        except apsw.Error as exc:
+            raise BimFormatError(f"{self.path}: reading failed: {exc}") from exc
+        floats = np.stack([table[f"v{i}"] for i in range(12)], axis=1) if len(table) else np.empty((0, 12))
         return PlacementArrays(
-            ids=ints[:, 0],
-            class_ids=ints[:, 1],
-            model_ids=ints[:, 2],
-            category_ids=ints[:, 3],
+            ids=table["id"].copy(),
+            class_ids=table["class_id"].copy(),
+            model_ids=table["model_id"].copy(),
+            category_ids=table["category_id"].copy(),
             origin=floats[:, 0:3],
             angles=floats[:, 3:6],
             low=floats[:, 6:9],
@@ -1022,7 +1050,7 @@ class IModelFile:
         if ids is not None:
             sql += f" AND {reader.id_sql} {_IN_JSON}"
             bindings.append(json.dumps(sorted({int(i) for i in ids})))
-        yield from reader.read(self._rows(sql + f" ORDER BY {reader.id_sql}", bindings))
+        yield from reader.read(self._iterate(sql + f" ORDER BY {reader.id_sql}", bindings))
 
     def properties(self, element_id: int) -> dict[str, Any] | None:
         """An element's EC properties by name (as ``class_properties``), or None if there is no such
