@@ -12,6 +12,7 @@ second is what to compare on a loaded machine):
 - open (profile checks, class catalog);
 - ``elements()``: every element, no geometry (the plain iteration: target well under 1 s per 100k);
 - ``elements(geometric_only=True)`` and the same with ``with_geometry=True`` (the blobs read too);
+- ``elements(model_ids=...)`` with every spatial model (the filter path);
 - ``element.placement`` and ``element.range`` computed for every geometric element;
 - ``placements()`` (numpy arrays) and ``PlacementArrays.ranges()``;
 - ``class_properties`` of the custom class (all its instances, one query) and of ``Generic:PhysicalObject``;
@@ -118,6 +119,12 @@ def main() -> None:
     report(
         "elements(geometric_only=True, with_geometry=True)",
         *best(r, lambda: sum(1 for _ in imodel.elements(geometric_only=True, with_geometry=True))),
+    )
+
+    spatial = [m.id for m in imodel.models() if m.is_spatial]
+    report(
+        f"elements(model_ids=<{len(spatial)} spatial models>)",
+        *best(r, lambda: sum(1 for _ in imodel.elements(model_ids=spatial))),
     )
 
     def ranges() -> int:
