@@ -1,210 +1,169 @@
 #!/usr/bin/env python3
-"""Tessellation throughput on one core: many boxes, cylinders and spheres (the issue's mix), batched
-and one call per solid; a 1M-triangle polyface; 40,000 wall extrusions in one call; extrusions with a
-round hole and rotational sweeps one call each.
+"""Tessellation benchmark: twinbase's Python tessellation next to iTwin.js ``IModelDb.exportGraphics`` on the
+same generated iModel (issue #13).
 
-    .venv/bin/python bench/tessellate.py [--boxes 100000 --cylinders 20000 --spheres 20000 --tol 0.01]
+The "bench" iModel (``compat/make-geometry.mjs bench``, cached in ``.cache/geometry`` by
+``tests/support/geometry_truth.py``): 100,000 geometric elements, a realistic mix: 30% instances of six
+geometry parts (boxes, I-beams, cylinders, polyface grids, pipe fittings, balls; one or two instances each,
+placed, rotated and scaled), polyfaces (grids with normals and params, prisms), extrusions (plates with
+round holes, I-beams), boxes, cylinders, cones, spheres, torus pipes, rotational sweeps and B-spline
+surfaces, in eight categories (one transparent). About 10.6M triangles under exportGraphics at the bench
+tolerance (chordTol 0.01 m, angleTol pi/12).
 
-Prints triangles, seconds and million triangles per second for each part (best of ``--repeat`` runs).
-BLAS and OpenMP are held to one thread so the figures are per core.
+1. iTwin.js (``compat/export-graphics.mjs --no-meshes``, @itwin/core-backend and its native library): every
+   element through ``exportGraphics`` (one thread) and through ``exportGraphicsAsync`` (the native thread
+   pool), each in its own node process; the callback only counts triangles and sums areas, so the figure is
+   the export. Time of the export call and the node process's peak RSS.
+2. twinbase: ``twinbase_tessellate`` below, in a child Python process (its peak RSS is the figure). It is the
+   hook the file-level tessellation is wired into when it lands; until then the benchmark says so and
+   prints no twinbase figures.
+
+    PYTHONPATH=src .venv/bin/python bench/tessellate.py [--quick] [--elements N] [--mode sync|async|both]
+
+``--quick``: a 10,000-element model of the same mix. Prints a table and a JSON line of the figures.
+Targets (issue #13): twinbase at most 1.0x the native time using every core, at most 2 GB peak.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the geometry maker and truth loader live with the tests
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from twinbase.bim.tessellate import (  # noqa: E402
-    Arc,
-    Mesh,
-    StrokeOptions,
-    box,
-    boxes,
-    cone,
-    cones,
-    extrude_polygons,
-    linear_sweep,
-    polyface_mesh,
-    rotational_sweep,
-    sphere,
-    spheres,
+from support.geometry_truth import (  # noqa: E402
+    BENCH_ANGLE_TOL,
+    BENCH_CHORD_TOL,
+    BENCH_ELEMENTS,
+    load_manifest,
+    make_geometry,
+    run_export,
 )
 
+QUICK_ELEMENTS = 10_000
 
-def rotations(rng: np.random.Generator, k: int) -> np.ndarray:
-    q = rng.normal(size=(k, 4))
-    q /= np.linalg.norm(q, axis=1)[:, None]
-    w, x, y, z = q.T
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        1,
+
+class TwinbaseNotWired(RuntimeError):
+    """twinbase's file-level tessellation has not landed yet, so there is nothing of twinbase to time."""
+
+
+def twinbase_tessellate(model: Path, chord_tol: float, angle_tol: float) -> dict[str, Any]:
+    """THE HOOK: tessellate every 3D geometric element of ``model`` with twinbase at these tolerances, using
+    every core, keeping parts as instances, and answer ``{"elements": n, "triangles": m}`` (triangles counted
+    as exportGraphics counts them: instanced parts once per instance).
+
+    Runs in a child process (``--twinbase-child``) so its peak RSS is its own. The decoder
+    (``twinbase.bim.geometry``) and the tessellators (``twinbase.bim.tessellate``) are being written; the
+    file-level entry that joins them is wired here when it lands."""
+    raise TwinbaseNotWired(
+        "twinbase's file-level tessellation (decoder + tessellators over a .bim) has not landed: "
+        "wire it into bench/tessellate.py twinbase_tessellate()"
     )
 
 
-def best(repeat: int, fn: Callable[[], Mesh]) -> tuple[Mesh, float]:
-    times = []
-    mesh = Mesh.empty()
-    for _ in range(repeat):
-        t = time.perf_counter()
-        mesh = fn()
-        times.append(time.perf_counter() - t)
-    return mesh, min(times)
+def twinbase_child(model: str, chord_tol: str, angle_tol: str) -> None:
+    """In the child process: run the hook once, print its figures as JSON."""
+    started = time.perf_counter()
+    try:
+        counts = twinbase_tessellate(Path(model), float(chord_tol), float(angle_tol))
+    except TwinbaseNotWired as exc:
+        print(json.dumps({"wired": False, "reason": str(exc)}))
+        return
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"wired": True, "seconds": seconds, "peak_rss_mb": peak, **counts}))
 
 
-def report(name: str, tris: int, seconds: float, count: int) -> None:
-    print(
-        f"{name:<34} {tris:>11,} tris {seconds:8.3f} s {tris / seconds / 1e6:7.2f} Mtri/s"
-        f" {seconds / count * 1e6:9.1f} us/solid"
+def run_twinbase(model: Path, chord_tol: float, angle_tol: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--twinbase-child", str(model), repr(chord_tol), repr(angle_tol)],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        },
+        check=False,
     )
+    if proc.returncode != 0:
+        raise SystemExit(f"twinbase tessellation failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures["wall_seconds"] = time.perf_counter() - started
+    return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--boxes", type=int, default=100_000)
-    parser.add_argument("--cylinders", type=int, default=20_000)
-    parser.add_argument("--spheres", type=int, default=20_000)
-    parser.add_argument(
-        "--tol", type=float, default=0.01, help="chord tolerance (angle tolerance 15 degrees)"
-    )
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--per-call", type=int, default=2000, help="solids timed one call each")
+def run_native(model: Path, chord_tol: float, angle_tol: float, use_async: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="twinbase-bench-tess-") as tmp:
+        started = time.perf_counter()
+        figures = run_export(
+            model, Path(tmp) / "out", chord_tol, angle_tol, meshes=False, use_async=use_async, parts=False
+        )
+        figures["wall_seconds"] = time.perf_counter() - started
+    return figures
+
+
+def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--twinbase-child":
+        twinbase_child(*sys.argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ELEMENTS:,} elements")
+    parser.add_argument("--elements", type=int, help=f"model size (default {BENCH_ELEMENTS:,})")
+    parser.add_argument("--mode", choices=("sync", "async", "both"), default="both")
+    parser.add_argument("--chord", type=float, default=BENCH_CHORD_TOL, help="chordTol, metres")
+    parser.add_argument("--angle", type=float, default=BENCH_ANGLE_TOL, help="angleTol, radians")
     args = parser.parse_args()
-    rng = np.random.default_rng(1)
-    options = StrokeOptions(args.tol)
-    print(f"chord tolerance {args.tol}, angle tolerance 15 deg, load average {os.getloadavg()[0]:.2f}")
+    elements = args.elements or (QUICK_ELEMENTS if args.quick else BENCH_ELEMENTS)
 
-    nb, nc, ns = args.boxes, args.cylinders, args.spheres
-    rb = rotations(rng, nb)
-    ob = rng.uniform(-1000, 1000, (nb, 3))
-    sb = rng.uniform(0.1, 3.0, (nb, 3))
-    rc = rotations(rng, nc)
-    oc = rng.uniform(-1000, 1000, (nc, 3))
-    hc = rng.uniform(0.5, 5.0, nc)
-    radc = rng.uniform(0.05, 1.0, nc)
-    rs = rotations(rng, ns)
-    os_ = rng.uniform(-1000, 1000, (ns, 3))
-    rads = rng.uniform(0.05, 1.0, ns)
-
-    mb, tb = best(
-        args.repeat,
-        lambda: boxes(
-            ob,
-            ob + rb[:, :, 2] * sb[:, 2:3],
-            rb[:, :, 0],
-            rb[:, :, 1],
-            sb[:, 0],
-            sb[:, 1],
-            sb[:, 0],
-            sb[:, 1],
-            options=options,
-        ),
+    t0 = time.perf_counter()
+    model = make_geometry("bench", elements=elements)
+    manifest = load_manifest(model)
+    made = time.perf_counter() - t0
+    print(
+        f"model: {model} ({model.stat().st_size / 1e6:.0f} MB, {manifest['elementCount']:,} elements; "
+        f"generated in {manifest['timings']['totalSeconds']:.1f} s"
+        + (", cached)" if made < manifest["timings"]["totalSeconds"] else ")")
     )
-    mc, tc = best(
-        args.repeat,
-        lambda: cones(
-            oc, oc + rc[:, :, 2] * hc[:, None], rc[:, :, 0], rc[:, :, 1], radc, radc, True, options=options
-        ),
-    )
-    ms, ts = best(args.repeat, lambda: spheres(os_, rs * rads[:, None, None], options=options))
-    print("batched (one call per kind):")
-    report(f"  {nb:,} boxes", mb.n_triangles, tb, nb)
-    report(f"  {nc:,} cylinders", mc.n_triangles, tc, nc)
-    report(f"  {ns:,} spheres", ms.n_triangles, ts, ns)
-    total = mb.n_triangles + mc.n_triangles + ms.n_triangles
-    report("  all three", total, tb + tc + ts, nb + nc + ns)
-    t = time.perf_counter()
-    merged = Mesh.concat([mb, mc, ms], entries="keep")
-    print(f"  Mesh.concat of the three: {time.perf_counter() - t:.3f} s, {merged.n_vertices:,} vertices")
-    del merged
+    print(f"tolerances: chordTol {args.chord} m, angleTol {args.angle:.6f} rad; {os.cpu_count()} cores")
 
-    n = min(args.per_call, nb, nc, ns)
-    print(f"one call per solid ({n:,} of each):")
-    for name, make in (
-        (
-            "box",
-            lambda i: box(
-                ob[i],
-                ob[i] + rb[i, :, 2] * sb[i, 2],
-                rb[i, :, 0],
-                rb[i, :, 1],
-                sb[i, 0],
-                sb[i, 1],
-                sb[i, 0],
-                sb[i, 1],
-                options=options,
-            ),
-        ),
-        (
-            "cylinder",
-            lambda i: cone(
-                oc[i],
-                oc[i] + rc[i, :, 2] * hc[i],
-                radc[i],
-                radc[i],
-                rc[i, :, 0],
-                rc[i, :, 1],
-                options=options,
-            ),
-        ),
-        ("sphere", lambda i: sphere(os_[i], rads[i], options=options)),
-    ):
-        t = time.perf_counter()
-        tris = sum(make(i).n_triangles for i in range(n))
-        report(f"  {name}", tris, time.perf_counter() - t, n)
-
-    # A 1M-triangle polyface (a grid of quads, zero-terminated, no normals: flat facets computed).
-    side = 708
-    xs, ys = np.meshgrid(np.arange(side + 1, dtype=float), np.arange(side + 1, dtype=float))
-    points = np.stack([xs.ravel(), ys.ravel(), np.sin(xs.ravel() / 9) * np.cos(ys.ravel() / 7)], 1)
-    r, c = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
-    a = (r * (side + 1) + c).ravel() + 1
-    quads = np.stack([a, a + 1, a + side + 2, a + side + 1, np.zeros_like(a)], 1).ravel()
-    pf, tp = best(args.repeat, lambda: polyface_mesh(points, quads))
-    report("polyface 708x708 quads, flat", pf.n_triangles, tp, 1)
-    pf, tp = best(args.repeat, lambda: polyface_mesh(points, quads, crease_angle=math.radians(30)))
-    report("polyface 708x708 quads, smoothed", pf.n_triangles, tp, 1)
-
-    square = np.array([[0, 0, 0], [4, 0, 0], [4, 4, 0], [0, 4, 0]], float)
-    hole = [Arc([2, 2, 0], [1, 0, 0], [0, 1, 0], 0.0, 2 * math.pi)]
-    t = time.perf_counter()
-    tris = sum(linear_sweep([square + i, hole], [0, 0, 3], options=options).n_triangles for i in range(n))
-    report("extrusion, square with round hole", tris, time.perf_counter() - t, n)
-    # Walls: 20,000 random rectangles and L shapes extruded in one call.
-    k = 20_000
-    corners = rng.uniform(-1000, 1000, (k, 1, 3))
-    rects = corners + np.array([[0, 0, 0], [5, 0, 0], [5, 0.3, 0], [0, 0.3, 0]])
-    ells = corners + np.array([[0, 0, 0], [3, 0, 0], [3, 1, 0], [1, 1, 0], [1, 3, 0], [0, 3, 0]])
-    polys = [*rects, *ells]
-    heights = np.zeros((2 * k, 3))
-    heights[:, 2] = rng.uniform(2.5, 4.0, 2 * k)
-    walls, tw = best(args.repeat, lambda: extrude_polygons(polys, heights, options=options))
-    report(f"extrude_polygons, {2 * k:,} walls and Ls", walls.n_triangles, tw, 2 * k)
-
-    rect = np.array([[1, 0, 0], [2, 0, 0], [2, 0, 1], [1, 0, 1]], float)
-    t = time.perf_counter()
-    tris = sum(
-        rotational_sweep(
-            [rect + np.array([0.0, 0.0, i])], [0, 0, 0], [0, 0, 1], 2 * math.pi, options=options
-        ).n_triangles
-        for i in range(n)
-    )
-    report("rotational sweep, washer", tris, time.perf_counter() - t, n)
+    results: dict[str, Any] = {
+        "elements": manifest["elementCount"],
+        "chordTol": args.chord,
+        "angleTol": args.angle,
+    }
+    modes = ("sync", "async") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        native = run_native(model, args.chord, args.angle, mode == "async")
+        results[f"itwinjs_{mode}"] = native
+        print(
+            f"iTwin.js exportGraphics{'Async' if mode == 'async' else ''}: {native['exportSeconds']:.2f} s "
+            f"({native['wall_seconds']:.1f} s with node start-up and the element query), "
+            f"{native['triangles']:,} triangles, peak RSS {native['maxRssKb'] / 1024:.0f} MB"
+        )
+    twinbase = run_twinbase(model, args.chord, args.angle)
+    results["twinbase"] = twinbase
+    if not twinbase["wired"]:
+        print(f"twinbase: NOT WIRED: {twinbase['reason']}")
+    else:
+        best = min(results[f"itwinjs_{m}"]["exportSeconds"] for m in modes)
+        print(
+            f"twinbase: {twinbase['seconds']:.2f} s, {twinbase['triangles']:,} triangles, "
+            f"peak RSS {twinbase['peak_rss_mb']:.0f} MB; {twinbase['seconds'] / best:.2f}x the faster native "
+            f"export (target <= 1.0x), peak {'within' if twinbase['peak_rss_mb'] <= 2048 else 'OVER'} 2 GB"
+        )
+    print(json.dumps(results))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -116,6 +116,8 @@ def start_server(data_dir: Path, database_url: str, backend: str, **env: str) ->
         **os.environ,
         "TWINBASE_DATABASE_URL": database_url,
         "TWINBASE_JOB_WORKERS": "2",
+        # A crash in native code (SQLite, apsw) leaves the Python stacks of every thread in the log.
+        "PYTHONFAULTHANDLER": "1",
         **env,
     }
     full_env.pop("TWINBASE_CONFIG", None)

@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin, running_server
-from tests.support.bimtables import assert_same_content
-from tests.support.chains import load_chain, make_chain
-from tests.support.changesets import make_chain as make_changesets
 
+from conftest import SHARED_DATA, Server, assert_error, new_imodel, new_itwin, running_server
+from support.bimtables import assert_same_content
+from support.chains import load_chain, make_chain
+from support.changesets import make_chain as make_changesets
 from twinbase.bim.identity import read_identity, stamp
 
 READONLY = SHARED_DATA / "bim" / "chains" / "ReadOnlyTest_2018-03"

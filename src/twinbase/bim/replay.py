@@ -73,7 +73,6 @@ _NO_SUMMARY = ChangeSummary(tables={}, elements_inserted=(), elements_updated=()
 # replay(): commit after this much changeset data (uncompressed) and at the end; a 128 MiB page cache.
 COMMIT_BYTES = 64 << 20
 STREAM_CHUNK = 64 << 10
-_STREAM_CHUNKS_SET = False
 REPLAY_CACHE_KIB = 128 << 10
 _TXN_TABLE = "dgn_Txns"
 _VALUE_PREVIEW = 80
@@ -246,13 +245,16 @@ def check_replayable(db: apsw.Connection, path: str = "") -> None:
         raise UnsupportedProfileError(f"the file{where} has no bis_Element table: it is not a BIS iModel")
 
 
-def _stream_chunks() -> None:
+def _configure_session_streams() -> None:
     # Streamed applies read their input in chunks of this size (SQLite's default is 1 KiB: one Python read
-    # call per KiB). 64 KiB is what the native library builds SQLite with. Process-wide, set once.
-    global _STREAM_CHUNKS_SET
-    if not _STREAM_CHUNKS_SET:
-        apsw.session_config(apsw.SQLITE_SESSION_CONFIG_STRMSIZE, STREAM_CHUNK)
-        _STREAM_CHUNKS_SET = True
+    # call per KiB). 64 KiB is what the native library builds SQLite with. sqlite3_session_config is
+    # process-wide and not thread-safe: it must not run while any thread streams a changeset (the web
+    # process reads summaries and applies changesets in several threads), so it runs once, when this
+    # module is imported, before any of them starts.
+    apsw.session_config(apsw.SQLITE_SESSION_CONFIG_STRMSIZE, STREAM_CHUNK)
+
+
+_configure_session_streams()
 
 
 def open_for_replay(path: str | os.PathLike[str]) -> apsw.Connection:
@@ -273,7 +275,6 @@ def open_for_replay(path: str | os.PathLike[str]) -> apsw.Connection:
         check_replayable(db, name)
         db.execute("PRAGMA foreign_keys=ON")
         dgnfuncs.register(db)
-        _stream_chunks()
     except BaseException:
         db.close()
         raise

@@ -175,18 +175,10 @@ def plan(session: Session, imodel_id: str, index: int) -> Plan:
     imodel = session.get(IModel, imodel_id)
     if imodel is None:
         raise CheckpointUnmakeable("the iModel was deleted")
-    base = session.scalar(
-        select(Checkpoint)
-        .where(
-            Checkpoint.imodel_id == imodel_id,
-            Checkpoint.changeset_index <= index,
-            Checkpoint.state == SUCCESSFUL,
-        )
-        .order_by(Checkpoint.changeset_index.desc())
-        .limit(1)
-    )
-    if base is None:
-        raise CheckpointUnmakeable("the iModel has no baseline checkpoint to start from")
+    try:
+        base = at_or_before(session, imodel_id, index)
+    except CheckpointNotFound as exc:
+        raise CheckpointUnmakeable("the iModel has no baseline checkpoint to start from") from exc
     rows = session.execute(
         select(Changeset.index, Changeset.id, Changeset.blob_key)
         .where(
