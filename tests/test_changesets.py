@@ -1235,14 +1235,13 @@ def test_element_changes_net_of_a_range(server: Server, tmp_path: Path) -> None:
             },
             5: {"bis_Element": [1, 1, 0], "bis_InformationReferenceElement": [1, 0, 0]},
         }
-        # An update's model comes from the element's insert earlier in the timeline; a baseline
-        # element's update has none on record (NULL until a checkpoint fills it in); a delete's comes
-        # from its own row.
+        # An update's model is read from the file the completion made (a baseline element's too, e);
+        # a delete's comes from its own row.
         assert sorted(rows) == sorted(
             [
                 (1, m1, "i", m3), (1, m2, "i", m3),
                 (2, a, "i", m1), (2, b, "i", m2), (2, c, "i", m1), (2, high, "i", m2),
-                (3, a, "u", m1), (3, b, "d", m2), (3, d, "i", m2), (3, e, "u", None),
+                (3, a, "u", m1), (3, b, "d", m2), (3, d, "i", m2), (3, e, "u", m3),
                 (4, d, "d", m2), (4, c, "u", m1), (4, f, "d", m3),
                 (5, b, "i", m2), (5, high, "u", m2),
             ]
@@ -1268,23 +1267,23 @@ def test_element_changes_net_of_a_range(server: Server, tmp_path: Path) -> None:
                 # updated (e) or deleted (f).
                 assert net(0, 5) == {
                     "inserted": {m1: m3, m2: m3, a: m1, b: m2, c: m1, high: m2},
-                    "updated": {e: None},
+                    "updated": {e: m3},
                     "deleted": {f: m3},
                 }
                 assert net(1, 5) == {
                     "inserted": {a: m1, b: m2, c: m1, high: m2},
-                    "updated": {e: None},
+                    "updated": {e: m3},
                     "deleted": {f: m3},
                 }
                 assert net(2, 4) == {
                     "inserted": {},
-                    "updated": {a: m1, c: m1, e: None},
+                    "updated": {a: m1, c: m1, e: m3},
                     "deleted": {b: m2, f: m3},
                 }
                 # Deleted then inserted again nets to an update.
                 assert net(2, 5) == {
                     "inserted": {},
-                    "updated": {a: m1, b: m2, c: m1, e: None, high: m2},
+                    "updated": {a: m1, b: m2, c: m1, e: m3, high: m2},
                     "deleted": {f: m3},
                 }
                 assert net(4, 5) == {"inserted": {b: m2}, "updated": {high: m2}, "deleted": {}}

@@ -492,11 +492,11 @@ def complete(
     cs.index = session.scalar(select(IModel.tip_index).where(IModel.id == imodel.id))
     cs.state = UPLOADED
     cs.pushed_at = now
-    summaries.record(session, cs, sealed.facts.summary)
+    made = sealed.facts.checkpoint
+    summaries.record(session, cs, sealed.facts.summary, made.updated_models if made is not None else None)
     index = cs.index
     assert index is not None
     pinned = checkpoints.pin_for(index, checkpoint_interval)
-    made = sealed.facts.checkpoint
     if made is not None and made.index == index:
         checkpoints.record_made(session, made, imodel.id, pinned=pinned)
     else:

@@ -254,6 +254,8 @@ class MadeCheckpoint:
     changeset_id: str
     key: str
     size: int
+    # The models of the elements the changeset updated, read from the file it made (signed ids).
+    updated_models: dict[int, int]
 
 
 def next_checkpoint(
@@ -286,6 +288,8 @@ def next_checkpoint(
         db = open_for_replay(work)
         try:
             apply_changeset(db, changeset, label=f"{changeset_id} (on changeset {parent_index})")
+            updated = [e - (1 << 64) if e >= 1 << 63 else e for e in changeset.summary.elements_updated]
+            updated_models = _models_of(db, updated)
         except (ReplayError, ChangesetFormatError) as exc:
             raise ChangesetDoesNotApply(str(exc)) from exc
         finally:
@@ -298,7 +302,7 @@ def next_checkpoint(
             changeset_index=index,
         )
         info = svc.blobs.upload_from(key, work)
-    return MadeCheckpoint(index, changeset_id, key, info.size)
+    return MadeCheckpoint(index, changeset_id, key, info.size, updated_models)
 
 
 def record_made(session: Session, made: MadeCheckpoint, imodel_id: str, *, pinned: str | None) -> None:

@@ -6,8 +6,9 @@ element comparisons. Functions take the caller's session and never commit.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from twinbase.bim.changeset import ChangeSummary
@@ -22,17 +23,20 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def record(session: Session, cs: Changeset, summary: ChangeSummary) -> None:
+def record(
+    session: Session, cs: Changeset, summary: ChangeSummary, state_models: Mapping[int, int] | None = None
+) -> None:
     """Store what the completed changeset changed: rows per table, and each element with its model.
 
-    An updated element's model is not in its update row: it comes from the element's most recent
-    insert earlier in this timeline (BIS never moves an element to another model); for elements of
-    the baseline it stays NULL until a checkpoint is materialized (``fill_models``).
+    An updated element's model is not in its update row. It comes from ``state_models`` (signed ids
+    to signed model ids, read from the file the completion made by applying the changeset), else
+    from the element's most recent insert earlier in this timeline (BIS never moves an element to
+    another model); failing both it stays NULL until a checkpoint is materialized (``fill_models``).
     """
     assert cs.index is not None
     cs.table_changes = {name: [t.inserts, t.updates, t.deletes] for name, t in summary.tables.items()}
-    updated = [_signed(e) for e in summary.elements_updated]
-    known: dict[int, int] = {}
+    known: dict[int, int] = dict(state_models or {})
+    updated = [e for e in (_signed(e) for e in summary.elements_updated) if e not in known]
     for start in range(0, len(updated), _IN_CHUNK):
         chunk = updated[start : start + _IN_CHUNK]
         rows = session.execute(
@@ -44,7 +48,9 @@ def record(session: Session, cs: Changeset, summary: ChangeSummary) -> None:
             )
             .order_by(ChangesetElement.changeset_index)
         )
-        known.update({element: model for element, model in rows if model is not None})
+        known.update(
+            {element: model for element, model in rows if model is not None and element not in known}
+        )
     models = {_signed(e): _signed(m) for e, m in summary.element_models.items()}
     rows_to_add = [
         {
@@ -63,24 +69,29 @@ def record(session: Session, cs: Changeset, summary: ChangeSummary) -> None:
 
 def fill_models(session: Session, imodel_id: str, models: Mapping[int, int]) -> None:
     """Fill in the models of summary rows still without one, from a materialized file's
-    ``bis_Element`` (``models``: signed element id to signed model id)."""
+    ``bis_Element`` (``models``: signed element id to signed model id).
+
+    One statement executed for all rows (executemany): a hundred changesets of updates to baseline
+    elements leave thousands of rows to fill, and one UPDATE call each cost seconds."""
     missing = session.scalars(
-        select(ChangesetElement.element_id).where(
-            ChangesetElement.imodel_id == imodel_id, ChangesetElement.model_id.is_(None)
-        )
+        select(ChangesetElement.element_id)
+        .where(ChangesetElement.imodel_id == imodel_id, ChangesetElement.model_id.is_(None))
+        .distinct()
     ).all()
-    for element in missing:
-        model = models.get(element)
-        if model is not None:
-            session.execute(
-                update(ChangesetElement)
-                .where(
-                    ChangesetElement.imodel_id == imodel_id,
-                    ChangesetElement.element_id == element,
-                    ChangesetElement.model_id.is_(None),
-                )
-                .values(model_id=model)
-            )
+    rows = [{"element": element, "model": models[element]} for element in missing if element in models]
+    if not rows:
+        return
+    table = cast(Table, ChangesetElement.__table__)
+    session.execute(
+        update(table)
+        .where(
+            table.c.imodel_id == imodel_id,
+            table.c.element_id == bindparam("element"),
+            table.c.model_id.is_(None),
+        )
+        .values(model_id=bindparam("model")),
+        rows,
+    )
 
 
 def element_changes(
