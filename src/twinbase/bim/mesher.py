@@ -319,6 +319,142 @@ class _Tessellated:
     meshes: list[tuple[Symbology, bool, tess.Mesh]] = field(default_factory=list)
     lines: list[tuple[Symbology, tess.Polyline]] = field(default_factory=list)
     parts: list[tuple[Symbology, g.PartInstance]] = field(default_factory=list)
+    error: str | None = None  # a batched solid of this stream could not be tessellated
+
+
+_BATCHED = (g.Box, g.Sphere, g.Cone, g.TorusPipe)
+
+
+def _straight_polygon(sweep: g.LinearSweep) -> F64 | None:
+    """The base of a capped extrusion of one straight-edged loop (no holes, no curves) as an (n, 3)
+    polygon, or None: those go to ``extrude_polygons`` many at a time."""
+    base = sweep.base
+    if not sweep.capped or base.type != g.CurveVectorType.OUTER:
+        return None
+    rows: list[F64] = []
+    for child in base.children:
+        if isinstance(child, g.LineString):
+            rows.append(child.points)
+        elif isinstance(child, g.LineSegment):
+            rows.append(np.stack([child.start, child.end]))
+        else:
+            return None
+    if not rows:
+        return None
+    points = np.concatenate(rows) if len(rows) > 1 else rows[0]
+    keep = np.ones(len(points), bool)
+    keep[1:] = (points[1:] != points[:-1]).any(axis=1)  # joins repeat the previous end
+    points = points[keep]
+    return points if len(points) >= 3 else None
+
+
+class _Batch:
+    """Solids of many elements tessellated together (the tessellators take arrays of instances); each
+    result is handed back to the stream it came from."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[tuple[Any, Symbology, _Tessellated]]] = {}
+
+    def add(self, kind: str, geom: Any, sym: Symbology, out: _Tessellated) -> None:
+        self.items.setdefault(kind, []).append((geom, sym, out))
+
+    def run(self, options: tess.StrokeOptions) -> None:
+        for kind, items in self.items.items():
+            geoms = [i[0] for i in items]
+            mesh = _BATCH_RUNNERS[kind](geoms, options)
+            for (_, sym, out), piece in zip(items, _split(mesh, len(items)), strict=True):
+                out.meshes.append((sym, False, piece))
+        self.items.clear()
+
+
+def _run_boxes(gs: list[g.Box], o: tess.StrokeOptions) -> tess.Mesh:
+    return tess.boxes(
+        [b.base_origin for b in gs],
+        [b.top_origin for b in gs],
+        [b.vector_x for b in gs],
+        [b.vector_y for b in gs],
+        [b.base_x for b in gs],
+        [b.base_y for b in gs],
+        [b.top_x for b in gs],
+        [b.top_y for b in gs],
+        [b.capped for b in gs],
+        options=o,
+    )
+
+
+def _run_spheres(gs: list[g.Sphere], o: tess.StrokeOptions) -> tess.Mesh:
+    ltw = np.stack([s.local_to_world for s in gs])
+    return tess.spheres(
+        ltw[:, :, 3],
+        ltw[:, :, :3],
+        [s.start_latitude for s in gs],
+        [s.latitude_sweep for s in gs],
+        [s.capped for s in gs],
+        options=o,
+    )
+
+
+def _run_cones(gs: list[g.Cone], o: tess.StrokeOptions) -> tess.Mesh:
+    return tess.cones(
+        [c.center_a for c in gs],
+        [c.center_b for c in gs],
+        [c.vector0 for c in gs],
+        [c.vector90 for c in gs],
+        [c.radius_a for c in gs],
+        [c.radius_b for c in gs],
+        [c.capped for c in gs],
+        options=o,
+    )
+
+
+def _run_tori(gs: list[g.TorusPipe], o: tess.StrokeOptions) -> tess.Mesh:
+    return tess.torus_pipes(
+        [t.center for t in gs],
+        [t.vector_x for t in gs],
+        [t.vector_y for t in gs],
+        [t.major_radius for t in gs],
+        [t.minor_radius for t in gs],
+        [t.sweep for t in gs],
+        [t.capped for t in gs],
+        options=o,
+    )
+
+
+def _run_extrusions(gs: list[tuple[F64, F64]], o: tess.StrokeOptions) -> tess.Mesh:
+    return tess.extrude_polygons([p for p, _ in gs], np.stack([v for _, v in gs]), True, options=o)
+
+
+_BATCH_RUNNERS: dict[str, Any] = {
+    "Box": _run_boxes,
+    "Sphere": _run_spheres,
+    "Cone": _run_cones,
+    "TorusPipe": _run_tori,
+    "extrusion": _run_extrusions,
+}
+
+
+def _split(mesh: tess.Mesh, k: int) -> list[tess.Mesh]:
+    """A batched mesh cut back into its ``k`` instances (by the vertices' ``entry``)."""
+    entry = mesh.entry
+    if entry is None:
+        raise tess.TessellationError("a batched mesh without entry indices")
+    entry64 = entry.astype(np.int64)
+    v_order = np.argsort(entry64, kind="stable")
+    v_counts = np.bincount(entry64, minlength=k)
+    v_starts = np.concatenate([[0], np.cumsum(v_counts)[:-1]])
+    new_index = np.empty(len(v_order), np.int64)
+    new_index[v_order] = np.arange(len(v_order))
+    t_entry = entry64[mesh.indices[:, 0]]
+    t_order = np.argsort(t_entry, kind="stable")
+    t_counts = np.bincount(t_entry, minlength=k)
+    local = new_index[mesh.indices[t_order]] - v_starts[t_entry[t_order]][:, None]
+    positions = np.split(mesh.positions[v_order], np.cumsum(v_counts)[:-1])
+    normals = np.split(mesh.normals[v_order], np.cumsum(v_counts)[:-1])
+    indices = np.split(local, np.cumsum(t_counts)[:-1])
+    return [
+        tess.Mesh(p, n, i, two_sided=mesh.two_sided)
+        for p, n, i in zip(positions, normals, indices, strict=True)
+    ]
 
 
 def _geometry(
@@ -328,10 +464,19 @@ def _geometry(
     options: tess.StrokeOptions,
     fb: _Fallbacks,
     range_box: tuple[Sequence[float], Sequence[float]] | None,
+    batch: _Batch | None = None,
 ) -> None:
     o = options
     if isinstance(geom, g.PartInstance):
         out.parts.append((sym, geom))
+    elif batch is not None and isinstance(geom, _BATCHED):
+        batch.add(type(geom).__name__, geom, sym, out)
+    elif (
+        batch is not None
+        and isinstance(geom, g.LinearSweep)
+        and (poly := _straight_polygon(geom)) is not None
+    ):
+        batch.add("extrusion", (poly, geom.vector), sym, out)
     elif isinstance(geom, g.Box):
         m = tess.boxes(
             [geom.base_origin],
@@ -442,7 +587,7 @@ def _geometry(
             out.lines.append((sym, tess.curve_polyline(lines, o)))
     elif isinstance(geom, g.GeometryGroup):
         for member in geom.members:
-            _geometry(member, sym, out, options, fb, range_box)
+            _geometry(member, sym, out, options, fb, range_box, batch)
     elif isinstance(geom, g.BRep):
         if geom.facets:
             # The stored facets are drawn as they are (the fallback for readers without Parasolid), in
@@ -483,8 +628,10 @@ def tessellate_stream(
     options: tess.StrokeOptions,
     fb: _Fallbacks,
     default_range: tuple[Sequence[float], Sequence[float]] | None = None,
+    batch: _Batch | None = None,
 ) -> _Tessellated:
-    """One GeometryStream's pieces in its own coordinates (raises on a corrupt stream)."""
+    """One GeometryStream's pieces in its own coordinates (raises on a corrupt stream). With ``batch``,
+    solids are left to it: the stream's pieces are complete once ``batch.run`` has run."""
     decoded = decode_geometry_stream(blob)
     out = _Tessellated()
     for entry in decoded.entries:
@@ -492,7 +639,7 @@ def tessellate_stream(
         fb.kinds["BRep+facets" if isinstance(geom, g.BRep) and geom.facets else entry.kind] += 1
         r = entry.local_range
         box = (r.low, r.high) if r is not None else default_range
-        _geometry(entry.geometry, entry.symbology, out, options, fb, box)
+        _geometry(entry.geometry, entry.symbology, out, options, fb, box, batch)
     return out
 
 
@@ -545,55 +692,111 @@ class _Mesher:
         self.result.parts[part_id] = part
         return part
 
-    def element(self, element: Element) -> None:
-        if element.kind == KIND_2D:
-            self.result.skipped_2d += 1
-            return
-        if element.kind != KIND_3D or not element.geometry_stream:
-            return
+    def elements(self, elements: Iterable[Element], chunk: int) -> None:
+        """Mesh ``elements`` ``chunk`` at a time: decode each and tessellate what is not batched, then
+        the chunk's solids together, then place each element's pieces in the world."""
+        pending: list[tuple[Element, _Tessellated]] = []
+        batch = _Batch()
+        for element in elements:
+            if element.kind == KIND_2D:
+                self.result.skipped_2d += 1
+                continue
+            if element.kind != KIND_3D or not element.geometry_stream:
+                continue
+            try:
+                placement = element.placement
+                if placement is None:
+                    raise GeometryStreamError("a geometric element with a stream but no placement")
+                pieces = tessellate_stream(
+                    element.geometry_stream, self.options, self.fb, placement.bbox, batch
+                )
+            except _ELEMENT_ERRORS as exc:
+                self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
+                continue
+            pending.append((element, pieces))
+            if len(pending) >= chunk:
+                self._finish(pending, batch)
+                pending = []
+        self._finish(pending, batch)
+
+    def _finish(self, pending: list[tuple[Element, _Tessellated]], batch: _Batch) -> None:
+        try:
+            batch.run(self.options)
+        except _ELEMENT_ERRORS:
+            # one bad solid fails its whole batch: run each alone, so only its element is reported
+            for kind, items in batch.items.items():
+                for geom, sym, out in items:
+                    try:
+                        mesh = _BATCH_RUNNERS[kind]([geom], self.options)
+                        out.meshes.append((sym, False, mesh))
+                    except _ELEMENT_ERRORS as exc:
+                        out.error = f"{type(exc).__name__}: {exc}"
+            batch.items.clear()
+        for element, pieces in pending:
+            if pieces.error is not None:
+                self.result.errors.append((element.id, pieces.error))
+                continue
+            try:
+                self.result.elements[element.id] = self._place(element, pieces)
+            except _ELEMENT_ERRORS as exc:
+                self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
+
+    def _place(self, element: Element, pieces: _Tessellated) -> ElementMeshes:
         placement = element.placement
+        assert placement is not None
         category = element.category_id or 0
         out = ElementMeshes(element.id, category)
-        try:
-            if placement is None:
-                raise GeometryStreamError("a geometric element with a stream but no placement")
-            bbox = placement.bbox
-            pieces = tessellate_stream(element.geometry_stream, self.options, self.fb, bbox)
-            world = placement.transform()
-            by_app: dict[Appearance, list[tess.Mesh]] = {}
-            for sym, filled, mesh in pieces.meshes:
-                if mesh.n_triangles:
-                    by_app.setdefault(self.appearance.resolve(sym, category, filled), []).append(mesh)
-            for app, meshes in by_app.items():
-                merged = meshes[0] if len(meshes) == 1 else tess.Mesh.concat(meshes)
-                out.meshes.append(MeshPiece(app, merged.transformed(world)))
-            lines_by: dict[Appearance, list[tess.Polyline]] = {}
-            for sym, line in pieces.lines:
-                lines_by.setdefault(self.appearance.resolve(sym, category), []).append(line)
-            for app, lines in lines_by.items():
-                merged_l = lines[0] if len(lines) == 1 else tess.Polyline.concat(lines)
-                out.lines.append(LinePiece(app, merged_l.transformed(world)))
-            for sym, inst in pieces.parts:
-                part = self.part(inst.part_id)
-                out.instances.append(
-                    PartRef(
-                        inst.part_id,
-                        world @ _matrix4(inst.transform),
-                        tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.meshes),
-                        tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.lines),
-                    )
+        world = placement.transform()
+        by_app: dict[Appearance, list[tess.Mesh]] = {}
+        for sym, filled, mesh in pieces.meshes:
+            if mesh.n_triangles:
+                by_app.setdefault(self.appearance.resolve(sym, category, filled), []).append(mesh)
+        for app, meshes in by_app.items():
+            merged = meshes[0] if len(meshes) == 1 else tess.Mesh.concat(meshes)
+            out.meshes.append(MeshPiece(app, _rigid(merged, world)))
+        lines_by: dict[Appearance, list[tess.Polyline]] = {}
+        for sym, line in pieces.lines:
+            lines_by.setdefault(self.appearance.resolve(sym, category), []).append(line)
+        for app, lines in lines_by.items():
+            merged_l = lines[0] if len(lines) == 1 else tess.Polyline.concat(lines)
+            out.lines.append(LinePiece(app, merged_l.transformed(world)))
+        for sym, inst in pieces.parts:
+            part = self.part(inst.part_id)
+            out.instances.append(
+                PartRef(
+                    inst.part_id,
+                    world @ _matrix4(inst.transform),
+                    tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.meshes),
+                    tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.lines),
                 )
-        except (GeometryStreamError, tess.TessellationError, ValueError, IndexError) as exc:
-            self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
-            return
-        self.result.elements[element.id] = out
+            )
+        return out
 
 
-def mesh_elements(imodel: IModelFile, elements: Iterable[Element], options: tess.StrokeOptions) -> MeshResult:
-    """Mesh the given elements (3D ones; 2D are counted as skipped) of ``imodel``."""
+_ELEMENT_ERRORS = (GeometryStreamError, tess.TessellationError, ValueError, IndexError)
+
+
+def _rigid(mesh: tess.Mesh, world: F64) -> tess.Mesh:
+    """``mesh`` carried by a placement (a rotation and a translation: normals turn with the positions,
+    the winding stays), cheaper than the general ``Mesh.transformed``."""
+    rotation = world[:3, :3]
+    return tess.Mesh(
+        mesh.positions @ rotation.T + world[:3, 3],
+        (mesh.normals @ rotation.T.astype(np.float32)).astype(np.float32),
+        mesh.indices,
+        params=mesh.params,
+        colors=mesh.colors,
+        two_sided=mesh.two_sided,
+    )
+
+
+def mesh_elements(
+    imodel: IModelFile, elements: Iterable[Element], options: tess.StrokeOptions, *, chunk: int = 1000
+) -> MeshResult:
+    """Mesh the given elements (3D ones; 2D are counted as skipped) of ``imodel``; solids are tessellated
+    ``chunk`` elements at a time."""
     mesher = _Mesher(imodel, options)
-    for element in elements:
-        mesher.element(element)
+    mesher.elements(elements, chunk)
     mesher.result.fallbacks = mesher.fb.counts
     mesher.result.skipped = mesher.fb.skipped
     mesher.result.kinds = mesher.fb.kinds
