@@ -216,3 +216,17 @@ def test_tolerance_changes_curved_counts(model: Path) -> None:
     tc = sum(e.triangles() for e in coarse.elements.values())
     tf = sum(e.triangles() for e in fine.elements.values())
     assert tf > 2 * tc
+
+
+def test_batching_does_not_change_the_meshes(model: Path, result: MeshResult) -> None:
+    """Solids tessellated many elements at a time (chunks) give each element what it gets alone."""
+    with IModelFile.open(model) as imodel:
+        alone = mesh_imodel(imodel, OPTIONS, chunk=1)
+    assert set(alone.elements) == set(result.elements)
+    for eid, e in result.elements.items():
+        a = alone.elements[eid]
+        assert [p.appearance for p in a.meshes] == [p.appearance for p in e.meshes]
+        for p, q in zip(a.meshes, e.meshes, strict=True):
+            assert p.mesh.n_triangles == q.mesh.n_triangles
+            assert p.mesh.area() == pytest.approx(q.mesh.area(), rel=1e-12)
+            assert np.allclose(p.mesh.range(), q.mesh.range(), atol=1e-12)

@@ -803,9 +803,11 @@ def mesh_elements(
     return mesher.result
 
 
-def mesh_imodel(imodel: IModelFile, options: tess.StrokeOptions) -> MeshResult:
+def mesh_imodel(imodel: IModelFile, options: tess.StrokeOptions, *, chunk: int = 1000) -> MeshResult:
     """Every geometric element of ``imodel``: see the module notes."""
-    return mesh_elements(imodel, imodel.elements(geometric_only=True, with_geometry=True), options)
+    return mesh_elements(
+        imodel, imodel.elements(geometric_only=True, with_geometry=True), options, chunk=chunk
+    )
 
 
 def mesh_element(imodel: IModelFile, element_id: int, options: tess.StrokeOptions) -> MeshResult:
