@@ -172,7 +172,7 @@ def _triangulate(xyz: F64, p: I64, sizes: I64, start: I64) -> tuple[I64, F64]:
         x -= x.mean(axis=1, keepdims=True)
         y -= y.mean(axis=1, keepdims=True)
         z -= z.mean(axis=1, keepdims=True)
-        shift = np.roll(np.arange(s), -1)
+        shift = (np.arange(s) + 1) % s  # the next corner (np.roll's result, without its overhead)
         xn, yn, zn = x[:, shift], y[:, shift], z[:, shift]
         area = 0.5 * np.stack(
             [(y * zn - z * yn).sum(axis=1), (z * xn - x * zn).sum(axis=1), (x * yn - y * xn).sum(axis=1)],
@@ -182,7 +182,7 @@ def _triangulate(xyz: F64, p: I64, sizes: I64, start: I64) -> tuple[I64, F64]:
         # Convex when every corner turns the same way as the face normal (within rounding).
         ax, ay, az = area[:, 0:1], area[:, 1:2], area[:, 2:3]
         ux, uy, uz = xn - x, yn - y, zn - z
-        back = np.roll(np.arange(s), 1)
+        back = (np.arange(s) - 1) % s
         vx, vy, vz = ux[:, back], uy[:, back], uz[:, back]
         turn = ax * (vy * uz - vz * uy) + ay * (vz * ux - vx * uz) + az * (vx * uy - vy * ux)
         scale = np.sqrt((ux * ux + uy * uy + uz * uz) * (vx * vx + vy * vy + vz * vz)) * norms(area)[:, None]
