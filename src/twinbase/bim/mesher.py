@@ -48,7 +48,16 @@ from numpy.typing import NDArray
 from twinbase.bim import tessellate as tess
 from twinbase.bim.geometry import GeometryStreamError, Symbology, decode_geometry_stream
 from twinbase.bim.geometry import types as g
-from twinbase.bim.imodel import KIND_2D, KIND_3D, Element, IModelFile, RenderMaterial, SubCategoryAppearance
+from twinbase.bim.imodel import (
+    KIND_2D,
+    KIND_3D,
+    Element,
+    IModelFile,
+    Placement2d,
+    Placement3d,
+    RenderMaterial,
+    SubCategoryAppearance,
+)
 
 __all__ = [
     "Appearance",
@@ -64,6 +73,7 @@ __all__ = [
 ]
 
 F64 = NDArray[np.float64]
+_Placement = Placement3d | Placement2d
 
 
 @dataclass(frozen=True)
@@ -704,7 +714,8 @@ class _Mesher:
     def elements(self, elements: Iterable[Element], chunk: int) -> None:
         """Mesh ``elements`` ``chunk`` at a time: decode each and tessellate what is not batched, then
         the chunk's solids together, then place each element's pieces in the world."""
-        pending: list[tuple[Element, _Tessellated]] = []
+        # (element, its placement, read once per element, its pieces)
+        pending: list[tuple[Element, _Placement, _Tessellated]] = []
         batch = _Batch()
         for element in elements:
             if element.kind == KIND_2D:
@@ -722,13 +733,13 @@ class _Mesher:
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
                 continue
-            pending.append((element, pieces))
+            pending.append((element, placement, pieces))
             if len(pending) >= chunk:
                 self._finish(pending, batch)
                 pending = []
         self._finish(pending, batch)
 
-    def _finish(self, pending: list[tuple[Element, _Tessellated]], batch: _Batch) -> None:
+    def _finish(self, pending: list[tuple[Element, _Placement, _Tessellated]], batch: _Batch) -> None:
         try:
             batch.run(self.options)
         except _ELEMENT_ERRORS:
@@ -743,12 +754,12 @@ class _Mesher:
             batch.items.clear()
         # Meshes to carry into the world, for the whole chunk: (element's pieces, appearance, mesh, world).
         to_place: list[tuple[ElementMeshes, Appearance, tess.Mesh, F64]] = []
-        for element, pieces in pending:
+        for element, placement, pieces in pending:
             if pieces.error is not None:
                 self.result.errors.append((element.id, pieces.error))
                 continue
             try:
-                self.result.elements[element.id] = self._place(element, pieces, to_place)
+                self.result.elements[element.id] = self._place(element, placement, pieces, to_place)
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
         for (owner, app, _, _), mesh in zip(to_place, _rigid_all(to_place), strict=True):
@@ -757,13 +768,12 @@ class _Mesher:
     def _place(
         self,
         element: Element,
+        placement: _Placement,
         pieces: _Tessellated,
         to_place: list[tuple[ElementMeshes, Appearance, tess.Mesh, F64]],
     ) -> ElementMeshes:
         """The element's lines and instances in the world; its meshes (merged by appearance) are queued
         on ``to_place`` for one transform of the whole chunk."""
-        placement = element.placement
-        assert placement is not None
         category = element.category_id or 0
         out = ElementMeshes(element.id, category)
         world = placement.transform()
