@@ -59,8 +59,8 @@ BATCH = 2_000  # elements per work unit: worker w takes the units u with u % wor
 
 
 def _twinbase_worker(args: tuple[str, float, float, int, int]) -> dict[str, Any]:
-    """One worker: open the file, mesh its share of the elements (every other unit of BATCH elements
-    skipped without decoding), count what exportGraphics would count."""
+    """One worker: open the file, mesh its share of the elements (every other unit of BATCH elements, read
+    by id range), count what exportGraphics would count."""
     import math  # noqa: F401  (kept local: the worker is a fresh process under spawn)
 
     from twinbase.bim.imodel import IModelFile
@@ -69,10 +69,14 @@ def _twinbase_worker(args: tuple[str, float, float, int, int]) -> dict[str, Any]
 
     path, chord_tol, angle_tol, worker, workers = args
     with IModelFile.open(path) as imodel:
+        # The ids alone (no streams) cut the work into units; each unit is then read by its id range, so
+        # a worker reads only its own streams.
+        ids = [e.id for e in imodel.elements(geometric_only=True)]
+        units = [(ids[u], ids[min(u + BATCH, len(ids)) - 1]) for u in range(0, len(ids), BATCH)]
         mine = (
             e
-            for i, e in enumerate(imodel.elements(geometric_only=True, with_geometry=True))
-            if (i // BATCH) % workers == worker
+            for lo, hi in units[worker::workers]
+            for e in imodel.elements(geometric_only=True, with_geometry=True, id_min=lo, id_max=hi)
         )
         result = mesh_elements(imodel, mine, StrokeOptions(chord_tol, angle_tol))
     part_tris = {pid: sum(m.n_triangles for _, m in p.meshes) for pid, p in result.parts.items()}

@@ -605,6 +605,17 @@ def test_class_names_and_is_a() -> None:
         assert len(parts) == 3 and all(e.kind == KIND_PART and e.has_geometry for e in parts)
         # batches: the same elements whatever the batch size
         assert list(imodel.elements(batch_size=7)) == list(imodel.elements())
+        # id range: a closed range in id order, across batches, with the other filters; open ends
+        everything = list(imodel.elements())
+        ids = [e.id for e in everything]
+        lo, hi = ids[5], ids[-6]
+        ranged = list(imodel.elements(id_min=lo, id_max=hi, batch_size=7))
+        assert ranged == [e for e in everything if lo <= e.id <= hi]
+        assert list(imodel.elements(id_min=lo)) == everything[5:]
+        assert list(imodel.elements(id_max=hi)) == everything[:-5]
+        geo = [e.id for e in imodel.elements(geometric_only=True)]
+        assert [e.id for e in imodel.elements(geometric_only=True, id_min=geo[1], id_max=geo[2])] == geo[1:3]
+        assert list(imodel.elements(id_min=hi, id_max=lo)) == []
 
 
 def test_placement_arrays_match_the_iterator() -> None:

@@ -932,9 +932,14 @@ class IModelFile:
         classes: Iterable[str | int] | None = None,
         geometric_only: bool = False,
         with_geometry: bool = False,
+        id_min: int | None = None,
+        id_max: int | None = None,
         batch_size: int = DEFAULT_BATCH,
     ) -> Iterator[Element]:
         """Elements in id order, streamed in batches (one SQL statement each).
+
+        ``id_min``/``id_max``: only ids in that closed range (either end open when None), tested in SQL on the
+        primary key, so parallel readers that split a file by id never read (nor decode) another's streams.
 
         ``model_ids``: only those models. ``classes``: only elements of these classes or their subclasses
         (names or ids). ``geometric_only``: only GeometricElement3d/2d. ``with_geometry``: fill
@@ -950,9 +955,13 @@ class IModelFile:
             geometric_only=geometric_only,
             parts=not geometric_only,
         )
+        if id_max is not None:
+            # The primary-key range keeps the id-order scan: SQLite stops at id_max instead of reading on.
+            sql = sql.replace("WHERE e.Id > :after", "WHERE e.Id > :after AND e.Id <= :id_max", 1)
+            bindings["id_max"] = int(id_max)
         make = Element._make
         bindings["limit"] = batch_size
-        bindings["after"] = -1
+        bindings["after"] = -1 if id_min is None else int(id_min) - 1
         while True:
             # Each batch is read straight off its statement (a list of the batch's rows would cost a third
             # more: the garbage collector walks every tuple it holds); the next batch starts after the last

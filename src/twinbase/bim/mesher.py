@@ -48,7 +48,16 @@ from numpy.typing import NDArray
 from twinbase.bim import tessellate as tess
 from twinbase.bim.geometry import GeometryStreamError, Symbology, decode_geometry_stream
 from twinbase.bim.geometry import types as g
-from twinbase.bim.imodel import KIND_2D, KIND_3D, Element, IModelFile, RenderMaterial, SubCategoryAppearance
+from twinbase.bim.imodel import (
+    KIND_2D,
+    KIND_3D,
+    Element,
+    IModelFile,
+    Placement2d,
+    Placement3d,
+    RenderMaterial,
+    SubCategoryAppearance,
+)
 
 __all__ = [
     "Appearance",
@@ -64,6 +73,7 @@ __all__ = [
 ]
 
 F64 = NDArray[np.float64]
+_Placement = Placement3d | Placement2d
 
 
 @dataclass(frozen=True)
@@ -676,6 +686,9 @@ class _Mesher:
         self.result = MeshResult()
         self.fb = _Fallbacks()
         self._part_streams: dict[int, tuple[bytes | None, Any]] | None = None
+        self._instance_apps: dict[
+            tuple[int, Symbology, int], tuple[tuple[Appearance, ...], tuple[Appearance, ...]]
+        ] = {}
 
     def part(self, part_id: int) -> PartMeshes:
         found = self.result.parts.get(part_id)
@@ -701,7 +714,8 @@ class _Mesher:
     def elements(self, elements: Iterable[Element], chunk: int) -> None:
         """Mesh ``elements`` ``chunk`` at a time: decode each and tessellate what is not batched, then
         the chunk's solids together, then place each element's pieces in the world."""
-        pending: list[tuple[Element, _Tessellated]] = []
+        # (element, its placement, read once per element, its pieces)
+        pending: list[tuple[Element, _Placement, _Tessellated]] = []
         batch = _Batch()
         for element in elements:
             if element.kind == KIND_2D:
@@ -719,13 +733,13 @@ class _Mesher:
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
                 continue
-            pending.append((element, pieces))
+            pending.append((element, placement, pieces))
             if len(pending) >= chunk:
                 self._finish(pending, batch)
                 pending = []
         self._finish(pending, batch)
 
-    def _finish(self, pending: list[tuple[Element, _Tessellated]], batch: _Batch) -> None:
+    def _finish(self, pending: list[tuple[Element, _Placement, _Tessellated]], batch: _Batch) -> None:
         try:
             batch.run(self.options)
         except _ELEMENT_ERRORS:
@@ -738,18 +752,28 @@ class _Mesher:
                     except _ELEMENT_ERRORS as exc:
                         out.error = f"{type(exc).__name__}: {exc}"
             batch.items.clear()
-        for element, pieces in pending:
+        # Meshes to carry into the world, for the whole chunk: (element's pieces, appearance, mesh, world).
+        to_place: list[tuple[ElementMeshes, Appearance, tess.Mesh, F64]] = []
+        for element, placement, pieces in pending:
             if pieces.error is not None:
                 self.result.errors.append((element.id, pieces.error))
                 continue
             try:
-                self.result.elements[element.id] = self._place(element, pieces)
+                self.result.elements[element.id] = self._place(element, placement, pieces, to_place)
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
+        for (owner, app, _, _), mesh in zip(to_place, _rigid_all(to_place), strict=True):
+            owner.meshes.append(MeshPiece(app, mesh))
 
-    def _place(self, element: Element, pieces: _Tessellated) -> ElementMeshes:
-        placement = element.placement
-        assert placement is not None
+    def _place(
+        self,
+        element: Element,
+        placement: _Placement,
+        pieces: _Tessellated,
+        to_place: list[tuple[ElementMeshes, Appearance, tess.Mesh, F64]],
+    ) -> ElementMeshes:
+        """The element's lines and instances in the world; its meshes (merged by appearance) are queued
+        on ``to_place`` for one transform of the whole chunk."""
         category = element.category_id or 0
         out = ElementMeshes(element.id, category)
         world = placement.transform()
@@ -759,7 +783,7 @@ class _Mesher:
                 by_app.setdefault(self.appearance.resolve(sym, category, filled), []).append(mesh)
         for app, meshes in by_app.items():
             merged = meshes[0] if len(meshes) == 1 else tess.Mesh.concat(meshes)
-            out.meshes.append(MeshPiece(app, _rigid(merged, world)))
+            to_place.append((out, app, merged, world))
         lines_by: dict[Appearance, list[tess.Polyline]] = {}
         for sym, line in pieces.lines:
             lines_by.setdefault(self.appearance.resolve(sym, category), []).append(line)
@@ -767,33 +791,52 @@ class _Mesher:
             merged_l = lines[0] if len(lines) == 1 else tess.Polyline.concat(lines)
             out.lines.append(LinePiece(app, merged_l.transformed(world)))
         for sym, inst in pieces.parts:
-            part = self.part(inst.part_id)
-            out.instances.append(
-                PartRef(
-                    inst.part_id,
-                    world @ _matrix4(inst.transform),
-                    tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.meshes),
-                    tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.lines),
-                )
-            )
+            mesh_apps, line_apps = self._instance_appearances(inst.part_id, sym, category)
+            transform = world @ _matrix4(inst.transform)
+            out.instances.append(PartRef(inst.part_id, transform, mesh_apps, line_apps))
         return out
+
+    def _instance_appearances(
+        self, part_id: int, sym: Symbology, category: int
+    ) -> tuple[tuple[Appearance, ...], tuple[Appearance, ...]]:
+        """The appearances of a part's pieces seen through one instance, kept per (part, instance
+        symbology, category): instances repeat a handful of these, and each costs a Symbology merge."""
+        key = (part_id, sym, category)
+        found = self._instance_apps.get(key)
+        if found is None:
+            part = self.part(part_id)
+            found = (
+                tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.meshes),
+                tuple(self.appearance.resolve(_merge(s, sym), category) for s, _ in part.lines),
+            )
+            self._instance_apps[key] = found
+        return found
 
 
 _ELEMENT_ERRORS = (GeometryStreamError, tess.TessellationError, ValueError, IndexError)
 
 
-def _rigid(mesh: tess.Mesh, world: F64) -> tess.Mesh:
-    """``mesh`` carried by a placement (a rotation and a translation: normals turn with the positions,
-    the winding stays), cheaper than the general ``Mesh.transformed``."""
-    rotation = world[:3, :3]
-    return tess.Mesh(
-        mesh.positions @ rotation.T + world[:3, 3],
-        (mesh.normals @ rotation.T.astype(np.float32)).astype(np.float32),
-        mesh.indices,
-        params=mesh.params,
-        colors=mesh.colors,
-        two_sided=mesh.two_sided,
-    )
+def _rigid_all(items: Sequence[tuple[Any, Any, tess.Mesh, F64]]) -> list[tess.Mesh]:
+    """Each ``(_, _, mesh, world)`` mesh carried by its placement (a rotation and a translation: normals
+    turn with the positions, the winding stays), all in one product over the concatenated vertices:
+    a product per mesh cost more in call overhead than in arithmetic (thousands of small meshes)."""
+    if not items:
+        return []
+    meshes = [m for _, _, m, _ in items]
+    counts = np.fromiter((len(m.positions) for m in meshes), np.int64, len(meshes))
+    worlds = np.stack([w for _, _, _, w in items])
+    owner = np.repeat(np.arange(len(items)), counts)
+    rotation = worlds[:, :3, :3][owner]
+    positions = np.einsum("nij,nj->ni", rotation, np.concatenate([m.positions for m in meshes]))
+    positions += worlds[:, :3, 3][owner]
+    normals = np.einsum(
+        "nij,nj->ni", rotation.astype(np.float32), np.concatenate([m.normals for m in meshes])
+    ).astype(np.float32, copy=False)
+    ends = np.cumsum(counts)[:-1]
+    return [
+        tess.Mesh(p, n, m.indices, params=m.params, colors=m.colors, two_sided=m.two_sided)
+        for m, p, n in zip(meshes, np.split(positions, ends), np.split(normals, ends), strict=True)
+    ]
 
 
 def mesh_elements(

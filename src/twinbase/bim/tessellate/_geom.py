@@ -92,8 +92,10 @@ def unit(v: F64, fallback: F64 | None = None) -> F64:
 
 def newell_normal(points: F64) -> F64:
     """Area vector of a polygon (n, 3) or of many polygons (..., n, 3): its length is the area."""
-    centered = points - points.mean(axis=-2, keepdims=True)
-    nxt = np.roll(centered, -1, axis=-2)
+    # The sum over the count is exactly what ``mean`` computes, and the concatenation what ``np.roll``
+    # gives; both without their Python-level overhead (this runs per loop of every extrusion).
+    centered = points - points.sum(axis=-2, keepdims=True) / points.shape[-2]
+    nxt = np.concatenate((centered[..., 1:, :], centered[..., :1, :]), axis=-2)
     out: F64 = 0.5 * cross(centered, nxt).sum(axis=-2)
     return out
 
