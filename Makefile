@@ -43,6 +43,7 @@ bench: $(STAMP) compat/node_modules/.installed-stamp
 	-$(BIN)/python bench/transfer.py
 	-$(BIN)/python bench/api_fuzz.py
 	-$(BIN)/python bench/replay.py
+	-$(BIN)/python bench/tessellate.py
 
 clean:
 	rm -rf $(VENV) compat/node_modules
