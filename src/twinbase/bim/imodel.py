@@ -46,7 +46,12 @@ from twinbase.bim import ecprops
 from twinbase.bim.ecprops import ClassCatalog, ClassReader, NavigationValue
 from twinbase.bim.geolocation import Geolocation, read_geolocation
 from twinbase.bim.identity import BimFormatError
-from twinbase.bim.replay import BEDB_APPLICATION_ID, SUPPORTED_PROFILES, UnsupportedProfileError
+from twinbase.bim.replay import (
+    BEDB_APPLICATION_ID,
+    SUPPORTED_PROFILES,
+    UnsupportedProfileError,
+    profile_version,
+)
 
 __all__ = [
     "BimFormatError",
@@ -628,20 +633,6 @@ def _wal_has_data(path: Path) -> bool:
         return False
 
 
-def _profile(db: apsw.Connection, namespace: str) -> tuple[int, ...] | None:
-    row = db.execute(
-        "SELECT StrData FROM be_Prop WHERE Namespace=? AND Name='SchemaVersion' AND Id=0 AND SubId=0",
-        (namespace,),
-    ).fetchone()
-    if row is None or not isinstance(row[0], str):
-        return None
-    try:
-        parsed = json.loads(row[0])
-        return tuple(int(parsed[k]) for k in ("major", "minor", "sub1", "sub2"))
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 _REQUIRED_COLUMNS = {
     "bis_Element": (
         "Id", "ECClassId", "ModelId", "CodeSpecId", "CodeScopeId", "CodeValue", "UserLabel", "ParentId",
@@ -722,7 +713,7 @@ class IModelFile:
             )
         found: dict[str, tuple[int, ...]] = {}
         for namespace, (major, minor), what in SUPPORTED_PROFILES:
-            version = _profile(self.db, namespace)
+            version = profile_version(self.db, namespace)
             if version is None:
                 raise UnreadableProfileError(
                     f"{where} has no {what} profile version (be_Prop {namespace}/SchemaVersion):"

@@ -201,7 +201,8 @@ def _unbracket(token: str) -> str:
     return token[1:-1] if token.startswith("[") and token.endswith("]") else token
 
 
-def _profile_version(db: apsw.Connection, namespace: str) -> tuple[int, ...] | None:
+def profile_version(db: apsw.Connection, namespace: str) -> tuple[int, ...] | None:
+    """A profile's version (``be_Db``, ``ec_Db``, ``dgn_Db``) from ``be_Prop``; None if absent."""
     row = db.execute(
         "SELECT StrData FROM be_Prop WHERE Namespace=? AND Name='SchemaVersion' AND Id=0 AND SubId=0",
         (namespace,),
@@ -228,7 +229,7 @@ def check_replayable(db: apsw.Connection, path: str = "") -> None:
             f"not an iModel file{where}: no BeDb application id or no be_Prop/be_Local tables"
         )
     for namespace, (major, minor), what in SUPPORTED_PROFILES:
-        version = _profile_version(db, namespace)
+        version = profile_version(db, namespace)
         if version is None:
             raise UnsupportedProfileError(
                 f"the file{where} has no {what} profile version (be_Prop {namespace}/SchemaVersion):"
