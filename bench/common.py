@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import time
+import urllib.error
 import urllib.request
 
 
@@ -25,3 +28,18 @@ def api(
     with urllib.request.urlopen(req, timeout=60) as resp:
         payload: dict[str, object] = json.loads(resp.read() or b"{}")
         return payload
+
+
+def wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Until ``url`` answers (any HTTP status); fail if ``proc`` exits or 60 s pass."""
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start in 60 s")

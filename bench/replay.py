@@ -38,12 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import api, free_port
+from common import api, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPAT = ROOT / "compat"
@@ -91,20 +89,6 @@ def run_twinbase_replay(chain: Chain, tmp: Path) -> dict[str, float]:
         raise RuntimeError(f"twinbase replay failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     figures: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
     return figures
-
-
-def wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start in 60 s")
 
 
 def run_node(chain: Chain, tmp: Path, mode: str, extra_env: dict[str, str]) -> dict[str, Any]:

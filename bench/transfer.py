@@ -31,11 +31,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from common import api, free_port
+from common import api, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
@@ -99,20 +97,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start in 60 s")
 
 
 def start_azurite(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
