@@ -27,11 +27,13 @@ from twinbase.bim.tessellate import (
     curve_polyline,
     de_boor,
     extrude_polygons,
+    extrude_regions,
     full_ellipse_segments,
     linear_sweep,
     planar_region,
     point_string,
     polyface_mesh,
+    polyface_meshes,
     rotational_sweep,
     ruled_sweep,
     sphere,
@@ -44,6 +46,7 @@ from twinbase.bim.tessellate import (
     torus_pipes,
     union_region,
 )
+from twinbase.bim.tessellate import region_chains as tess_region_chains
 from twinbase.bim.tessellate.options import arc_segments_array, full_ellipse_segments_array
 
 TOL = StrokeOptions(0.01)
@@ -390,6 +393,50 @@ def test_extrusion_of_curves() -> None:
     assert path.area() == pytest.approx(4.0) and path.two_sided
 
 
+def test_many_region_extrusions_at_once_are_each_alone() -> None:
+    """``extrude_regions`` (the mesher's batch for holes and curved edges) gives, region by region, the
+    facets ``linear_sweep`` gives: same vertices, triangles, area, volume and normals."""
+    disk = [Arc([0, 0, 0], [1, 0, 0], [0, 1, 0], 0.0, 2 * math.pi)]
+    hole = [Arc([2, 2, 0], [0.5, 0, 0], [0, 0.5, 0], 0.0, 2 * math.pi)]
+    slot = [
+        LineSegment([0, -1, 0], [4, -1, 0]),
+        Arc([4, 0, 0], [0, -1, 0], [1, 0, 0], 0.0, math.pi),
+        LineSegment([4, 1, 0], [0, 1, 0]),
+        Arc([0, 0, 0], [0, 1, 0], [-1, 0, 0], 0.0, math.pi),
+    ]
+    square = [LineString(np.vstack([SQUARE, SQUARE[:1]]))]
+    cases = [
+        ([square, hole], [0, 0, 2]),  # a plate with a round hole
+        ([square[::-1], hole], [0, 0, -2]),  # downwards
+        (
+            [[LineString(np.vstack([SQUARE[::-1], SQUARE[3:]]))], [LineString(HOLE)]],
+            [1, 2, 2],
+        ),  # clockwise outer
+        ([disk], [0, 0, 3]),
+        ([slot], [0.5, 0, 1]),
+        ([slot, [LineString(HOLE * 0.2 + [0.5, -0.2, 0])]], [0, 0, 1]),
+    ]
+    regions = [tess_region_chains(loops, FINE) for loops, _ in cases]
+    many = extrude_regions(regions, np.array([v for _, v in cases], float))
+    assert many.entry is not None
+    for i, (loops, vector) in enumerate(cases):
+        one = many.subset(np.isin(many.indices[:, 0], np.flatnonzero(many.entry == i)))
+        alone = linear_sweep(loops, vector, options=FINE)
+        assert (one.n_vertices, one.n_triangles) == (alone.n_vertices, alone.n_triangles)
+        assert one.area() == pytest.approx(alone.area())
+        assert one.signed_volume() == pytest.approx(alone.signed_volume()) and one.signed_volume() > 0
+        assert_outward_solid(one)
+        assert_normals_follow_winding(one)
+        # The same vertex normals (as sets: the vertex order may differ).
+        ours = np.round(np.hstack([one.positions, one.normals]), 6)
+        theirs = np.round(np.hstack([alone.positions, alone.normals]), 6)
+        assert np.array_equal(np.unique(ours, axis=0), np.unique(theirs, axis=0))
+    walls = extrude_regions([regions[0]], [0, 0, 2], capped=False)
+    assert walls.two_sided and walls.area() == pytest.approx(
+        linear_sweep(cases[0][0], [0, 0, 2], capped=False, options=FINE).area()
+    )
+
+
 def test_rotational_sweep_of_a_rectangle_is_a_washer() -> None:
     rect = np.array([[1, 0, 0], [2, 0, 0], [2, 0, 1], [1, 0, 1]], dtype=float)
     washer = rotational_sweep([rect], [0, 0, 0], [0, 0, 1], 2 * math.pi, options=FINE)
@@ -682,6 +729,53 @@ def test_polyface_normals_params_colors_and_errors() -> None:
         polyface_mesh(pts, [1, 2, 3, 0, 4], num_per_face=4)
     with pytest.raises(TessellationError):
         polyface_mesh(pts, [1, 2, 3, 0], normals=normals, normal_index=[1, 0, 1, 0])
+
+
+def test_joined_polyfaces_are_each_polyface_alone() -> None:
+    """``polyface_meshes`` (the mesher's batch) gives, polyface by polyface, what ``polyface_mesh`` gives."""
+    ell = np.array([[0, 0, 0], [2, 0, 0], [2, 1, 0], [1, 1, 0], [1, 2, 0], [0, 2, 0]], float)
+    zero_ended = [i for f in CUBE_FACES for i in (*f, 0)]
+    cases: list[tuple[np.ndarray, list[int], int]] = [
+        (CUBE, zero_ended, 0),
+        (ell, [1, 2, 3, 4, 5, 6], 0),  # a concave face, no final 0
+        (CUBE, [i for f in CUBE_FACES for i in f], 4),  # fixed blocks
+        (CUBE, [i for f in CUBE_FACES for i in (*f[:3], 0)], 4),  # blocks padded with 0
+        (ell + 5, [1, -2, 3, 0, 1, 3, 4, 5, 6, 0], 0),
+    ]
+    joined = polyface_meshes([c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases])
+    assert joined.entry is not None
+    for k, (pts, index, npf) in enumerate(cases):
+        alone = polyface_mesh(pts, index, num_per_face=npf)
+        mine = np.flatnonzero(joined.entry == k)
+        assert np.array_equal(joined.positions[mine], alone.positions)
+        assert np.array_equal(joined.normals[mine], alone.normals)
+        tris = joined.indices[np.isin(joined.indices[:, 0], mine)]
+        assert np.array_equal(np.searchsorted(mine, tris), alone.indices)
+
+    # With normals and params (shared vertices), each polyface's own index arrays.
+    pts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    params = np.array([[0, 0], [1, 0], [1, 1], [0, 1.0]])
+    index = [1, 2, 3, 0, 1, 3, 4, 0]
+    two = polyface_meshes(
+        [pts, pts * 2],
+        [index, index],
+        [0, 0],
+        normals=[np.array([[0, 0, 1.0]]), np.array([[0, 0, 3.0], [0, 1, 0]])],
+        normal_index=[[1, 1, 1, 0, 1, 1, 1, 0], [2, 2, 2, 0, 1, 1, 1, 0]],
+        params=[params, params],
+        param_index=[None, None],
+    )
+    assert two.entry is not None and two.params is not None
+    assert np.bincount(two.entry).tolist() == [4, 6]  # the second has two normals at points 1 and 3
+    second = two.entry == 1
+    assert np.allclose(two.params[second][:, 0] * 2, two.positions[second][:, 0])
+    # An index past its own polyface's points fails (joined, it would silently name the next one's).
+    with pytest.raises(TessellationError):
+        polyface_meshes([pts, pts], [[1, 2, 5, 0], index], [0, 0])
+    with pytest.raises(TessellationError):
+        polyface_meshes(
+            [pts, pts], [index, index], [0, 0], normals=[pts, pts], normal_index=[[1, 2, 3, 0], index]
+        )
 
 
 # -- meshes -----------------------------------------------------------------------------------------

@@ -377,7 +377,7 @@ class _Batch:
     def run(self, options: tess.StrokeOptions) -> None:
         for kind, items in self.items.items():
             geoms = [i[0] for i in items]
-            mesh = _BATCH_RUNNERS[kind](geoms, options)
+            mesh = _runner(kind)(geoms, options)
             for (_, sym, out), piece in zip(items, _split(mesh, len(items)), strict=True):
                 out.meshes.append((sym, False, piece))
         self.items.clear()
@@ -440,7 +440,37 @@ def _run_extrusions(gs: list[tuple[F64, F64]], o: tess.StrokeOptions) -> tess.Me
     return tess.extrude_polygons([p for p, _ in gs], np.stack([v for _, v in gs]), True, options=o)
 
 
+def _run_polyfaces(gs: list[g.Polyface], o: tess.StrokeOptions) -> tess.Mesh:
+    first = gs[0]  # the batch's kind says every one has (or lacks) normals and params alike
+    return tess.polyface_meshes(
+        [pf.points for pf in gs],
+        [pf.point_index for pf in gs],
+        [pf.num_per_face for pf in gs],
+        normals=None if first.normals is None else [pf.normals for pf in gs],  # type: ignore[misc]
+        normal_index=None if first.normals is None else [pf.normal_index for pf in gs],
+        params=None if first.params is None else [pf.params for pf in gs],  # type: ignore[misc]
+        param_index=None if first.params is None else [pf.param_index for pf in gs],
+        two_sided=first.two_sided,
+    )
+
+
+def _run_region_extrusions(gs: list[tuple[list[tess.Chain], F64]], o: tess.StrokeOptions) -> tess.Mesh:
+    return tess.extrude_regions([c for c, _ in gs], np.stack([v for _, v in gs]), capped=True)
+
+
+def _run_open_region_extrusions(gs: list[tuple[list[tess.Chain], F64]], o: tess.StrokeOptions) -> tess.Mesh:
+    return tess.extrude_regions([c for c, _ in gs], np.stack([v for _, v in gs]), capped=False)
+
+
+def _runner(kind: str) -> Any:
+    """The batch runner of a batch kind ("Polyface|110" runs with the polyface runner)."""
+    if kind.startswith("region-extrusion|"):
+        return _run_region_extrusions if kind.endswith("1") else _run_open_region_extrusions
+    return _BATCH_RUNNERS[kind.split("|", 1)[0]]
+
+
 _BATCH_RUNNERS: dict[str, Any] = {
+    "Polyface": _run_polyfaces,
     "Box": _run_boxes,
     "Sphere": _run_spheres,
     "Cone": _run_cones,
@@ -464,12 +494,16 @@ def _split(mesh: tess.Mesh, k: int) -> list[tess.Mesh]:
     t_order = np.argsort(t_entry, kind="stable")
     t_counts = np.bincount(t_entry, minlength=k)
     local = new_index[mesh.indices[t_order]] - v_starts[t_entry[t_order]][:, None]
-    positions = np.split(mesh.positions[v_order], np.cumsum(v_counts)[:-1])
-    normals = np.split(mesh.normals[v_order], np.cumsum(v_counts)[:-1])
+    v_ends = np.cumsum(v_counts)[:-1]
+    positions = np.split(mesh.positions[v_order], v_ends)
+    normals = np.split(mesh.normals[v_order], v_ends)
     indices = np.split(local, np.cumsum(t_counts)[:-1])
+    none: list[None] = [None] * k
+    params = none if mesh.params is None else np.split(mesh.params[v_order], v_ends)
+    colors = none if mesh.colors is None else np.split(mesh.colors[v_order], v_ends)
     return [
-        tess.Mesh(p, n, i, two_sided=mesh.two_sided)
-        for p, n, i in zip(positions, normals, indices, strict=True)
+        tess.Mesh(p, n, i, params=t, colors=c, two_sided=mesh.two_sided)
+        for p, n, i, t, c in zip(positions, normals, indices, params, colors, strict=True)
     ]
 
 
@@ -493,6 +527,10 @@ def _geometry(
         and (poly := _straight_polygon(geom)) is not None
     ):
         batch.add("extrusion", (poly, geom.vector), sym, out)
+    elif batch is not None and isinstance(geom, g.Polyface):
+        # Joined only with polyfaces that store the same arrays and sidedness (one mesh layout each).
+        shape = f"{geom.normals is not None:d}{geom.params is not None:d}{geom.two_sided:d}"
+        batch.add(f"Polyface|{shape}", geom, sym, out)
     elif isinstance(geom, g.Box):
         m = tess.boxes(
             [geom.base_origin],
@@ -539,6 +577,15 @@ def _geometry(
         out.meshes.append((sym, False, m))
     elif isinstance(geom, g.LinearSweep):
         regions, closed = _profile(geom.base, fb)
+        if batch is not None and closed and o.edge_length == 0:
+            # Regions with holes or curved edges: stroked here (per element), walls and caps later
+            # with the chunk's others.
+            for region in regions:
+                loops = [lp for lp in region if lp]
+                if loops:
+                    item = (tess.region_chains(loops, o), geom.vector)
+                    batch.add(f"region-extrusion|{geom.capped:d}", item, sym, out)
+            return
         for region in regions:
             loops = [lp for lp in region if lp]
             if loops:
@@ -747,7 +794,7 @@ class _Mesher:
             for kind, items in batch.items.items():
                 for geom, sym, out in items:
                     try:
-                        mesh = _BATCH_RUNNERS[kind]([geom], self.options)
+                        mesh = _runner(kind)([geom], self.options)
                         out.meshes.append((sym, False, mesh))
                     except _ELEMENT_ERRORS as exc:
                         out.error = f"{type(exc).__name__}: {exc}"

@@ -19,6 +19,7 @@ from .bspline import bspline_surface_mesh, de_boor, stroke_bspline_curve
 from .curves import (
     Arc,
     BSplineCurve,
+    Chain,
     CurvePrimitive,
     LineSegment,
     LineString,
@@ -38,14 +39,22 @@ from .options import (
     distance_segments,
     full_ellipse_segments,
 )
-from .polyface import polyface_mesh
+from .polyface import polyface_mesh, polyface_meshes
 from .regions import planar_region, triangulate_polygons, union_region
 from .solids import box, boxes, cone, cones, sphere, spheres, torus_pipe, torus_pipes
-from .sweeps import extrude_polygons, linear_sweep, rotational_sweep, ruled_sweep
+from .sweeps import (
+    extrude_polygons,
+    extrude_regions,
+    linear_sweep,
+    region_chains,
+    rotational_sweep,
+    ruled_sweep,
+)
 
 __all__ = [
     "Arc",
     "BSplineCurve",
+    "Chain",
     "CurvePrimitive",
     "LineSegment",
     "LineString",
@@ -65,11 +74,14 @@ __all__ = [
     "de_boor",
     "distance_segments",
     "extrude_polygons",
+    "extrude_regions",
     "full_ellipse_segments",
     "linear_sweep",
     "planar_region",
     "point_string",
     "polyface_mesh",
+    "polyface_meshes",
+    "region_chains",
     "rotational_sweep",
     "ruled_sweep",
     "sphere",

@@ -14,9 +14,10 @@ smoothed over the faces around a point whose normals are within that angle of th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from ._geom import F64, I64, as_points, cross, norms
 from .errors import TessellationError
@@ -77,9 +78,145 @@ def polyface_mesh(
     pts = as_points(points, "polyface points")
     pidx_all = np.asarray(point_index, dtype=np.int64).reshape(-1)
     pos, face = _layout(pidx_all, num_per_face)
-    if not len(pos):
-        return Mesh.empty()
     count = len(pidx_all)
+    normal_arr = None if normals is None else as_points(normals, "polyface normals")
+    param_arr = None if params is None else np.asarray(params, dtype=np.float64).reshape(-1, 2)
+    color_arr = None if colors is None else np.asarray(colors, dtype=np.int64).reshape(-1).astype(np.uint32)
+    n_idx = t_idx = c_idx = None
+    if normal_arr is not None:
+        n_idx = _pick(
+            point_index if normal_index is None else normal_index, pos, count, len(normal_arr), "normal"
+        )
+    if param_arr is not None:
+        t_idx = _pick(
+            point_index if param_index is None else param_index, pos, count, len(param_arr), "param"
+        )
+    if color_arr is not None:
+        c_idx = _pick(
+            point_index if color_index is None else color_index, pos, count, len(color_arr), "color"
+        )
+    mesh, _ = _corners_mesh(
+        pts,
+        pidx_all,
+        pos,
+        face,
+        normal_arr,
+        n_idx,
+        param_arr,
+        t_idx,
+        color_arr,
+        c_idx,
+        two_sided,
+        crease_angle,
+    )
+    return mesh
+
+
+def polyface_meshes(
+    points: Sequence[ArrayLike],
+    point_index: Sequence[ArrayLike],
+    num_per_face: Sequence[int],
+    *,
+    normals: Sequence[ArrayLike] | None = None,
+    normal_index: Sequence[ArrayLike | None] | None = None,
+    params: Sequence[ArrayLike] | None = None,
+    param_index: Sequence[ArrayLike | None] | None = None,
+    two_sided: bool = False,
+) -> Mesh:
+    """Many polyfaces in one pass, as one mesh whose ``entry`` numbers each vertex's polyface (the same
+    vertices and triangles, polyface by polyface, as ``polyface_mesh`` gives each alone; flat normals
+    where none are stored). Either every polyface has normals (params) or none has.
+
+    Thousands of small polyfaces (a few dozen faces each) cost far more in numpy call overhead than in
+    arithmetic one at a time: here they are joined into one index array (each index moved by its
+    polyface's offset, each index array ended with a 0 so faces never run across polyfaces), run once,
+    and told apart by ``entry``."""
+    k = len(points)
+    if len(point_index) != k or len(num_per_face) != k:
+        raise TessellationError("polyfaces: points, point_index and num_per_face differ in length")
+    pts = [as_points(p, "polyface points") for p in points]
+    p_idx = [
+        _zero_ended(np.asarray(i, np.int64).reshape(-1), n)
+        for i, n in zip(point_index, num_per_face, strict=True)
+    ]
+    lengths = np.fromiter((len(i) for i in p_idx), np.int64, k)
+    item_of = np.repeat(np.arange(k), lengths)  # the polyface of each index position
+
+    def joined(arrays: list[F64], index: Sequence[ArrayLike | None] | None, what: str) -> tuple[F64, I64]:
+        sizes = np.fromiter((len(a) for a in arrays), np.int64, k)
+        own = [
+            p_idx[j]
+            if index is None or index[j] is None
+            else _zero_ended(np.asarray(index[j], np.int64).reshape(-1), num_per_face[j])
+            for j in range(k)
+        ]
+        if any(len(a) != len(b) for a, b in zip(own, p_idx, strict=True)):
+            raise TessellationError(f"polyface: a {what} index differs in length from its point index")
+        flat = np.concatenate(own) if own else np.zeros(0, np.int64)
+        # An index past its own polyface's array must fail here: joined, it would name the next one's.
+        if len(flat) and (np.abs(flat) > sizes[item_of]).any():
+            raise TessellationError(f"polyface: a {what} index is past its polyface's {what}s")
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        moved = np.where(flat != 0, flat + np.sign(flat) * offsets[item_of], 0)
+        data = np.concatenate(arrays) if arrays else np.zeros((0, 3))
+        return data, moved
+
+    all_pts, pidx_all = joined(pts, None, "point")
+    pos, face = _layout(pidx_all, 0)
+    count = len(pidx_all)
+    normal_arr = n_idx = param_arr = t_idx = None
+    if normals is not None:
+        normal_arr, moved = joined(
+            [as_points(n, "polyface normals") for n in normals], normal_index, "normal"
+        )
+        n_idx = _pick(moved, pos, count, len(normal_arr), "normal")
+    if params is not None:
+        param_list = [np.asarray(t, np.float64).reshape(-1, 2) for t in params]
+        param_arr, moved = joined(param_list, param_index, "param")
+        t_idx = _pick(moved, pos, count, len(param_arr), "param")
+    mesh, first = _corners_mesh(
+        all_pts, pidx_all, pos, face, normal_arr, n_idx, param_arr, t_idx, None, None, two_sided, None
+    )
+    if len(first):
+        mesh.entry = item_of[pos[first]].astype(np.int32)
+    else:
+        mesh.entry = np.zeros(0, np.int32)
+    return mesh
+
+
+def _zero_ended(index: I64, num_per_face: int) -> I64:
+    """An index array in the 0-terminated layout, ending with a 0 (fixed blocks become faces ended by
+    a 0 each; their padding zeros make empty faces, which ``_layout`` drops)."""
+    if num_per_face >= 2:
+        if len(index) % num_per_face:
+            raise TessellationError(
+                f"polyface: {len(index)} indices are not whole blocks of num_per_face={num_per_face}"
+            )
+        blocks = index.reshape(-1, num_per_face)
+        return np.concatenate([blocks, np.zeros((len(blocks), 1), np.int64)], axis=1).reshape(-1)
+    if len(index) and index[-1] != 0:
+        return np.concatenate([index, [0]])
+    return index
+
+
+def _corners_mesh(
+    pts: F64,
+    pidx_all: I64,
+    pos: I64,
+    face: I64,
+    normal_arr: F64 | None,
+    n_idx: I64 | None,
+    param_arr: F64 | None,
+    t_idx: I64 | None,
+    color_arr: NDArray[np.uint32] | None,
+    c_idx: I64 | None,
+    two_sided: bool,
+    crease_angle: float | None,
+) -> tuple[Mesh, I64]:
+    """The mesh of the corners at ``pos`` (faces ``face``) and, for each of its vertices, the corner it
+    was made from."""
+    if not len(pos):
+        return Mesh.empty(), np.zeros(0, np.int64)
     p = np.abs(pidx_all[pos]) - 1
     if p.max() >= len(pts):
         raise TessellationError(f"polyface: a point index ({int(p.max()) + 1}) is past the {len(pts)} points")
@@ -89,50 +226,43 @@ def polyface_mesh(
     xyz = pts[p]
     tris, face_area = _triangulate(xyz, p, sizes, start)
 
-    normal_arr = None if normals is None else as_points(normals, "polyface normals")
-    n_idx = None
-    if normal_arr is not None:
-        n_idx = _pick(
-            point_index if normal_index is None else normal_index, pos, count, len(normal_arr), "normal"
-        )
-    param_arr = None if params is None else np.asarray(params, dtype=np.float64).reshape(-1, 2)
-    t_idx = None
-    if param_arr is not None:
-        t_idx = _pick(
-            point_index if param_index is None else param_index, pos, count, len(param_arr), "param"
-        )
-    color_arr = None if colors is None else np.asarray(colors, dtype=np.int64).reshape(-1).astype(np.uint32)
-    c_idx = None
-    if color_arr is not None:
-        c_idx = _pick(
-            point_index if color_index is None else color_index, pos, count, len(color_arr), "color"
-        )
-
     # One vertex per distinct (point, normal, param, colour) of the corners, found with a single
     # integer key per corner (a 1-D unique is far cheaper than a unique over rows).
     if normal_arr is not None and n_idx is not None:
         lengths = norms(normal_arr)
         corner_normals = (normal_arr / np.where(lengths > 0, lengths, 1.0)[:, None])[n_idx]
         key: I64 | None = p * len(normal_arr) + n_idx
+        bound = len(pts) * len(normal_arr)
     elif crease_angle is None:
         # Flat facets: a corner's normal is its face's, so corners never share a vertex.
         corner_normals = _unit_or_up(face_area)[face]
         key = None
+        bound = 0
     else:
         corner_normals, key = _smooth_normals(p, face, face_area, len(pts), crease_angle)
+        bound = 2 * len(p) + len(pts)
     if key is not None:
+        columns = [key]
         for extra, size in (
             (t_idx, 0 if param_arr is None else len(param_arr)),
             (c_idx, 0 if color_arr is None else len(color_arr)),
         ):
             if extra is not None:
+                columns.append(extra)
+                bound *= max(size, 1)
                 key = key * size + extra
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        if bound >= 2**62:
+            # The joined key would overflow int64 (very large joined polyfaces): unique over rows.
+            _, first, inverse = np.unique(
+                np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True
+            )
+        else:
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         tris = inverse[tris]
     else:
         first = np.arange(len(p))
-    return Mesh(
+    mesh = Mesh(
         xyz[first],
         corner_normals[first].astype(np.float32),
         tris.astype(np.uint32),
@@ -140,6 +270,7 @@ def polyface_mesh(
         colors=None if color_arr is None or c_idx is None else color_arr[c_idx[first]],
         two_sided=two_sided,
     )
+    return mesh, first
 
 
 def _unit_or_up(v: F64) -> F64:

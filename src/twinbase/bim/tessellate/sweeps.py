@@ -23,10 +23,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import mapbox_earcut
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._geom import F64, as_vector, cross, is_full_circle, newell_normal, norms, unit
+from ._geom import F64, as_batch, as_vector, cross, is_full_circle, newell_normal, norms, unit
 from .curves import (
     Chain,
     Curve,
@@ -118,6 +119,11 @@ def _oriented(chains: list[Chain], direction: F64) -> list[Chain]:
         want_positive = i == 0
         out.append(_reversed(chain) if (area > 0) != want_positive and area != 0 else chain)
     return out
+
+
+def region_chains(loops: Sequence[Curve], options: StrokeOptions) -> list[Chain]:
+    """A parity region's loops (outer first) stroked and closed, as ``extrude_regions`` takes them."""
+    return _profile_chains(loops, options, True)
 
 
 def _profile_chains(profile: Sequence[Curve], options: StrokeOptions, closed: bool) -> list[Chain]:
@@ -475,3 +481,142 @@ def _polygon_triangles(
         out.append(np.stack([s, s + j, s + j + 1], axis=1))
     out.append(earcut_rings(points, start, counts, area, np.flatnonzero(concave)))
     return np.concatenate(out) if out else np.zeros((0, 3), np.int64)
+
+
+# -- many extrusions of stroked regions at once ---------------------------------------------------
+
+
+def extrude_regions(regions: Sequence[Sequence[Chain]], vectors: ArrayLike, capped: bool = True) -> Mesh:
+    """Many capped (or open-ended) extrusions of parity regions in one call; ``entry`` is the region
+    number. Each region is its loops already stroked (``curve_chain(loop, options, close=True)``),
+    outer first. Same facets as ``linear_sweep`` of each (one band: no ``max_edge_length``).
+
+    Extrusions of plates with holes, rounded profiles and pipes are a tenth of a typical model and
+    cost a thousand small numpy calls each one at a time; here the walls of every loop are one strip
+    operation, the caps one projection, and only the earcut call is per region."""
+    k = len(regions)
+    v_region = as_batch(vectors, k, (3,), "extrude_regions vectors")
+    chains = [c for r in regions for c in r if len(c.points) >= 2]
+    if not chains:
+        return Mesh.empty()
+    chain_region = np.fromiter(
+        (i for i, r in enumerate(regions) for c in r if len(c.points) >= 2), np.int64, len(chains)
+    )
+    first_of = np.ones(len(chains), bool)
+    first_of[1:] = chain_region[1:] != chain_region[:-1]  # the outer loop is each region's first
+    sizes = np.fromiter((len(c.points) for c in chains), np.int64, len(chains))
+    n = int(sizes.sum())
+    points = np.concatenate([c.points for c in chains])
+    tangents = np.concatenate([c.tangents for c in chains])
+    link = np.concatenate([np.append(c.link, False) for c in chains])  # segment i -> i + 1 is a wall
+    chain_of = np.repeat(np.arange(len(chains)), sizes)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    v = v_region[chain_region]  # (C, 3)
+    vp = v[chain_of]
+
+    # Orientation as ``_oriented``: outer loops counter-clockwise about v, holes clockwise. A loop the
+    # other way keeps its points; its walls' winding and normals are turned instead.
+    area = _ring_areas(points, chain_of, start, sizes)
+    along = np.einsum("ci,ci->c", area, v)
+    sign = np.where((along != 0) & ((along > 0) != first_of), -1.0, 1.0)
+    wall_normal = unit(cross(tangents, vp)) * sign[chain_of][:, None]
+    seg = np.flatnonzero(link)
+    a, b = seg, seg + 1
+    quads = np.stack([np.stack([a, b, b + n], 1), np.stack([a, b + n, a + n], 1)], 1)  # (S, 2, 3)
+    quads = np.where((sign[chain_of[seg]] > 0)[:, None, None], quads, quads[:, :, ::-1])
+    positions = [points, points + vp]
+    normals = [wall_normal, wall_normal]
+    tris = [quads.reshape(-1, 3)]
+    entries = [chain_region[chain_of], chain_region[chain_of]]
+    count = 2 * n
+    if capped:
+        cap_points, cap_region, cap_tris, up = _region_caps(
+            points, chain_of, start, sizes, chain_region, first_of, area, sign, k
+        )
+        if len(cap_tris):
+            vc = v_region[cap_region]
+            positions += [cap_points, cap_points + vc]
+            normals += [-up[cap_region], up[cap_region]]
+            tris += [cap_tris[:, ::-1] + count, cap_tris + count + len(cap_points)]
+            entries += [cap_region, cap_region]
+    mesh = Mesh(
+        np.concatenate(positions),
+        np.concatenate(normals).astype(np.float32),
+        np.concatenate(tris).astype(np.uint32),
+        entry=np.concatenate(entries).astype(np.int32),
+        two_sided=not capped,
+    )
+    return mesh.without_degenerate()
+
+
+def _ring_areas(
+    points: F64, ring: NDArray[np.int64], start: NDArray[np.int64], sizes: NDArray[np.int64]
+) -> F64:
+    """Newell's area vector of each ring (points ``start[r]:start[r] + sizes[r]``, closed implicitly;
+    repeated points add nothing), about each ring's centre for accuracy far from the origin."""
+    k = len(sizes)
+    nxt = np.arange(len(points)) + 1
+    nxt[start + sizes - 1] = start
+    centre = np.stack([np.bincount(ring, points[:, i], k) for i in range(3)], axis=1) / sizes[:, None]
+    rel = points - centre[ring]
+    terms = cross(rel, rel[nxt])
+    out: F64 = np.asarray(
+        0.5 * np.stack([np.bincount(ring, terms[:, i], k) for i in range(3)], axis=1), np.float64
+    )
+    return out
+
+
+def _region_caps(
+    points: F64,
+    chain_of: NDArray[np.int64],
+    start: NDArray[np.int64],
+    sizes: NDArray[np.int64],
+    chain_region: NDArray[np.int64],
+    first_of: NDArray[np.bool_],
+    area: F64,
+    sign: F64,
+    k: int,
+) -> tuple[F64, NDArray[np.int64], NDArray[np.int64], F64]:
+    """Each region's cap as ``triangulate_polygons`` makes it: the loops' polygons (run joins and the
+    closing point dropped; holes under 3 points left out; no cap when the outer loop has under 3),
+    triangles counter-clockwise about the region's ``up`` (the outer loop's unit area vector, turned
+    to run along the sweep). Returns the cap points, their region, the triangles and ``up`` per region."""
+    keep = np.ones(len(points), bool)
+    keep[1:] = (points[1:] != points[:-1]).any(axis=1) | (chain_of[1:] != chain_of[:-1])
+    last = start + sizes - 1
+    closing = (points[last] == points[start]).all(axis=1) & (sizes > 1)
+    keep[last[closing]] = False
+    poly_sizes = np.bincount(chain_of[keep], minlength=len(sizes))
+    usable = poly_sizes >= 3
+    outer_ok = np.zeros(k, bool)
+    outer_ok[chain_region[first_of & usable]] = True
+    use_chain = usable & outer_ok[chain_region]
+    keep &= use_chain[chain_of]
+    q = points[keep]
+    q_chain = chain_of[keep]
+    q_region = chain_region[q_chain]
+    up = np.zeros((k, 3))
+    outer = np.flatnonzero(first_of)
+    up[chain_region[outer]] = unit(area[outer]) * sign[outer][:, None]
+    if not len(q):
+        return q, q_region, np.zeros((0, 3), np.int64), up
+    # Each region's plane frame (x, y, up), for all cap points at once.
+    nz = up[q_region]
+    helper = np.where((np.abs(nz[:, 0]) < 0.9)[:, None], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    x = unit(cross(helper, nz))
+    y = cross(nz, x)
+    flat = np.ascontiguousarray(np.stack([np.einsum("ij,ij->i", q, x), np.einsum("ij,ij->i", q, y)], 1))
+    region_start = np.flatnonzero(np.concatenate([[True], q_region[1:] != q_region[:-1]]))
+    region_end = np.append(region_start[1:], len(q))
+    ring_end = np.flatnonzero(np.concatenate([q_chain[1:] != q_chain[:-1], [True]])) + 1
+    out: list[NDArray[np.int64]] = []
+    for s, e in zip(region_start.tolist(), region_end.tolist(), strict=True):
+        ends = ring_end[(ring_end > s) & (ring_end <= e)] - s
+        local = flat[s:e] - flat[s]  # near the origin for earcut's arithmetic
+        found = mapbox_earcut.triangulate_float64(local, ends.astype(np.uint32))
+        out.append(found.reshape(-1, 3).astype(np.int64) + s)
+    cap = np.concatenate(out)
+    p0, p1, p2 = flat[cap[:, 0]], flat[cap[:, 1]], flat[cap[:, 2]]
+    turn = (p1[:, 0] - p0[:, 0]) * (p2[:, 1] - p0[:, 1]) - (p1[:, 1] - p0[:, 1]) * (p2[:, 0] - p0[:, 0])
+    cap = np.where((turn < 0)[:, None], cap[:, [0, 2, 1]], cap)[turn != 0]
+    return q, q_region, cap, up
