@@ -178,6 +178,24 @@ def test_ellipsoid_normals_follow_the_inverse_transpose() -> None:
     assert np.allclose(mesh.normals, gradient, atol=1e-5)
 
 
+def test_rotated_ellipsoid_axes_are_the_matrix_columns() -> None:
+    """``axes`` columns are the x, y and pole axes (a DgnSphereDetail's localToWorld): a rotated and
+    sheared frame puts every vertex on ``center + A u`` with |u| = 1, normals along A^-T u."""
+    rot = np.array([[0.0, -1.0, 0.0], [0.6, 0.0, -0.8], [0.8, 0.0, 0.6]])
+    axes = rot @ np.diag([5.0, 2.5, 1.5]) + np.array([[0, 0.3, 0], [0, 0, 0], [0, 0, 0]])
+    center = np.array([1.0, 2.0, 3.0])
+    mesh = sphere(center, axes, options=FINE)
+    u = np.linalg.solve(axes, (mesh.positions - center).T).T
+    assert np.allclose(np.linalg.norm(u, axis=1), 1.0)
+    expected = np.linalg.inv(axes).T @ u.T
+    expected = (expected / np.linalg.norm(expected, axis=0)).T
+    assert np.allclose(mesh.normals, expected, atol=1e-5)
+    assert_outward_solid(mesh)
+    round_one = sphere(center, rot * 2.0, options=FINE)  # conformal: normals are radial
+    radial = (round_one.positions - center) / 2.0
+    assert np.allclose(round_one.normals, radial, atol=1e-5)
+
+
 def test_mirrored_sphere_still_faces_out() -> None:
     axes = np.diag([-1.0, 1.0, 1.0])  # a left-handed frame
     mesh = sphere([5, 0, 0], axes, options=TOL)

@@ -333,6 +333,9 @@ class _Tessellated:
     """One stream's pieces in its own coordinates: (symbology, filled, mesh | polyline), instances."""
 
     meshes: list[tuple[Symbology, bool, tess.Mesh]] = field(default_factory=list)
+    # Pieces a batch tessellated already in world coordinates (the element's placement applied to the
+    # solid's parameters, not to its vertices).
+    world_meshes: list[tuple[Symbology, tess.Mesh]] = field(default_factory=list)
     lines: list[tuple[Symbology, tess.Polyline]] = field(default_factory=list)
     parts: list[tuple[Symbology, g.PartInstance]] = field(default_factory=list)
     error: str | None = None  # a batched solid of this stream could not be tessellated
@@ -369,26 +372,42 @@ class _Batch:
     result is handed back to the stream it came from."""
 
     def __init__(self) -> None:
-        self.items: dict[str, list[tuple[Any, Symbology, _Tessellated]]] = {}
+        self.items: dict[str, list[tuple[Any, Symbology, _Tessellated, F64]]] = {}
+        self.world: F64 = np.eye(4)  # the placement of the element whose stream is being read
 
     def add(self, kind: str, geom: Any, sym: Symbology, out: _Tessellated) -> None:
-        self.items.setdefault(kind, []).append((geom, sym, out))
+        self.items.setdefault(kind, []).append((geom, sym, out, self.world))
 
     def run(self, options: tess.StrokeOptions) -> None:
+        """Each kind's solids at once, placed in the world by their parameters (a rigid placement
+        commutes with tessellation: the same facets, carried), so their vertices need no transform."""
         for kind, items in self.items.items():
             geoms = [i[0] for i in items]
-            mesh = _runner(kind)(geoms, options)
-            for (_, sym, out), piece in zip(items, _split(mesh, len(items)), strict=True):
-                out.meshes.append((sym, False, piece))
+            mesh = _runner(kind)(geoms, options, np.stack([i[3] for i in items]))
+            for (_, sym, out, _), piece in zip(items, _split(mesh, len(items)), strict=True):
+                out.world_meshes.append((sym, piece))
         self.items.clear()
 
 
-def _run_boxes(gs: list[g.Box], o: tess.StrokeOptions) -> tess.Mesh:
+def _points(worlds: F64, points: Any) -> F64:
+    """Points (k, 3) each carried by its world (k, 4, 4)."""
+    p = np.asarray(points, np.float64).reshape(-1, 3)
+    out: F64 = np.einsum("kij,kj->ki", worlds[:, :3, :3], p) + worlds[:, :3, 3]
+    return out
+
+
+def _vectors(worlds: F64, vectors: Any) -> F64:
+    v = np.asarray(vectors, np.float64).reshape(-1, 3)
+    out: F64 = np.einsum("kij,kj->ki", worlds[:, :3, :3], v)
+    return out
+
+
+def _run_boxes(gs: list[g.Box], o: tess.StrokeOptions, w: F64) -> tess.Mesh:
     return tess.boxes(
-        [b.base_origin for b in gs],
-        [b.top_origin for b in gs],
-        [b.vector_x for b in gs],
-        [b.vector_y for b in gs],
+        _points(w, [b.base_origin for b in gs]),
+        _points(w, [b.top_origin for b in gs]),
+        _vectors(w, [b.vector_x for b in gs]),
+        _vectors(w, [b.vector_y for b in gs]),
         [b.base_x for b in gs],
         [b.base_y for b in gs],
         [b.top_x for b in gs],
@@ -398,8 +417,14 @@ def _run_boxes(gs: list[g.Box], o: tess.StrokeOptions) -> tess.Mesh:
     )
 
 
-def _run_spheres(gs: list[g.Sphere], o: tess.StrokeOptions) -> tess.Mesh:
-    ltw = np.stack([s.local_to_world for s in gs])
+def _run_spheres(gs: list[g.Sphere], o: tess.StrokeOptions, w: F64) -> tess.Mesh:
+    ltw = np.einsum(
+        "kij,kjl->kil",
+        w[:, :3, :],
+        np.concatenate(
+            [np.stack([s.local_to_world for s in gs]), np.tile([0.0, 0.0, 0.0, 1.0], (len(gs), 1, 1))], axis=1
+        ),
+    )
     return tess.spheres(
         ltw[:, :, 3],
         ltw[:, :, :3],
@@ -410,12 +435,12 @@ def _run_spheres(gs: list[g.Sphere], o: tess.StrokeOptions) -> tess.Mesh:
     )
 
 
-def _run_cones(gs: list[g.Cone], o: tess.StrokeOptions) -> tess.Mesh:
+def _run_cones(gs: list[g.Cone], o: tess.StrokeOptions, w: F64) -> tess.Mesh:
     return tess.cones(
-        [c.center_a for c in gs],
-        [c.center_b for c in gs],
-        [c.vector0 for c in gs],
-        [c.vector90 for c in gs],
+        _points(w, [c.center_a for c in gs]),
+        _points(w, [c.center_b for c in gs]),
+        _vectors(w, [c.vector0 for c in gs]),
+        _vectors(w, [c.vector90 for c in gs]),
         [c.radius_a for c in gs],
         [c.radius_b for c in gs],
         [c.capped for c in gs],
@@ -423,11 +448,11 @@ def _run_cones(gs: list[g.Cone], o: tess.StrokeOptions) -> tess.Mesh:
     )
 
 
-def _run_tori(gs: list[g.TorusPipe], o: tess.StrokeOptions) -> tess.Mesh:
+def _run_tori(gs: list[g.TorusPipe], o: tess.StrokeOptions, w: F64) -> tess.Mesh:
     return tess.torus_pipes(
-        [t.center for t in gs],
-        [t.vector_x for t in gs],
-        [t.vector_y for t in gs],
+        _points(w, [t.center for t in gs]),
+        _vectors(w, [t.vector_x for t in gs]),
+        _vectors(w, [t.vector_y for t in gs]),
         [t.major_radius for t in gs],
         [t.minor_radius for t in gs],
         [t.sweep for t in gs],
@@ -436,17 +461,23 @@ def _run_tori(gs: list[g.TorusPipe], o: tess.StrokeOptions) -> tess.Mesh:
     )
 
 
-def _run_extrusions(gs: list[tuple[F64, F64]], o: tess.StrokeOptions) -> tess.Mesh:
-    return tess.extrude_polygons([p for p, _ in gs], np.stack([v for _, v in gs]), True, options=o)
+def _run_extrusions(gs: list[tuple[F64, F64]], o: tess.StrokeOptions, w: F64) -> tess.Mesh:
+    counts = np.fromiter((len(p) for p, _ in gs), np.int64, len(gs))
+    owner = np.repeat(np.arange(len(gs)), counts)
+    points = _points(w[owner], np.concatenate([p for p, _ in gs]))
+    return tess.extrude_polygons((points, counts), _vectors(w, [v for _, v in gs]), True, options=o)
 
 
-def _run_polyfaces(gs: list[g.Polyface], o: tess.StrokeOptions) -> tess.Mesh:
+def _run_polyfaces(gs: list[g.Polyface], o: tess.StrokeOptions, w: F64) -> tess.Mesh:
     first = gs[0]  # the batch's kind says every one has (or lacks) normals and params alike
+    rotations = w[:, :3, :3]
     return tess.polyface_meshes(
-        [pf.points for pf in gs],
+        [pf.points @ r.T + t for pf, r, t in zip(gs, rotations, w[:, :3, 3], strict=True)],
         [pf.point_index for pf in gs],
         [pf.num_per_face for pf in gs],
-        normals=None if first.normals is None else [pf.normals for pf in gs],  # type: ignore[misc]
+        normals=None
+        if first.normals is None
+        else [pf.normals @ r.T for pf, r in zip(gs, rotations, strict=True)],
         normal_index=None if first.normals is None else [pf.normal_index for pf in gs],
         params=None if first.params is None else [pf.params for pf in gs],  # type: ignore[misc]
         param_index=None if first.params is None else [pf.param_index for pf in gs],
@@ -454,12 +485,23 @@ def _run_polyfaces(gs: list[g.Polyface], o: tess.StrokeOptions) -> tess.Mesh:
     )
 
 
-def _run_region_extrusions(gs: list[tuple[list[tess.Chain], F64]], o: tess.StrokeOptions) -> tess.Mesh:
-    return tess.extrude_regions([c for c, _ in gs], np.stack([v for _, v in gs]), capped=True)
+def _placed_regions(gs: list[tuple[list[tess.Chain], F64]], w: F64) -> list[list[tess.Chain]]:
+    return [
+        [tess.Chain(c.points @ r.T + r4[:3, 3], c.tangents @ r.T, c.link) for c in chains]
+        for (chains, _), r4, r in zip(gs, w, w[:, :3, :3], strict=True)
+    ]
 
 
-def _run_open_region_extrusions(gs: list[tuple[list[tess.Chain], F64]], o: tess.StrokeOptions) -> tess.Mesh:
-    return tess.extrude_regions([c for c, _ in gs], np.stack([v for _, v in gs]), capped=False)
+def _run_region_extrusions(
+    gs: list[tuple[list[tess.Chain], F64]], o: tess.StrokeOptions, w: F64
+) -> tess.Mesh:
+    return tess.extrude_regions(_placed_regions(gs, w), _vectors(w, [v for _, v in gs]), capped=True)
+
+
+def _run_open_region_extrusions(
+    gs: list[tuple[list[tess.Chain], F64]], o: tess.StrokeOptions, w: F64
+) -> tess.Mesh:
+    return tess.extrude_regions(_placed_regions(gs, w), _vectors(w, [v for _, v in gs]), capped=False)
 
 
 def _runner(kind: str) -> Any:
@@ -761,8 +803,8 @@ class _Mesher:
     def elements(self, elements: Iterable[Element], chunk: int) -> None:
         """Mesh ``elements`` ``chunk`` at a time: decode each and tessellate what is not batched, then
         the chunk's solids together, then place each element's pieces in the world."""
-        # (element, its placement, read once per element, its pieces)
-        pending: list[tuple[Element, _Placement, _Tessellated]] = []
+        # (element, its world transform (its placement, read once per element), its pieces)
+        pending: list[tuple[Element, F64, _Tessellated]] = []
         batch = _Batch()
         for element in elements:
             if element.kind == KIND_2D:
@@ -774,63 +816,74 @@ class _Mesher:
                 placement = element.placement
                 if placement is None:
                     raise GeometryStreamError("a geometric element with a stream but no placement")
+                batch.world = world = placement.transform()
                 pieces = tessellate_stream(
                     element.geometry_stream, self.options, self.fb, placement.bbox, batch
                 )
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
                 continue
-            pending.append((element, placement, pieces))
+            pending.append((element, world, pieces))
             if len(pending) >= chunk:
                 self._finish(pending, batch)
                 pending = []
         self._finish(pending, batch)
 
-    def _finish(self, pending: list[tuple[Element, _Placement, _Tessellated]], batch: _Batch) -> None:
+    def _finish(self, pending: list[tuple[Element, F64, _Tessellated]], batch: _Batch) -> None:
         try:
             batch.run(self.options)
         except _ELEMENT_ERRORS:
             # one bad solid fails its whole batch: run each alone, so only its element is reported
             for kind, items in batch.items.items():
-                for geom, sym, out in items:
+                for geom, sym, out, world in items:
                     try:
-                        mesh = _runner(kind)([geom], self.options)
-                        out.meshes.append((sym, False, mesh))
+                        mesh = _runner(kind)([geom], self.options, world[None])
+                        out.world_meshes.append((sym, mesh))
                     except _ELEMENT_ERRORS as exc:
                         out.error = f"{type(exc).__name__}: {exc}"
             batch.items.clear()
-        # Meshes to carry into the world, for the whole chunk: (element's pieces, appearance, mesh, world).
-        to_place: list[tuple[ElementMeshes, Appearance, tess.Mesh, F64]] = []
-        for element, placement, pieces in pending:
+        # The pieces tessellated in their stream's coordinates, carried into the world for the whole
+        # chunk at once (batched solids are there already).
+        local = [
+            (n, sym, filled, mesh, world)
+            for n, (_, world, pieces) in enumerate(pending)
+            if pieces.error is None
+            for sym, filled, mesh in pieces.meshes
+            if mesh.n_triangles
+        ]
+        placed: list[list[tuple[Symbology, bool, tess.Mesh]]] = [[] for _ in pending]
+        for (n, sym, filled, _, _), mesh in zip(
+            local, _rigid_all([(None, None, m, w) for *_, m, w in local]), strict=True
+        ):
+            placed[n].append((sym, filled, mesh))
+        for (element, world, pieces), meshes in zip(pending, placed, strict=True):
             if pieces.error is not None:
                 self.result.errors.append((element.id, pieces.error))
                 continue
             try:
-                self.result.elements[element.id] = self._place(element, placement, pieces, to_place)
+                self.result.elements[element.id] = self._place(element, world, pieces, meshes)
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
-        for (owner, app, _, _), mesh in zip(to_place, _rigid_all(to_place), strict=True):
-            owner.meshes.append(MeshPiece(app, mesh))
 
     def _place(
         self,
         element: Element,
-        placement: _Placement,
+        world: F64,
         pieces: _Tessellated,
-        to_place: list[tuple[ElementMeshes, Appearance, tess.Mesh, F64]],
+        placed: list[tuple[Symbology, bool, tess.Mesh]],
     ) -> ElementMeshes:
-        """The element's lines and instances in the world; its meshes (merged by appearance) are queued
-        on ``to_place`` for one transform of the whole chunk."""
+        """The element's pieces in the world: ``placed`` its meshes already carried there (with the
+        batched ones), merged by appearance; its lines and instances placed here."""
         category = element.category_id or 0
         out = ElementMeshes(element.id, category)
-        world = placement.transform()
         by_app: dict[Appearance, list[tess.Mesh]] = {}
-        for sym, filled, mesh in pieces.meshes:
+        for sym, filled, mesh in placed:
+            by_app.setdefault(self.appearance.resolve(sym, category, filled), []).append(mesh)
+        for sym, mesh in pieces.world_meshes:
             if mesh.n_triangles:
-                by_app.setdefault(self.appearance.resolve(sym, category, filled), []).append(mesh)
+                by_app.setdefault(self.appearance.resolve(sym, category, False), []).append(mesh)
         for app, meshes in by_app.items():
-            merged = meshes[0] if len(meshes) == 1 else tess.Mesh.concat(meshes)
-            to_place.append((out, app, merged, world))
+            out.meshes.append(MeshPiece(app, meshes[0] if len(meshes) == 1 else tess.Mesh.concat(meshes)))
         lines_by: dict[Appearance, list[tess.Polyline]] = {}
         for sym, line in pieces.lines:
             lines_by.setdefault(self.appearance.resolve(sym, category), []).append(line)

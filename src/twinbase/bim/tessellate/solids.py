@@ -364,11 +364,14 @@ def spheres(
     # Normals go by the inverse transpose; for a scaled rotation that is the matrix over its scale.
     gram = np.einsum("kji,kjl->kil", a, a)
     conformal = np.abs(gram - radius[:, None, None] ** 2 * np.eye(3)).max(axis=(1, 2)) <= 1e-9 * radius**2
+    # ``_place`` multiplies row vectors (u @ coefficients): the coefficients are the transposes of
+    # the column-axis matrices, A^T for positions and (A^-T)^T = A^-1 for normals.
     if conformal.all():
-        normal_matrix = a / np.where(radius > 0, radius, 1.0)[:, None, None]
+        normal_matrix = (a / np.where(radius > 0, radius, 1.0)[:, None, None]).transpose(0, 2, 1)
     else:
         safe = np.where((np.abs(det) > 0)[:, None, None], a, np.eye(3))
-        normal_matrix = np.linalg.inv(safe).transpose(0, 2, 1)
+        normal_matrix = np.linalg.inv(safe)
+    position_matrix = a.transpose(0, 2, 1)
     full_band = (np.abs(lat0 + math.pi / 2) < 1e-12) & (np.abs(sweep - math.pi) < 1e-12)
     keys = np.stack([n_lon, n_lat, lat0, sweep, cap], axis=1)
     meshes = []
@@ -376,7 +379,7 @@ def spheres(
         positions_t, normals_t, template = _sphere_template(
             int(nl), int(nb), float(l0), float(sw), bool(cp), bool(cp)
         )
-        positions = _place(positions_t, a[ids], c[ids])
+        positions = _place(positions_t, position_matrix[ids], c[ids])
         normals = _place(normals_t, normal_matrix[ids])
         if not conformal[ids].all():
             normals = _normalize(normals)
