@@ -5,7 +5,8 @@ every shared iModel meshed without exceptions, with a report of what was drawn a
 What does not match exportGraphics, and is held to exactly that here:
 - Parasolid B-reps without stored facets: twinbase has no Parasolid, so their range box stands in (counted
   as ``brep-range-box``); a rotated body's stored range is looser than its facets, so those elements miss
-  the 1 mm range rule (area is not checked for B-reps).
+  the 1 mm range rule (area is not checked for B-reps). With the optional native B-rep facets they match:
+  tests/test_bim_native_facets.py.
 - Multi-span curved B-spline surfaces: the native mesher is adaptive, ours a per-span grid; the extreme
   points differ by a few millimetres (within the 10 mm chord tolerance), over the 1 mm range rule.
 """

@@ -145,6 +145,12 @@ class Settings(BaseModel):
     export_retention_seconds: int = Field(
         default=4 * 3600, description="How long iTwin export outputs are kept and listed."
     )
+    native_brep_facets: bool = Field(
+        default=False,
+        description="Mesh Parasolid B-reps stored without facets with the iTwin.js native library (node and "
+        "compat/ installed) instead of their range box: `mesh_imodel(..., native_breps=...)`. Off by "
+        "default: that library runs under Bentley's right-to-run terms (README, Native B-rep facets).",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

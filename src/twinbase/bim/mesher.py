@@ -24,6 +24,17 @@ What it does, as iTwin.js ``exportGraphics`` does (measured):
 - Parasolid B-reps use the facets stored with them when present, else their range box (the entry's
   sub-graphic range, else the element's box); text is its range box outline. Both counted in
   ``fallbacks`` by kind.
+- Optional, off by default: ``native_breps=True`` (or a ``native_facets.NativeFacetProvider``; for the
+  server, the setting ``TWINBASE_NATIVE_BREP_FACETS``) has the iTwin.js native library mesh the B-reps
+  stored without facets, where it is installed (node and ``compat/``): one node process per call, for
+  only the elements and parts whose streams hold such a B-rep. Such a stream takes the native meshes
+  as a whole (exportGraphics answers per element and appearance, not per entry; lines and part
+  instances stay ours, colours mapped as ``native_facets.NativeBReps`` says), counted as
+  ``brep-native-facets``.
+  Off by default because that library is not open source: it runs under Bentley's right-to-run
+  authorization, which allows it on snapshot iModels and, on any other, only when you and the program
+  are authorized by the data's owner (itself authorized by Bentley); no modifying or reverse
+  engineering. Turned on without node or the install, it raises ``NativeFacetsUnavailable`` at once.
 - A GeometryStream that cannot be decoded or tessellated is reported for that element in ``errors``;
   the other elements still mesh.
 
@@ -40,7 +51,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,6 +69,9 @@ from twinbase.bim.imodel import (
     RenderMaterial,
     SubCategoryAppearance,
 )
+
+if TYPE_CHECKING:  # native_facets imports this module: imported where used
+    from twinbase.bim.native_facets import NativeBReps, NativeFacetProvider
 
 __all__ = [
     "Appearance",
@@ -243,6 +257,7 @@ class _Fallbacks:
         self.counts: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()
+        self.native_breps = False  # facet-less B-reps are also marked for the native library
 
 
 def _primitive(prim: Any, fb: _Fallbacks) -> tess.CurvePrimitive | None:
@@ -339,6 +354,9 @@ class _Tessellated:
     lines: list[tuple[Symbology, tess.Polyline]] = field(default_factory=list)
     parts: list[tuple[Symbology, g.PartInstance]] = field(default_factory=list)
     error: str | None = None  # a batched solid of this stream could not be tessellated
+    # native B-rep facets on: the fallback each facet-less B-rep of the stream takes if the native
+    # library gives nothing ("brep-range-box" or "brep-without-range")
+    native_breps: list[str] = field(default_factory=list)
 
 
 _BATCHED = (g.Box, g.Sphere, g.Cone, g.TorusPipe)
@@ -699,11 +717,19 @@ def _geometry(
             # the stream's coordinates: the body's entity transform is not applied again.
             for facets in geom.facets:
                 out.meshes.append((sym, False, _polyface(facets)))
-        elif range_box is not None:
-            fb.counts["brep-range-box"] += 1
-            out.meshes.append((sym, False, _box_mesh(*range_box)))
         else:
-            fb.skipped["brep-without-range"] += 1
+            # No Parasolid here: the range box stands in. With native B-rep facets on, the stream is
+            # marked instead of counted: after the pass the native library meshes it (``NativeBReps``)
+            # and the box is replaced, or kept and counted should the library give nothing.
+            fallback = "brep-range-box" if range_box is not None else "brep-without-range"
+            if fb.native_breps:
+                out.native_breps.append(fallback)
+            elif range_box is not None:
+                fb.counts[fallback] += 1
+            else:
+                fb.skipped[fallback] += 1
+            if range_box is not None:
+                out.meshes.append((sym, False, _box_mesh(*range_box)))
     elif isinstance(geom, g.TextString):
         fb.counts["text-range-box-outline"] += 1
         if geom.range_low is not None and geom.range_high is not None:
@@ -768,12 +794,20 @@ def _matrix4(m34: F64) -> F64:
 
 
 class _Mesher:
-    def __init__(self, imodel: IModelFile, options: tess.StrokeOptions) -> None:
+    def __init__(
+        self, imodel: IModelFile, options: tess.StrokeOptions, native: NativeFacetProvider | None = None
+    ) -> None:
         self.imodel = imodel
         self.options = options
         self.appearance = AppearanceResolver.of(imodel)
         self.result = MeshResult()
         self.fb = _Fallbacks()
+        self.native: NativeBReps | None = None
+        if native is not None:
+            from twinbase.bim.native_facets import NativeBReps
+
+            self.native = NativeBReps(native)
+            self.fb.native_breps = True
         self._part_streams: dict[int, tuple[bytes | None, Any]] | None = None
         self._instance_apps: dict[
             tuple[int, Symbology, int], tuple[tuple[Appearance, ...], tuple[Appearance, ...]]
@@ -792,6 +826,8 @@ class _Mesher:
             pieces = tessellate_stream(blob, self.options, self.fb, bbox)
             if pieces.parts:
                 self.fb.skipped["nested-part-instance"] += len(pieces.parts)
+            if pieces.native_breps and self.native is not None:
+                self.native.part(part_id, pieces.native_breps)
         part = PartMeshes(
             part_id,
             tuple((s, m) for s, _, m in pieces.meshes),
@@ -864,6 +900,9 @@ class _Mesher:
                 self.result.elements[element.id] = self._place(element, world, pieces, meshes)
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
+                continue
+            if pieces.native_breps and self.native is not None:
+                self.native.element(element.id, pieces.native_breps)
 
     def _place(
         self,
@@ -894,6 +933,8 @@ class _Mesher:
             mesh_apps, line_apps = self._instance_appearances(inst.part_id, sym, category)
             transform = world @ _matrix4(inst.transform)
             out.instances.append(PartRef(inst.part_id, transform, mesh_apps, line_apps))
+            if self.native is not None:
+                self.native.instance(out, inst.part_id, sym, category)
         return out
 
     def _instance_appearances(
@@ -939,30 +980,63 @@ def _rigid_all(items: Sequence[tuple[Any, Any, tess.Mesh, F64]]) -> list[tess.Me
     ]
 
 
+def _provider(native_breps: bool | NativeFacetProvider) -> NativeFacetProvider | None:
+    if native_breps is False:
+        return None
+    from twinbase.bim.native_facets import NativeFacetProvider
+
+    provider = NativeFacetProvider() if native_breps is True else native_breps
+    provider.check()  # the option is on: no node or iTwin.js is an error now, not after the pass
+    return provider
+
+
 def mesh_elements(
-    imodel: IModelFile, elements: Iterable[Element], options: tess.StrokeOptions, *, chunk: int = 1000
+    imodel: IModelFile,
+    elements: Iterable[Element],
+    options: tess.StrokeOptions,
+    *,
+    chunk: int = 1000,
+    native_breps: bool | NativeFacetProvider = False,
 ) -> MeshResult:
     """Mesh the given elements (3D ones; 2D are counted as skipped) of ``imodel``; solids are tessellated
-    ``chunk`` elements at a time."""
-    mesher = _Mesher(imodel, options)
+    ``chunk`` elements at a time. ``native_breps``: see the module notes (off by default)."""
+    mesher = _Mesher(imodel, options, _provider(native_breps))
     mesher.elements(elements, chunk)
+    if mesher.native is not None:
+        mesher.native.apply(mesher)
     mesher.result.fallbacks = mesher.fb.counts
     mesher.result.skipped = mesher.fb.skipped
     mesher.result.kinds = mesher.fb.kinds
     return mesher.result
 
 
-def mesh_imodel(imodel: IModelFile, options: tess.StrokeOptions, *, chunk: int = 1000) -> MeshResult:
+def mesh_imodel(
+    imodel: IModelFile,
+    options: tess.StrokeOptions,
+    *,
+    chunk: int = 1000,
+    native_breps: bool | NativeFacetProvider = False,
+) -> MeshResult:
     """Every geometric element of ``imodel``: see the module notes."""
     return mesh_elements(
-        imodel, imodel.elements(geometric_only=True, with_geometry=True), options, chunk=chunk
+        imodel,
+        imodel.elements(geometric_only=True, with_geometry=True),
+        options,
+        chunk=chunk,
+        native_breps=native_breps,
     )
 
 
-def mesh_element(imodel: IModelFile, element_id: int, options: tess.StrokeOptions) -> MeshResult:
+def mesh_element(
+    imodel: IModelFile,
+    element_id: int,
+    options: tess.StrokeOptions,
+    *,
+    native_breps: bool | NativeFacetProvider = False,
+) -> MeshResult:
     """One element (with its parts) of ``imodel``."""
     element = imodel.element(element_id)
-    return mesh_elements(imodel, [element] if element is not None else [], options)
+    return mesh_elements(imodel, [element] if element is not None else [], options, native_breps=native_breps)
 
 
 def flattened(result: MeshResult, element: ElementMeshes) -> Iterator[MeshPiece]:
