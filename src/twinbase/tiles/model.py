@@ -51,10 +51,12 @@ class FeatureTable:
 @dataclass(eq=False)
 class MaterialTable:
     """One row per distinct look: ``rgba`` (k, 4) uint8 sRGB bytes; ``render_material_ids`` (k,) uint64,
-    0 when the piece has no render material."""
+    0 when the piece has no render material; ``double_sided`` (k,) bool for open surfaces (lighting
+    shows both sides; closed solids are drawn one-sided)."""
 
     rgba: U8
     render_material_ids: U64
+    double_sided: NDArray[np.bool_]
 
     def __len__(self) -> int:
         return len(self.rgba)
