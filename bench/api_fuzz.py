@@ -63,6 +63,7 @@ values = ["{imodel_id}"]
 "path.itwin_id" = {{ dictionary = "itwins", probability = 0.5 }}
 "query.iTwinId" = {{ dictionary = "itwins", probability = 0.5 }}
 "path.imodel_id" = {{ dictionary = "imodels", probability = 0.5 }}
+"query.iModelId" = {{ dictionary = "imodels", probability = 0.5 }}
 """
     )
     return config

@@ -23,6 +23,7 @@ from twinbase.api import (
     itwin_exports,
     itwins,
     locks,
+    mesh_export,
     namedversions,
     repositories,
 )
@@ -34,6 +35,7 @@ from twinbase.domain import checkpoints as checkpoint_jobs
 from twinbase.domain import imodel_ops as imodel_op_jobs
 from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
+from twinbase.domain import mesh_exports as mesh_export_jobs
 from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
 from twinbase.jobs.queue import JobQueue
 from twinbase.jobs.worker import WorkerPool
@@ -95,6 +97,7 @@ def build_services(settings: Settings, *, migrate: bool = True, job_modules: Seq
     imodel_jobs.register(svc)
     imodel_op_jobs.register(svc)
     checkpoint_jobs.register(svc)
+    mesh_export_jobs.register(svc)
     for name in [*settings.job_module_names, *job_modules]:
         importlib.import_module(name).register(svc)
     return svc
@@ -145,7 +148,7 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
     # position with an id, the literal's module comes first (``/imodels/favorites`` before
     # ``/imodels/{id}``) or the id is typed (``{itwin_id:itwinid}`` cannot be ``exports``).
     itwin_apis = [itwins, itwin_exports, repositories, images, accesscontrol, identity, blobs]
-    imodel_apis = [imodel_ops, imodels, changesets, namedversions, briefcases, locks]
+    imodel_apis = [imodel_ops, imodels, changesets, namedversions, briefcases, locks, mesh_export]
     for module in itwin_apis + imodel_apis:
         # Flattened into the app's own route list: matching walks one list instead of nested routers.
         app.router.routes.extend(module.router.routes)

@@ -303,3 +303,21 @@ INVALID_IMODELS = "InvalidiModelsRequest"
 def invalid_imodels(message: str, *details: ErrorDetail) -> InvalidRequest:
     """422 ``InvalidiModelsRequest`` with its details (``invalid_imodels("Cannot create iModel.", d)``)."""
     return InvalidRequest(message, code=INVALID_IMODELS, details=list(details))
+
+
+# -------------------------------------------------------------------------------- Mesh Export API
+# Seed 001 and reference §A.3: the Mesh Export API spells its codes its own way (``IModelNotFound``
+# with a capital I, ``ExportNotFound`` without the iTwins API's prefix).
+
+INVALID_MESH_EXPORT = "InvalidMeshExportRequest"
+MESH_IMODEL_NOT_FOUND = "IModelNotFound"
+
+
+class MeshExportNotFound(NotFound):
+    code = "ExportNotFound"
+    default_message = "Requested export is not available."
+
+
+def invalid_mesh_export(message: str, *details: ErrorDetail) -> InvalidRequest:
+    """422 ``InvalidMeshExportRequest`` (``invalid_mesh_export("Cannot create export job.", d)``)."""
+    return InvalidRequest(message, code=INVALID_MESH_EXPORT, details=list(details))

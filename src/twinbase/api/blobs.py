@@ -73,6 +73,8 @@ def _content_type(key: str) -> str:
         (".png", "image/png"),
         (".jpg", "image/jpeg"),
         (".json", "application/json"),
+        (".glb", "model/gltf-binary"),
+        (".gltf", "model/gltf+json"),
         (".gz", "application/gzip"),
         (".zip", "application/zip"),
         (".csv", "text/csv"),

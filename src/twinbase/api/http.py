@@ -74,6 +74,8 @@ def api_invalid_code(path: str) -> tuple[str, str]:
         return "InvalidAccessControlRequest", "Cannot perform operation."
     if path.startswith("/imodels"):
         return "InvalidiModelsRequest", "Cannot perform operation."
+    if path.startswith(("/mesh-export", "/exports")):
+        return "InvalidMeshExportRequest", "Cannot perform operation."
     return "InvalidiTwinsRequest", "Cannot perform operation."
 
 
@@ -341,6 +343,7 @@ API_VERSIONS: tuple[tuple[str, frozenset[int]], ...] = (
     ("/accesscontrol", frozenset({1, 2})),
     ("/imodels", frozenset({1, 2})),
     ("/mesh-export", frozenset({1})),
+    ("/exports", frozenset({1})),
     ("/export", frozenset({1})),
 )
 _VENDOR = re.compile(r"application/vnd\.bentley\.itwin-platform\.v(\d+)\+json")

@@ -18,6 +18,7 @@ from twinbase.api.openapi import PREFER, SEARCH, Link, Op, Param, api_docs, enum
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import imodel_ops as ops
 from twinbase.domain import imodels as domain
+from twinbase.domain import mesh_exports
 from twinbase.errors import INVALID_IMODELS, BaselineFileNotFound
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import BaselineFile, IModel
@@ -81,7 +82,11 @@ def update_imodel(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
 @both(router, "/imodels/{imodel_id}", ["DELETE"])
 def delete_imodel(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.write() as session:
+        # Read first: deleting the iModel deletes its exports' rows by cascade.
+        bundles = mesh_exports.bundles_of_imodel(session, imodel_id)
         prefix = ops.delete_imodel(session, ctx.principal, imodel_id)
+    for bundle in bundles:  # a running export's job notices the row is gone and drops its own files
+        mesh_exports.delete_bundle(ctx.svc.blobs, bundle)
     try:
         for each in (prefix, blob_keys.upload(prefix)):  # its files, and uploads never completed
             ctx.svc.blobs.delete_prefix(each)

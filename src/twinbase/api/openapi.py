@@ -221,7 +221,7 @@ def build_document(app: FastAPI, modules: Iterable[ModuleType]) -> dict[str, Any
         "info": {
             "title": "twinbase",
             "version": app.version,
-            "summary": "Self-hosted iTwin Platform APIs: iTwins, access control and iModels v2.",
+            "summary": "Self-hosted iTwin Platform APIs: iTwins, access control, iModels v2 and Mesh Export.",
         },
         "paths": paths,
         "components": {
@@ -247,6 +247,8 @@ def _tag(path: str) -> str:
         return "iModels"
     if path.startswith("/itwins"):
         return "iTwins"
+    if path.startswith(("/mesh-export", "/exports")):
+        return "Mesh Export"
     if path.startswith("/blobs"):
         return "Signed file links"
     return "Identity"

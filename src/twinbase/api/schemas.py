@@ -8,7 +8,8 @@ models describe those dicts and are never instantiated on a request. ``Prefer: r
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -553,3 +554,73 @@ class SignInForm(BaseModel):
     nonce: str | None = None
     code_challenge: str | None = None
     code_challenge_method: str | None = None
+
+
+# ------------------------------------------------------------------------------------- Mesh Export
+
+
+class TilerConfigItem(BaseModel):
+    """One ``tilerConfig`` item (seed 001); the keys twinbase reads are in ``export.config``."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=1, max_length=256)
+    value: Annotated[str, Field(min_length=1, max_length=1000)] | float | bool
+
+
+class StartMeshExport(BaseModel):
+    """``POST /mesh-export``. ``geometryOptions`` and ``viewDefinitionFilter`` (the 2022 exporter's,
+    still declared by frontend-tiles) are accepted and ignored; any other property is a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+    iModelId: str = Field(min_length=1, description="ID of the iModel to extract from.")
+    changesetId: str | None = Field(
+        default=None, description="Changeset to extract from; omitted: the latest; empty: the baseline."
+    )
+    exportType: Literal["3DTILES", "3DTiles", "CESIUM", "GLTF", "3TZ"] | None = Field(
+        default=None, description="Case-insensitive; defaults to 3DTILES. IMODEL is not supported yet (422)."
+    )
+    tilerConfig: list[TilerConfigItem] | None = Field(default=None, min_length=1, max_length=100)
+    lastModified: datetime | None = Field(default=None, description="Validated, otherwise ignored.")
+    geometryOptions: dict[str, Any] | None = None
+    viewDefinitionFilter: dict[str, Any] | None = None
+
+
+class UpdateMeshExport(BaseModel):
+    """``PATCH /exports/{id}``: a new ``tilerConfig`` (null: the defaults) runs a finished export again."""
+
+    model_config = ConfigDict(extra="forbid")
+    displayName: str | None = Field(default=None, min_length=1, max_length=255)
+    tilerConfig: list[TilerConfigItem] | None = Field(default=None, min_length=1, max_length=100)
+
+
+class MeshExportRequest(Wire):
+    iModelId: str
+    iTwinId: str | None = None
+    contextId: str | None = None
+    changesetId: str
+    changesetIndex: str | None = None
+    exportType: str
+    tilerConfig: list[dict[str, Any]] | None = None
+
+
+class MeshExport(Wire):
+    """Minimal: id, displayName, status, lastModified (and error when Invalid); representation adds
+    request, stats (ExportStatsDisplay, plus ``progress`` while running) and ``_links.mesh``."""
+
+    id: str
+    displayName: str
+    status: Literal["NotStarted", "InProgress", "Complete", "Invalid"]
+    lastModified: str | None
+    error: str | None = None
+    request: MeshExportRequest | None = None
+    stats: dict[str, Any] | None = None
+    links: dict[str, Href] | None = Field(default=None, alias="_links")
+
+
+class MeshExportAnswer(Wire):
+    export: MeshExport
+
+
+class MeshExportList(Wire):
+    exports: list[MeshExport]
+    links: PageLinks = Field(alias="_links")

@@ -530,3 +530,44 @@ class IModelRecent(Base):
         String(36), ForeignKey("imodels.id", ondelete="CASCADE"), primary_key=True
     )
     accessed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MeshExport(Base):
+    """A Mesh Export: one iModel at one changeset as web tiles (3D Tiles, glTF, ...), made by a durable
+    job into a bundle of files (``bundles/<bundle_id>/...``) that one prefix link serves.
+
+    ``config_key`` is the SHA-256 of the canonical tiler configuration (``export.config.config_key``):
+    one export per iModel, changeset, type and configuration, so equal requests share it.
+    """
+
+    __tablename__ = "mesh_exports"
+    __table_args__ = (
+        UniqueConstraint(
+            "imodel_id", "changeset_id", "export_type", "config_key", name="uq_mesh_exports_request"
+        ),
+        Index("ix_mesh_exports_itwin_modified", "itwin_id", "last_modified"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    imodel_id: Mapped[str] = mapped_column(String(36), ForeignKey("imodels.id", ondelete="CASCADE"))
+    itwin_id: Mapped[str] = mapped_column(String(36))
+    changeset_id: Mapped[str] = mapped_column(String(64), default="")
+    changeset_index: Mapped[int] = mapped_column(Integer, default=0)
+    # Canonical upper case: 3DTILES, CESIUM, GLTF, 3TZ.
+    export_type: Mapped[str] = mapped_column(String(16))
+    # The canonical tilerConfig items ([{key, value}]); NULL when none were given.
+    tiler_config: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    config_key: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(255))
+    # NotStarted -> InProgress -> Complete | Invalid
+    status: Mapped[str] = mapped_column(String(16), default="NotStarted")
+    error: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[float | None] = mapped_column(Float)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The bundle the current (or last) run writes; served only once Complete. An Invalid export keeps
+    # the id of its deleted files (a re-run or a delete removes that prefix again, harmlessly).
+    bundle_id: Mapped[str | None] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_modified: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
