@@ -10,6 +10,7 @@ compared corner by corner within the quantization error.
 
 from __future__ import annotations
 
+import copy
 import struct
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ import pytest
 
 from support.gltf_validate import metadata_problems, validate_glbs
 from twinbase.tiles.errors import TileWriteError
+from twinbase.tiles.glb import pack_glb, unpack_glb
 from twinbase.tiles.glb_read import (
     Drawn,
     Glb,
@@ -445,6 +447,16 @@ def test_bad_input_raises_typed_errors() -> None:
         "labels length": replace(good, features=replace(good.features, labels=good.features.labels[:-1])),
         "ids length": replace(good, features=replace(good.features, model_ids=good.features.model_ids[:-1])),
         "rgba shape": replace(good, materials=replace(LOOKS, rgba=LOOKS.rgba[:, :3])),
+        "geometry class past UINT8": replace(
+            good, features=replace(good.features, geometry_classes=np.full(len(good.features), 300))
+        ),
+        "negative id": replace(
+            good, features=replace(good.features, element_ids=-good.features.element_ids.astype(np.int64))
+        ),
+        "label not a string": replace(
+            good,
+            features=replace(good.features, labels=[3] * len(good.features)),  # type: ignore[list-item]
+        ),
     }
     pi = good.instances[0]
     projective = pi.transforms.copy()
@@ -461,3 +473,24 @@ def test_bad_input_raises_typed_errors() -> None:
         assert name
     with pytest.raises(TileWriteError):
         write_glb(good, origin=np.array([np.inf, 0, 0]))
+
+
+def test_checkers_catch_broken_files() -> None:
+    """The validator and the metadata check are not vacuous: a wrong POSITION max, a featureCount that
+    lies and a misaligned UINT64 column are all reported."""
+    doc, binary = unpack_glb(write_glb(_content(n_boxes=6, parts=0), meshopt=False))
+    bad_max = copy.deepcopy(doc)
+    bad_max["accessors"][bad_max["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]["max"][0] += 1.0
+    bad_count = copy.deepcopy(doc)
+    prim = bad_count["meshes"][0]["primitives"][0]
+    prim["extensions"]["EXT_mesh_features"]["featureIds"][0]["featureCount"] += 1
+    misaligned = copy.deepcopy(doc)
+    table = misaligned["extensions"]["EXT_structural_metadata"]["propertyTables"][0]
+    element = table["properties"]["element"]
+    misaligned["bufferViews"][element["values"]]["byteOffset"] += 4
+    misaligned["bufferViews"][element["values"]]["byteLength"] -= 8
+    reports = validate_glbs({"bad_max": pack_glb(bad_max, binary)})
+    assert "ACCESSOR_MAX_MISMATCH" in {m["code"] for m in reports["bad_max"].messages if m["severity"] == 0}
+    assert any("featureCount" in p for p in metadata_problems(pack_glb(bad_count, binary)))
+    problems = metadata_problems(pack_glb(misaligned, binary))
+    assert any("not 8-aligned" in p for p in problems) and any("bytes for" in p for p in problems)

@@ -55,7 +55,13 @@ from twinbase.tiles.glb import (
 )
 from twinbase.tiles.metadata import structural_metadata
 from twinbase.tiles.model import F64, FeatureTable, MaterialTable, PartInstances, TileContent, TriangleSet
-from twinbase.tiles.quantize import normals_to_snorm8, quantize_positions, srgb_to_linear
+from twinbase.tiles.quantize import (
+    column_max,
+    column_min,
+    normals_to_snorm8,
+    quantize_positions,
+    srgb_to_linear,
+)
 from twinbase.tiles.transforms import cofactor, decompose
 
 I64 = NDArray[np.int64]
@@ -141,8 +147,13 @@ def _check_set(ts: TriangleSet, where: str, n_features: int | None, n_materials:
 def _check(content: TileContent) -> None:
     f: FeatureTable = content.features
     n_f = len(_arr(f.element_ids, "features.element_ids", (None,), "iu"))
-    for name in ("model_ids", "category_ids", "subcategory_ids", "geometry_classes"):
-        _arr(getattr(f, name), f"features.{name}", (n_f,), "iu")
+    for name in ("element_ids", "model_ids", "category_ids", "subcategory_ids", "geometry_classes"):
+        column = _arr(getattr(f, name), f"features.{name}", (n_f,), "iu")
+        _check_range(column, 256 if name == "geometry_classes" else 2**64, f"features.{name}")
+    if not all(isinstance(v, str) for v in f.class_names) or not all(
+        v is None or isinstance(v, str) for v in f.labels
+    ):
+        raise TileWriteError("features: class names must be strings, labels strings or None")
     if len(f.class_names) != n_f or len(f.labels) != n_f:
         raise TileWriteError(
             f"features: {len(f.class_names)} class names, {len(f.labels)} labels for {n_f} rows"
@@ -183,29 +194,36 @@ class _Groups:
     tstart: I64  # (g + 1,) triangle range of each group
 
 
+def _small_keys(key: np.ndarray, limit: int) -> np.ndarray:
+    """Keys in the narrowest unsigned type: numpy's stable argsort is a radix sort up to 16 bits."""
+    dtype = np.uint8 if limit <= 256 else np.uint16 if limit <= 65536 else np.uint32
+    return np.asarray(key).astype(dtype, copy=False)
+
+
 def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: str) -> _Groups:
     """Split indexed triangles by a per-vertex key. Only referenced vertices are kept; with ``optimize``
     each group's triangles go in vertex-cache order and its vertices in first-use order (meshopt)."""
-    idx = np.asarray(indices, np.int64)
-    key = np.asarray(key, np.int64)
+    idx = np.asarray(indices)
+    limit = int(key.max()) + 1 if len(key) else 1
+    key = _small_keys(key, limit)
     tkey = key[idx[:, 0]]
     if len(idx) and ((key[idx[:, 1]] != tkey).any() or (key[idx[:, 2]] != tkey).any()):
         raise TileWriteError(f"{where}: a triangle's vertices name different materials")
     used = np.zeros(n, bool)
     used[idx.reshape(-1)] = True
     kept = np.flatnonzero(used)
-    order = kept[np.argsort(key[kept], kind="stable")]
-    remap = np.empty(n, np.int64)
-    remap[order] = np.arange(len(order))
-    torder = np.argsort(tkey, kind="stable")
-    keys, tcounts = np.unique(tkey[torder], return_counts=True)
-    _, vcounts = np.unique(key[order], return_counts=True)
+    order = kept[np.argsort(key[kept], kind="stable")].astype(np.int64)
+    tcount_all = np.bincount(tkey, minlength=limit)
+    keys = np.flatnonzero(tcount_all)
+    vcounts = np.bincount(key[kept], minlength=limit)[keys].astype(np.int64)
     vstart = np.zeros(len(keys) + 1, np.int64)
     np.cumsum(vcounts, out=vstart[1:])
     tstart = np.zeros(len(keys) + 1, np.int64)
-    np.cumsum(tcounts, out=tstart[1:])
-    group_of_tri = np.repeat(np.arange(len(keys)), tcounts)
-    local = (remap[idx[torder]] - vstart[group_of_tri][:, None]).astype(np.uint32)
+    np.cumsum(tcount_all[keys], out=tstart[1:])
+    # Each vertex's index inside its own group, so one gather gives group-local triangles.
+    local_of = np.zeros(n, np.uint32)
+    local_of[order] = np.arange(len(order), dtype=np.int64) - np.repeat(vstart[:-1], vcounts)
+    local = local_of[idx[np.argsort(tkey, kind="stable")]]
     if optimize:
         for g in range(len(keys)):
             vs, ve, ts, te = int(vstart[g]), int(vstart[g + 1]), int(tstart[g]), int(tstart[g + 1])
@@ -219,7 +237,7 @@ def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: 
             back[fetch] = np.arange(nv)
             order[vs:ve] = order[vs:ve][back]
             local[ts:te] = fetch[cache].reshape(-1, 3)
-    return _Groups(keys, order, local, vstart, tstart)
+    return _Groups(keys.astype(np.int64), order, local, vstart, tstart)
 
 
 def _feature_id_type(n_features: int) -> int:
@@ -238,11 +256,17 @@ def _feature_id_elements(ids: np.ndarray, component_type: int) -> np.ndarray:
 
 
 def _distinct_per_group(ids: np.ndarray, starts: I64, n_features: int) -> I64:
-    """Number of distinct ids in each contiguous group (``featureCount``), one sort for all groups."""
+    """Number of distinct ids in each contiguous group (``featureCount``)."""
     g = len(starts) - 1
     group = np.repeat(np.arange(g, dtype=np.int64), np.diff(starts))
-    pairs = np.unique(group * n_features + np.asarray(ids, np.int64))
-    return np.bincount(pairs // n_features, minlength=g).astype(np.int64)
+    pairs = group * n_features + np.asarray(ids, np.int64)
+    if g * n_features <= 1 << 25:
+        # a mark per (group, id) is linear; the sort below is not
+        marks = np.zeros(g * n_features, bool)
+        marks[pairs] = True
+        counts: I64 = np.count_nonzero(marks.reshape(g, n_features), axis=1).astype(np.int64)
+        return counts
+    return np.bincount(np.unique(pairs) // n_features, minlength=g).astype(np.int64)
 
 
 @dataclass(eq=False)
@@ -416,7 +440,7 @@ def encode_glb(
     if origin is None:
         pts = [np.asarray(tris.positions, np.float64)] + [dec.translation[ok] for _, ok, dec in instanced]
         every = np.concatenate(pts)
-        o = (every.min(axis=0) + every.max(axis=0)) / 2 if len(every) else np.zeros(3)
+        o = (column_min(every) + column_max(every)) / 2 if len(every) else np.zeros(3)
     else:
         o = np.asarray(origin, np.float64).reshape(3)
         if not np.isfinite(o).all():
@@ -433,11 +457,11 @@ def encode_glb(
     # The plain triangles: one primitive per material row.
     if tris.n_triangles:
         groups = _group(tris.indices, tris.material, len(tris.positions), meshopt, "triangles")
-        pos = np.asarray(tris.positions, np.float64)[groups.order] - o
-        fid = np.asarray(tris.feature, np.int64)[groups.order]
-        streams = _write_streams(
-            b, pos, np.asarray(tris.normals)[groups.order], groups, fid, fid_type, meshopt
-        )
+        pos = np.asarray(tris.positions, np.float64).take(groups.order, axis=0)
+        pos -= o
+        fid = np.asarray(tris.feature).take(groups.order)
+        nrm = np.asarray(tris.normals).take(groups.order, axis=0)
+        streams = _write_streams(b, pos, nrm, groups, fid, fid_type, meshopt)
         distinct = _distinct_per_group(fid, groups.vstart, n_features)
         prims = []
         for g, row in enumerate(groups.keys.tolist()):
