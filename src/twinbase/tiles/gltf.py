@@ -62,7 +62,7 @@ from twinbase.tiles.quantize import (
     quantize_positions,
     srgb_to_linear,
 )
-from twinbase.tiles.transforms import cofactor, decompose
+from twinbase.tiles.transforms import Decomposed, cofactor, decompose
 
 I64 = NDArray[np.int64]
 
@@ -417,13 +417,15 @@ def _feature_ids_ext(count: int) -> dict[str, Any]:
 def encode_glb(
     content: TileContent, *, origin: F64 | None = None, y_up: bool = True, meshopt: bool = True
 ) -> GlbResult:
+    """The GLB of ``content`` and its statistics. Raises ``TileWriteError`` (before writing anything) when
+    the content breaks the model's contract."""
     _check(content)
     n_features = len(content.features)
     fid_type = _feature_id_type(n_features)
 
     # Which instances the GPU draws and which become plain triangles.
     flat: list[TriangleSet] = [content.triangles]
-    instanced: list[tuple[PartInstances, np.ndarray, Any]] = []
+    instanced: list[tuple[PartInstances, np.ndarray, Decomposed]] = []
     n_flat = 0
     for pi in content.instances:
         if pi.count == 0 or pi.part.n_triangles == 0:
