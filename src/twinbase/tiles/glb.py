@@ -1,0 +1,178 @@
+"""The GLB container and the binary-chunk builder the writer fills.
+
+Layout rules kept here (glTF 2.0 §4.4 and ``EXT_structural_metadata``'s 8-byte rule): the JSON chunk is
+padded with spaces and the BIN chunk with zeros; the JSON is padded so the BIN chunk's data starts at a file
+offset that is a multiple of 8, and every buffer view starts at a multiple of 8 inside the buffer, so 64-bit
+columns can be read in place. ``buffers[0].byteLength`` is the padded BIN length.
+
+With ``meshopt``, vertex and index streams are stored ``EXT_meshopt_compression``-encoded in the BIN chunk;
+their buffer views point at a second, data-less "fallback" buffer (spec: index 1 or above in a GLB, marked
+``fallback``) that only gives the decoded layout, which is why the extension is then required.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import meshoptimizer
+import numpy as np
+
+GLB_MAGIC = 0x46546C67  # "glTF"
+CHUNK_JSON = 0x4E4F534A
+CHUNK_BIN = 0x004E4942
+ARRAY_BUFFER = 34962
+ELEMENT_ARRAY_BUFFER = 34963
+
+BYTE, UNSIGNED_BYTE, SHORT, UNSIGNED_SHORT, UNSIGNED_INT, FLOAT = 5120, 5121, 5122, 5123, 5125, 5126
+
+MESHOPT = "EXT_meshopt_compression"
+
+
+def _pad(n: int, align: int) -> int:
+    return (align - n % align) % align
+
+
+def pack_glb(document: dict[str, Any], binary: bytes) -> bytes:
+    text = json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    # 12-byte header + 8-byte chunk header + JSON + 8-byte chunk header: BIN data lands on a multiple of 8
+    # when the padded JSON length is 4 mod 8 (it stays a multiple of 4, as glTF requires).
+    text += b" " * ((4 - len(text) % 8) % 8)
+    binary = binary + b"\0" * _pad(len(binary), 8)
+    parts = [struct.pack("<III", GLB_MAGIC, 2, 0), struct.pack("<II", len(text), CHUNK_JSON), text]
+    if binary:
+        parts += [struct.pack("<II", len(binary), CHUNK_BIN), binary]
+    out = b"".join(parts)
+    return out[:8] + struct.pack("<I", len(out)) + out[12:]
+
+
+class GlbError(ValueError):
+    """Bytes that are not a well-formed GLB."""
+
+
+def unpack_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
+    if len(data) < 20:
+        raise GlbError("shorter than a GLB header")
+    magic, version, length = struct.unpack_from("<III", data, 0)
+    if magic != GLB_MAGIC or version != 2 or length != len(data):
+        raise GlbError(
+            f"bad header (magic {magic:#x}, version {version}, length {length}, {len(data)} bytes)"
+        )
+    offset = 12
+    chunks: list[tuple[int, bytes]] = []
+    while offset < length:
+        size, kind = struct.unpack_from("<II", data, offset)
+        if size % 4 or offset + 8 + size > length:
+            raise GlbError(f"chunk at {offset} has a bad length {size}")
+        chunks.append((kind, data[offset + 8 : offset + 8 + size]))
+        offset += 8 + size
+    if not chunks or chunks[0][0] != CHUNK_JSON:
+        raise GlbError("the first chunk is not JSON")
+    binary = chunks[1][1] if len(chunks) > 1 and chunks[1][0] == CHUNK_BIN else b""
+    return json.loads(chunks[0][1].decode("utf-8")), binary
+
+
+class BinBuilder:
+    """Buffer views and accessors over one BIN chunk (plus the meshopt fallback buffer's layout)."""
+
+    def __init__(self, meshopt: bool) -> None:
+        self.meshopt = meshopt
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._fallback_size = 0
+        self.buffer_views: list[dict[str, Any]] = []
+        self.accessors: list[dict[str, Any]] = []
+        self.compressed_views = 0
+
+    def _put(self, data: bytes) -> int:
+        pad = _pad(self._size, 8)
+        if pad:
+            self._parts.append(b"\0" * pad)
+            self._size += pad
+        offset = self._size
+        self._parts.append(data)
+        self._size += len(data)
+        return offset
+
+    def plain_view(self, data: bytes, *, stride: int | None = None, target: int | None = None) -> int:
+        view: dict[str, Any] = {"buffer": 0, "byteOffset": self._put(data), "byteLength": len(data)}
+        if stride is not None:
+            view["byteStride"] = stride
+        if target is not None:
+            view["target"] = target
+        self.buffer_views.append(view)
+        return len(self.buffer_views) - 1
+
+    def attribute_view(self, elements: np.ndarray, *, vertex: bool) -> int:
+        """``elements``: one row per element, a multiple of 4 bytes. The view always states ``byteStride``
+        (u8 / u16 ids sit in 4-byte slots); ``vertex`` views (mesh attributes) also get ``target``."""
+        rows = np.ascontiguousarray(elements).view(np.uint8).reshape(len(elements), -1)
+        count, stride = rows.shape
+        target = ARRAY_BUFFER if vertex else None
+        if not self.meshopt or count == 0:
+            return self.plain_view(rows.tobytes(), stride=stride, target=target)
+        meshoptimizer.encode_vertex_version(0)  # EXT_meshopt_compression knows only version 0 (0xa0)
+        encoded = meshoptimizer.encode_vertex_buffer(rows, count, stride)
+        return self._compressed(encoded, count, stride, "ATTRIBUTES", stride, target)
+
+    def index_view(self, indices: np.ndarray, vertex_count: int, index_size: int) -> int:
+        flat = np.ascontiguousarray(indices, np.uint32).reshape(-1)
+        if not self.meshopt or len(flat) == 0:
+            dtype = "<u2" if index_size == 2 else "<u4"
+            return self.plain_view(flat.astype(dtype).tobytes(), target=ELEMENT_ARRAY_BUFFER)
+        meshoptimizer.encode_index_version(1)
+        encoded = meshoptimizer.encode_index_buffer(flat, len(flat), max(vertex_count, 1))
+        return self._compressed(encoded, len(flat), index_size, "TRIANGLES", None, ELEMENT_ARRAY_BUFFER)
+
+    def _compressed(
+        self, encoded: bytes, count: int, stride: int, mode: str, view_stride: int | None, target: int | None
+    ) -> int:
+        length = count * stride
+        fallback_offset = self._fallback_size + _pad(self._fallback_size, 8)
+        self._fallback_size = fallback_offset + length
+        ext: dict[str, Any] = {"buffer": 0, "byteOffset": self._put(encoded), "byteLength": len(encoded)}
+        ext |= {"byteStride": stride, "count": count, "mode": mode}
+        view: dict[str, Any] = {"buffer": 1, "byteOffset": fallback_offset, "byteLength": length}
+        if view_stride is not None:
+            view["byteStride"] = view_stride
+        if target is not None:
+            view["target"] = target
+        view["extensions"] = {MESHOPT: ext}
+        self.buffer_views.append(view)
+        self.compressed_views += 1
+        return len(self.buffer_views) - 1
+
+    def accessor(
+        self,
+        view: int,
+        component_type: int,
+        count: int,
+        type_: str,
+        *,
+        byte_offset: int = 0,
+        normalized: bool = False,
+        lo: list[float] | None = None,
+        hi: list[float] | None = None,
+    ) -> int:
+        acc: dict[str, Any] = {"bufferView": view, "componentType": component_type}
+        acc |= {"count": count, "type": type_}
+        if byte_offset:
+            acc["byteOffset"] = byte_offset
+        if normalized:
+            acc["normalized"] = True
+        if lo is not None and hi is not None:
+            acc["min"], acc["max"] = lo, hi
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+    def buffers(self) -> list[dict[str, Any]]:
+        if self._size == 0:
+            return []  # a buffer needs byteLength >= 1; an empty tile has no binary data at all
+        out: list[dict[str, Any]] = [{"byteLength": self._size + _pad(self._size, 8)}]
+        if self.compressed_views:
+            out.append({"byteLength": self._fallback_size, "extensions": {MESHOPT: {"fallback": True}}})
+        return out
+
+    def binary(self) -> bytes:
+        return b"".join(self._parts)

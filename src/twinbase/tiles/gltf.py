@@ -1,0 +1,628 @@
+"""One binary glTF 2.0 (GLB) from a ``TileContent``: triangles, looks, per-feature identity, part instances.
+
+What the file holds (the choices, and why):
+
+- **Coordinates.** Positions are written relative to ``origin`` (float64, default the content's box
+  centre) so float32 keeps millimetres far from the iModel's origin; the origin goes into the root node's
+  translation, a JSON double. With ``y_up`` (glTF's convention, default) the root node also carries a
+  rotation of -90° about X, so a point at iModel (x, y, z) lands at glTF (x, z, -y). Positions are stored
+  in iModel axes: the rotation lives in the node, not in the vertex data, which keeps the quantization grid
+  axis-aligned with the content. The scene is ``root → triangles node, instanced nodes``.
+- **Primitives.** The triangles are grouped by their ``MaterialTable`` row: one TRIANGLES primitive per row
+  used. Materials are metallic-roughness with the row's colour converted from sRGB bytes to linear
+  ``baseColorFactor``, metallic 0 and roughness 0.9 (iTwin.js's default look is a matte plastic),
+  ``alphaMode`` BLEND when alpha < 255 and ``doubleSided`` from the table. Texture coordinates are not
+  written (the model carries no textures yet).
+- **Identity.** Each vertex carries ``_FEATURE_ID_0`` (its ``FeatureTable`` row) under ``EXT_mesh_features``
+  pointing at property table 0 of ``EXT_structural_metadata`` (see ``metadata``), which has exactly one row
+  per ``FeatureTable`` row, as given. The attribute is UNSIGNED_BYTE up to 256 rows, UNSIGNED_SHORT up to
+  65,536, else FLOAT (exact to 2^24, the limit here); the small types sit in 4-byte slots (glTF aligns
+  every vertex attribute element to 4 bytes). ``featureCount`` is what the extension defines: the number of
+  distinct ids the primitive (or instanced node) actually uses.
+- **Instances.** Each ``PartInstances`` writes its part once (one primitive per piece) and draws it with
+  ``EXT_mesh_gpu_instancing`` (TRANSLATION / ROTATION / SCALE) plus ``EXT_instance_features`` for the
+  per-instance feature id. Instances whose piece looks differ go to different nodes (a mesh has fixed
+  materials); the nodes share the part's vertex data. Transforms that are not T * R * S (shear, mirror,
+  collapsed axis) are drawn as plain triangles instead (``GlbStats.flattened_instances``).
+- **meshopt.** Positions become uint16 on a uniform grid (``KHR_mesh_quantization``; dequantized by the
+  mesh node's translation and scale, or folded into each instance's TRS), normals int8 normalized, each
+  primitive's triangles are reordered for the vertex cache and its vertices for fetch order, and all vertex,
+  index and instance streams are stored ``EXT_meshopt_compression``-encoded. Both extensions are then
+  required; ``EXT_mesh_gpu_instancing`` is required when used (without it a viewer would draw one instance
+  at the origin); the metadata extensions never are. Without meshopt the data is plain float32 / uint32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import meshoptimizer
+import numpy as np
+from numpy.typing import NDArray
+
+from twinbase.tiles.errors import TileWriteError
+from twinbase.tiles.glb import (
+    BYTE,
+    FLOAT,
+    MESHOPT,
+    UNSIGNED_BYTE,
+    UNSIGNED_INT,
+    UNSIGNED_SHORT,
+    BinBuilder,
+    pack_glb,
+)
+from twinbase.tiles.metadata import structural_metadata
+from twinbase.tiles.model import F64, FeatureTable, MaterialTable, PartInstances, TileContent, TriangleSet
+from twinbase.tiles.quantize import (
+    column_max,
+    column_min,
+    normals_to_snorm8,
+    quantize_positions,
+    srgb_to_linear,
+)
+from twinbase.tiles.transforms import Decomposed, cofactor, decompose
+
+I64 = NDArray[np.int64]
+
+ROUGHNESS = 0.9
+# -90° about X (x, y, z, w): glTF (x, y, z) = iModel (x, z, -y).
+Y_UP_QUATERNION = [-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5)]
+Y_UP_MATRIX = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+MAX_FEATURES = 2**24  # FLOAT feature ids are exact integers up to here
+TRIANGLES = 4
+
+MESH_FEATURES = "EXT_mesh_features"
+INSTANCE_FEATURES = "EXT_instance_features"
+STRUCTURAL_METADATA = "EXT_structural_metadata"
+GPU_INSTANCING = "EXT_mesh_gpu_instancing"
+QUANTIZATION = "KHR_mesh_quantization"
+
+
+@dataclass(frozen=True)
+class GlbStats:
+    triangles: int  # triangles stored (an instanced part counts once)
+    drawn_triangles: int  # triangles drawn (an instanced part counts once per instance)
+    vertices: int  # vertices stored
+    bytes: int
+    features: int  # property-table rows
+    instances: int  # instances drawn by EXT_mesh_gpu_instancing
+    flattened_instances: int  # instances written as plain triangles (shear, mirror, collapsed axis)
+    primitives: int
+    materials: int
+
+
+@dataclass(frozen=True)
+class GlbResult:
+    data: bytes
+    stats: GlbStats
+
+
+def write_glb(
+    content: TileContent, *, origin: F64 | None = None, y_up: bool = True, meshopt: bool = True
+) -> bytes:
+    """The GLB bytes of ``content`` (see the module doc); ``encode_glb`` also returns statistics."""
+    return encode_glb(content, origin=origin, y_up=y_up, meshopt=meshopt).data
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+
+
+def _arr(value: Any, where: str, shape: tuple[int | None, ...], kind: str) -> np.ndarray:
+    a = np.asarray(value)
+    if a.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(a.shape, shape, strict=True)
+    ):
+        raise TileWriteError(
+            f"{where}: shape {a.shape}, expected {tuple('n' if s is None else s for s in shape)}"
+        )
+    if a.dtype.kind not in kind:
+        raise TileWriteError(
+            f"{where}: dtype {a.dtype} is not {'integer' if kind in ('iu', 'u') else 'numeric'}"
+        )
+    return a
+
+
+def _check_range(a: np.ndarray, limit: int, where: str) -> None:
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= limit):
+        raise TileWriteError(f"{where}: values in [{int(a.min())}, {int(a.max())}] outside [0, {limit})")
+
+
+def _check_set(ts: TriangleSet, where: str, n_features: int | None, n_materials: int) -> None:
+    n = len(_arr(ts.positions, f"{where}.positions", (None, 3), "fiu"))
+    _arr(ts.normals, f"{where}.normals", (n, 3), "fiu")
+    idx = _arr(ts.indices, f"{where}.indices", (None, 3), "iu")
+    feature = _arr(ts.feature, f"{where}.feature", (n,), "iu")
+    material = _arr(ts.material, f"{where}.material", (n,), "iu")
+    _check_range(idx, n, f"{where}.indices")
+    if n_features is not None:
+        _check_range(feature, n_features, f"{where}.feature")
+    _check_range(material, n_materials, f"{where}.material")
+    if not (np.isfinite(ts.positions).all() and np.isfinite(ts.normals).all()):
+        raise TileWriteError(f"{where}: non-finite positions or normals")
+
+
+def _check(content: TileContent) -> None:
+    f: FeatureTable = content.features
+    n_f = len(_arr(f.element_ids, "features.element_ids", (None,), "iu"))
+    for name in ("element_ids", "model_ids", "category_ids", "subcategory_ids", "geometry_classes"):
+        column = _arr(getattr(f, name), f"features.{name}", (n_f,), "iu")
+        _check_range(column, 256 if name == "geometry_classes" else 2**64, f"features.{name}")
+    if not all(isinstance(v, str) for v in f.class_names) or not all(
+        v is None or isinstance(v, str) for v in f.labels
+    ):
+        raise TileWriteError("features: class names must be strings, labels strings or None")
+    if len(f.class_names) != n_f or len(f.labels) != n_f:
+        raise TileWriteError(
+            f"features: {len(f.class_names)} class names, {len(f.labels)} labels for {n_f} rows"
+        )
+    if n_f > MAX_FEATURES:
+        raise TileWriteError(f"features: {n_f} rows, at most {MAX_FEATURES} per GLB")
+    m: MaterialTable = content.materials
+    n_m = len(_arr(m.rgba, "materials.rgba", (None, 4), "iu"))
+    _check_range(m.rgba, 256, "materials.rgba")
+    _arr(m.render_material_ids, "materials.render_material_ids", (n_m,), "iu")
+    _arr(m.double_sided, "materials.double_sided", (n_m,), "biu")
+    _check_set(content.triangles, "triangles", n_f, n_m)
+    for i, pi in enumerate(content.instances):
+        where = f"instances[{i}]"
+        k = len(_arr(pi.transforms, f"{where}.transforms", (None, 4, 4), "fiu"))
+        _arr(pi.feature, f"{where}.feature", (k,), "iu")
+        mats = _arr(pi.materials, f"{where}.materials", (k, None), "iu")
+        _check_set(pi.part, f"{where}.part", None, mats.shape[1])
+        _check_range(pi.feature, n_f, f"{where}.feature")
+        _check_range(mats, n_m, f"{where}.materials")
+        t = np.asarray(pi.transforms, np.float64)
+        if not np.isfinite(t).all():
+            raise TileWriteError(f"{where}.transforms: non-finite values")
+        if k and np.abs(t[:, 3, :] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-12:
+            raise TileWriteError(f"{where}.transforms: not affine (last row must be 0 0 0 1)")
+
+
+# --------------------------------------------------------------------------------------------------
+# triangles grouped into primitives
+
+
+@dataclass(eq=False)
+class _Groups:
+    keys: I64  # (g,) the key of each group (material row, or part piece)
+    order: I64  # (v,) source vertex of each written vertex; groups contiguous
+    indices: NDArray[np.uint32]  # (m, 3) indices local to the group's vertex range
+    vstart: I64  # (g + 1,) vertex range of each group
+    tstart: I64  # (g + 1,) triangle range of each group
+
+
+def _small_keys(key: np.ndarray, limit: int) -> np.ndarray:
+    """Keys in the narrowest unsigned type: numpy's stable argsort is a radix sort up to 16 bits."""
+    dtype = np.uint8 if limit <= 256 else np.uint16 if limit <= 65536 else np.uint32
+    return np.asarray(key).astype(dtype, copy=False)
+
+
+def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: str) -> _Groups:
+    """Split indexed triangles by a per-vertex key. Only referenced vertices are kept; with ``optimize``
+    each group's triangles go in vertex-cache order and its vertices in first-use order (meshopt)."""
+    idx = np.asarray(indices)
+    limit = int(key.max()) + 1 if len(key) else 1
+    key = _small_keys(key, limit)
+    tkey = key[idx[:, 0]]
+    if len(idx) and ((key[idx[:, 1]] != tkey).any() or (key[idx[:, 2]] != tkey).any()):
+        raise TileWriteError(f"{where}: a triangle's vertices name different materials")
+    used = np.zeros(n, bool)
+    used[idx.reshape(-1)] = True
+    kept = np.flatnonzero(used)
+    order = kept[np.argsort(key[kept], kind="stable")].astype(np.int64)
+    tcount_all = np.bincount(tkey, minlength=limit)
+    keys = np.flatnonzero(tcount_all)
+    vcounts = np.bincount(key[kept], minlength=limit)[keys].astype(np.int64)
+    vstart = np.zeros(len(keys) + 1, np.int64)
+    np.cumsum(vcounts, out=vstart[1:])
+    tstart = np.zeros(len(keys) + 1, np.int64)
+    np.cumsum(tcount_all[keys], out=tstart[1:])
+    # Each vertex's index inside its own group, so one gather gives group-local triangles.
+    local_of = np.zeros(n, np.uint32)
+    local_of[order] = np.arange(len(order), dtype=np.int64) - np.repeat(vstart[:-1], vcounts)
+    local = local_of[idx[np.argsort(tkey, kind="stable")]]
+    if optimize:
+        for g in range(len(keys)):
+            vs, ve, ts, te = int(vstart[g]), int(vstart[g + 1]), int(tstart[g]), int(tstart[g + 1])
+            nv = ve - vs
+            src = np.ascontiguousarray(local[ts:te].reshape(-1))
+            cache = np.empty_like(src)
+            meshoptimizer.optimize_vertex_cache(cache, src, len(src), nv)
+            fetch = np.empty(nv, np.uint32)  # fetch[old] = new (every vertex here is referenced)
+            meshoptimizer.optimize_vertex_fetch_remap(fetch, cache, len(cache), nv)
+            back = np.empty(nv, np.int64)
+            back[fetch] = np.arange(nv)
+            order[vs:ve] = order[vs:ve][back]
+            local[ts:te] = fetch[cache].reshape(-1, 3)
+    return _Groups(keys.astype(np.int64), order, local, vstart, tstart)
+
+
+def _feature_id_type(n_features: int) -> int:
+    if n_features <= 256:
+        return UNSIGNED_BYTE
+    if n_features <= 65536:
+        return UNSIGNED_SHORT
+    return FLOAT
+
+
+def _feature_id_elements(ids: np.ndarray, component_type: int) -> np.ndarray:
+    """One 4-byte slot per id: little-endian uint32 holds a u8 / u16 in its first bytes."""
+    if component_type == FLOAT:
+        return np.asarray(ids, np.float32)
+    return np.asarray(ids, "<u4")
+
+
+def _distinct_per_group(ids: np.ndarray, starts: I64, n_features: int) -> I64:
+    """Number of distinct ids in each contiguous group (``featureCount``)."""
+    g = len(starts) - 1
+    group = np.repeat(np.arange(g, dtype=np.int64), np.diff(starts))
+    pairs = group * n_features + np.asarray(ids, np.int64)
+    if g * n_features <= 1 << 25:
+        # a mark per (group, id) is linear; the sort below is not
+        marks = np.zeros(g * n_features, bool)
+        marks[pairs] = True
+        counts: I64 = np.count_nonzero(marks.reshape(g, n_features), axis=1).astype(np.int64)
+        return counts
+    return np.bincount(np.unique(pairs) // n_features, minlength=g).astype(np.int64)
+
+
+@dataclass(eq=False)
+class _Streams:
+    attributes: list[dict[str, int]]  # per group
+    indices: list[int]  # index accessor per group
+    offset: F64  # dequantization: position = offset + step * stored
+    step: float
+
+
+def _write_streams(
+    b: BinBuilder,
+    positions: F64,
+    normals: np.ndarray,
+    groups: _Groups,
+    fid: np.ndarray | None,
+    fid_type: int,
+    quantize: bool,
+) -> _Streams:
+    g = len(groups.keys)
+    starts = groups.vstart[:-1]
+    counts = np.diff(groups.vstart)
+    if quantize:
+        q, offset, step = quantize_positions(positions)
+        pos_view, pos_type, pos_stride, vals = b.attribute_view(q, vertex=True), UNSIGNED_SHORT, 8, q[:, :3]
+        nrm_view, nrm_type, nrm_stride = b.attribute_view(normals_to_snorm8(normals), vertex=True), BYTE, 4
+    else:
+        offset, step = np.zeros(3), 1.0
+        vals = positions.astype(np.float32)
+        pos_view, pos_type, pos_stride = b.attribute_view(vals, vertex=True), FLOAT, 12
+        nrm32 = np.asarray(normals, np.float32)
+        nrm_view, nrm_type, nrm_stride = b.attribute_view(nrm32, vertex=True), FLOAT, 12
+    lo = np.minimum.reduceat(vals, starts, axis=0).tolist() if g else []
+    hi = np.maximum.reduceat(vals, starts, axis=0).tolist() if g else []
+    fid_view = b.attribute_view(_feature_id_elements(fid, fid_type), vertex=True) if fid is not None else -1
+    max_vertices = int(counts.max()) if g else 0
+    # 65535 is UNSIGNED_SHORT's primitive-restart value, which glTF forbids as an index.
+    index_size = 2 if quantize and max_vertices <= 65535 else 4
+    idx_view = b.index_view(groups.indices, max_vertices, index_size)
+    attributes: list[dict[str, int]] = []
+    index_accessors: list[int] = []
+    for i in range(g):
+        vs, nv = int(starts[i]), int(counts[i])
+        ts, nt = int(groups.tstart[i]), int(groups.tstart[i + 1] - groups.tstart[i])
+        attrs = {
+            "POSITION": b.accessor(
+                pos_view, pos_type, nv, "VEC3", byte_offset=vs * pos_stride, lo=lo[i], hi=hi[i]
+            ),
+            "NORMAL": b.accessor(
+                nrm_view, nrm_type, nv, "VEC3", byte_offset=vs * nrm_stride, normalized=quantize
+            ),
+        }
+        if fid is not None:
+            attrs["_FEATURE_ID_0"] = b.accessor(fid_view, fid_type, nv, "SCALAR", byte_offset=vs * 4)
+        attributes.append(attrs)
+        itype = UNSIGNED_SHORT if index_size == 2 else UNSIGNED_INT
+        index_accessors.append(b.accessor(idx_view, itype, nt * 3, "SCALAR", byte_offset=ts * 3 * index_size))
+    return _Streams(attributes, index_accessors, offset, step)
+
+
+# --------------------------------------------------------------------------------------------------
+# instances
+
+
+def _flatten(pi: PartInstances, sel: np.ndarray) -> TriangleSet:
+    """Instances ``sel`` of ``pi`` as plain triangles in iModel coordinates (mirrors keep their winding
+    counter-clockwise seen from the normals' side)."""
+    part = pi.part
+    m = np.asarray(pi.transforms, np.float64)[sel]
+    a, t = m[:, :3, :3], m[:, :3, 3]
+    k, n = len(m), len(part.positions)
+    pos = np.einsum("kij,nj->kni", a, np.asarray(part.positions, np.float64)) + t[:, None, :]
+    det = np.linalg.det(a)
+    cof = cofactor(a) * np.sign(det)[:, None, None]
+    nrm = np.einsum("kij,nj->kni", cof, np.asarray(part.normals, np.float64))
+    length = np.linalg.norm(nrm, axis=2, keepdims=True)
+    nrm = np.where(length > 0, nrm / np.where(length > 0, length, 1.0), [0.0, 0.0, 1.0])
+    idx = np.asarray(part.indices, np.int64)[None, :, :] + (np.arange(k, dtype=np.int64) * n)[:, None, None]
+    idx = np.where((det < 0)[:, None, None], idx[:, :, ::-1], idx)
+    materials = np.asarray(pi.materials, np.int64)[sel][:, np.asarray(part.material, np.int64)]
+    return TriangleSet(
+        pos.reshape(-1, 3),
+        nrm.reshape(-1, 3).astype(np.float32),
+        idx.reshape(-1, 3).astype(np.uint32),
+        np.repeat(np.asarray(pi.feature, np.uint32)[sel], n),
+        materials.reshape(-1).astype(np.uint32),
+    )
+
+
+def _concat(sets: list[TriangleSet]) -> TriangleSet:
+    if len(sets) == 1:
+        return sets[0]
+    offsets = np.cumsum([0] + [len(s.positions) for s in sets])
+    return TriangleSet(
+        np.concatenate([np.asarray(s.positions, np.float64) for s in sets]),
+        np.concatenate([np.asarray(s.normals, np.float32) for s in sets]),
+        np.concatenate(
+            [np.asarray(s.indices, np.int64) + o for s, o in zip(sets, offsets, strict=False)]
+        ).astype(np.uint32),
+        np.concatenate([np.asarray(s.feature, np.uint32) for s in sets]),
+        np.concatenate([np.asarray(s.material, np.uint32) for s in sets]),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the writer
+
+
+class _Materials:
+    def __init__(self, table: MaterialTable) -> None:
+        self.table = table
+        self.index: dict[int, int] = {}
+        self.json: list[dict[str, Any]] = []
+
+    def __call__(self, row: int) -> int:
+        found = self.index.get(row)
+        if found is not None:
+            return found
+        rgba = np.asarray(self.table.rgba[row], np.int64)
+        rm = int(self.table.render_material_ids[row])
+        linear = srgb_to_linear(rgba[:3] / 255.0)
+        name = f"look {row} #{int(rgba[0]):02x}{int(rgba[1]):02x}{int(rgba[2]):02x}{int(rgba[3]):02x}"
+        if rm:
+            name += f" material 0x{rm:x}"
+        mat: dict[str, Any] = {
+            "name": name,
+            "pbrMetallicRoughness": {
+                "baseColorFactor": [*(float(c) for c in linear), float(rgba[3]) / 255.0],
+                "metallicFactor": 0.0,
+                "roughnessFactor": ROUGHNESS,
+            },
+            # Ids are strings: JSON numbers would round ids above 2^53.
+            "extras": {"row": row, "renderMaterialId": f"0x{rm:x}"},
+        }
+        if rgba[3] < 255:
+            mat["alphaMode"] = "BLEND"
+        if bool(self.table.double_sided[row]):
+            mat["doubleSided"] = True
+        self.json.append(mat)
+        self.index[row] = len(self.json) - 1
+        return self.index[row]
+
+
+def _feature_ids_ext(count: int) -> dict[str, Any]:
+    return {"featureIds": [{"featureCount": count, "attribute": 0, "propertyTable": 0}]}
+
+
+def encode_glb(
+    content: TileContent, *, origin: F64 | None = None, y_up: bool = True, meshopt: bool = True
+) -> GlbResult:
+    """The GLB of ``content`` and its statistics. Raises ``TileWriteError`` (before writing anything) when
+    the content breaks the model's contract."""
+    _check(content)
+    n_features = len(content.features)
+    fid_type = _feature_id_type(n_features)
+
+    # Which instances the GPU draws and which become plain triangles.
+    flat: list[TriangleSet] = [content.triangles]
+    instanced: list[tuple[PartInstances, np.ndarray, Decomposed]] = []
+    n_flat = 0
+    for pi in content.instances:
+        if pi.count == 0 or pi.part.n_triangles == 0:
+            continue
+        dec = decompose(np.asarray(pi.transforms, np.float64))
+        bad = np.flatnonzero(~dec.ok)
+        if len(bad):
+            flat.append(_flatten(pi, bad))
+            n_flat += len(bad)
+        if len(bad) < pi.count:
+            instanced.append((pi, np.flatnonzero(dec.ok), dec))
+    tris = _concat(flat)
+
+    if origin is None:
+        pts = [np.asarray(tris.positions, np.float64)] + [dec.translation[ok] for _, ok, dec in instanced]
+        every = np.concatenate(pts)
+        o = (column_min(every) + column_max(every)) / 2 if len(every) else np.zeros(3)
+    else:
+        o = np.asarray(origin, np.float64).reshape(3)
+        if not np.isfinite(o).all():
+            raise TileWriteError("origin: non-finite")
+
+    b = BinBuilder(meshopt)
+    materials = _Materials(content.materials)
+    meshes: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = [{"name": "root"}]
+    children: list[int] = []
+    used_features = used_instance_features = False
+    n_tris = n_drawn = n_verts = n_prims = n_instances = 0
+
+    # The plain triangles: one primitive per material row.
+    if tris.n_triangles:
+        groups = _group(tris.indices, tris.material, len(tris.positions), meshopt, "triangles")
+        pos = np.asarray(tris.positions, np.float64).take(groups.order, axis=0)
+        pos -= o
+        fid = np.asarray(tris.feature).take(groups.order)
+        nrm = np.asarray(tris.normals).take(groups.order, axis=0)
+        streams = _write_streams(b, pos, nrm, groups, fid, fid_type, meshopt)
+        distinct = _distinct_per_group(fid, groups.vstart, n_features)
+        prims = []
+        for g, row in enumerate(groups.keys.tolist()):
+            prim: dict[str, Any] = {
+                "attributes": streams.attributes[g],
+                "indices": streams.indices[g],
+                "material": materials(row),
+                "mode": TRIANGLES,
+                "extensions": {MESH_FEATURES: _feature_ids_ext(int(distinct[g]))},
+            }
+            prims.append(prim)
+        used_features = True
+        meshes.append({"name": "triangles", "primitives": prims})
+        node: dict[str, Any] = {"name": "triangles", "mesh": len(meshes) - 1}
+        if meshopt:
+            node["translation"] = streams.offset.tolist()
+            node["scale"] = [streams.step] * 3
+        nodes.append(node)
+        children.append(len(nodes) - 1)
+        n_tris += tris.n_triangles
+        n_drawn += tris.n_triangles
+        n_verts += len(groups.order)
+        n_prims += len(prims)
+
+    # Instanced parts: the part once, one node per distinct row of piece looks.
+    inst_t: list[F64] = []
+    inst_r: list[F64] = []
+    inst_s: list[F64] = []
+    inst_f: list[np.ndarray] = []
+    inst_nodes: list[tuple[int, int, int]] = []  # node index, first instance, count
+    for pi, ok, dec in instanced:
+        part = pi.part
+        where = f"part 0x{pi.part_id:x}"
+        groups = _group(part.indices, part.material, len(part.positions), meshopt, where)
+        pos = np.asarray(part.positions, np.float64)[groups.order]
+        streams = _write_streams(
+            b, pos, np.asarray(part.normals)[groups.order], groups, None, fid_type, meshopt
+        )
+        rot, scale = dec.rotation[ok], dec.scale[ok]
+        # node * T R S * (offset + step q) = node * T' R S' q with T' = T + R (S offset), S' = S step.
+        translation = dec.translation[ok] - o + np.einsum("kij,kj->ki", rot, scale * streams.offset)
+        scale = scale * streams.step
+        rows = np.asarray(pi.materials, np.int64)[ok]
+        looks, which = np.unique(rows, axis=0, return_inverse=True)
+        which = which.reshape(-1)
+        by_look = np.argsort(which, kind="stable")
+        counts = np.bincount(which, minlength=len(looks))
+        first = sum(len(x) for x in inst_t)
+        inst_t.append(translation[by_look])
+        inst_r.append(dec.quaternion[ok][by_look])
+        inst_s.append(scale[by_look])
+        inst_f.append(np.asarray(pi.feature, np.int64)[ok][by_look])
+        start = first
+        for li, look in enumerate(looks.tolist()):
+            prims = [
+                {
+                    "attributes": streams.attributes[g],
+                    "indices": streams.indices[g],
+                    "material": materials(look[piece]),
+                    "mode": TRIANGLES,
+                }
+                for g, piece in enumerate(groups.keys.tolist())
+            ]
+            meshes.append({"name": f"{where} look {li}", "primitives": prims})
+            nodes.append({"name": f"{where} look {li}", "mesh": len(meshes) - 1})
+            children.append(len(nodes) - 1)
+            inst_nodes.append((len(nodes) - 1, start, int(counts[li])))
+            start += int(counts[li])
+            n_prims += len(prims)
+        n_tris += part.n_triangles
+        n_drawn += part.n_triangles * len(ok)
+        n_verts += len(groups.order)
+        n_instances += len(ok)
+
+    if inst_nodes:
+        t_all = np.concatenate(inst_t).astype(np.float32)
+        q_all = np.concatenate(inst_r).astype(np.float32)
+        s_all = np.concatenate(inst_s).astype(np.float32)
+        f_all = np.concatenate(inst_f)
+        t_view = b.attribute_view(t_all, vertex=False)
+        r_view = b.attribute_view(q_all, vertex=False)
+        s_view = b.attribute_view(s_all, vertex=False)
+        f_view = b.attribute_view(_feature_id_elements(f_all, fid_type), vertex=False)
+        starts = np.array([s for _, s, _ in inst_nodes] + [len(f_all)], np.int64)
+        distinct = _distinct_per_group(f_all, starts, n_features)
+        for i, (node_index, s, c) in enumerate(inst_nodes):
+            attrs = {
+                "TRANSLATION": b.accessor(t_view, FLOAT, c, "VEC3", byte_offset=s * 12),
+                "ROTATION": b.accessor(r_view, FLOAT, c, "VEC4", byte_offset=s * 16),
+                "SCALE": b.accessor(s_view, FLOAT, c, "VEC3", byte_offset=s * 12),
+                "_FEATURE_ID_0": b.accessor(f_view, fid_type, c, "SCALAR", byte_offset=s * 4),
+            }
+            nodes[node_index]["extensions"] = {
+                GPU_INSTANCING: {"attributes": attrs},
+                INSTANCE_FEATURES: _feature_ids_ext(int(distinct[i])),
+            }
+        used_instance_features = True
+
+    extensions: dict[str, Any] = {}
+    if n_features:
+        extensions[STRUCTURAL_METADATA] = structural_metadata(content.features, b.plain_view)
+
+    root = nodes[0]
+    if y_up:
+        root["rotation"] = Y_UP_QUATERNION
+    if o.any():
+        root["translation"] = ((Y_UP_MATRIX @ o) if y_up else o).tolist()
+    if children:
+        root["children"] = children
+
+    used: list[str] = []
+    required: list[str] = []
+    if b.compressed_views:
+        used.append(MESHOPT)
+        required.append(MESHOPT)
+    if meshopt and meshes:
+        used.append(QUANTIZATION)
+        required.append(QUANTIZATION)
+    if inst_nodes:
+        used.append(GPU_INSTANCING)
+        required.append(GPU_INSTANCING)
+    if used_features:
+        used.append(MESH_FEATURES)
+    if used_instance_features:
+        used.append(INSTANCE_FEATURES)
+    if extensions:
+        used.append(STRUCTURAL_METADATA)
+
+    doc: dict[str, Any] = {"asset": {"version": "2.0", "generator": "twinbase"}}
+    if used:
+        doc["extensionsUsed"] = used
+    if required:
+        doc["extensionsRequired"] = required
+    if extensions:
+        doc["extensions"] = extensions
+    doc["scene"] = 0
+    doc["scenes"] = [{"nodes": [0]}]
+    doc["nodes"] = nodes
+    if meshes:
+        doc["meshes"] = meshes
+    if materials.json:
+        doc["materials"] = materials.json
+    if b.accessors:
+        doc["accessors"] = b.accessors
+    if b.buffer_views:
+        doc["bufferViews"] = b.buffer_views
+    buffers = b.buffers()
+    if buffers:
+        doc["buffers"] = buffers
+    data = pack_glb(doc, b.binary())
+    stats = GlbStats(
+        triangles=n_tris,
+        drawn_triangles=n_drawn,
+        vertices=n_verts,
+        bytes=len(data),
+        features=n_features,
+        instances=n_instances,
+        flattened_instances=n_flat,
+        primitives=n_prims,
+        materials=len(materials.json),
+    )
+    return GlbResult(data, stats)
