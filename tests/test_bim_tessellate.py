@@ -196,6 +196,14 @@ def test_rotated_ellipsoid_axes_are_the_matrix_columns() -> None:
     assert np.allclose(round_one.normals, radial, atol=1e-5)
 
 
+def test_a_batch_of_round_spheres_and_ellipsoids_has_unit_normals() -> None:
+    """Round spheres and ellipsoids tessellated together: every normal unit length (a round sphere in
+    a batch with an ellipsoid used to take the ellipsoid's path without being normalized)."""
+    axes = np.stack([np.eye(3) * 2.5, np.diag([1.0, 2.0, 3.0]), np.eye(3) * 0.4])
+    mesh = spheres(np.zeros((3, 3)), axes, options=FINE)
+    assert np.allclose(np.linalg.norm(mesh.normals, axis=1), 1.0, atol=1e-5)
+
+
 def test_mirrored_sphere_still_faces_out() -> None:
     axes = np.diag([-1.0, 1.0, 1.0])  # a left-handed frame
     mesh = sphere([5, 0, 0], axes, options=TOL)

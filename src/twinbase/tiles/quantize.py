@@ -54,11 +54,33 @@ def quantize_positions(p: F64) -> tuple[NDArray[np.uint16], F64, float]:
     return q, lo, step
 
 
+#: The 27 integer neighbours of a rounded normal (floor/ceil choices per component, and one step past).
+_NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], np.float32)
+#: What the Khronos validator accepts as unit length is |len - 1| <= 0.00674 for VEC3 normals.
+UNIT_TOLERANCE = 0.005
+
+
 def normals_to_snorm8(n: NDArray[np.floating]) -> NDArray[np.int8]:
-    """Unit normals (n, 3) → (n, 4) int8 normalized (glTF: value / 127), padded to 4 bytes a vertex."""
-    x = np.asarray(n, np.float32) * np.float32(127.0)
-    np.rint(x, out=x)
-    np.clip(x, -127, 127, out=x)
-    out = np.zeros((len(x), 4), np.int8)
-    out[:, :3] = x
+    """Unit normals (n, 3) → (n, 4) int8 normalized (glTF: value / 127), padded to 4 bytes a vertex.
+
+    Rounding each component to the nearest 1/127 moves a unit vector's length by up to
+    sqrt(3) / 254 ≈ 0.0068, past what validators accept as unit (0.00674). A normal whose rounding is
+    off by more than ``UNIT_TOLERANCE`` takes, among the 27 integer vectors around it, the one nearest
+    unit length of those within 1.5 degrees of its direction (one always is: the rounding itself)."""
+    v = np.asarray(n, np.float32).reshape(-1, 3)
+    scaled = v * np.float32(127.0)
+    best = np.rint(scaled)
+    np.clip(best, -127, 127, out=best)
+    err = np.abs(np.sqrt((best * best).sum(axis=1)) / np.float32(127.0) - 1)
+    rows = np.flatnonzero(err > UNIT_TOLERANCE)
+    if len(rows):
+        cand = np.clip(best[rows][:, None, :] + _NEIGHBOURS[None], -127, 127)  # (r, 27, 3)
+        length = np.sqrt((cand * cand).sum(axis=2))
+        off = np.abs(length / np.float32(127.0) - 1)
+        cosine = (cand * v[rows][:, None, :]).sum(axis=2) / np.maximum(length, 1e-6)
+        off = np.where(cosine >= np.float32(np.cos(np.radians(1.5))), off, np.inf)
+        pick = off.argmin(axis=1)
+        best[rows] = cand[np.arange(len(rows)), pick]
+    out = np.zeros((len(best), 4), np.int8)
+    out[:, :3] = best
     return out

@@ -366,11 +366,13 @@ def spheres(
     conformal = np.abs(gram - radius[:, None, None] ** 2 * np.eye(3)).max(axis=(1, 2)) <= 1e-9 * radius**2
     # ``_place`` multiplies row vectors (u @ coefficients): the coefficients are the transposes of
     # the column-axis matrices, A^T for positions and (A^-T)^T = A^-1 for normals.
-    if conformal.all():
-        normal_matrix = (a / np.where(radius > 0, radius, 1.0)[:, None, None]).transpose(0, 2, 1)
-    else:
-        safe = np.where((np.abs(det) > 0)[:, None, None], a, np.eye(3))
-        normal_matrix = np.linalg.inv(safe)
+    # Per instance: a batch may mix round spheres (normals = axes over the radius, already unit) and
+    # ellipsoids (inverse transpose, normalized below).
+    normal_matrix = (a / np.where(radius > 0, radius, 1.0)[:, None, None]).transpose(0, 2, 1)
+    if not conformal.all():
+        odd = ~conformal
+        safe = np.where((np.abs(det[odd]) > 0)[:, None, None], a[odd], np.eye(3))
+        normal_matrix[odd] = np.linalg.inv(safe)
     position_matrix = a.transpose(0, 2, 1)
     full_band = (np.abs(lat0 + math.pi / 2) < 1e-12) & (np.abs(sweep - math.pi) < 1e-12)
     keys = np.stack([n_lon, n_lat, lat0, sweep, cap], axis=1)
