@@ -1,0 +1,146 @@
+"""Mesh Export end to end through the API, on an iModel made by the real iTwin.js backend (the generated
+"truth" model uploaded as a baseline): start, wait the way clients poll, fetch the files through the
+signed folder link with no Authorization header (as CesiumJS and frontend-tiles do), and check them:
+the GLTF element by element against iTwin.js ``exportGraphics``, the tileset with the repo's checker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Server, new_imodel
+from conftest import new_itwin as make_itwin
+from support.geometry_truth import (
+    BREP,
+    TRUTH_ANGLE_TOL,
+    TRUTH_CHORD_TOL,
+    Truth,
+    compare_meshes,
+    export_truth,
+    load_truth,
+    make_geometry,
+)
+from test_export_produce import _as_truth, _per_element
+from twinbase.tiles.check import check_tileset
+
+REPRESENTATION = {"Prefer": "return=representation"}
+
+
+@pytest.fixture(scope="module")
+def world(server: Server) -> Iterator[dict[str, Any]]:
+    alice = server.user()
+    itwin = make_itwin(alice)
+    imodel = new_imodel(alice, itwin["id"], path=make_geometry("truth"))
+    yield {"alice": alice, "imodel": imodel}
+    alice.close()
+
+
+def wait_complete(client: httpx.Client, export_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = client.get(f"/mesh-export/{export_id}", headers=REPRESENTATION)
+        assert resp.status_code == 200, resp.text
+        export = resp.json()["export"]
+        if export["status"] == "Complete":
+            return dict(export)
+        assert export["status"] in ("NotStarted", "InProgress"), export
+        assert time.monotonic() < deadline, f"export still {export['status']}"
+        time.sleep(0.2)
+
+
+def fetch(href: str, relative: str, **headers: str) -> httpx.Response:
+    """A file of the export folder the way the clients build its URL: appended to the path, the
+    link's query kept, no Authorization."""
+    path, _, query = href.partition("?")
+    return httpx.get(f"{path}/{relative}?{query}", headers=headers, timeout=60)
+
+
+def test_gltf_export_through_the_api_matches_export_graphics(world: dict[str, Any]) -> None:
+    alice = world["alice"]
+    truth: Truth = load_truth(export_truth("truth"))
+    body = {
+        "iModelId": world["imodel"]["id"],
+        "exportType": "gltf",
+        "tilerConfig": [
+            {"key": "chordTolerance", "value": TRUTH_CHORD_TOL},
+            {"key": "angleTolerance", "value": math.degrees(TRUTH_ANGLE_TOL)},
+        ],
+    }
+    started = alice.post("/exports", json=body)
+    assert started.status_code == 201, started.text
+    done = wait_complete(alice, started.json()["export"]["id"])
+    assert done["request"]["exportType"] == "GLTF"
+    stats = done["stats"]
+    assert stats["elementsWithErrors"] == 0 and stats["fallbacks"]["brep-range-box"] == 6
+    glb = fetch(done["_links"]["mesh"]["href"], "model.glb")
+    assert glb.status_code == 200 and glb.headers["content-type"].startswith("model/gltf-binary")
+    report = compare_meshes(_as_truth(_per_element(glb.content), truth), truth.elements, check_lines=False)
+    print(report.summary(30))
+    unexpected = [
+        m
+        for m in report.mismatches
+        if not (
+            m.rule == "range"
+            and (
+                truth.elements[m.element_id].family == BREP
+                or truth.elements[m.element_id].kind == "bspline-surface"
+            )
+        )
+    ]
+    assert not unexpected and report.meshed > 100, report.summary(30)
+
+
+def test_3dtiles_export_as_cesium_finds_and_loads_it(world: dict[str, Any], tmp_path: Path) -> None:
+    alice = world["alice"]
+    started = alice.post("/mesh-export", json={"iModelId": world["imodel"]["id"], "exportType": "3DTiles"})
+    assert started.status_code == 202, started.text
+    wait_complete(alice, started.json()["export"]["id"])
+    # What CesiumJS's ITwinData.createTilesetFromIModelId sends, and what it does with the answer.
+    listed = alice.get(
+        "/mesh-export",
+        params={
+            "iModelId": world["imodel"]["id"],
+            "exportType": "3DTILES",
+            "$top": "5",
+            "client": "CesiumJS",
+            "clientVersion": "1.13",
+        },
+        headers={**REPRESENTATION, "Accept": "application/vnd.bentley.itwin-platform.v1+json"},
+    )
+    assert listed.status_code == 200, listed.text
+    complete = [e for e in listed.json()["exports"] if e["status"] == "Complete"]
+    assert complete and complete[0]["request"]["exportType"] == "3DTILES"
+    href = complete[0]["_links"]["mesh"]["href"]
+    origin = {"Origin": "https://viewer.example"}
+    tileset = fetch(href, "tileset.json", **origin)
+    assert tileset.status_code == 200, tileset.text
+    assert tileset.headers.get("access-control-allow-origin") in ("*", "https://viewer.example")
+    (tmp_path / "tileset.json").write_bytes(tileset.content)
+    uris: list[str] = []
+
+    def walk(tile: dict[str, Any]) -> None:
+        if "content" in tile:
+            uris.append(tile["content"]["uri"])
+        for child in tile.get("children", []):
+            walk(child)
+
+    walk(json.loads(tileset.content)["root"])
+    assert uris
+    for uri in uris:
+        got = fetch(href, uri, **origin)
+        assert got.status_code == 200, (uri, got.status_code)
+        (tmp_path / uri).write_bytes(got.content)
+    ranged = fetch(href, uris[0], Range="bytes=0-11")
+    assert ranged.status_code == 206 and ranged.content[:4] == b"glTF"
+    assert check_tileset(tmp_path) == []
+    # Without the link's query, nothing is served.
+    path, _, _ = href.partition("?")
+    assert httpx.get(f"{path}/tileset.json", timeout=30).status_code == 404
