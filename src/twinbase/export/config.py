@@ -8,7 +8,7 @@ understands (matched case-insensitively; anything else is a 422 naming the key):
 key                    meaning                                                       default
 =====================  ============================================================  ==========
 ``maxTileSize``        largest tile content, in kilobytes (16 to 65536)              1024
-``enableCompression``  meshopt compression (EXT_meshopt_compression) of GLB content  true
+``enableCompression``  meshopt compression (EXT_meshopt_compression) of GLB content  true (*)
 ``outputFormat``       tile content format; only ``glb`` is written                  glb
 ``chordTolerance``     finest chord tolerance (leaf tiles, GLTF), in metres          0.001
 ``angleTolerance``     angle tolerance of curved surfaces, in degrees (1 to 90)      15
@@ -17,7 +17,8 @@ key                    meaning                                                  
 ``categories``         only these categories: comma-separated ids                    all
 =====================  ============================================================  ==========
 
-A number given as a string ("128") is read as the number. The canonical form (``TilerConfig.items``,
+(*) For tilesets; the whole-model GLTF is compressed only when the key is given (16-bit positions over a
+whole model would move points by millimetres). A number given as a string ("128") is read as the number. The canonical form (``TilerConfig.items``,
 keys spelled as above, in that order, only those given) is what an export stores and what "the same
 configuration" means when a request is matched to an existing export.
 """
