@@ -18,8 +18,10 @@ key                    meaning                                                  
 =====================  ============================================================  ==========
 
 (*) For tilesets; the whole-model GLTF is compressed only when the key is given (16-bit positions over a
-whole model would move points by millimetres). A number given as a string ("128") is read as the number. The canonical form (``TilerConfig.items``,
-keys spelled as above, in that order, only those given) is what an export stores and what "the same
+whole model would move points by millimetres).
+
+A number given as a string ("128") is read as the number. The canonical form (``TilerConfig.items``, keys
+spelled as above, in that order, only those given) is what an export stores and what "the same
 configuration" means when a request is matched to an existing export.
 """
 
