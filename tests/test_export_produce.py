@@ -220,3 +220,33 @@ def test_shared_imodels_export_every_element_drawn_or_counted(path: Path, tmp_pa
     assert len(drawn) == stats["elementsTiled"]
     if path.name == "Building_Blocks.bim":
         assert stats["partInstances"] == 173 and stats["fallbacks"] == {"brep-range-box": 6}
+
+
+def test_tiler_config_is_applied(model: Path, tmp_path: Path) -> None:
+    from twinbase.bim.imodel import IModelFile
+
+    with IModelFile.open(model) as imodel:
+        elements = [e for e in imodel.elements(geometric_only=True) if e.is_3d and e.has_geometry]
+    category = elements[0].category_id
+    in_category = {e.id for e in elements if e.category_id == category}
+    stats = _produce(
+        model,
+        "3DTILES",
+        tmp_path / "few",
+        [
+            {"key": "categories", "value": f"0x{category:x}"},
+            {"key": "enableCompression", "value": "false"},
+            {"key": "levelsOfDetail", "value": 1},
+        ],
+    )
+    assert stats["elements"] == len(in_category) and stats["levels"] == 1
+    drawn: set[int] = set()
+    for glb in (tmp_path / "few").glob("*.glb"):
+        doc = Glb.parse(glb.read_bytes())
+        assert "EXT_meshopt_compression" not in doc.json.get("extensionsUsed", [])
+        drawn.update(int(e) for e in read_property_table(doc)["element"])
+    assert drawn and drawn <= in_category
+    # A smaller tile budget makes more, smaller tiles.
+    big = _produce(model, "3DTILES", tmp_path / "big", [{"key": "maxTileSize", "value": 4096}])
+    small = _produce(model, "3DTILES", tmp_path / "small", [{"key": "maxTileSize", "value": 64}])
+    assert small["tiles"] > big["tiles"] and small["tileSizeMax"] < big["tileSizeMax"]
