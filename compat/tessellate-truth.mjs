@@ -11,7 +11,8 @@
 // { "points": [[x,y,z]...] } (a closed line string), { "segment": [a, b] },
 // { "arc": [center, vector0, vector90, start, sweep] } or
 // { "bspline": { "poles": [...], "knots": [...], "order": n, "weights"?: [...] } } (weighted poles); a loop is
-// one curve or a list of curves end to end.
+// one curve or a list of curves end to end. A case with "mesh": true also gets its triangles themselves:
+// "positions" (x, y, z flat) and "indices" (3 per triangle, into those positions).
 
 import fs from "node:fs";
 import path from "node:path";
@@ -102,6 +103,7 @@ try {
   const model = PhysicalModel.insert(db, IModel.rootSubjectId, "shapes");
   const category = SpatialCategory.insert(db, IModel.dictionaryId, "shapes", new SubCategoryAppearance());
   const nameOf = {};
+  const keepMesh = new Set(spec.cases.filter((c) => c.mesh).map((c) => c.name));
   for (const c of spec.cases) {
     const g = geometry(c);
     if (g === undefined) throw new Error(`case ${c.name}: iTwin.js made no geometry from it`);
@@ -135,6 +137,11 @@ try {
         const prev = out[key] ?? { triangles: 0, points: 0, area: 0, volume: 0 };
         out[key] = { triangles: prev.triangles + ix.length / 3, points: prev.points + p.length / 3,
           area: prev.area + area, volume: prev.volume + volume };
+        if (keepMesh.has(nameOf[info.elementId])) {
+          const base = prev.points;
+          out[key].positions = (prev.positions ?? []).concat(Array.from(p));
+          out[key].indices = (prev.indices ?? []).concat(Array.from(ix, (i) => i + base));
+        }
       },
       onLineGraphics: (info) => {
         const { points: p, indices: ix } = info.lines;

@@ -7,8 +7,6 @@ What does not match exportGraphics, and is held to exactly that here:
   as ``brep-range-box``); a rotated body's stored range is looser than its facets, so those elements miss
   the 1 mm range rule (area is not checked for B-reps). With the optional native B-rep facets they match:
   tests/test_bim_native_facets.py.
-- Multi-span curved B-spline surfaces: the native mesher is adaptive, ours a per-span grid; the extreme
-  points differ by a few millimetres (within the 10 mm chord tolerance), over the 1 mm range rule.
 """
 
 from __future__ import annotations
@@ -106,11 +104,6 @@ def test_truth_model_matches_export_graphics(result: MeshResult, truth: Truth) -
         t = truth.elements[m.element_id]
         if t.family == BREP and m.rule == "range":
             allowed.add(m.element_id)  # a range-box fallback (no Parasolid here)
-        elif t.kind == "bspline-surface" and m.rule == "range":
-            assert "off by" in m.detail
-            err_mm = float(m.detail.split("off by ")[1].split(" mm")[0])
-            assert err_mm < TRUTH_CHORD_TOL * 1000, m.detail
-            allowed.add(m.element_id)
     unexpected = [m for m in report.mismatches if m.element_id not in allowed]
     assert not unexpected, report.summary(50)
     # every B-rep of the truth (none has stored facets) fell back to its range box; text to its outline

@@ -688,6 +688,34 @@ def test_bspline_surfaces() -> None:
         assert_normals_follow_winding(quarter)
 
 
+def test_bspline_surface_patches_as_native() -> None:
+    """Counts per Bezier patch, as exportGraphics meshes one of the truth model's B-spline surfaces (5 x 5
+    grid of poles 3 m across, cubic in u and quadratic in v: 2 x 3 patches; compat/make-geometry.mjs's
+    bumpySurface(3, 0.6)): measured 105 points and 171 triangles at chord 0.01, 739 and 1368 at 0.001."""
+    poles = [
+        [[0.75 * i, 0.75 * j, 0.6 * math.sin(i * 1.1) * math.cos(j * 0.8)] for i in range(5)]
+        for j in range(5)
+    ]
+    for options, points, triangles in ((TOL, 105, 171), (FINE, 739, 1368)):
+        mesh = bspline_surface_mesh(poles, 4, 3, options=options)
+        assert (mesh.n_vertices, mesh.n_triangles) == (points, triangles)
+        assert_normals_follow_winding(mesh)
+        # The surface's corners and edges are the poles' outer rows (clamped knots): they are vertices.
+        corners = np.array([poles[0][0], poles[0][4], poles[4][0], poles[4][4]])
+        assert (np.abs(mesh.positions[:, None] - corners[None]).sum(axis=2) < 1e-12).any(axis=0).all()
+    # The middle patch of the first column (u in [0, 1/2], v in [1/3, 2/3]) needs 4 steps each way, its
+    # neighbour below 5 in u: so its lower edge is cut in 5, and its interior is a lattice of 3 x 3
+    # points one step in from its edges (the band between the edge and the lattice zipped).
+    mesh = bspline_surface_mesh(poles, 4, 3, options=TOL)
+    assert mesh.params is not None
+    u, v = mesh.params[:, 0].astype(float), mesh.params[:, 1].astype(float)
+    inside = (u > 1e-6) & (u < 0.5 - 1e-6) & (v > 1 / 3 + 1e-6) & (v < 2 / 3 - 1e-6)
+    assert np.allclose(np.unique(u[inside].round(6)), [0.125, 0.25, 0.375])
+    assert np.allclose(np.unique(v[inside].round(6)), 1 / 3 + np.array([1, 2, 3]) / 12)
+    lower = (np.abs(v - 1 / 3) < 1e-6) & (u < 0.5 + 1e-6)
+    assert np.allclose(np.unique(u[lower].round(6)), np.arange(6) / 10)
+
+
 # -- polyfaces --------------------------------------------------------------------------------------
 
 CUBE = np.array(

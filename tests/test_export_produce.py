@@ -132,8 +132,6 @@ def test_gltf_export_matches_export_graphics_element_by_element(
         t = truth.elements[m.element_id]
         if t.family == BREP and m.rule == "range":
             allowed.add(m.element_id)  # range-box fallback: no Parasolid (as in test_bim_mesher)
-        elif t.kind == "bspline-surface" and m.rule == "range":
-            allowed.add(m.element_id)  # per-span grid vs the native adaptive mesher (test_bim_mesher)
     assert not [m for m in report.mismatches if m.element_id not in allowed], report.summary(40)
     assert report.meshed > 100 and stats["elementsWithErrors"] == 0
     assert stats["fallbacks"]["brep-range-box"] == sum(1 for e in truth.elements.values() if e.family == BREP)

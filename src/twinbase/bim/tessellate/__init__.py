@@ -6,10 +6,10 @@ functions. Outputs are ``Mesh`` (triangles) and ``Polyline`` (wires: lines never
 
 Stroke counts follow the iTwin.js native library (see ``options``), which is what
 ``IModelDb.exportGraphics`` runs: for boxes, spheres and ellipsoids, cones, torus pipes, linear,
-rotational and ruled sweeps of lines, arcs and B-splines, regions, polyfaces, single-span B-spline
-surfaces and wires, our facets are the ones it makes (same triangle counts, areas and volumes to
-rounding; ``tests/test_bim_tessellate_itwinjs.py``). Multi-span curved B-spline surfaces are meshed
-adaptively by the native library and on a per-span grid here (areas within 0.1%).
+rotational and ruled sweeps of lines, arcs and B-splines, regions, polyfaces, B-spline surfaces and
+wires, our facets are the ones it makes (same triangle counts, areas and volumes to rounding;
+``tests/test_bim_tessellate_itwinjs.py``). On multi-span B-spline surfaces the vertices are the native
+ones but a few squares of four are cut on the other diagonal (areas within 1e-4; see ``bspline``).
 
 Not covered here: trimmed B-spline surface boundaries (the whole patch is meshed); text glyphs (text is
 its range box outline); Parasolid B-reps (the glue uses the facets stored with them, or their range).
