@@ -135,6 +135,10 @@ def test_3dtiles_export_as_cesium_finds_and_loads_it(world: dict[str, Any], tmp_
         (tmp_path / uri).write_bytes(got.content)
     ranged = fetch(href, uris[0], Range="bytes=0-11")
     assert ranged.status_code == 206 and ranged.content[:4] == b"glTF"
+    # Served compressed (httpx asks for gzip and inflates), kept by clients, revalidated by ETag.
+    assert tileset.headers["content-encoding"] == "gzip" and "immutable" in tileset.headers["cache-control"]
+    again = fetch(href, uris[0], **{"If-None-Match": ranged.headers["etag"]})
+    assert again.status_code == 304 and not again.content
     assert check_tileset(tmp_path) == []
     # Without the link's query, nothing is served.
     path, _, _ = href.partition("?")
