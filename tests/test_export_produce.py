@@ -248,3 +248,40 @@ def test_tiler_config_is_applied(model: Path, tmp_path: Path) -> None:
     big = _produce(model, "3DTILES", tmp_path / "big", [{"key": "maxTileSize", "value": 4096}])
     small = _produce(model, "3DTILES", tmp_path / "small", [{"key": "maxTileSize", "value": 64}])
     assert small["tiles"] > big["tiles"] and small["tileSizeMax"] < big["tileSizeMax"]
+
+
+def test_tiles_made_by_worker_processes_are_the_same_bytes(model: Path, tmp_path: Path) -> None:
+    """The tileset of a pool of processes (``spawn``) is byte for byte the one made in this process."""
+    items = [{"key": "maxTileSize", "value": 128}]
+    one = produce(
+        model,
+        "3DTILES",
+        parse_tiler_config(items),
+        FolderSink(tmp_path / "one"),
+        lambda f, m: None,
+        workers=1,
+    )
+    two = produce(
+        model,
+        "3DTILES",
+        parse_tiler_config(items),
+        FolderSink(tmp_path / "two"),
+        lambda f, m: None,
+        workers=2,
+    )
+    assert one["tiles"] == two["tiles"] > 2 and one["elements"] == two["elements"]
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_elements_are_read_by_id(model: Path) -> None:
+    from twinbase.bim.imodel import IModelFile
+
+    with IModelFile.open(model) as imodel:
+        every = [e.id for e in imodel.elements(geometric_only=True)]
+        wanted = [*every[::5], every[3], 2**40]  # a repeat and an id the file does not hold
+        got = list(imodel.elements_by_id(wanted, with_geometry=True, batch_size=7))
+        assert [e.id for e in got] == sorted(set(wanted) - {2**40})
+        assert all(e.geometry_stream for e in got if e.has_geometry)

@@ -35,11 +35,10 @@ from twinbase.bim.mesher import MeshResult, mesh_elements
 from twinbase.bim.tessellate import StrokeOptions
 from twinbase.export.config import TilerConfig
 from twinbase.export.content import ElementFacts, tile_content
-from twinbase.tiles.gltf import encode_glb, write_glb
-from twinbase.tiles.model import TileContent
+from twinbase.export.tiling import counts_stats, make_tiles, plan_from_file
+from twinbase.tiles.gltf import encode_glb
 from twinbase.tiles.threetz import ThreeTzWriter
-from twinbase.tiles.tiler import ElementBoxes, TileResult, TilerOptions, plan_tileset, tileset_json
-from twinbase.tiles.tiler import tile_content as build_tile
+from twinbase.tiles.tiler import TilePlan, tileset_json
 
 Progress = Callable[[float, str], None]
 EXPORT_TYPES = ("3DTILES", "CESIUM", "GLTF", "3TZ")
@@ -96,21 +95,32 @@ def mesh_file(
 
 
 def produce(
-    bim: Path, export_type: str, config: TilerConfig, sink: OutputSink, progress: Progress
+    bim: Path,
+    export_type: str,
+    config: TilerConfig,
+    sink: OutputSink,
+    progress: Progress,
+    *,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Write the export's files to ``sink``; answer its stats (JSON-able)."""
+    """Write the export's files to ``sink``; answer its stats (JSON-able). ``workers``: processes for
+    the tiles (default: every core; see ``export.tiling``)."""
     if export_type not in EXPORT_TYPES:
         raise ExportTypeNotProduced(f"export type {export_type!r} is not produced")
-    with IModelFile.open(bim) as imodel:
-        result, facts, stats = mesh_file(imodel, config, progress)
-        geolocation = read_geolocation(imodel)
     if export_type == "GLTF":
+        with IModelFile.open(bim) as imodel:
+            result, facts, stats = mesh_file(imodel, config, progress)
         return _gltf(result, facts, config, sink, progress, stats)
+    started = time.perf_counter()
+    with IModelFile.open(bim) as imodel:
+        plan = plan_from_file(imodel, config)
+        geolocation = read_geolocation(imodel)
+    progress(0.05, f"Planned {len(plan.nodes)} tiles")
     root = ecef_transform(geolocation.ecef_location) if geolocation.ecef_location is not None else None
     if export_type == "3TZ":
         with tempfile.TemporaryFile() as archive:
             with ThreeTzWriter(archive) as writer:
-                _tileset(result, facts, config, writer.add, progress, stats, root)
+                stats = _tileset(bim, plan, config, writer.add, progress, root, started, workers)
             archive.seek(0)
             data = archive.read()
         sink.put("tileset.3tz", data)
@@ -118,105 +128,44 @@ def produce(
         stats["rawSize"] = len(data)
         progress(1.0, "Done")
         return stats
-    return _tileset(result, facts, config, sink.put, progress, stats, root)
-
-
-def element_boxes(result: MeshResult, facts: ElementFacts) -> ElementBoxes:
-    """Each meshed element's world box (what it draws: its meshes and its part instances' boxes)
-    and triangle count, for the tile plan."""
-    ids: list[int] = []
-    lows: list[np.ndarray] = []
-    highs: list[np.ndarray] = []
-    tris: list[int] = []
-    part_box: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
-    for pid, part in result.parts.items():
-        meshes = [m for _, m in part.meshes if len(m.positions)]
-        if meshes:
-            pts = np.concatenate([m.positions for m in meshes])
-            part_box[pid] = (pts.min(axis=0), pts.max(axis=0), sum(m.n_triangles for m in meshes))
-    for eid, element in result.elements.items():
-        lo = np.full(3, np.inf)
-        hi = np.full(3, -np.inf)
-        count = 0
-        for piece in element.meshes:
-            if len(piece.mesh.positions):
-                lo = np.minimum(lo, piece.mesh.positions.min(axis=0))
-                hi = np.maximum(hi, piece.mesh.positions.max(axis=0))
-                count += piece.mesh.n_triangles
-        for inst in element.instances:
-            found = part_box.get(inst.part_id)
-            if found is None:
-                continue
-            plo, phi, ptris = found
-            corners = np.array(
-                [[x, y, z, 1.0] for x in (plo[0], phi[0]) for y in (plo[1], phi[1]) for z in (plo[2], phi[2])]
-            )
-            world = corners @ inst.transform.T
-            lo = np.minimum(lo, world[:, :3].min(axis=0))
-            hi = np.maximum(hi, world[:, :3].max(axis=0))
-            count += ptris
-        if count:
-            ids.append(eid)
-            lows.append(lo)
-            highs.append(hi)
-            tris.append(count)
-    return ElementBoxes(
-        ids=np.array(ids, np.uint64),
-        low=np.array(lows).reshape(-1, 3),
-        high=np.array(highs).reshape(-1, 3),
-        model_ids=np.array([facts.model.get(e, 0) for e in ids], np.uint64),
-        triangles=np.array(tris, np.int64),
-    )
+    return _tileset(bim, plan, config, sink.put, progress, root, started, workers)
 
 
 def _tileset(
-    result: MeshResult,
-    facts: ElementFacts,
+    bim: Path,
+    plan: TilePlan,
     config: TilerConfig,
     put: Callable[[str, bytes], None],
     progress: Progress,
-    stats: dict[str, Any],
     root_transform: np.ndarray | None,
+    started: float,
+    workers: int | None,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    options = TilerOptions(
-        max_tile_bytes=config.max_tile_kb * 1024,
-        levels=config.levels_of_detail,
-        leaf_chord_tolerance=config.chord_tolerance,
-    )
-    boxes = element_boxes(result, facts)
-    plan = plan_tileset(boxes, options)
-
-    def encode(content: TileContent, origin: np.ndarray) -> bytes:
-        return write_glb(content, origin=origin, y_up=True, meshopt=config.compression)
-
-    results: dict[int, TileResult | None] = {}
     sizes: dict[str, int] = {}
-    for done, node in enumerate(plan.nodes):
-        progress(0.5 + 0.45 * done / max(len(plan.nodes), 1), f"Writing tile {node.name}")
-        content = tile_content(result, facts, element_ids=[int(i) for i in plan.element_ids(node)])
-        made = build_tile(node, content, options, encode)
-        results[node.index] = made
-        if made is not None:
-            put(made.name, made.data)
-            sizes[made.name] = len(made.data)
+
+    def put_sized(name: str, data: bytes) -> None:
+        put(name, data)
+        sizes[name] = len(data)
+
+    results, counts = make_tiles(
+        bim, plan, config, put_sized, lambda f, m: progress(0.05 + 0.9 * f, m), workers=workers
+    )
     document = tileset_json(plan, results, root_transform)
     text = json.dumps(document, separators=(",", ":")).encode()
-    put("tileset.json", text)
-    sizes["tileset.json"] = len(text)
+    put_sized("tileset.json", text)
     tile_sizes = sorted(v for k, v in sizes.items() if k != "tileset.json")
+    root_result = results.get(0)
+    stats = counts_stats(counts, started)
     stats.update(
         {
-            "elementsTiled": len(boxes),
-            "elementsWithoutSurfaces": stats["elements"] - len(boxes),
             "tiles": len(tile_sizes),
             "levels": 1 + max((n.level for n in plan.nodes), default=0),
-            "rootTileSize": next((len(r.data) for i, r in results.items() if i == 0 and r is not None), 0),
+            "rootTileSize": sizes.get(root_result.name, 0) if root_result is not None else 0,
             "tileSizeMedian": tile_sizes[len(tile_sizes) // 2] if tile_sizes else 0,
             "tileSizeMax": tile_sizes[-1] if tile_sizes else 0,
+            "tileTriangles": sum(r.triangles for r in results.values() if r is not None),
             "files": sizes if len(sizes) <= 200 else {"tileset.json": len(text)},
             "rawSize": sum(sizes.values()),
-            "tileSeconds": round(time.perf_counter() - started, 3),
         }
     )
     progress(1.0, "Done")
