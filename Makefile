@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint typecheck unit compat bench clean seed
+.PHONY: serve test lint typecheck unit compat bench clean seed chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,20 @@ compat/node_modules/.installed-stamp: compat/package.json compat/package-lock.js
 	cd compat && npm ci --no-audit --no-fund
 	touch $@
 
+# Debian's Chromium, for the CesiumJS test (tests/test_cesium_itwin.py drives it with playwright-core from
+# compat/node_modules; no browser is downloaded). Installed with apt-get when missing: as root, or through sudo.
+CHROMIUM ?= chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v $(CHROMIUM) >/dev/null || { $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
 ## Run the server with embedded defaults (SQLite + blob folder in ./twinbase-data) on http://127.0.0.1:8080
 serve: $(STAMP)
 	$(BIN)/twinbase serve
 
 ## Run every test: lint, types, and the suite against SQLite and PostgreSQL with the official npm clients
-test: $(STAMP) compat/node_modules/.installed-stamp
+test: $(STAMP) compat/node_modules/.installed-stamp chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

@@ -2,7 +2,7 @@
 // twinbase's Python tessellation is compared with (IModelDb.exportGraphics on the same file, see
 // export-graphics.mjs), and the tessellation benchmark's input.
 //
-//   node compat/make-geometry.mjs <out.bim> <truth|bench>
+//   node compat/make-geometry.mjs <out.bim> <truth|geolocated|bench>
 //   (BENCH_ELEMENTS scales the bench profile; the default is 100,000)
 //
 // Profiles:
@@ -16,6 +16,10 @@
 //          subcategory) and elements with several primitives. Four categories with different colours
 //          (one transparent, one with a second subcategory) and a render material with colour and
 //          transparency.
+//   geolocated  the truth profile's elements (the same ids) in an iModel with an ECEF location (an
+//          east-north-up frame at a fixed place 50 m above the ellipsoid), so that its 3D Tiles export carries a
+//          root transform to ECEF and lands on the globe in CesiumJS (the truth model has none: its tiles
+//          would sit at the Earth's centre).
 //   bench  >= 100k elements and >= 5M triangles under exportGraphics at the bench tolerance (chordTol 0.01,
 //          angleTol pi/12): a realistic mix of part instances (boxes, polyfaces, cylinders, an I-beam),
 //          polyfaces, extrusions and curved solids, inserted with saveChanges every 10,000 elements.
@@ -44,9 +48,11 @@ import {
 } from "@itwin/core-backend";
 import { Logger, LogLevel } from "@itwin/core-bentley";
 import {
+  Cartographic,
   Code,
   BRepGeometryOperation,
   ColorDef,
+  EcefLocation,
   ElementGeometry,
   FillDisplay,
   GeometryClass,
@@ -91,8 +97,8 @@ const require = createRequire(import.meta.url);
 
 const outFile = process.argv[2] ? path.resolve(process.argv[2]) : "";
 const profileName = process.argv[3] ?? "truth";
-if (!outFile || !["truth", "bench"].includes(profileName)) {
-  console.error("usage: node compat/make-geometry.mjs <out.bim> <truth|bench>");
+if (!outFile || !["truth", "geolocated", "bench"].includes(profileName)) {
+  console.error("usage: node compat/make-geometry.mjs <out.bim> <truth|geolocated|bench>");
   process.exit(2);
 }
 if (fs.existsSync(outFile)) {
@@ -579,7 +585,13 @@ function benchProfile(count) {
 try {
   const t0 = Date.now();
   if (profileName === "truth") truthProfile();
-  else benchProfile(Number(process.env.BENCH_ELEMENTS ?? 100000));
+  else if (profileName === "geolocated") {
+    truthProfile();
+    // Bentley's campus in Exton, PA, 50 m up so that no element dips under CesiumJS's globe.
+    const origin = Cartographic.fromDegrees({ longitude: -75.6207, latitude: 40.0285, height: 50 });
+    db.updateEcefLocation(EcefLocation.createFromCartographicOrigin(origin));
+    manifest.ecefLocation = db.ecefLocation.toJSON();
+  } else benchProfile(Number(process.env.BENCH_ELEMENTS ?? 100000));
   db.saveChanges();
   timings.insertSeconds = seconds(t0);
   const pkg = (name) => JSON.parse(fs.readFileSync(require.resolve(`${name}/package.json`), "utf8")).version;

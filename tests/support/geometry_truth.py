@@ -43,7 +43,7 @@ COMPAT = ROOT / "compat"
 MAKE_SCRIPT = COMPAT / "make-geometry.mjs"
 EXPORT_SCRIPT = COMPAT / "export-graphics.mjs"
 DEFAULT_CACHE = ROOT / ".cache" / "geometry"
-PROFILES = ("truth", "bench")
+PROFILES = ("truth", "geolocated", "bench")
 BENCH_ELEMENTS = 100_000
 GENERATION_TIMEOUT = 1800
 
