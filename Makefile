@@ -45,13 +45,14 @@ lint: $(STAMP)
 seed: compat/node_modules/.installed-stamp
 	cd compat && node make-seed.mjs
 
-## Benchmarks that print their figures (load on the iTwins API; 1 GiB up and down; the API fuzzed from its OpenAPI document; changeset replay vs iTwin.js)
+## Benchmarks that print their figures (load on the iTwins API; 1 GiB up and down; the API fuzzed from its OpenAPI document; changeset replay, tessellation and Mesh Export vs iTwin.js)
 bench: $(STAMP) compat/node_modules/.installed-stamp
 	-$(BIN)/python bench/itwins_load.py
 	-$(BIN)/python bench/transfer.py
 	-$(BIN)/python bench/api_fuzz.py
 	-$(BIN)/python bench/replay.py
 	-$(BIN)/python bench/tessellate.py
+	-$(BIN)/python bench/mesh_export.py
 
 clean:
 	rm -rf $(VENV) compat/node_modules

@@ -102,6 +102,10 @@ class TilerOptions:
     - ``tolerance_divisor``: an inner tile's tolerance is at least its box diagonal over this.
     - ``simplify_min_triangles``: meshes with fewer triangles are not simplified (only left out).
     - ``default_element_triangles``: estimate for an element when the boxes carry none.
+    - ``max_inner_elements``: the most elements an inner tile draws (its tolerance rises above the radius
+      of the next largest). Each element an inner tile draws is read and meshed again for it; without a
+      cap, a model of many similar elements has coarse tiles that mesh nearly all of them, and an
+      export does its meshing about twice.
     """
 
     max_tile_bytes: int = 1_000_000
@@ -114,6 +118,7 @@ class TilerOptions:
     tolerance_divisor: float = 1024.0
     simplify_min_triangles: int = 64
     default_element_triangles: int = 64
+    max_inner_elements: int = 500
 
     @property
     def tile_triangles(self) -> int:
@@ -327,6 +332,10 @@ def plan_tileset(boxes: ElementBoxes, options: TilerOptions | None = None) -> Ti
         else:
             floor = max(leaf_tol, float(np.linalg.norm(sub_high - sub_low)) / options.tolerance_divisor)
             tolerance = _budget_tolerance(radii[rows], tris[rows], floor, budget, options)
+            cap = options.max_inner_elements
+            if int(np.count_nonzero(radii[rows] >= tolerance)) > cap:
+                next_largest = float(np.partition(radii[rows], -(cap + 1))[-(cap + 1)])
+                tolerance = max(tolerance, float(np.nextafter(next_largest, np.inf)))
             if not root:
                 tolerance = min(tolerance, plan.nodes[parent].tolerance)
             drawn = rows[radii[rows] >= tolerance]

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Mesh Export benchmark (issue #14): a whole 3DTILES export next to iTwin.js ``exportGraphics`` of the
+same file, and the tiles' size next to ``gltfpack -cc`` on the same meshes, in one run.
+
+The model is the tessellation benchmark's generated iModel (``compat/make-geometry.mjs bench``: 100,000
+elements, about 10.6M triangles at chordTol 0.01 m, angleTol 15 degrees; cached in ``.cache/geometry``).
+
+1. iTwin.js: ``compat/export-graphics.mjs --no-meshes`` (exportGraphics of every element, one node
+   process; its callback only counts), the time of the export call and its peak RSS.
+2. twinbase: ``twinbase.export.produce(model, "3DTILES", ...)`` in a child process at the same
+   tolerances (``chordTolerance`` 0.01, ``angleTolerance`` 15): plan, every tile meshed, simplified,
+   meshopt-encoded and written, ``tileset.json``, on every core. Wall time; peak RSS of the parent and of
+   the largest tile worker.
+3. Size: the largest leaf tiles (full detail) as written (meshopt + quantization, per-element metadata
+   kept), gzip -6, in bytes per triangle; next to ``gltfpack -cc`` (npm ``gltfpack``) of the same tiles
+   written without compression, gzip -6 (gltfpack drops the metadata: its figure has none).
+
+    PYTHONPATH=src .venv/bin/python bench/mesh_export.py [--quick] [--elements N]
+
+Targets: the export at most 1.0x exportGraphics' time on all cores; at most 1.0x gltfpack's bytes per
+triangle; peak memory at most 2 GB. Incremental re-export (re-tiling only what a changeset touched) is
+not built yet: the script says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.geometry_truth import BENCH_ELEMENTS, load_manifest, make_geometry, run_export  # noqa: E402
+
+QUICK_ELEMENTS = 10_000
+CHORD = 0.01
+ANGLE_DEG = 15.0
+SAMPLE_LEAVES = 8
+GLTFPACK = ROOT / "compat" / "node_modules" / ".bin" / "gltfpack"
+
+
+class FolderSink:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, relative_path: str, data: bytes) -> None:
+        (self.root / relative_path).write_bytes(data)
+
+
+def _config(compression: bool) -> Any:
+    from twinbase.export.config import parse_tiler_config
+
+    return parse_tiler_config(
+        [
+            {"key": "chordTolerance", "value": CHORD},
+            {"key": "angleTolerance", "value": ANGLE_DEG},
+            {"key": "enableCompression", "value": compression},
+        ]
+    )
+
+
+def child(model: str, out: str) -> None:
+    """In the child process: the export, its figures as one JSON line."""
+    from twinbase.export.produce import produce
+
+    started = time.perf_counter()
+    stats = produce(Path(model), "3DTILES", _config(True), FolderSink(Path(out)), lambda f, m: None)
+    seconds = time.perf_counter() - started
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    figures = {k: v for k, v in stats.items() if k not in ("files", "geometryKinds", "errors")}
+    print(json.dumps({"seconds": seconds, "peak_mb": self_mb, "worker_peak_mb": worker_mb, "stats": figures}))
+
+
+def run_twinbase(model: Path, out: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(model), str(out)], capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"twinbase export failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def leaves(folder: Path) -> list[str]:
+    doc = json.loads((folder / "tileset.json").read_text())
+    found: list[str] = []
+
+    def walk(tile: dict[str, Any]) -> None:
+        if "content" in tile and not tile.get("children"):
+            found.append(tile["content"]["uri"])
+        for c in tile.get("children", []):
+            walk(c)
+
+    walk(doc["root"])
+    return found
+
+
+def drawn_triangles(data: bytes) -> int:
+    from twinbase.tiles.glb_read import read_triangles
+
+    return len(read_triangles(data).positions)
+
+
+def size_comparison(model: Path, folder: Path, workdir: Path) -> dict[str, Any]:
+    """The largest leaves: ours (as written) against gltfpack -cc of the same tiles written plain."""
+    from twinbase.bim.imodel import IModelFile
+    from twinbase.export.tiling import _Tiler, plan_from_file
+
+    if not GLTFPACK.exists():
+        raise SystemExit(f"{GLTFPACK} is missing: run `make test` or `cd compat && npm ci` first")
+    names = sorted(leaves(folder), key=lambda n: -(folder / n).stat().st_size)[:SAMPLE_LEAVES]
+    plain_config = _config(False)
+    with IModelFile.open(model) as imodel:
+        plan = plan_from_file(imodel, plain_config)
+    by_name = {n.name: n.index for n in plan.nodes}
+    tiler = _Tiler(model, plan, plain_config)
+    ours = theirs = tris = 0
+    try:
+        for name in names:
+            _, made, _ = tiler.node(by_name[name])
+            assert made is not None
+            plain = workdir / f"plain-{name}"
+            plain.write_bytes(made.data)
+            packed = workdir / f"packed-{name}"
+            subprocess.run(
+                [str(GLTFPACK), "-i", str(plain), "-o", str(packed), "-cc"], check=True, capture_output=True
+            )
+            written = (folder / name).read_bytes()
+            tris += drawn_triangles(written)
+            ours += len(gzip.compress(written, 6))
+            theirs += len(gzip.compress(packed.read_bytes(), 6))
+    finally:
+        tiler.close()
+    return {
+        "tiles": len(names),
+        "triangles": tris,
+        "twinbase_bytes_per_triangle": ours / max(tris, 1),
+        "gltfpack_bytes_per_triangle": theirs / max(tris, 1),
+    }
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ELEMENTS:,} elements")
+    parser.add_argument("--elements", type=int)
+    args = parser.parse_args()
+    elements = args.elements or (QUICK_ELEMENTS if args.quick else BENCH_ELEMENTS)
+    model = make_geometry("bench", elements=elements)
+    manifest = load_manifest(model)
+    print(f"model: {model} ({manifest['elementCount']:,} elements); {os.cpu_count()} cores")
+    results: dict[str, Any] = {
+        "elements": manifest["elementCount"],
+        "chordTol": CHORD,
+        "angleTolDeg": ANGLE_DEG,
+    }
+    with tempfile.TemporaryDirectory(prefix="twinbase-bench-export-") as tmp:
+        native = run_export(
+            model, Path(tmp) / "native", CHORD, math.radians(ANGLE_DEG), meshes=False, parts=False
+        )
+        results["itwinjs"] = native
+        print(
+            f"iTwin.js exportGraphics: {native['exportSeconds']:.2f} s, {native['triangles']:,} triangles, "
+            f"peak RSS {native['maxRssKb'] / 1024:.0f} MB"
+        )
+        out = Path(tmp) / "tiles"
+        mine = run_twinbase(model, out)
+        results["twinbase"] = mine
+        s = mine["stats"]
+        total_mb = mine["peak_mb"] + (os.cpu_count() or 1) * mine["worker_peak_mb"]
+        print(
+            f"twinbase 3DTILES export: {mine['seconds']:.2f} s ({s['tiles']} tiles, {s['levels']} levels, "
+            f"{s['elements']:,} elements, {s['triangles']:,} full-detail triangles, "
+            f"{s['tileTriangles']:,} in all tiles); "
+            f"{mine['seconds'] / native['exportSeconds']:.2f}x exportGraphics (target <= 1.0x); "
+            f"peak RSS {mine['peak_mb']:.0f} MB + workers of at most {mine['worker_peak_mb']:.0f} MB "
+            f"= {total_mb:.0f} MB at most (target <= 2048)"
+        )
+        print(
+            f"tiles: root {s['rootTileSize'] / 1024:.0f} KB (target <= 256 KB), "
+            f"median {s['tileSizeMedian'] / 1024:.0f} KB, "
+            f"largest {s['tileSizeMax'] / 1024:.0f} KB, all {s['rawSize'] / 1e6:.1f} MB"
+        )
+        sizes = size_comparison(model, out, Path(tmp))
+        results["size"] = sizes
+        ratio = sizes["twinbase_bytes_per_triangle"] / sizes["gltfpack_bytes_per_triangle"]
+        print(
+            f"size, {sizes['tiles']} largest leaves ({sizes['triangles']:,} triangles), gzip -6: twinbase "
+            f"{sizes['twinbase_bytes_per_triangle']:.2f} B/tri with per-element metadata, gltfpack -cc "
+            f"{sizes['gltfpack_bytes_per_triangle']:.2f} B/tri without: {ratio:.2f}x (target <= 1.0x)"
+        )
+        print(
+            "incremental re-export after a 1% changeset: not built yet (every export re-tiles the whole file)"
+        )
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
