@@ -25,6 +25,7 @@ file, a SQLite file without the iModel tables, a truncated file, a profile this 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -84,6 +85,15 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BATCH = 10_000
 # JSON arrays of ids bound as one parameter: no limit on how many (SQLite's is 32,766 parameters).
 _IN_JSON = "IN (SELECT value FROM json_each(?))"
+#: What decides how an element's geometry looks or is instanced (``definitions_fingerprint``).
+_LOOK_CLASSES = (
+    "BisCore:Category",
+    "BisCore:SubCategory",
+    "BisCore:RenderMaterial",
+    "BisCore:Texture",
+    "BisCore:GeometryPart",
+    "BisCore:LineStyle",
+)
 
 
 class UnreadableProfileError(UnsupportedProfileError):
@@ -993,6 +1003,28 @@ class IModelFile:
                 raise CorruptIModelError(f"{self.path} is damaged: {exc}") from exc
             except apsw.Error as exc:
                 raise BimFormatError(f"{self.path}: reading failed: {exc}") from exc
+
+    def last_modified(self) -> dict[int, float]:
+        """Every element's ``LastMod`` (the Julian day iTwin.js stamps on each insert and update)."""
+        return {int(r[0]): float(r[1] or 0.0) for r in self._rows("SELECT Id, LastMod FROM bis_Element")}
+
+    def definitions_fingerprint(self) -> str:
+        """A hash of every element that decides how geometry looks or is instanced (categories,
+        subcategories and their appearance, render materials, textures, geometry parts, line styles) with
+        its ``LastMod``, and of the file's units and extents properties: a change to any of them changes
+        it; a change to other non-geometric elements (models' names, links, aspects) does not."""
+        digest = hashlib.sha256()
+        classes = sorted(self.subclass_ids(*_LOOK_CLASSES))
+        rows = self._rows(
+            f"SELECT e.Id, e.LastMod FROM bis_Element e WHERE e.ECClassId {_IN_JSON} ORDER BY e.Id",
+            [json.dumps(classes)],
+        )
+        for element_id, modified in rows:
+            digest.update(f"{element_id}:{modified!r};".encode())
+        for name in ("Units", "ProjectExtents"):
+            value = self.file_property("dgn_Db", name)
+            digest.update(repr(value).encode())
+        return digest.hexdigest()
 
     def geometry_sizes(self) -> dict[int, int]:
         """Bytes of each 3D element's stored GeometryStream (compressed): a cheap measure of how much it

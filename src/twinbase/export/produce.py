@@ -24,6 +24,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,12 +34,12 @@ from twinbase.bim.geolocation import ecef_transform, read_geolocation
 from twinbase.bim.imodel import Element, IModelFile
 from twinbase.bim.mesher import MeshResult, mesh_elements
 from twinbase.bim.tessellate import StrokeOptions
-from twinbase.export.config import TilerConfig
+from twinbase.export.config import TilerConfig, config_key
 from twinbase.export.content import ElementFacts, tile_content
-from twinbase.export.tiling import counts_stats, make_tiles, plan_from_file
+from twinbase.export.tiling import LeafCounts, counts_stats, make_tiles, plan_from_file, tile_keys
 from twinbase.tiles.gltf import encode_glb
 from twinbase.tiles.threetz import ThreeTzWriter
-from twinbase.tiles.tiler import TilePlan, tileset_json
+from twinbase.tiles.tiler import TilePlan, TileResult, tileset_json
 
 Progress = Callable[[float, str], None]
 EXPORT_TYPES = ("3DTILES", "CESIUM", "GLTF", "3TZ")
@@ -102,9 +103,11 @@ def produce(
     progress: Progress,
     *,
     workers: int | None = None,
+    previous: PreviousTiles | None = None,
 ) -> dict[str, Any]:
     """Write the export's files to ``sink``; answer its stats (JSON-able). ``workers``: processes for
-    the tiles (default: every core; see ``export.tiling``)."""
+    the tiles (default: every core; see ``export.tiling``). ``previous``: an earlier export of the same
+    iModel, type and configuration whose unchanged tiles are copied instead of made (3DTILES, CESIUM)."""
     if export_type not in EXPORT_TYPES:
         raise ExportTypeNotProduced(f"export type {export_type!r} is not produced")
     if export_type == "GLTF":
@@ -115,12 +118,13 @@ def produce(
     with IModelFile.open(bim) as imodel:
         plan = plan_from_file(imodel, config)
         geolocation = read_geolocation(imodel)
+        keys = tile_keys(imodel, plan, f"{export_type}|{config_key(config)}")
     progress(0.05, f"Planned {len(plan.nodes)} tiles")
     root = ecef_transform(geolocation.ecef_location) if geolocation.ecef_location is not None else None
     if export_type == "3TZ":
         with tempfile.TemporaryFile() as archive:
             with ThreeTzWriter(archive) as writer:
-                stats = _tileset(bim, plan, config, writer.add, progress, root, started, workers)
+                stats = _tileset(bim, plan, config, writer.add, progress, root, started, workers, keys, None)
             archive.seek(0)
             data = archive.read()
         sink.put("tileset.3tz", data)
@@ -128,7 +132,91 @@ def produce(
         stats["rawSize"] = len(data)
         progress(1.0, "Done")
         return stats
-    return _tileset(bim, plan, config, sink.put, progress, root, started, workers)
+    return _tileset(bim, plan, config, sink.put, progress, root, started, workers, keys, previous)
+
+
+@dataclass(frozen=True)
+class PreviousTiles:
+    """An earlier export's tiles: its ``twinbase-tiles.json`` manifest, and how to copy one of its
+    files into the export being made (``copy(old name, new name)`` answers the bytes copied; raises when
+    the file is gone)."""
+
+    manifest: dict[str, Any]
+    copy: Callable[[str, str], int]
+
+
+MANIFEST = "twinbase-tiles.json"
+
+
+def _reuse(
+    plan: TilePlan, keys: dict[int, str], previous: PreviousTiles | None, sizes: dict[str, int]
+) -> tuple[dict[int, TileResult | None], dict[int, LeafCounts]]:
+    """The nodes whose tile the earlier export already made (same key), copied under their new names."""
+    results: dict[int, TileResult | None] = {}
+    counts: dict[int, LeafCounts] = {}
+    if previous is None:
+        return results, counts
+    tiles = previous.manifest.get("tiles") if previous.manifest.get("version") == 1 else None
+    if not isinstance(tiles, dict):
+        return results, counts
+    by_key: dict[str, tuple[str, dict[str, Any]]] = {
+        str(entry["key"]): (name, entry)
+        for name, entry in tiles.items()
+        if isinstance(entry, dict) and "key" in entry
+    }
+    for node in plan.nodes:
+        found = by_key.get(keys[node.index])
+        if found is None:
+            continue
+        old_name, entry = found
+        if entry.get("empty"):
+            results[node.index] = None
+        else:
+            try:
+                sizes[node.name] = previous.copy(old_name, node.name)
+            except Exception:  # gone or unreadable: the tile is simply made again
+                continue
+            results[node.index] = TileResult(
+                name=node.name,
+                data=b"",
+                low=np.asarray(entry["low"], np.float64),
+                high=np.asarray(entry["high"], np.float64),
+                error=float(entry["error"]),
+                triangles=int(entry["triangles"]),
+                input_triangles=int(entry.get("inputTriangles", entry["triangles"])),
+                instances=int(entry.get("instances", 0)),
+                features=int(entry.get("features", 0)),
+            )
+        if node.leaf:
+            counts[node.index] = LeafCounts.from_json(entry.get("counts", {}))
+    return results, counts
+
+
+def _manifest(
+    plan: TilePlan, keys: dict[int, str], results: dict[int, TileResult | None], counts: dict[int, LeafCounts]
+) -> dict[str, Any]:
+    tiles: dict[str, Any] = {}
+    for node in plan.nodes:
+        made = results.get(node.index)
+        entry: dict[str, Any] = {"key": keys[node.index]}
+        if made is None:
+            entry["empty"] = True
+        else:
+            entry.update(
+                {
+                    "low": [float(v) for v in made.low],
+                    "high": [float(v) for v in made.high],
+                    "error": made.error,
+                    "triangles": made.triangles,
+                    "inputTriangles": made.input_triangles,
+                    "instances": made.instances,
+                    "features": made.features,
+                }
+            )
+        if node.index in counts:
+            entry["counts"] = counts[node.index].to_json()
+        tiles[node.name] = entry
+    return {"version": 1, "tiles": tiles}
 
 
 def _tileset(
@@ -140,6 +228,8 @@ def _tileset(
     root_transform: np.ndarray | None,
     started: float,
     workers: int | None,
+    keys: dict[int, str],
+    previous: PreviousTiles | None,
 ) -> dict[str, Any]:
     sizes: dict[str, int] = {}
 
@@ -147,18 +237,34 @@ def _tileset(
         put(name, data)
         sizes[name] = len(data)
 
-    results, counts = make_tiles(
-        bim, plan, config, put_sized, lambda f, m: progress(0.05 + 0.9 * f, m), workers=workers
+    reused, reused_counts = _reuse(plan, keys, previous, sizes)
+    results, made_counts = make_tiles(
+        bim,
+        plan,
+        config,
+        put_sized,
+        lambda f, m: progress(0.05 + 0.9 * f, m),
+        workers=workers,
+        skip=frozenset(reused),
     )
+    results.update(reused)
+    leaf_counts = {**made_counts, **reused_counts}
     document = tileset_json(plan, results, root_transform)
     text = json.dumps(document, separators=(",", ":")).encode()
     put_sized("tileset.json", text)
-    tile_sizes = sorted(v for k, v in sizes.items() if k != "tileset.json")
+    put_sized(
+        MANIFEST, json.dumps(_manifest(plan, keys, results, leaf_counts), separators=(",", ":")).encode()
+    )
+    counts = LeafCounts()
+    for leaf in leaf_counts.values():
+        counts.merge(leaf)
+    tile_sizes = sorted(v for k, v in sizes.items() if k.endswith(".glb"))
     root_result = results.get(0)
     stats = counts_stats(counts, started)
     stats.update(
         {
-            "tiles": len(tile_sizes),
+            "tiles": sum(1 for r in results.values() if r is not None),
+            "tilesReused": sum(1 for r in reused.values() if r is not None),
             "levels": 1 + max((n.level for n in plan.nodes), default=0),
             "rootTileSize": sizes.get(root_result.name, 0) if root_result is not None else 0,
             "tileSizeMedian": tile_sizes[len(tile_sizes) // 2] if tile_sizes else 0,

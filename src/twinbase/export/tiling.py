@@ -18,6 +18,7 @@ meshes exactly its own elements in a worker process, then ``tileset.json``.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import multiprocessing
 import os
 import time
@@ -45,6 +46,8 @@ from twinbase.tiles.tiler import tile_content as build_tile
 TRIANGLES_PER_STREAM_BYTE = 0.4
 #: Below this many estimated triangles a plan is tiled in this process (starting workers costs more).
 POOL_MIN_TRIANGLES = 300_000
+#: Changes when what a tile's bytes are made from changes (the writer, the tiler): old tiles not reused.
+TILE_KEY_VERSION = "twinbase-tiles-1"
 
 
 def tiler_options(config: TilerConfig) -> TilerOptions:
@@ -79,6 +82,25 @@ def plan_from_file(imodel: IModelFile, config: TilerConfig) -> TilePlan:
     return plan_tileset(boxes, tiler_options(config))
 
 
+def tile_keys(imodel: IModelFile, plan: TilePlan, config_text: str) -> dict[int, str]:
+    """Each node's content key: what its bytes depend on (the definitions of the file, the export's
+    configuration, the node's tolerance and kind, and each of its elements with its ``LastMod``). Two
+    exports of one iModel at different changesets give a node the same key exactly when its tile would
+    be the same, so a later export copies it instead of making it again."""
+    modified = imodel.last_modified()
+    base = hashlib.sha256(f"{TILE_KEY_VERSION}|{imodel.definitions_fingerprint()}|{config_text}|".encode())
+    keys: dict[int, str] = {}
+    for node in plan.nodes:
+        digest = base.copy()
+        digest.update(f"{node.tolerance!r}|{node.leaf}|".encode())
+        ids = np.sort(plan.element_ids(node).astype(np.uint64))
+        stamps = np.array([modified.get(int(i), 0.0) for i in ids], np.float64)
+        digest.update(ids.tobytes())
+        digest.update(stamps.tobytes())
+        keys[node.index] = digest.hexdigest()
+    return keys
+
+
 @dataclass
 class LeafCounts:
     """What the leaves meshed: the export's element counts (each element is in exactly one leaf)."""
@@ -107,6 +129,31 @@ class LeafCounts:
         self.not_drawn.update(result.skipped)
         self.kinds.update(result.kinds)
         self.errors.extend(result.errors[: max(0, 100 - len(self.errors))])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "elements": self.elements,
+            "with_errors": self.with_errors,
+            "without_surfaces": self.without_surfaces,
+            "triangles": self.triangles,
+            "part_instances": self.part_instances,
+            "lines": self.lines,
+            "fallbacks": dict(self.fallbacks),
+            "not_drawn": dict(self.not_drawn),
+            "kinds": dict(self.kinds),
+            "errors": [[eid, msg] for eid, msg in self.errors],
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> LeafCounts:
+        out = LeafCounts()
+        for name in ("elements", "with_errors", "without_surfaces", "triangles", "part_instances", "lines"):
+            setattr(out, name, int(data.get(name, 0)))
+        out.fallbacks = Counter(data.get("fallbacks", {}))
+        out.not_drawn = Counter(data.get("not_drawn", {}))
+        out.kinds = Counter(data.get("kinds", {}))
+        out.errors = [(int(e), str(m)) for e, m in data.get("errors", [])]
+        return out
 
     def merge(self, other: LeafCounts) -> None:
         for name in ("elements", "with_errors", "without_surfaces", "triangles", "part_instances", "lines"):
@@ -177,17 +224,22 @@ def make_tiles(
     progress: Callable[[float, str], None],
     *,
     workers: int | None = None,
-) -> tuple[dict[int, TileResult | None], LeafCounts]:
-    """Every node's tile, written through ``put`` as it is made; the results for ``tileset_json`` and
-    the leaves' counts."""
-    order = sorted(range(len(plan.nodes)), key=lambda i: -plan.nodes[i].estimated_triangles)
+    skip: frozenset[int] = frozenset(),
+) -> tuple[dict[int, TileResult | None], dict[int, LeafCounts]]:
+    """Every node's tile but those in ``skip`` (reused), written through ``put`` as it is made; the
+    results for ``tileset_json`` and each leaf's counts."""
+    order = sorted(
+        (i for i in range(len(plan.nodes)) if i not in skip), key=lambda i: -plan.nodes[i].estimated_triangles
+    )
     estimated = sum(n.estimated_triangles for n in plan.nodes)
     processes = workers if workers is not None else default_workers()
     if workers is None and estimated < POOL_MIN_TRIANGLES:
         processes = 1  # by default, a small plan is quicker here than starting processes
     processes = max(1, min(processes, len(order)))
     results: dict[int, TileResult | None] = {}
-    counts = LeafCounts()
+    counts: dict[int, LeafCounts] = {}
+    if not order:
+        return results, counts
 
     def take(index: int, made: TileResult | None, leaf: LeafCounts | None) -> None:
         if made is not None:
@@ -196,7 +248,7 @@ def make_tiles(
             made = TileResult(**{**made.__dict__, "data": b""})
         results[index] = made
         if leaf is not None:
-            counts.merge(leaf)
+            counts[index] = leaf
         progress(len(results) / max(len(order), 1), f"{len(results)} of {len(order)} tiles")
 
     if processes == 1:
