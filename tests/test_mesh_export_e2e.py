@@ -143,3 +143,60 @@ def test_3dtiles_export_as_cesium_finds_and_loads_it(world: dict[str, Any], tmp_
     # Without the link's query, nothing is served.
     path, _, _ = href.partition("?")
     assert httpx.get(f"{path}/tileset.json", timeout=30).status_code == 404
+
+
+def test_a_later_changeset_export_copies_the_unchanged_tiles(server: Server, tmp_path: Path) -> None:
+    """Two exports of one iModel (a real iTwin.js chain: 2,000 elements, then a changeset updating,
+    inserting and deleting some): the second copies the first's unchanged tiles (server-side copies in
+    the blob store) and makes the rest; its tileset is whole and valid."""
+    from support.chains import load_chain, make_chain
+    from support.changesets import MadeChangeset
+    from test_changesets import acquire, push
+
+    chain = load_chain(make_chain("bench-small"))
+    with server.user() as alice:
+        itwin = make_itwin(alice)
+        imodel = new_imodel(alice, itwin["id"], path=chain.baseline)
+        entry = chain.changesets[0]
+        briefcase = acquire(alice, imodel["id"])
+        push(
+            alice,
+            imodel["id"],
+            briefcase,
+            entry.parent_id,
+            MadeChangeset(entry.id, entry.parent_id, entry.path.read_bytes()),
+        )
+        config = [{"key": "maxTileSize", "value": 128}, {"key": "chordTolerance", "value": 0.01}]
+        ids = []
+        for changeset in ("", entry.id):
+            body = {
+                "iModelId": imodel["id"],
+                "changesetId": changeset,
+                "exportType": "3DTILES",
+                "tilerConfig": config,
+            }
+            started = alice.post("/mesh-export", json=body)
+            assert started.status_code == 202, started.text
+            ids.append(started.json()["export"]["id"])
+            done = wait_complete(alice, ids[-1])
+        first = wait_complete(alice, ids[0])["stats"]
+        assert first["tilesReused"] == 0 and first["tiles"] > 4
+        second = done["stats"]
+        assert 0 < second["tilesReused"] < second["tiles"], second
+        href = done["_links"]["mesh"]["href"]
+        tileset = fetch(href, "tileset.json")
+        (tmp_path / "tileset.json").write_bytes(tileset.content)
+        uris: list[str] = []
+
+        def walk(tile: dict[str, Any]) -> None:
+            if "content" in tile:
+                uris.append(tile["content"]["uri"])
+            for child in tile.get("children", []):
+                walk(child)
+
+        walk(tileset.json()["root"])
+        for uri in uris:
+            got = fetch(href, uri)
+            assert got.status_code == 200, uri
+            (tmp_path / uri).write_bytes(got.content)
+        assert check_tileset(tmp_path) == []

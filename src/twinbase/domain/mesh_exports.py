@@ -757,6 +757,53 @@ def _jsonable(value: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: Export types whose tiles a later export of the same iModel, type and configuration may copy.
+REUSING_TYPES = ("3DTILES", "CESIUM")
+TILES_MANIFEST = "twinbase-tiles.json"
+
+
+def _previous_tiles(svc: MeshServices, run: Run, config: TilerConfig, sink: BundleSink) -> Any | None:
+    """The newest complete export of the same iModel, type and configuration (another changeset), as
+    ``export.produce.PreviousTiles``: its tiles manifest and a server-side copy of one of its files into
+    this run's bundle. None when there is none or its manifest cannot be read (then every tile is made)."""
+    with svc.db.read() as session:
+        old = session.scalar(
+            select(MeshExport.bundle_id)
+            .where(
+                MeshExport.imodel_id == run.imodel_id,
+                MeshExport.export_type == run.export_type,
+                MeshExport.config_key == config_hash(config),
+                MeshExport.status == "Complete",
+                MeshExport.id != run.export_id,
+                MeshExport.bundle_id.is_not(None),
+            )
+            .order_by(MeshExport.completed_at.desc())
+            .limit(1)
+        )
+    if not old:
+        return None
+    from twinbase.export.produce import PreviousTiles
+
+    old_prefix = blob_keys.bundle(str(old))
+    new_prefix = blob_keys.bundle(run.bundle_id)
+    try:
+        key = f"{old_prefix}/{TILES_MANIFEST}"
+        info = svc.blobs.stat(key)
+        manifest = orjson.loads(b"".join(svc.blobs.open_range(key, 0, info.size - 1)))
+    except (BlobNotFound, OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+
+    def copy(old_name: str, new_name: str) -> int:
+        sink.check()
+        copied = svc.blobs.copy(check_key(f"{old_prefix}/{old_name}"), check_key(f"{new_prefix}/{new_name}"))
+        sink.sizes[new_name] = copied.size
+        return copied.size
+
+    return PreviousTiles(manifest, copy)
+
+
 def _produce(
     svc: MeshServices, run: Run, ctx: JobContext | None, producer: Producer | None
 ) -> dict[str, Any]:
@@ -787,7 +834,11 @@ def _produce(
             ) from exc
         imodel_size = bim.stat().st_size
         progress.record(PRODUCE_START)
-        produced = produce(bim, run.export_type, config, sink, progress)
+        previous = _previous_tiles(svc, run, config, sink) if run.export_type in REUSING_TYPES else None
+        if previous is not None:
+            produced = produce(bim, run.export_type, config, sink, progress, previous=previous)  # type: ignore[call-arg]
+        else:
+            produced = produce(bim, run.export_type, config, sink, progress)
     if not sink.sizes:
         raise ExportInvalid("The tile pipeline wrote no files.")
     stats = _jsonable(produced)
