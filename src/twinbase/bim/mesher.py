@@ -80,6 +80,7 @@ __all__ = [
     "LinePiece",
     "MeshPiece",
     "MeshResult",
+    "PartCache",
     "PartMeshes",
     "PartRef",
     "mesh_element",
@@ -793,6 +794,19 @@ def _matrix4(m34: F64) -> F64:
     return out
 
 
+class PartCache:
+    """Geometry parts shared by many passes over one file (an export's tiles, each meshing its own
+    elements): every part's stream read once, and each part tessellated once per tolerance. A part's
+    fallbacks and kinds are counted by the pass that tessellated it."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, tuple[bytes | None, Any]] | None = None
+        # (part, options) -> the part and what tessellating it counted (fallbacks, not drawn, kinds)
+        self.meshes: dict[
+            tuple[int, tess.StrokeOptions], tuple[PartMeshes, tuple[Counter[str], Counter[str], Counter[str]]]
+        ] = {}
+
+
 class _Mesher:
     def __init__(
         self, imodel: IModelFile, options: tess.StrokeOptions, native: NativeFacetProvider | None = None
@@ -809,6 +823,7 @@ class _Mesher:
             self.native = NativeBReps(native)
             self.fb.native_breps = True
         self._part_streams: dict[int, tuple[bytes | None, Any]] | None = None
+        self.shared: PartCache | None = None
         self._instance_apps: dict[
             tuple[int, Symbology, int], tuple[tuple[Appearance, ...], tuple[Appearance, ...]]
         ] = {}
@@ -817,6 +832,22 @@ class _Mesher:
         found = self.result.parts.get(part_id)
         if found is not None:
             return found
+        shared = self.shared if self.native is None else None
+        if shared is not None:
+            cached = shared.meshes.get((part_id, self.options))
+            if cached is not None:
+                part_meshes, counted = cached
+                # As if tessellated here: every pass counts the parts it uses (deterministic counts
+                # whichever pass or process met a part first).
+                self.fb.counts.update(counted[0])
+                self.fb.skipped.update(counted[1])
+                self.fb.kinds.update(counted[2])
+                self.result.parts[part_id] = part_meshes
+                return part_meshes
+            before = (Counter(self.fb.counts), Counter(self.fb.skipped), Counter(self.fb.kinds))
+            if shared.streams is None:
+                shared.streams = {p.id: (p.geometry_stream, p.bbox) for p in self.imodel.geometry_parts()}
+            self._part_streams = shared.streams
         if self._part_streams is None:
             self._part_streams = {p.id: (p.geometry_stream, p.bbox) for p in self.imodel.geometry_parts()}
         blob, bbox = self._part_streams.get(part_id, (None, None))
@@ -834,6 +865,13 @@ class _Mesher:
             tuple(pieces.lines),
         )
         self.result.parts[part_id] = part
+        if shared is not None:
+            counted = (
+                self.fb.counts - before[0],
+                self.fb.skipped - before[1],
+                self.fb.kinds - before[2],
+            )
+            shared.meshes[(part_id, self.options)] = (part, counted)
         return part
 
     def elements(self, elements: Iterable[Element], chunk: int) -> None:
@@ -997,10 +1035,13 @@ def mesh_elements(
     *,
     chunk: int = 1000,
     native_breps: bool | NativeFacetProvider = False,
+    parts: PartCache | None = None,
 ) -> MeshResult:
     """Mesh the given elements (3D ones; 2D are counted as skipped) of ``imodel``; solids are tessellated
-    ``chunk`` elements at a time. ``native_breps``: see the module notes (off by default)."""
+    ``chunk`` elements at a time. ``native_breps``: see the module notes (off by default). ``parts``:
+    geometry parts shared with other calls on the same file."""
     mesher = _Mesher(imodel, options, _provider(native_breps))
+    mesher.shared = parts
     mesher.elements(elements, chunk)
     if mesher.native is not None:
         mesher.native.apply(mesher)

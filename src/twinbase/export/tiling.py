@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from twinbase.bim.imodel import IModelFile
-from twinbase.bim.mesher import MeshResult, mesh_elements
+from twinbase.bim.mesher import MeshResult, PartCache, mesh_elements
 from twinbase.bim.tessellate import StrokeOptions
 from twinbase.export.config import TilerConfig
 from twinbase.export.content import ElementFacts, tile_content
@@ -171,6 +171,7 @@ class _Tiler:
         self.imodel = IModelFile.open(bim)
         self.plan = plan
         self.config = config
+        self.parts = PartCache()
 
     def close(self) -> None:
         self.imodel.close()
@@ -181,7 +182,9 @@ class _Tiler:
         chord = self.config.chord_tolerance if node.leaf else max(self.config.chord_tolerance, node.tolerance)
         facts = ElementFacts()
         elements = facts.watch(self.imodel.elements_by_id(ids, with_geometry=True))
-        result = mesh_elements(self.imodel, elements, StrokeOptions(chord, self.config.angle_tolerance))
+        result = mesh_elements(
+            self.imodel, elements, StrokeOptions(chord, self.config.angle_tolerance), parts=self.parts
+        )
         content = tile_content(result, facts)
 
         def encode(c: TileContent, origin: np.ndarray) -> bytes:

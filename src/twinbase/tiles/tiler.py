@@ -118,7 +118,7 @@ class TilerOptions:
     tolerance_divisor: float = 1024.0
     simplify_min_triangles: int = 64
     default_element_triangles: int = 64
-    max_inner_elements: int = 500
+    max_inner_elements: int = 200
 
     @property
     def tile_triangles(self) -> int:
