@@ -341,9 +341,8 @@ def test_arbitrary_rotations_decompose_into_instances() -> None:
 
 
 def test_position_tolerance_coarsens_the_grid_within_it() -> None:
-    """``position_tolerance`` picks fewer grid bits (the node scale is the step, at most twice the
-    tolerance), every drawn corner stays within it (instances' grids shrink by their scale), and the
-    file gets smaller."""
+    """``position_tolerance`` makes the grid step (the node scale) twice the tolerance, every drawn corner
+    stays within it (instances' grids shrink by their scale), and the file gets smaller."""
     content = _content()
     fine = write_glb(content)
     tolerance = 0.02
@@ -352,10 +351,10 @@ def test_position_tolerance_coarsens_the_grid_within_it() -> None:
     _assert_same_drawing(coarse, content, tolerance + 1e-4, 0.02)
     doc = Glb.parse(decode_meshopt(coarse)).json
     node = next(n for n in doc["nodes"] if n.get("name") == "triangles")
-    assert node["scale"][0] <= 2 * tolerance
+    assert node["scale"][0] == pytest.approx(2 * tolerance)
     glb = Glb.parse(decode_meshopt(coarse))
     top = max(int(glb.accessor(p["attributes"]["POSITION"]).max()) for p in doc["meshes"][0]["primitives"])
-    assert top == 2**12 - 1  # a 120 m extent at steps of at most 4 cm needs 12 bits, not 16
+    assert top == 2975  # the 119 m extent in 4 cm steps (16 bits would be 65535)
     assert metadata_problems(coarse) == []
     _assert_valid({"coarse": coarse})
 

@@ -26,8 +26,8 @@ What the file holds (the choices, and why):
   collapsed axis) are drawn as plain triangles instead (``GlbStats.flattened_instances``).
 - **meshopt.** Positions become uint16 on a uniform grid (``KHR_mesh_quantization``; dequantized by the
   mesh node's translation and scale, or folded into each instance's TRS): 16 bits over the largest
-  extent, or with ``position_tolerance`` the fewest bits that keep every corner within it (a part's grid
-  is finer by its instances' largest scale). Normals are int8 normalized after the ``OCTAHEDRAL`` filter
+  extent, or with ``position_tolerance`` a step of twice it, which keeps every corner within it (a part's
+  grid is finer by its instances' largest scale). Normals are int8 normalized after the ``OCTAHEDRAL`` filter
   (8-bit octahedral codes; see ``quantize``). Each primitive's triangles are put in meshopt's strip-
   friendly vertex-cache order and its vertices in fetch order (the index codec and the vertex deltas
   compress that order best), and all vertex, index and instance streams are stored

@@ -3,18 +3,16 @@
 Quantized positions (``KHR_mesh_quantization``) are unsigned 16-bit integers on a uniform grid: a point is
 ``offset + step * q``. The grid is uniform (one ``step`` for all three axes) so the dequantizing node
 transform is a uniform scale, which leaves normals' directions alone (a non-uniform scale would bend them).
-The worst position error is ``step / 2`` per axis, ``step = largest extent / (2**bits - 1)``. By default
-``bits`` is 16: 0.8 mm on a 100 m tile. Given a tolerance, ``position_bits`` takes the fewest bits whose
-``step / 2`` stays within it (the values still sit in 16-bit slots; smaller steps between neighbours are
-what the meshopt codec and gzip shrink).
+The worst position error is ``step / 2`` per axis. By default ``step = largest extent / 65535`` (16 bits):
+0.8 mm on a 100 m tile. Given a tolerance, ``position_step`` makes the step twice the tolerance (at most
+the 8-bit step), so the error is the tolerance; the values still sit in 16-bit slots, but the smaller
+differences between neighbouring vertices are what the meshopt codec and gzip shrink.
 
 Normals are stored ``OCTAHEDRAL``-filtered (``EXT_meshopt_compression``): two 8-bit octahedral
 coordinates a vertex, which a decoder turns into int8 normalized unit vectors (``normals_to_oct8``).
 """
 
 from __future__ import annotations
-
-import math
 
 import meshoptimizer
 import numpy as np
@@ -46,31 +44,33 @@ def column_max(a: np.ndarray) -> np.ndarray:
     return np.array([a[:, i].max() for i in range(a.shape[1])], a.dtype)
 
 
-def position_bits(extent: float, tolerance: float | None) -> int:
-    """Bits of the position grid: 16 without a tolerance, else the fewest (at least 8) whose worst error
-    ``step / 2`` stays within ``tolerance``. Fewer bits mean smaller deltas between neighbouring
-    vertices, which is what the meshopt codec and gzip compress."""
-    if tolerance is None or not tolerance > 0 or not extent > 0:
-        return 16
-    levels = extent / (2.0 * tolerance)  # grid steps needed over the extent, step = 2 * tolerance
-    return int(min(16, max(8, math.ceil(math.log2(levels + 1.0)))))
+def position_step(extent: float, tolerance: float | None) -> float:
+    """The grid step over ``extent``: ``extent / 65535`` (16 bits) without a tolerance, else ``2 *
+    tolerance`` (worst error ``step / 2``), never finer than 16 bits nor coarser than 8 bits need.
+    A coarser step means smaller differences between neighbouring vertices, which is what the meshopt
+    codec and gzip compress; the step need not divide the extent into a power of two."""
+    if not extent > 0:
+        return 1.0
+    fine = extent / Q_MAX
+    if tolerance is None or not tolerance > 0:
+        return fine
+    return min(max(fine, 2.0 * tolerance), extent / 255.0)
 
 
 def quantize_positions(p: F64, tolerance: float | None = None) -> tuple[NDArray[np.uint16], F64, float]:
-    """``p`` (n, 3) → (n, 4) uint16 on a grid of ``2**bits - 1`` steps over the largest extent (bits from
-    ``position_bits``; the 4th component pads each vertex to 8 bytes, glTF's 4-byte attribute alignment),
+    """``p`` (n, 3) → (n, 4) uint16 on a uniform grid from the lowest corner (step from
+    ``position_step``; the 4th component pads each vertex to 8 bytes, glTF's 4-byte attribute alignment),
     the grid's ``offset`` (3,) and ``step``."""
     q = np.zeros((len(p), 4), np.uint16)
     if len(p) == 0:
         return q, np.zeros(3), 1.0
     lo = column_min(p)
     extent = float((column_max(p) - lo).max())
-    top = (1 << position_bits(extent, tolerance)) - 1
-    step = extent / top if extent > 0 else 1.0
+    step = position_step(extent, tolerance)
     x = p - lo
     x *= 1.0 / step
     np.rint(x, out=x)
-    np.clip(x, 0, top, out=x)
+    np.clip(x, 0, Q_MAX, out=x)
     q[:, :3] = x
     return q, lo, step
 
