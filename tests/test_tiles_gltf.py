@@ -14,6 +14,7 @@ import copy
 import struct
 from dataclasses import replace
 
+import meshoptimizer
 import numpy as np
 import pytest
 
@@ -30,6 +31,7 @@ from twinbase.tiles.glb_read import (
 )
 from twinbase.tiles.gltf import encode_glb, write_glb
 from twinbase.tiles.model import FeatureTable, MaterialTable, PartInstances, TileContent, TriangleSet
+from twinbase.tiles.quantize import UNIT_TOLERANCE, normals_to_oct8
 from twinbase.tiles.transforms import quaternion_to_matrix
 
 BASE = np.array([5.0e5, 4.0e6, 200.0])
@@ -336,6 +338,42 @@ def test_arbitrary_rotations_decompose_into_instances() -> None:
         assert metadata_problems(result.data) == []
         files[f"rot{int(meshopt)}"] = result.data
     _assert_valid(files)
+
+
+def test_position_tolerance_coarsens_the_grid_within_it() -> None:
+    """``position_tolerance`` makes the grid step (the node scale) twice the tolerance, every drawn corner
+    stays within it (instances' grids shrink by their scale), and the file gets smaller."""
+    content = _content()
+    fine = write_glb(content)
+    tolerance = 0.02
+    coarse = write_glb(content, position_tolerance=tolerance)
+    assert len(coarse) < len(fine)
+    _assert_same_drawing(coarse, content, tolerance + 1e-4, 0.02)
+    doc = Glb.parse(decode_meshopt(coarse)).json
+    node = next(n for n in doc["nodes"] if n.get("name") == "triangles")
+    assert node["scale"][0] == pytest.approx(2 * tolerance)
+    glb = Glb.parse(decode_meshopt(coarse))
+    top = max(int(glb.accessor(p["attributes"]["POSITION"]).max()) for p in doc["meshes"][0]["primitives"])
+    assert top == 2975  # the 119 m extent in 4 cm steps (16 bits would be 65535)
+    assert metadata_problems(coarse) == []
+    _assert_valid({"coarse": coarse})
+
+
+def test_octahedral_normals_decode_to_unit_length() -> None:
+    """Every direction's code decodes (as a meshopt decoder does) to a unit int8 normal the validator
+    accepts, near the direction."""
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(100_000, 3))
+    v = np.concatenate([v, np.eye(3), -np.eye(3), [[1, 1, 0], [0, -1, -1], [3, -4, 0], [0, 3, -4]]])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    codes = normals_to_oct8(v)
+    assert codes.dtype == np.int8 and codes.shape == (len(v), 4)
+    assert (codes[:, 2] == 127).all() and (codes[:, 3] == 0).all()
+    decoded = meshoptimizer.decode_filter_oct(codes, len(codes), 4)[:, :3] / 127.0
+    length = np.linalg.norm(decoded, axis=1)
+    assert np.abs(length - 1).max() <= UNIT_TOLERANCE
+    assert np.abs(decoded - v).max() <= 0.02
+    np.testing.assert_array_equal(decoded[-10:-4] * 127, np.concatenate([np.eye(3), -np.eye(3)]) * 127)
 
 
 def test_y_up_and_origin() -> None:

@@ -98,12 +98,13 @@ def metadata_problems(data: bytes) -> list[str]:
                         )
             values = doc["bufferViews"][prop["values"]]["byteLength"]
             if spec["type"] == "STRING":
-                wide = prop.get("stringOffsetType", "UINT32") == "UINT64"
+                offset_type = prop.get("stringOffsetType", "UINT32")
+                size = {"UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8}[offset_type]
                 raw = glb.view_bytes(prop["stringOffsets"])
-                if len(raw) != (count + 1) * (8 if wide else 4):
+                if len(raw) != (count + 1) * size:
                     problems.append(f"{where}: {len(raw)} offset bytes for {count} rows")
                     continue
-                offsets = np.frombuffer(raw, "<u8" if wide else "<u4").astype(np.int64)
+                offsets = np.frombuffer(raw, f"<u{size}").astype(np.int64)
                 if offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != values:
                     problems.append(f"{where}: string offsets not monotonic from 0 to {values}")
             elif spec["type"] == "SCALAR":

@@ -104,17 +104,21 @@ class BinBuilder:
         self.buffer_views.append(view)
         return len(self.buffer_views) - 1
 
-    def attribute_view(self, elements: np.ndarray, *, vertex: bool) -> int:
+    def attribute_view(self, elements: np.ndarray, *, vertex: bool, filter: str | None = None) -> int:
         """``elements``: one row per element, a multiple of 4 bytes. The view always states ``byteStride``
-        (u8 / u16 ids sit in 4-byte slots); ``vertex`` views (mesh attributes) also get ``target``."""
+        (u8 / u16 ids sit in 4-byte slots); ``vertex`` views (mesh attributes) also get ``target``.
+        ``filter`` (meshopt only, e.g. ``OCTAHEDRAL``) names how ``elements`` were pre-encoded: the
+        decoder undoes it after the codec."""
         rows = np.ascontiguousarray(elements).view(np.uint8).reshape(len(elements), -1)
         count, stride = rows.shape
         target = ARRAY_BUFFER if vertex else None
         if not self.meshopt or count == 0:
+            if filter is not None:
+                raise ValueError("a meshopt filter needs meshopt compression")
             return self.plain_view(rows.tobytes(), stride=stride, target=target)
         meshoptimizer.encode_vertex_version(0)  # EXT_meshopt_compression knows only version 0 (0xa0)
         encoded = meshoptimizer.encode_vertex_buffer(rows, count, stride)
-        return self._compressed(encoded, count, stride, "ATTRIBUTES", stride, target)
+        return self._compressed(encoded, count, stride, "ATTRIBUTES", stride, target, filter)
 
     def index_view(self, indices: np.ndarray, vertex_count: int, index_size: int) -> int:
         flat = np.ascontiguousarray(indices, np.uint32).reshape(-1)
@@ -126,13 +130,22 @@ class BinBuilder:
         return self._compressed(encoded, len(flat), index_size, "TRIANGLES", None, ELEMENT_ARRAY_BUFFER)
 
     def _compressed(
-        self, encoded: bytes, count: int, stride: int, mode: str, view_stride: int | None, target: int | None
+        self,
+        encoded: bytes,
+        count: int,
+        stride: int,
+        mode: str,
+        view_stride: int | None,
+        target: int | None,
+        filter: str | None = None,
     ) -> int:
         length = count * stride
         fallback_offset = self._fallback_size + _pad(self._fallback_size, 8)
         self._fallback_size = fallback_offset + length
         ext: dict[str, Any] = {"buffer": 0, "byteOffset": self._put(encoded), "byteLength": len(encoded)}
         ext |= {"byteStride": stride, "count": count, "mode": mode}
+        if filter is not None:
+            ext["filter"] = filter
         view: dict[str, Any] = {"buffer": 1, "byteOffset": fallback_offset, "byteLength": length}
         if view_stride is not None:
             view["byteStride"] = view_stride

@@ -104,12 +104,16 @@ def decode_meshopt(data: bytes) -> bytes:
             start = ext.get("byteOffset", 0)
             src = glb.bin[start : start + ext["byteLength"]]
             count, stride, mode = ext["count"], ext["byteStride"], ext["mode"]
-            if ext.get("filter", "NONE") != "NONE":
-                raise GlbError(f"meshopt filter {ext['filter']} is not read here")
+            filter_ = ext.get("filter", "NONE")
+            if filter_ not in ("NONE", "OCTAHEDRAL") or (filter_ == "OCTAHEDRAL" and stride not in (4, 8)):
+                raise GlbError(f"meshopt filter {filter_} (byteStride {stride}) is not read here")
             if mode == "ATTRIBUTES":
                 decoded = meshoptimizer.decode_vertex_buffer(
                     count, stride, src, dtype=np.dtype((np.void, stride))
                 )
+                if filter_ == "OCTAHEDRAL":
+                    rows = decoded.view(np.int8 if stride == 4 else "<i2").reshape(count, 4)
+                    decoded = meshoptimizer.decode_filter_oct(rows, count, stride)
                 chunk = decoded.tobytes()
             elif mode == "TRIANGLES":
                 # The wrapper decodes into a uint32 array whatever the index size; 2-byte indices fill its
@@ -154,9 +158,8 @@ def read_property_table(glb: Glb, table: int = 0) -> dict[str, Any]:
         values = glb.view_bytes(prop["values"])
         if spec["type"] == "STRING":
             offset_type = prop.get("stringOffsetType", "UINT32")
-            offsets = np.frombuffer(
-                glb.view_bytes(prop["stringOffsets"]), "<u8" if offset_type == "UINT64" else "<u4"
-            )
+            offset_dtype = {"UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}[offset_type]
+            offsets = np.frombuffer(glb.view_bytes(prop["stringOffsets"]), offset_dtype)
             strings = [values[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(count)]
             nodata = spec.get("noData")
             out[name] = [None if s == nodata else s for s in strings]

@@ -25,9 +25,13 @@ What the file holds (the choices, and why):
   materials); the nodes share the part's vertex data. Transforms that are not T * R * S (shear, mirror,
   collapsed axis) are drawn as plain triangles instead (``GlbStats.flattened_instances``).
 - **meshopt.** Positions become uint16 on a uniform grid (``KHR_mesh_quantization``; dequantized by the
-  mesh node's translation and scale, or folded into each instance's TRS), normals int8 normalized, each
-  primitive's triangles are reordered for the vertex cache and its vertices for fetch order, and all vertex,
-  index and instance streams are stored ``EXT_meshopt_compression``-encoded. Both extensions are then
+  mesh node's translation and scale, or folded into each instance's TRS): 16 bits over the largest
+  extent, or with ``position_tolerance`` a step of twice it, which keeps every corner within it (a part's
+  grid is finer by its instances' largest scale). Normals are int8 normalized after the ``OCTAHEDRAL`` filter
+  (8-bit octahedral codes; see ``quantize``). Each primitive's triangles are put in meshopt's strip-
+  friendly vertex-cache order and its vertices in fetch order (the index codec and the vertex deltas
+  compress that order best), and all vertex, index and instance streams are stored
+  ``EXT_meshopt_compression``-encoded. Both extensions are then
   required; ``EXT_mesh_gpu_instancing`` is required when used (without it a viewer would draw one instance
   at the origin); the metadata extensions never are. Without meshopt the data is plain float32 / uint32.
 """
@@ -58,7 +62,7 @@ from twinbase.tiles.model import F64, FeatureTable, MaterialTable, PartInstances
 from twinbase.tiles.quantize import (
     column_max,
     column_min,
-    normals_to_snorm8,
+    normals_to_oct8,
     quantize_positions,
     srgb_to_linear,
 )
@@ -100,10 +104,20 @@ class GlbResult:
 
 
 def write_glb(
-    content: TileContent, *, origin: F64 | None = None, y_up: bool = True, meshopt: bool = True
+    content: TileContent,
+    *,
+    origin: F64 | None = None,
+    y_up: bool = True,
+    meshopt: bool = True,
+    position_tolerance: float | None = None,
 ) -> bytes:
-    """The GLB bytes of ``content`` (see the module doc); ``encode_glb`` also returns statistics."""
-    return encode_glb(content, origin=origin, y_up=y_up, meshopt=meshopt).data
+    """The GLB bytes of ``content`` (see the module doc); ``encode_glb`` also returns statistics.
+
+    ``position_tolerance`` (metres, meshopt only): the largest position error allowed by quantization;
+    None keeps 16-bit grids (``step / 2`` error). A tile can pass a fraction of its geometric error."""
+    return encode_glb(
+        content, origin=origin, y_up=y_up, meshopt=meshopt, position_tolerance=position_tolerance
+    ).data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,7 +244,9 @@ def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: 
             nv = ve - vs
             src = np.ascontiguousarray(local[ts:te].reshape(-1))
             cache = np.empty_like(src)
-            meshoptimizer.optimize_vertex_cache(cache, src, len(src), nv)
+            # The strip-friendly order: consecutive triangles share edges more often than in the
+            # cache-optimal order, which the index codec and the vertex deltas compress better.
+            meshoptimizer.optimize_vertex_cache_strip(cache, src, len(src), nv)
             fetch = np.empty(nv, np.uint32)  # fetch[old] = new (every vertex here is referenced)
             meshoptimizer.optimize_vertex_fetch_remap(fetch, cache, len(cache), nv)
             back = np.empty(nv, np.int64)
@@ -285,14 +301,16 @@ def _write_streams(
     fid: np.ndarray | None,
     fid_type: int,
     quantize: bool,
+    tolerance: float | None = None,
 ) -> _Streams:
     g = len(groups.keys)
     starts = groups.vstart[:-1]
     counts = np.diff(groups.vstart)
     if quantize:
-        q, offset, step = quantize_positions(positions)
+        q, offset, step = quantize_positions(positions, tolerance)
         pos_view, pos_type, pos_stride, vals = b.attribute_view(q, vertex=True), UNSIGNED_SHORT, 8, q[:, :3]
-        nrm_view, nrm_type, nrm_stride = b.attribute_view(normals_to_snorm8(normals), vertex=True), BYTE, 4
+        nrm_view = b.attribute_view(normals_to_oct8(normals), vertex=True, filter="OCTAHEDRAL")
+        nrm_type, nrm_stride = BYTE, 4
     else:
         offset, step = np.zeros(3), 1.0
         vals = positions.astype(np.float32)
@@ -415,7 +433,12 @@ def _feature_ids_ext(count: int) -> dict[str, Any]:
 
 
 def encode_glb(
-    content: TileContent, *, origin: F64 | None = None, y_up: bool = True, meshopt: bool = True
+    content: TileContent,
+    *,
+    origin: F64 | None = None,
+    y_up: bool = True,
+    meshopt: bool = True,
+    position_tolerance: float | None = None,
 ) -> GlbResult:
     """The GLB of ``content`` and its statistics. Raises ``TileWriteError`` (before writing anything) when
     the content breaks the model's contract."""
@@ -463,7 +486,7 @@ def encode_glb(
         pos -= o
         fid = np.asarray(tris.feature).take(groups.order)
         nrm = np.asarray(tris.normals).take(groups.order, axis=0)
-        streams = _write_streams(b, pos, nrm, groups, fid, fid_type, meshopt)
+        streams = _write_streams(b, pos, nrm, groups, fid, fid_type, meshopt, position_tolerance)
         distinct = _distinct_per_group(fid, groups.vstart, n_features)
         prims = []
         for g, row in enumerate(groups.keys.tolist()):
@@ -499,10 +522,14 @@ def encode_glb(
         where = f"part 0x{pi.part_id:x}"
         groups = _group(part.indices, part.material, len(part.positions), meshopt, where)
         pos = np.asarray(part.positions, np.float64)[groups.order]
-        streams = _write_streams(
-            b, pos, np.asarray(part.normals)[groups.order], groups, None, fid_type, meshopt
-        )
         rot, scale = dec.rotation[ok], dec.scale[ok]
+        # An instance scales the part's grid error by its largest scale factor.
+        part_tolerance = None
+        if position_tolerance is not None and len(ok):
+            part_tolerance = position_tolerance / max(float(np.abs(scale).max()), 1e-300)
+        streams = _write_streams(
+            b, pos, np.asarray(part.normals)[groups.order], groups, None, fid_type, meshopt, part_tolerance
+        )
         # node * T R S * (offset + step q) = node * T' R S' q with T' = T + R (S offset), S' = S step.
         translation = dec.translation[ok] - o + np.einsum("kij,kj->ki", rot, scale * streams.offset)
         scale = scale * streams.step

@@ -6,10 +6,11 @@ are doubles and lose ids above 2^53, so ids never appear in the JSON.
 
 Binary layout (the metadata spec's rules): each column is its own buffer view, starting 8-byte aligned
 (the writer aligns every view to 8), holding exactly ``count * size`` bytes; strings are UTF-8 bytes plus
-``count + 1`` UINT32 offsets (UINT64 past 4 GiB). A missing label is written as the empty string, which
-the class declares as the property's ``noData`` value (so readers see "no value", not a name ""). A string
-column whose values are all empty is left out of the table (allowed for non-required properties, and a
-zero-length buffer view is not).
+``count + 1`` offsets of the narrowest type that holds the last one (UINT8, UINT16, UINT32 or UINT64: a
+tile's strings rarely pass 64 KiB, and UINT16 halves the offsets). A missing label is written as the empty
+string, which the class declares as the property's ``noData`` value (so readers see "no value", not a name
+""). A string column whose values are all empty is left out of the table (allowed for non-required
+properties, and a zero-length buffer view is not).
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def _strings(values: list[str] | list[str | None]) -> tuple[bytes, np.ndarray]:
     return b"".join(encoded), offsets
 
 
+#: String offset types, narrowest first: the table's offsets take the first that holds the last offset.
+OFFSET_TYPES = (("UINT8", "<u1"), ("UINT16", "<u2"), ("UINT32", "<u4"), ("UINT64", "<u8"))
+
+
+def _offset_type(last: int) -> tuple[str, str]:
+    for name, dtype in OFFSET_TYPES:
+        if last < 1 << (8 * np.dtype(dtype).itemsize):
+            return name, dtype
+    raise ValueError(f"string data of {last} bytes")
+
+
 def structural_metadata(features: FeatureTable, add_view: Callable[[bytes], int]) -> dict[str, Any]:
     """The root ``EXT_structural_metadata`` object; ``add_view(data)`` stores one 8-byte aligned buffer
     view and returns its index."""
@@ -80,11 +92,11 @@ def structural_metadata(features: FeatureTable, add_view: Callable[[bytes], int]
         data, offsets = _strings(values)
         if not data:
             continue
-        wide = int(offsets[-1]) >= 2**32
+        offset_type, dtype = _offset_type(int(offsets[-1]))
         props[name] = {
             "values": add_view(data),
-            "stringOffsets": add_view(offsets.astype("<u8" if wide else "<u4").tobytes()),
-            "stringOffsetType": "UINT64" if wide else "UINT32",
+            "stringOffsets": add_view(offsets.astype(dtype).tobytes()),
+            "stringOffsetType": offset_type,
         }
     return {
         "schema": schema(),

@@ -1,13 +1,20 @@
-"""Number formats the GLB writer stores: sRGB → linear colours, 16-bit positions, 8-bit normals.
+"""Number formats the GLB writer stores: sRGB → linear colours, quantized positions, octahedral normals.
 
 Quantized positions (``KHR_mesh_quantization``) are unsigned 16-bit integers on a uniform grid: a point is
 ``offset + step * q``. The grid is uniform (one ``step`` for all three axes) so the dequantizing node
 transform is a uniform scale, which leaves normals' directions alone (a non-uniform scale would bend them).
-The worst position error is ``step / 2`` per axis, ``step = largest extent / 65535``: 0.8 mm on a 100 m tile.
+The worst position error is ``step / 2`` per axis. By default ``step = largest extent / 65535`` (16 bits):
+0.8 mm on a 100 m tile. Given a tolerance, ``position_step`` makes the step twice the tolerance (at most
+the 8-bit step), so the error is the tolerance; the values still sit in 16-bit slots, but the smaller
+differences between neighbouring vertices are what the meshopt codec and gzip shrink.
+
+Normals are stored ``OCTAHEDRAL``-filtered (``EXT_meshopt_compression``): two 8-bit octahedral
+coordinates a vertex, which a decoder turns into int8 normalized unit vectors (``normals_to_oct8``).
 """
 
 from __future__ import annotations
 
+import meshoptimizer
 import numpy as np
 from numpy.typing import NDArray
 
@@ -37,15 +44,29 @@ def column_max(a: np.ndarray) -> np.ndarray:
     return np.array([a[:, i].max() for i in range(a.shape[1])], a.dtype)
 
 
-def quantize_positions(p: F64) -> tuple[NDArray[np.uint16], F64, float]:
-    """``p`` (n, 3) → (n, 4) uint16 (the 4th component pads each vertex to 8 bytes, glTF's 4-byte
-    attribute alignment), the grid's ``offset`` (3,) and ``step``."""
+def position_step(extent: float, tolerance: float | None) -> float:
+    """The grid step over ``extent``: ``extent / 65535`` (16 bits) without a tolerance, else ``2 *
+    tolerance`` (worst error ``step / 2``), never finer than 16 bits nor coarser than 8 bits need.
+    A coarser step means smaller differences between neighbouring vertices, which is what the meshopt
+    codec and gzip compress; the step need not divide the extent into a power of two."""
+    if not extent > 0:
+        return 1.0
+    fine = extent / Q_MAX
+    if tolerance is None or not tolerance > 0:
+        return fine
+    return min(max(fine, 2.0 * tolerance), extent / 255.0)
+
+
+def quantize_positions(p: F64, tolerance: float | None = None) -> tuple[NDArray[np.uint16], F64, float]:
+    """``p`` (n, 3) → (n, 4) uint16 on a uniform grid from the lowest corner (step from
+    ``position_step``; the 4th component pads each vertex to 8 bytes, glTF's 4-byte attribute alignment),
+    the grid's ``offset`` (3,) and ``step``."""
     q = np.zeros((len(p), 4), np.uint16)
     if len(p) == 0:
         return q, np.zeros(3), 1.0
     lo = column_min(p)
     extent = float((column_max(p) - lo).max())
-    step = extent / Q_MAX if extent > 0 else 1.0
+    step = position_step(extent, tolerance)
     x = p - lo
     x *= 1.0 / step
     np.rint(x, out=x)
@@ -54,33 +75,70 @@ def quantize_positions(p: F64) -> tuple[NDArray[np.uint16], F64, float]:
     return q, lo, step
 
 
-#: The 27 integer neighbours of a rounded normal (floor/ceil choices per component, and one step past).
-_NEIGHBOURS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], np.float32)
 #: What the Khronos validator accepts as unit length is |len - 1| <= 0.00674 for VEC3 normals.
 UNIT_TOLERANCE = 0.005
 
 
-def normals_to_snorm8(n: NDArray[np.floating]) -> NDArray[np.int8]:
-    """Unit normals (n, 3) → (n, 4) int8 normalized (glTF: value / 127), padded to 4 bytes a vertex.
+#: The octahedral filter's K (``EXT_meshopt_compression``): 8-bit codes in 4-byte slots, decoded to int8.
+OCT_BITS = 8
+_OCT_ONE = (1 << (OCT_BITS - 1)) - 1
+#: Code offsets tried when a rounded code decodes off unit length: the 3 x 3 block, then the 5 x 5.
+_OCT_STEPS = [
+    (a, b) for r in (1, 2) for a in range(-r, r + 1) for b in range(-r, r + 1) if max(abs(a), abs(b)) == r
+]
 
-    Rounding each component to the nearest 1/127 moves a unit vector's length by up to
-    sqrt(3) / 254 ≈ 0.0068, past what validators accept as unit (0.00674). A normal whose rounding is
-    off by more than ``UNIT_TOLERANCE`` takes, among the 27 integer vectors around it, the one nearest
-    unit length of those within 1.5 degrees of its direction (one always is: the rounding itself)."""
+
+def _oct_codes(v: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Unit vectors (n, 3) → octahedral coordinates (n, 2) in [-1, 1], scaled to the K-bit range."""
+    s = np.abs(v).sum(axis=1)
+    s[s == 0] = 1.0
+    u = v[:, 0] / s
+    w = v[:, 1] / s
+    lower = v[:, 2] < 0
+    # The lower hemisphere folds over the diagonals; a zero keeps the positive side (copysign of +0).
+    fu = np.where(lower, (1 - np.abs(w)) * np.where(u >= 0, 1, -1), u)
+    fw = np.where(lower, (1 - np.abs(u)) * np.where(w >= 0, 1, -1), w)
+    return np.stack([fu, fw], axis=1).astype(np.float32) * np.float32(_OCT_ONE)
+
+
+def _oct_decoded(codes: NDArray[np.int8]) -> NDArray[np.float32]:
+    """What a decoder gives for (n, 4) filtered codes: (n, 3) int8 components as float32 / 127."""
+    out: NDArray[np.int8] = meshoptimizer.decode_filter_oct(np.ascontiguousarray(codes), len(codes), 4)
+    return out[:, :3].astype(np.float32) / np.float32(127.0)
+
+
+def normals_to_oct8(n: NDArray[np.floating]) -> NDArray[np.int8]:
+    """Unit normals (n, 3) → (n, 4) int8 ``OCTAHEDRAL``-filtered codes ``(x, y, 127, 0)``.
+
+    Octahedral coordinates spend 2 bytes on a direction the decoder rebuilds (as int8 normalized, like
+    int8 normalized); the codec then sees 2 varying bytes a vertex instead of 3, and flat
+    faces keep one code. The decoder rounds each unit component to 1/127, which can leave the length off
+    by more than ``UNIT_TOLERANCE``: such a code is moved to the neighbour code (3 x 3, then 5 x 5
+    block) that decodes nearest the direction among those that decode to unit length."""
     v = np.asarray(n, np.float32).reshape(-1, 3)
-    scaled = v * np.float32(127.0)
-    best = np.rint(scaled)
-    np.clip(best, -127, 127, out=best)
-    err = np.abs(np.sqrt((best * best).sum(axis=1)) / np.float32(127.0) - 1)
-    rows = np.flatnonzero(err > UNIT_TOLERANCE)
+    out = np.zeros((len(v), 4), np.int8)
+    if len(v) == 0:
+        return out
+    xy = np.clip(np.rint(_oct_codes(v)), -_OCT_ONE, _OCT_ONE)
+    out[:, :2] = xy
+    out[:, 2] = _OCT_ONE
+    d = _oct_decoded(out)
+    rows = np.flatnonzero(np.abs(np.sqrt((d * d).sum(axis=1)) - 1) > UNIT_TOLERANCE)
     if len(rows):
-        cand = np.clip(best[rows][:, None, :] + _NEIGHBOURS[None], -127, 127)  # (r, 27, 3)
-        length = np.sqrt((cand * cand).sum(axis=2))
-        off = np.abs(length / np.float32(127.0) - 1)
-        cosine = (cand * v[rows][:, None, :]).sum(axis=2) / np.maximum(length, 1e-6)
-        off = np.where(cosine >= np.float32(np.cos(np.radians(1.5))), off, np.inf)
-        pick = off.argmin(axis=1)
-        best[rows] = cand[np.arange(len(rows)), pick]
-    out = np.zeros((len(best), 4), np.int8)
-    out[:, :3] = best
+        steps = np.array(_OCT_STEPS, np.float32)
+        cand = np.clip(xy[rows][:, None, :] + steps[None], -_OCT_ONE, _OCT_ONE)  # (r, 24, 2)
+        codes = np.zeros((cand.shape[0] * cand.shape[1], 4), np.int8)
+        codes[:, :2] = cand.reshape(-1, 2)
+        codes[:, 2] = _OCT_ONE
+        dec = _oct_decoded(codes).reshape(len(rows), len(_OCT_STEPS), 3)
+        length = np.sqrt((dec * dec).sum(axis=2))
+        cosine = (dec * v[rows][:, None, :]).sum(axis=2) / np.maximum(length, 1e-6)
+        cosine = np.where(np.abs(length - 1) <= UNIT_TOLERANCE, cosine, -np.inf)
+        # 3 x 3 neighbours first: the 5 x 5 ring only when none of them decodes to unit length.
+        inner = cosine[:, :8].max(axis=1) > -np.inf
+        cosine[inner, 8:] = -np.inf
+        pick = cosine.argmax(axis=1)
+        if not np.isfinite(cosine[np.arange(len(rows)), pick]).all():
+            raise ValueError("a normal has no octahedral code that decodes to unit length")
+        out[rows, :2] = cand[np.arange(len(rows)), pick]
     return out
