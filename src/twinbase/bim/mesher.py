@@ -795,11 +795,12 @@ def _matrix4(m34: F64) -> F64:
 
 
 class PartCache:
-    """Geometry parts shared by many passes over one file (an export's tiles, each meshing its own
-    elements): every part's stream read once, and each part tessellated once per tolerance. A part's
-    fallbacks and kinds are counted by the pass that tessellated it."""
+    """What many passes over one file share (an export's tiles, each meshing its own elements): the
+    appearance tables read once, every part's stream read once, and each part tessellated once per
+    tolerance (every pass still counts the parts it uses)."""
 
     def __init__(self) -> None:
+        self.appearance: AppearanceResolver | None = None  # the file's subcategories and materials, read once
         self.streams: dict[int, tuple[bytes | None, Any]] | None = None
         # (part, options) -> the part and what tessellating it counted (fallbacks, not drawn, kinds)
         self.meshes: dict[
@@ -809,11 +810,19 @@ class PartCache:
 
 class _Mesher:
     def __init__(
-        self, imodel: IModelFile, options: tess.StrokeOptions, native: NativeFacetProvider | None = None
+        self,
+        imodel: IModelFile,
+        options: tess.StrokeOptions,
+        native: NativeFacetProvider | None = None,
+        shared: PartCache | None = None,
     ) -> None:
         self.imodel = imodel
         self.options = options
-        self.appearance = AppearanceResolver.of(imodel)
+        if shared is not None and shared.appearance is None:
+            shared.appearance = AppearanceResolver.of(imodel)
+        self.appearance = (
+            shared.appearance if shared is not None and shared.appearance else AppearanceResolver.of(imodel)
+        )
         self.result = MeshResult()
         self.fb = _Fallbacks()
         self.native: NativeBReps | None = None
@@ -823,7 +832,7 @@ class _Mesher:
             self.native = NativeBReps(native)
             self.fb.native_breps = True
         self._part_streams: dict[int, tuple[bytes | None, Any]] | None = None
-        self.shared: PartCache | None = None
+        self.shared = shared
         self._instance_apps: dict[
             tuple[int, Symbology, int], tuple[tuple[Appearance, ...], tuple[Appearance, ...]]
         ] = {}
@@ -1040,8 +1049,7 @@ def mesh_elements(
     """Mesh the given elements (3D ones; 2D are counted as skipped) of ``imodel``; solids are tessellated
     ``chunk`` elements at a time. ``native_breps``: see the module notes (off by default). ``parts``:
     geometry parts shared with other calls on the same file."""
-    mesher = _Mesher(imodel, options, _provider(native_breps))
-    mesher.shared = parts
+    mesher = _Mesher(imodel, options, _provider(native_breps), parts)
     mesher.elements(elements, chunk)
     if mesher.native is not None:
         mesher.native.apply(mesher)
