@@ -21,6 +21,27 @@ from twinbase.tiles.check import check_tileset
 REPRESENTATION = {"Prefer": "return=representation"}
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _export(client: httpx.Client, export_id: str) -> dict[str, Any]:
     resp = client.get(f"/mesh-export/{export_id}", headers=REPRESENTATION)
     assert resp.status_code == 200, resp.text
@@ -58,8 +79,15 @@ def test_a_worker_killed_mid_export_and_the_export_completes_once(
                     killed_bundle = session.get(MeshExport, export_id).bundle_id  # type: ignore[union-attr]
                 bundles = server.data_dir / "blobs" / "bundles"
                 assert killed_bundle and any((bundles / killed_bundle).iterdir())  # tiles were written
+                tile_processes = _children(first.pid)
+                assert tile_processes, "the export's tile processes were not found"
                 first.process.kill()
                 first.process.wait(10)
+                # Its tile processes end too (they watch their parent), rather than linger as orphans.
+                wait_until(
+                    "the killed worker's tile processes to end",
+                    lambda: not any(_alive(p) for p in tile_processes),
+                )
 
                 cluster.worker(modules=())
 

@@ -21,6 +21,7 @@ import concurrent.futures
 import hashlib
 import multiprocessing
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -211,7 +212,20 @@ _WORKER: _Tiler | None = None
 
 def _start_worker(bim: str, plan: TilePlan, config: TilerConfig) -> None:
     global _WORKER
+    _watch_parent(os.getppid())
     _WORKER = _Tiler(Path(bim), plan, config)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this tile process when the process that started it is gone (a worker killed mid-export):
+    the pool's own shutdown never comes, and an orphan would wait on its queue for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="twinbase-parent-watch", daemon=True).start()
 
 
 def _run_node(index: int) -> tuple[int, TileResult | None, LeafCounts | None]:
