@@ -143,17 +143,9 @@ def touch_one_percent(model: Path, target: Path) -> int:
 
 
 def leaves(folder: Path) -> list[str]:
-    doc = json.loads((folder / "tileset.json").read_text())
-    found: list[str] = []
+    from twinbase.tiles.check import content_uris
 
-    def walk(tile: dict[str, Any]) -> None:
-        if "content" in tile and not tile.get("children"):
-            found.append(tile["content"]["uri"])
-        for c in tile.get("children", []):
-            walk(c)
-
-    walk(doc["root"])
-    return found
+    return content_uris(json.loads((folder / "tileset.json").read_text()), leaves_only=True)
 
 
 def drawn_triangles(data: bytes) -> int:

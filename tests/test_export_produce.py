@@ -32,7 +32,7 @@ from support.geometry_truth import (
 from support.gltf_validate import metadata_problems, validate_glbs
 from twinbase.export.config import parse_tiler_config
 from twinbase.export.produce import ExportTypeNotProduced, produce
-from twinbase.tiles.check import check_tileset
+from twinbase.tiles.check import check_tileset, content_uris
 from twinbase.tiles.glb_read import Glb, decode_meshopt, read_materials, read_property_table, read_triangles
 from twinbase.tiles.threetz import ThreeTzReader
 
@@ -170,15 +170,7 @@ def test_tileset_is_valid_and_draws_every_element_once_at_full_detail(
     assert all(not metadata_problems(d) for d in glbs.values())
 
     # Leaves: tiles without children. Every element with surfaces is in exactly one of them.
-    leaves: list[str] = []
-
-    def walk(tile: dict[str, Any]) -> None:
-        if "content" in tile and not tile.get("children"):
-            leaves.append(tile["content"]["uri"])
-        for child in tile.get("children", []):
-            walk(child)
-
-    walk(doc["root"])
+    leaves = content_uris(doc, leaves_only=True)
     seen: list[int] = []
     for uri in leaves:
         table = read_property_table(Glb.parse(decode_meshopt((tmp_path / uri).read_bytes())))

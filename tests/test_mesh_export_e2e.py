@@ -29,7 +29,7 @@ from support.geometry_truth import (
     make_geometry,
 )
 from test_export_produce import _as_truth, _per_element
-from twinbase.tiles.check import check_tileset
+from twinbase.tiles.check import check_tileset, content_uris
 
 REPRESENTATION = {"Prefer": "return=representation"}
 
@@ -119,15 +119,7 @@ def test_3dtiles_export_as_cesium_finds_and_loads_it(world: dict[str, Any], tmp_
     assert tileset.status_code == 200, tileset.text
     assert tileset.headers.get("access-control-allow-origin") in ("*", "https://viewer.example")
     (tmp_path / "tileset.json").write_bytes(tileset.content)
-    uris: list[str] = []
-
-    def walk(tile: dict[str, Any]) -> None:
-        if "content" in tile:
-            uris.append(tile["content"]["uri"])
-        for child in tile.get("children", []):
-            walk(child)
-
-    walk(json.loads(tileset.content)["root"])
+    uris = content_uris(json.loads(tileset.content))
     assert uris
     for uri in uris:
         got = fetch(href, uri, **origin)
@@ -186,15 +178,7 @@ def test_a_later_changeset_export_copies_the_unchanged_tiles(server: Server, tmp
         href = done["_links"]["mesh"]["href"]
         tileset = fetch(href, "tileset.json")
         (tmp_path / "tileset.json").write_bytes(tileset.content)
-        uris: list[str] = []
-
-        def walk(tile: dict[str, Any]) -> None:
-            if "content" in tile:
-                uris.append(tile["content"]["uri"])
-            for child in tile.get("children", []):
-                walk(child)
-
-        walk(tileset.json()["root"])
+        uris = content_uris(tileset.json())
         for uri in uris:
             got = fetch(href, uri)
             assert got.status_code == 200, uri

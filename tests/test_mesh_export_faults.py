@@ -16,7 +16,7 @@ from conftest import _backends, new_imodel, new_itwin, running_server
 from support.geometry_truth import make_geometry
 from test_jobs_processes import cluster_of, wait_until
 from twinbase.store.models import MeshExport
-from twinbase.tiles.check import check_tileset
+from twinbase.tiles.check import check_tileset, content_uris
 
 REPRESENTATION = {"Prefer": "return=representation"}
 
@@ -109,15 +109,7 @@ def test_a_worker_killed_mid_export_and_the_export_completes_once(
                 tileset = httpx.get(f"{path}/tileset.json?{query}", timeout=60)
                 assert tileset.status_code == 200
                 (tmp_path / "tileset.json").write_bytes(tileset.content)
-                uris: list[str] = []
-
-                def walk(tile: dict[str, Any]) -> None:
-                    if "content" in tile:
-                        uris.append(tile["content"]["uri"])
-                    for child in tile.get("children", []):
-                        walk(child)
-
-                walk(json.loads(tileset.content)["root"])
+                uris = content_uris(json.loads(tileset.content))
                 for uri in uris:
                     got = httpx.get(f"{path}/{uri}?{query}", timeout=60)
                     assert got.status_code == 200, uri

@@ -198,6 +198,29 @@ def _content_uris(tile: Json, where: str) -> list[tuple[str, str]]:
     return out
 
 
+def content_uris(doc: Json, *, leaves_only: bool = False) -> list[str]:
+    """The content URIs of a ``tileset.json`` document, root first (``leaves_only``: of tiles without
+    children, the full-detail ones)."""
+    out: list[str] = []
+
+    def walk(tile: Json) -> None:
+        if not isinstance(tile, dict):
+            return
+        content = tile.get("content")
+        children = tile.get("children") or []
+        if (
+            isinstance(content, dict)
+            and isinstance(content.get("uri"), str)
+            and not (leaves_only and children)
+        ):
+            out.append(content["uri"])
+        for child in children:
+            walk(child)
+
+    walk(doc.get("root") if isinstance(doc, dict) else None)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # tileset.json
 
