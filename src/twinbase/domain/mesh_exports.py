@@ -834,7 +834,10 @@ def _produce(
             ) from exc
         imodel_size = bim.stat().st_size
         progress.record(PRODUCE_START)
-        previous = _previous_tiles(svc, run, config, sink) if run.export_type in REUSING_TYPES else None
+        # Only the real pipeline copies an earlier export's tiles (a pipeline passed in, in tests, is
+        # called as the plain Producer).
+        reuse = producer is None and run.export_type in REUSING_TYPES
+        previous = _previous_tiles(svc, run, config, sink) if reuse else None
         if previous is not None:
             produced = produce(bim, run.export_type, config, sink, progress, previous=previous)  # type: ignore[call-arg]
         else:
