@@ -477,6 +477,7 @@ def test_patch(world: dict[str, Any], services: Services, server: Server) -> Non
     # The same configuration as another export of that changeset and type: refused.
     other = start(alice, {"iModelId": world["imodel"]["id"], "exportType": "CESIUM", "changesetId": ""})
     assert other["id"] != export["id"]
+    wait_terminal(alice, other["id"])  # a running export refuses any new tilerConfig first
     clash = alice.patch(f"/exports/{other['id']}", json={"tilerConfig": config})
     invalid_body(clash, "tilerConfig", "Cannot update export job.")
     # Back to the defaults (null) is that other export's configuration too.

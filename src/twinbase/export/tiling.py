@@ -256,7 +256,7 @@ def make_tiles(
     order = sorted(
         (i for i in range(len(plan.nodes)) if i not in skip), key=lambda i: -plan.nodes[i].estimated_triangles
     )
-    estimated = sum(n.estimated_triangles for n in plan.nodes)
+    estimated = sum(plan.nodes[i].estimated_triangles for i in order)  # what is left to make
     processes = workers if workers is not None else default_workers()
     if workers is None and estimated < POOL_MIN_TRIANGLES:
         processes = 1  # by default, a small plan is quicker here than starting processes
