@@ -70,14 +70,19 @@ class Cluster:
     db: Database
     workers: list[Worker] = field(default_factory=list)
 
-    def worker(self, *args: str, modules: tuple[str, ...] = ("tests.support.jobkinds",)) -> Worker:
+    def worker(
+        self,
+        *args: str,
+        modules: tuple[str, ...] = ("tests.support.jobkinds",),
+        env: dict[str, str] | None = None,
+    ) -> Worker:
         log = self.tmp / f"worker-{len(self.workers)}.log"
         imports = [arg for name in modules for arg in ("--import", name)]
         command = [sys.executable, "-m", "twinbase", "worker", "--concurrency", "1", *imports, *args]
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [*command, "--data-dir", str(self.data_dir)],
-                env=worker_env(self.url),
+                env=worker_env(self.url, **(env or {})),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.tmp,

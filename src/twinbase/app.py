@@ -36,6 +36,7 @@ from twinbase.domain import imodel_ops as imodel_op_jobs
 from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
 from twinbase.domain import mesh_exports as mesh_export_jobs
+from twinbase.domain import mesh_tile_jobs
 from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
 from twinbase.jobs.queue import JobQueue
 from twinbase.jobs.worker import WorkerPool
@@ -98,6 +99,7 @@ def build_services(settings: Settings, *, migrate: bool = True, job_modules: Seq
     imodel_op_jobs.register(svc)
     checkpoint_jobs.register(svc)
     mesh_export_jobs.register(svc)
+    mesh_tile_jobs.register(svc)
     for name in [*settings.job_module_names, *job_modules]:
         importlib.import_module(name).register(svc)
     return svc

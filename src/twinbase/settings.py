@@ -145,6 +145,19 @@ class Settings(BaseModel):
     export_retention_seconds: int = Field(
         default=4 * 3600, description="How long iTwin export outputs are kept and listed."
     )
+    export_tile_job_triangles: int = Field(
+        default=2_000_000,
+        ge=0,
+        description="Mesh Export: a 3D Tiles export estimated at more triangles than this is split into "
+        "tile jobs of about this many each, which every worker process (web or `twinbase worker`, on any "
+        "host) may take; smaller exports are tiled by the job that plans them, on its host's cores. 0 never "
+        "splits.",
+    )
+    export_coordinator_makes_tiles: bool = Field(
+        default=True,
+        description="Mesh Export: whether the job that plans a split export also makes tile jobs (on its "
+        "host's cores) while it waits for them; false leaves them all to the other workers.",
+    )
     native_brep_facets: bool = Field(
         default=False,
         description="Mesh Parasolid B-reps stored without facets with the iTwin.js native library (node and "

@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 
 from twinbase.bim.changeset import ChangesetFormatError
 from twinbase.bim.identity import BimFormatError
-from twinbase.domain import access, checkpoints
+from twinbase.domain import access, checkpoints, mesh_tile_jobs
 from twinbase.domain import imodels as imodels_domain
 from twinbase.domain.itwins import iso
 from twinbase.domain.listing import BadOrderBy, Page, fetch_page, parse_order_by, parse_paging
@@ -695,6 +695,7 @@ def _begin(svc: MeshServices, export_id: str, ctx: JobContext | None) -> Run | N
         if export is None or export.status in (COMPLETE, INVALID):
             return None  # deleted, or a re-delivered job whose export already finished
         stale = export.bundle_id  # a previous attempt's files (its worker died), or None
+        mesh_tile_jobs.cancel_tile_jobs(svc, session, stale)  # and its tile jobs
         now = utcnow()
         export.status = IN_PROGRESS
         export.bundle_id = uuid.uuid4().hex
@@ -834,12 +835,25 @@ def _produce(
             ) from exc
         imodel_size = bim.stat().st_size
         progress.record(PRODUCE_START)
-        # Only the real pipeline copies an earlier export's tiles (a pipeline passed in, in tests, is
-        # called as the plain Producer).
-        reuse = producer is None and run.export_type in REUSING_TYPES
-        previous = _previous_tiles(svc, run, config, sink) if reuse else None
-        if previous is not None:
-            produced = produce(bim, run.export_type, config, sink, progress, previous=previous)  # type: ignore[call-arg]
+        # Only the real pipeline copies an earlier export's tiles and spreads tile jobs (a pipeline
+        # passed in, in tests, is called as the plain Producer).
+        if producer is None and run.export_type in REUSING_TYPES:
+            tiles = mesh_tile_jobs.DistributedTiles(
+                svc,
+                mesh_tile_jobs.ExportRun(
+                    export_id=run.export_id,
+                    bundle_id=run.bundle_id,
+                    imodel_id=run.imodel_id,
+                    changeset_index=run.changeset_index,
+                    export_type=run.export_type,
+                    tiler_config=run.tiler_config,
+                ),
+                fence=ctx.fence if ctx is not None else lambda session: None,
+                sizes=sink.sizes,
+                worker_name=ctx.claim.worker if ctx is not None else svc.jobs.process_id,
+            )
+            previous = _previous_tiles(svc, run, config, sink)
+            produced = produce(bim, run.export_type, config, sink, progress, previous=previous, tiles=tiles)  # type: ignore[call-arg]
         else:
             produced = produce(bim, run.export_type, config, sink, progress)
     if not sink.sizes:
@@ -915,7 +929,7 @@ def run_export(
         raise
     except Exception as exc:
         delete_bundle(svc.blobs, run.bundle_id)
-        if isinstance(exc, ExportInvalid):
+        if isinstance(exc, (ExportInvalid, mesh_tile_jobs.TileJobFailed)):
             error = str(exc)
         else:
             log.warning(

@@ -36,10 +36,19 @@ from twinbase.bim.mesher import MeshResult, mesh_elements
 from twinbase.bim.tessellate import StrokeOptions
 from twinbase.export.config import TilerConfig, config_key
 from twinbase.export.content import ElementFacts, tile_content
-from twinbase.export.tiling import LeafCounts, counts_stats, make_tiles, plan_from_file, tile_keys
+from twinbase.export.tiling import (
+    LeafCounts,
+    MadeTiles,
+    counts_stats,
+    from_record,
+    largest_first,
+    make_tiles,
+    plan_from_file,
+    tile_keys,
+)
 from twinbase.tiles.gltf import encode_glb
 from twinbase.tiles.threetz import ThreeTzWriter
-from twinbase.tiles.tiler import TilePlan, TileResult, tileset_json
+from twinbase.tiles.tiler import TilePlan, tileset_json
 
 Progress = Callable[[float, str], None]
 EXPORT_TYPES = ("3DTILES", "CESIUM", "GLTF", "3TZ")
@@ -104,10 +113,13 @@ def produce(
     *,
     workers: int | None = None,
     previous: PreviousTiles | None = None,
+    tiles: TileMaker | None = None,
 ) -> dict[str, Any]:
     """Write the export's files to ``sink``; answer its stats (JSON-able). ``workers``: processes for
     the tiles (default: every core; see ``export.tiling``). ``previous``: an earlier export of the same
-    iModel, type and configuration whose unchanged tiles are copied instead of made (3DTILES, CESIUM)."""
+    iModel, type and configuration whose unchanged tiles are copied instead of made (3DTILES, CESIUM).
+    ``tiles``: who makes the tiles of 3DTILES and CESIUM (default: this host, ``workers`` processes);
+    3TZ always makes them here, as they go into one archive."""
     if export_type not in EXPORT_TYPES:
         raise ExportTypeNotProduced(f"export type {export_type!r} is not produced")
     if export_type == "GLTF":
@@ -124,7 +136,9 @@ def produce(
     if export_type == "3TZ":
         with tempfile.TemporaryFile() as archive:
             with ThreeTzWriter(archive) as writer:
-                stats = _tileset(bim, plan, config, writer.add, progress, root, started, workers, keys, None)
+                stats = _tileset(
+                    bim, plan, config, writer.add, progress, root, started, _local_tiles(workers), keys, None
+                )
             archive.seek(0)
             data = archive.read()
         sink.put("tileset.3tz", data)
@@ -132,7 +146,8 @@ def produce(
         stats["rawSize"] = len(data)
         progress(1.0, "Done")
         return stats
-    return _tileset(bim, plan, config, sink.put, progress, root, started, workers, keys, previous)
+    maker = tiles if tiles is not None else _local_tiles(workers)
+    return _tileset(bim, plan, config, sink.put, progress, root, started, maker, keys, previous)
 
 
 @dataclass(frozen=True)
@@ -145,20 +160,33 @@ class PreviousTiles:
     copy: Callable[[str, str], int]
 
 
+class TileMaker(Protocol):
+    """Makes the tiles ``order`` names (node indices of ``plan``), writing each through ``put`` or
+    straight into the export's folder. The default is ``export.tiling.make_tiles`` (this host's cores);
+    the job layer hands in one that spreads tile jobs over every worker process."""
+
+    def __call__(
+        self,
+        bim: Path,
+        plan: TilePlan,
+        config: TilerConfig,
+        order: list[int],
+        put: Callable[[str, bytes], None],
+        progress: Progress,
+    ) -> MadeTiles: ...
+
+
 MANIFEST = "twinbase-tiles.json"
 
 
-def _reuse(
-    plan: TilePlan, keys: dict[int, str], previous: PreviousTiles | None, sizes: dict[str, int]
-) -> tuple[dict[int, TileResult | None], dict[int, LeafCounts]]:
+def _reuse(plan: TilePlan, keys: dict[int, str], previous: PreviousTiles | None) -> MadeTiles:
     """The nodes whose tile the earlier export already made (same key), copied under their new names."""
-    results: dict[int, TileResult | None] = {}
-    counts: dict[int, LeafCounts] = {}
+    out = MadeTiles()
     if previous is None:
-        return results, counts
+        return out
     tiles = previous.manifest.get("tiles") if previous.manifest.get("version") == 1 else None
     if not isinstance(tiles, dict):
-        return results, counts
+        return out
     by_key: dict[str, tuple[str, dict[str, Any]]] = {
         str(entry["key"]): (name, entry)
         for name, entry in tiles.items()
@@ -169,54 +197,38 @@ def _reuse(
         if found is None:
             continue
         old_name, entry = found
-        if entry.get("empty"):
-            results[node.index] = None
-        else:
+        made, counts = from_record(node.name, entry)
+        if made is not None:
             try:
-                sizes[node.name] = previous.copy(old_name, node.name)
+                out.sizes[node.name] = previous.copy(old_name, node.name)
             except Exception:  # gone or unreadable: the tile is simply made again
                 continue
-            results[node.index] = TileResult(
-                name=node.name,
-                data=b"",
-                low=np.asarray(entry["low"], np.float64),
-                high=np.asarray(entry["high"], np.float64),
-                error=float(entry["error"]),
-                triangles=int(entry["triangles"]),
-                input_triangles=int(entry.get("inputTriangles", entry["triangles"])),
-                instances=int(entry.get("instances", 0)),
-                features=int(entry.get("features", 0)),
-            )
-        if node.leaf:
-            counts[node.index] = LeafCounts.from_json(entry.get("counts", {}))
-    return results, counts
+            made.name = node.name
+        out.results[node.index] = made
+        if node.leaf and counts is not None:
+            out.counts[node.index] = counts
+    return out
 
 
-def _manifest(
-    plan: TilePlan, keys: dict[int, str], results: dict[int, TileResult | None], counts: dict[int, LeafCounts]
-) -> dict[str, Any]:
-    tiles: dict[str, Any] = {}
-    for node in plan.nodes:
-        made = results.get(node.index)
-        entry: dict[str, Any] = {"key": keys[node.index]}
-        if made is None:
-            entry["empty"] = True
-        else:
-            entry.update(
-                {
-                    "low": [float(v) for v in made.low],
-                    "high": [float(v) for v in made.high],
-                    "error": made.error,
-                    "triangles": made.triangles,
-                    "inputTriangles": made.input_triangles,
-                    "instances": made.instances,
-                    "features": made.features,
-                }
-            )
-        if node.index in counts:
-            entry["counts"] = counts[node.index].to_json()
-        tiles[node.name] = entry
+def _manifest(plan: TilePlan, keys: dict[int, str], made: MadeTiles) -> dict[str, Any]:
+    records = made.to_records(plan)
+    tiles = {node.name: {"key": keys[node.index], **records[node.name]} for node in plan.nodes}
     return {"version": 1, "tiles": tiles}
+
+
+def _local_tiles(workers: int | None) -> TileMaker:
+    def make(
+        bim: Path,
+        plan: TilePlan,
+        config: TilerConfig,
+        order: list[int],
+        put: Callable[[str, bytes], None],
+        progress: Progress,
+    ) -> MadeTiles:
+        skip = frozenset(range(len(plan.nodes))) - frozenset(order)
+        return make_tiles(bim, plan, config, put, progress, workers=workers, skip=skip)
+
+    return make
 
 
 def _tileset(
@@ -227,36 +239,33 @@ def _tileset(
     progress: Progress,
     root_transform: np.ndarray | None,
     started: float,
-    workers: int | None,
+    tiles: TileMaker,
     keys: dict[int, str],
     previous: PreviousTiles | None,
 ) -> dict[str, Any]:
-    sizes: dict[str, int] = {}
-
-    def put_sized(name: str, data: bytes) -> None:
-        put(name, data)
-        sizes[name] = len(data)
-
-    reused, reused_counts = _reuse(plan, keys, previous, sizes)
-    results, made_counts = make_tiles(
+    reused = _reuse(plan, keys, previous)
+    made = tiles(
         bim,
         plan,
         config,
-        put_sized,
+        largest_first(plan, frozenset(reused.results)),
+        put,
         lambda f, m: progress(0.05 + 0.9 * f, m),
-        workers=workers,
-        skip=frozenset(reused),
     )
-    results.update(reused)
-    leaf_counts = {**made_counts, **reused_counts}
+    everything = MadeTiles()
+    everything.update(reused)
+    everything.update(made)
+    results = everything.results
+    sizes = dict(everything.sizes)
     document = tileset_json(plan, results, root_transform)
     text = json.dumps(document, separators=(",", ":")).encode()
-    put_sized("tileset.json", text)
-    put_sized(
-        MANIFEST, json.dumps(_manifest(plan, keys, results, leaf_counts), separators=(",", ":")).encode()
-    )
+    put("tileset.json", text)
+    sizes["tileset.json"] = len(text)
+    manifest = json.dumps(_manifest(plan, keys, everything), separators=(",", ":")).encode()
+    put(MANIFEST, manifest)
+    sizes[MANIFEST] = len(manifest)
     counts = LeafCounts()
-    for leaf in leaf_counts.values():
+    for leaf in everything.counts.values():
         counts.merge(leaf)
     tile_sizes = sorted(v for k, v in sizes.items() if k.endswith(".glb"))
     root_result = results.get(0)
@@ -264,7 +273,7 @@ def _tileset(
     stats.update(
         {
             "tiles": sum(1 for r in results.values() if r is not None),
-            "tilesReused": sum(1 for r in reused.values() if r is not None),
+            "tilesReused": sum(1 for r in reused.results.values() if r is not None),
             "levels": 1 + max((n.level for n in plan.nodes), default=0),
             "rootTileSize": sizes.get(root_result.name, 0) if root_result is not None else 0,
             "tileSizeMedian": tile_sizes[len(tile_sizes) // 2] if tile_sizes else 0,

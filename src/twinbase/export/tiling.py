@@ -241,6 +241,183 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+@dataclass
+class MadeTiles:
+    """Tiles made (or copied): each node's result without its bytes (``None``: the node drew nothing),
+    each leaf's counts, and the bytes written per tile file."""
+
+    results: dict[int, TileResult | None] = field(default_factory=dict)
+    counts: dict[int, LeafCounts] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def update(self, other: MadeTiles) -> None:
+        self.results.update(other.results)
+        self.counts.update(other.counts)
+        self.sizes.update(other.sizes)
+
+    def to_records(self, plan: TilePlan) -> dict[str, dict[str, Any]]:
+        """JSON records by tile name (the tile manifest's entries, a tile job's result)."""
+        records: dict[str, dict[str, Any]] = {}
+        for index, made in self.results.items():
+            node = plan.nodes[index]
+            records[node.name] = tile_record(made, self.counts.get(index), self.sizes.get(node.name))
+        return records
+
+    @staticmethod
+    def from_records(plan: TilePlan, records: dict[str, Any]) -> MadeTiles:
+        """The inverse of ``to_records`` for the nodes of ``plan`` that ``records`` names."""
+        out = MadeTiles()
+        for node in plan.nodes:
+            record = records.get(node.name)
+            if not isinstance(record, dict):
+                continue
+            made, counts = from_record(node.name, record)
+            out.results[node.index] = made
+            if counts is not None:
+                out.counts[node.index] = counts
+            if made is not None and "size" in record:
+                out.sizes[node.name] = int(record["size"])
+        return out
+
+
+def tile_record(made: TileResult | None, counts: LeafCounts | None, size: int | None) -> dict[str, Any]:
+    """One tile as JSON: what ``tileset.json`` needs of it, its leaf counts, its size."""
+    record: dict[str, Any] = {}
+    if made is None:
+        record["empty"] = True
+    else:
+        record.update(
+            {
+                "low": [float(v) for v in made.low],
+                "high": [float(v) for v in made.high],
+                "error": made.error,
+                "triangles": made.triangles,
+                "inputTriangles": made.input_triangles,
+                "instances": made.instances,
+                "features": made.features,
+            }
+        )
+        if size is not None:
+            record["size"] = size
+    if counts is not None:
+        record["counts"] = counts.to_json()
+    return record
+
+
+def from_record(name: str, record: dict[str, Any]) -> tuple[TileResult | None, LeafCounts | None]:
+    counts = LeafCounts.from_json(record["counts"]) if isinstance(record.get("counts"), dict) else None
+    if record.get("empty"):
+        return None, counts
+    made = TileResult(
+        name=name,
+        data=b"",
+        low=np.asarray(record["low"], np.float64),
+        high=np.asarray(record["high"], np.float64),
+        error=float(record["error"]),
+        triangles=int(record["triangles"]),
+        input_triangles=int(record.get("inputTriangles", record["triangles"])),
+        instances=int(record.get("instances", 0)),
+        features=int(record.get("features", 0)),
+    )
+    return made, counts
+
+
+def largest_first(plan: TilePlan, skip: frozenset[int] = frozenset()) -> list[int]:
+    """The nodes to make, largest estimate first (the long ones start early; small ones fill the end)."""
+    return sorted(
+        (i for i in range(len(plan.nodes)) if i not in skip), key=lambda i: -plan.nodes[i].estimated_triangles
+    )
+
+
+def tile_batches(plan: TilePlan, order: list[int], per_batch_triangles: int) -> list[list[int]]:
+    """``order`` dealt into batches of about ``per_batch_triangles`` estimated triangles each, round
+    robin, so every batch is largest first too and ends with small tiles (no core waits long on a
+    batch's last tile)."""
+    total = sum(plan.nodes[i].estimated_triangles for i in order)
+    count = max(1, min(len(order), -(-total // max(1, per_batch_triangles))))
+    return [order[k::count] for k in range(count) if order[k::count]]
+
+
+def plan_digest(plan: TilePlan) -> str:
+    """What identifies a plan: two processes that planned the same file and configuration agree on it."""
+    digest = hashlib.sha256(f"{len(plan.nodes)}|".encode())
+    for node in plan.nodes:
+        digest.update(f"{node.name}|{node.tolerance!r}|{node.leaf}|".encode())
+        digest.update(plan.element_ids(node).astype(np.uint64).tobytes())
+    return digest.hexdigest()
+
+
+class TileWorkshop:
+    """Makes tiles of one plan of one file, in this process or on a pool of ``processes`` processes that
+    lives as long as the workshop (the batches of one export share it: no start-up per batch).
+    ``make`` may be called from several threads at once."""
+
+    def __init__(self, bim: Path, plan: TilePlan, config: TilerConfig, *, processes: int) -> None:
+        self.bim = bim
+        self.plan = plan
+        self.config = config
+        self.processes = max(1, processes)
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._local: _Tiler | None = None
+
+    def __enter__(self) -> TileWorkshop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+            local, self._local = self._local, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if local is not None:
+            local.close()
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(str(self.bim), self.plan, self.config),
+                )
+            return self._pool
+
+    def make(
+        self, order: list[int], put: Callable[[str, bytes], None], progress: Callable[[float, str], None]
+    ) -> MadeTiles:
+        """The tiles of ``order`` (node indices), each written through ``put`` as it is made."""
+        out = MadeTiles()
+        if not order:
+            return out
+
+        def take(index: int, made: TileResult | None, leaf: LeafCounts | None) -> None:
+            if made is not None:
+                put(made.name, made.data)
+                out.sizes[made.name] = len(made.data)
+                # The bytes are written: keep only what the tileset needs of them.
+                made = TileResult(**{**made.__dict__, "data": b""})
+            out.results[index] = made
+            if leaf is not None:
+                out.counts[index] = leaf
+            progress(len(out.results) / len(order), f"{len(out.results)} of {len(order)} tiles")
+
+        if self.processes == 1 or len(order) == 1:
+            with self._lock:  # one file handle, one part cache: one node at a time
+                if self._local is None:
+                    self._local = _Tiler(self.bim, self.plan, self.config)
+                for index in order:
+                    take(*self._local.node(index))
+            return out
+        for made in _as_completed(self._executor(), order, self.processes):
+            take(*made)
+        return out
+
+
 def make_tiles(
     bim: Path,
     plan: TilePlan,
@@ -250,67 +427,37 @@ def make_tiles(
     *,
     workers: int | None = None,
     skip: frozenset[int] = frozenset(),
-) -> tuple[dict[int, TileResult | None], dict[int, LeafCounts]]:
-    """Every node's tile but those in ``skip`` (reused), written through ``put`` as it is made; the
-    results for ``tileset_json`` and each leaf's counts."""
-    order = sorted(
-        (i for i in range(len(plan.nodes)) if i not in skip), key=lambda i: -plan.nodes[i].estimated_triangles
-    )
+) -> MadeTiles:
+    """Every node's tile but those in ``skip`` (reused), written through ``put`` as it is made."""
+    order = largest_first(plan, skip)
     # The whole plan, reused tiles too: the few tiles a changeset leaves to make are its big inner ones,
     # which a pool still makes faster than this process alone (measured: 3.1 s pooled, 3.8 s here).
     estimated = sum(n.estimated_triangles for n in plan.nodes)
     processes = workers if workers is not None else default_workers()
     if workers is None and estimated < POOL_MIN_TRIANGLES:
         processes = 1  # by default, a small plan is quicker here than starting processes
-    processes = max(1, min(processes, len(order)))
-    results: dict[int, TileResult | None] = {}
-    counts: dict[int, LeafCounts] = {}
-    if not order:
-        return results, counts
-
-    def take(index: int, made: TileResult | None, leaf: LeafCounts | None) -> None:
-        if made is not None:
-            put(made.name, made.data)
-            # The bytes are written: keep only what the tileset needs of them.
-            made = TileResult(**{**made.__dict__, "data": b""})
-        results[index] = made
-        if leaf is not None:
-            counts[index] = leaf
-        progress(len(results) / max(len(order), 1), f"{len(results)} of {len(order)} tiles")
-
-    if processes == 1:
-        tiler = _Tiler(bim, plan, config)
-        try:
-            for index in order:
-                take(*tiler.node(index))
-        finally:
-            tiler.close()
-        return results, counts
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=processes,
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(str(bim), plan, config),
-    ) as pool:
-        for made in _as_completed(pool, order, processes):
-            take(*made)
-    return results, counts
+    with TileWorkshop(bim, plan, config, processes=min(processes, max(1, len(order)))) as workshop:
+        return workshop.make(order, put, progress)
 
 
 def _as_completed(
     pool: concurrent.futures.ProcessPoolExecutor, order: list[int], processes: int
 ) -> Iterator[tuple[int, TileResult | None, LeafCounts | None]]:
-    # Keep a few nodes queued per process (not all: a failure then stops the rest sooner).
+    # Keep a few nodes queued per process (not all: a failure then stops the rest sooner, and two
+    # batches sharing the pool interleave).
     pending: set[concurrent.futures.Future[tuple[int, TileResult | None, LeafCounts | None]]] = set()
     queue = list(reversed(order))
     limit = 4 * processes
-    while queue or pending:
-        while queue and len(pending) < limit:
-            pending.add(pool.submit(_run_node, queue.pop()))
-        done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-        for future in done:
-            yield future.result()
+    try:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                pending.add(pool.submit(_run_node, queue.pop()))
+            done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def counts_stats(counts: LeafCounts, started: float) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -107,29 +107,46 @@ class JobQueue:
 
     # ---------------------------------------------------------------------------------- claim
 
-    def _due(self, kinds: Iterable[str]) -> Any:
+    @staticmethod
+    def _matching(match: Mapping[str, str] | None) -> list[Any]:
+        """``payload[key] == value`` for every item of ``match`` (a coordinator taking its own jobs)."""
+        return [Job.payload[key].as_string() == value for key, value in (match or {}).items()]
+
+    def _due(self, kinds: Iterable[str], match: Mapping[str, str] | None = None) -> Any:
         """Jobs a worker of ``kinds`` should act on now: due queued ones and stalled running ones."""
         names = list(kinds)
         now = utcnow()
-        return Job.kind.in_(names), or_(
-            (Job.status == JobStatus.QUEUED.value) & (Job.run_after <= now),
-            (Job.status == JobStatus.RUNNING.value)
-            & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - self.stall_after),
+        return (
+            *self._matching(match),
+            Job.kind.in_(names),
+            or_(
+                (Job.status == JobStatus.QUEUED.value) & (Job.run_after <= now),
+                (Job.status == JobStatus.RUNNING.value)
+                & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - self.stall_after),
+            ),
         )
 
-    def claim(self, kinds: Iterable[str], worker: str) -> Claim | None:
+    def claim(
+        self, kinds: Iterable[str], worker: str, *, match: Mapping[str, str] | None = None
+    ) -> Claim | None:
+        """One due job of ``kinds`` (and, with ``match``, whose payload has those string values)."""
         names = [name for name in kinds if name in self.kinds]
         if not names:
             return None
         # A cheap read first: an idle worker must not take SQLite's write lock every poll.
         with self.db.read() as session:
-            if session.scalar(select(Job.id).where(*self._due(names)).limit(1)) is None:
+            if session.scalar(select(Job.id).where(*self._due(names, match)).limit(1)) is None:
                 return None
         with self.db.write(invalidates_reads=False) as session:
             self.recover_stalled(session, names)
             stmt = (
                 select(Job)
-                .where(Job.status == JobStatus.QUEUED.value, Job.run_after <= utcnow(), Job.kind.in_(names))
+                .where(
+                    Job.status == JobStatus.QUEUED.value,
+                    Job.run_after <= utcnow(),
+                    Job.kind.in_(names),
+                    *self._matching(match),
+                )
                 .order_by(Job.run_after, Job.created_at)
                 .limit(1)
             )
