@@ -153,3 +153,45 @@ def test_tile_jobs_made_by_other_workers_survive_a_killed_one(
 def job_status_of(db: Any, job_id: str) -> Any:
     with db.read() as session:
         return job_status(session, job_id)
+
+
+def test_the_web_process_alone_makes_a_split_export(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Embedded defaults (no ``twinbase worker``): the web process's job workers coordinate the split
+    export and make its batches on its pool of processes; the tiles are the one-process export's."""
+    model = make_geometry("bench", elements=3_000)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    produce(model, "3DTILES", parse_tiler_config(TILER_CONFIG), FolderSink(alone), lambda *_: None, workers=1)
+    env = {"TWINBASE_EXPORT_TILE_JOB_TRIANGLES": "40000", "TWINBASE_EXPORT_PROCESSES": "2"}
+    with running_server("sqlite", tmp_path_factory, **env) as server:
+        cluster = cluster_of(server)
+        with server.user() as alice:
+            itwin = new_itwin(alice)
+            imodel = new_imodel(alice, itwin["id"], path=model)
+            body = {"iModelId": imodel["id"], "exportType": "3DTILES", "tilerConfig": TILER_CONFIG}
+            started = alice.post("/mesh-export", json=body)
+            assert started.status_code == 202, started.text
+            export_id = started.json()["export"]["id"]
+
+            def complete() -> dict[str, Any] | None:
+                export = _export(alice, export_id)
+                assert export["status"] in ("InProgress", "NotStarted", "Complete"), export
+                return export if export["status"] == "Complete" else None
+
+            done = wait_until("the split export to complete", complete, timeout=240)
+            with cluster.db.read() as session:
+                export = session.get(MeshExport, export_id)
+                assert export is not None and export.bundle_id is not None
+                bundle = export.bundle_id
+            jobs = _tile_jobs(cluster.db, bundle)
+            assert len(jobs) >= 3 and all(job.status == "succeeded" for job in jobs)
+            folder = server.data_dir / "blobs" / "bundles" / bundle
+            names = content_uris(json.loads((folder / "tileset.json").read_bytes()))
+            assert names and done["stats"]["tiles"] == len(names)
+            for name in names:
+                assert (folder / name).read_bytes() == (alone / name).read_bytes(), name
+            assert done["stats"]["exportDirSize"] == sum(
+                p.stat().st_size for p in folder.iterdir() if p.is_file()
+            )
