@@ -89,15 +89,21 @@ def tile_keys(imodel: IModelFile, plan: TilePlan, config_text: str) -> dict[int,
     exports of one iModel at different changesets give a node the same key exactly when its tile would
     be the same, so a later export copies it instead of making it again."""
     modified = imodel.last_modified()
+    known = np.fromiter(modified.keys(), np.uint64, len(modified))
+    order = np.argsort(known)
+    known = known[order]
+    known_stamps = np.fromiter(modified.values(), np.float64, len(modified))[order]
     base = hashlib.sha256(f"{TILE_KEY_VERSION}|{imodel.definitions_fingerprint()}|{config_text}|".encode())
     keys: dict[int, str] = {}
     for node in plan.nodes:
         digest = base.copy()
         digest.update(f"{node.tolerance!r}|{node.leaf}|".encode())
         ids = np.sort(plan.element_ids(node).astype(np.uint64))
-        stamps = np.array([modified.get(int(i), 0.0) for i in ids], np.float64)
+        at = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
+        found = known[at] == ids if len(known) else np.zeros(len(ids), bool)
+        stamps = np.where(found, known_stamps[at] if len(known) else 0.0, 0.0)
         digest.update(ids.tobytes())
-        digest.update(stamps.tobytes())
+        digest.update(stamps.astype(np.float64).tobytes())
         keys[node.index] = digest.hexdigest()
     return keys
 
