@@ -670,7 +670,7 @@ def encode_glb(
 
     extensions: dict[str, Any] = {}
     if n_features:
-        extensions[STRUCTURAL_METADATA] = structural_metadata(content.features, b.plain_view)
+        extensions[STRUCTURAL_METADATA] = structural_metadata(content.features, b.plain_view, b.column_view)
 
     root = nodes[0]
     if y_up:

@@ -78,13 +78,19 @@ def _offset_type(last: int) -> tuple[str, str]:
     raise ValueError(f"string data of {last} bytes")
 
 
-def structural_metadata(features: FeatureTable, add_view: Callable[[bytes], int]) -> dict[str, Any]:
+def structural_metadata(
+    features: FeatureTable,
+    add_view: Callable[[bytes], int],
+    add_column: Callable[[np.ndarray], int] | None = None,
+) -> dict[str, Any]:
     """The root ``EXT_structural_metadata`` object; ``add_view(data)`` stores one 8-byte aligned buffer
-    view and returns its index."""
+    view and returns its index; ``add_column(rows)`` (default: ``add_view``) stores a column of 8-byte id
+    rows, which the GLB writer meshopt-encodes."""
     props: dict[str, Any] = {}
     for name, attr, _ in ID_PROPERTIES:
         column = np.ascontiguousarray(getattr(features, attr), dtype="<u8")
-        props[name] = {"values": add_view(column.tobytes())}
+        view = add_column(column.view(np.uint8).reshape(-1, 8)) if add_column else add_view(column.tobytes())
+        props[name] = {"values": view}
     props["geometryClass"] = {
         "values": add_view(np.ascontiguousarray(features.geometry_classes, "u1").tobytes())
     }
