@@ -18,7 +18,9 @@ What the file holds (the choices, and why):
   per ``FeatureTable`` row, as given. The attribute is UNSIGNED_BYTE up to 256 rows, UNSIGNED_SHORT up to
   65,536, else FLOAT (exact to 2^24, the limit here); the small types sit in 4-byte slots (glTF aligns
   every vertex attribute element to 4 bytes). ``featureCount`` is what the extension defines: the number of
-  distinct ids the primitive (or instanced node) actually uses.
+  distinct ids in the attribute (the accessor, which a mesh's primitives share; see **meshopt**) or in
+  the instanced node's ids. Material extras carry the ``MaterialTable`` row (and the render material id
+  when there is one).
 - **Instances.** Each ``PartInstances`` writes its part once (one primitive per piece) and draws it with
   ``EXT_mesh_gpu_instancing`` (TRANSLATION / ROTATION / SCALE) plus ``EXT_instance_features`` for the
   per-instance feature id. Instances whose piece looks differ go to different nodes (a mesh has fixed
@@ -30,8 +32,13 @@ What the file holds (the choices, and why):
   grid is finer by its instances' largest scale). Normals are int8 normalized after the ``OCTAHEDRAL`` filter
   (8-bit octahedral codes; see ``quantize``). Each primitive's triangles are put in meshopt's strip-
   friendly vertex-cache order and its vertices in fetch order (the index codec and the vertex deltas
-  compress that order best), and all vertex, index and instance streams are stored
-  ``EXT_meshopt_compression``-encoded. Both extensions are then
+  compress that order best). A mesh's primitives share one set of vertex accessors and draw their own
+  ranges of one index stream when uint16 indices reach every vertex (fewer accessors; the index codec's
+  "next vertex" runs on across primitives). All vertex, index and instance streams and the property
+  table's id columns are stored ``EXT_meshopt_compression``-encoded. With ``position_tolerance`` the
+  instance streams are filtered too: translations and scales ``EXPONENTIAL`` (fixed point), rotations
+  ``QUATERNION`` (the fewest bits that keep every corner in its share of the tolerance; the part's grid
+  gets ``GRID_SHARE`` of it, each stream ``STREAM_SHARE``). Both extensions are then
   required; ``EXT_mesh_gpu_instancing`` is required when used (without it a viewer would draw one instance
   at the origin); the metadata extensions never are. Without meshopt the data is plain float32 / uint32.
 """

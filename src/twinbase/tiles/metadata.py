@@ -10,7 +10,9 @@ Binary layout (the metadata spec's rules): each column is its own buffer view, s
 tile's strings rarely pass 64 KiB, and UINT16 halves the offsets). A missing label is written as the empty
 string, which the class declares as the property's ``noData`` value (so readers see "no value", not a name
 ""). A string column whose values are all empty is left out of the table (allowed for non-required
-properties, and a zero-length buffer view is not).
+properties, and a zero-length buffer view is not). The GLB writer stores the four id columns
+``EXT_meshopt_compression``-encoded (8-byte rows; ids of neighbouring features differ little), which
+readers decode like any compressed buffer view; the other columns are not a multiple of 4 bytes a row.
 """
 
 from __future__ import annotations
