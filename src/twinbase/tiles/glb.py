@@ -120,6 +120,19 @@ class BinBuilder:
         encoded = meshoptimizer.encode_vertex_buffer(rows, count, stride)
         return self._compressed(encoded, count, stride, "ATTRIBUTES", stride, target, filter)
 
+    def column_view(self, rows: np.ndarray) -> int:
+        """A property-table column (``rows``: one row per value, a multiple of 4 bytes each): meshopt
+        vertex-codec encoded like an attribute stream (sorted or repeating ids leave small deltas), but
+        without ``byteStride`` or ``target`` on the view, which only vertex data may state. Plain without
+        meshopt."""
+        raw = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), -1)
+        count, stride = raw.shape
+        if not self.meshopt or count == 0:
+            return self.plain_view(raw.tobytes())
+        meshoptimizer.encode_vertex_version(0)
+        encoded = meshoptimizer.encode_vertex_buffer(raw, count, stride)
+        return self._compressed(encoded, count, stride, "ATTRIBUTES", None, None)
+
     def index_view(self, indices: np.ndarray, vertex_count: int, index_size: int) -> int:
         flat = np.ascontiguousarray(indices, np.uint32).reshape(-1)
         if not self.meshopt or len(flat) == 0:

@@ -86,6 +86,19 @@ class Glb:
         return np.maximum(raw.astype(np.float64) / info.max, -1.0)
 
 
+def _filter_fits(name: str, stride: int) -> bool:
+    """The filters ``EXT_meshopt_compression`` defines and the strides it allows each."""
+    if name == "NONE":
+        return True
+    if name == "OCTAHEDRAL":
+        return stride in (4, 8)
+    if name == "QUATERNION":
+        return stride == 8
+    if name == "EXPONENTIAL":
+        return stride % 4 == 0
+    return False
+
+
 def decode_meshopt(data: bytes) -> bytes:
     """A GLB without ``EXT_meshopt_compression``: compressed views decoded, plain views copied."""
     glb = Glb.parse(data)
@@ -105,7 +118,7 @@ def decode_meshopt(data: bytes) -> bytes:
             src = glb.bin[start : start + ext["byteLength"]]
             count, stride, mode = ext["count"], ext["byteStride"], ext["mode"]
             filter_ = ext.get("filter", "NONE")
-            if filter_ not in ("NONE", "OCTAHEDRAL") or (filter_ == "OCTAHEDRAL" and stride not in (4, 8)):
+            if not _filter_fits(filter_, stride):
                 raise GlbError(f"meshopt filter {filter_} (byteStride {stride}) is not read here")
             if mode == "ATTRIBUTES":
                 decoded = meshoptimizer.decode_vertex_buffer(
@@ -114,7 +127,13 @@ def decode_meshopt(data: bytes) -> bytes:
                 if filter_ == "OCTAHEDRAL":
                     rows = decoded.view(np.int8 if stride == 4 else "<i2").reshape(count, 4)
                     decoded = meshoptimizer.decode_filter_oct(rows, count, stride)
-                chunk = decoded.tobytes()
+                elif filter_ == "QUATERNION":
+                    rows = decoded.view("<i2").reshape(count, 4)
+                    decoded = meshoptimizer.decode_filter_quat(rows, count, 8)
+                elif filter_ == "EXPONENTIAL":
+                    rows = decoded.view("<u4").reshape(count, stride // 4)
+                    decoded = meshoptimizer.decode_filter_exp(rows, count, stride)
+                chunk = np.ascontiguousarray(decoded).tobytes()
             elif mode == "TRIANGLES":
                 # The wrapper decodes into a uint32 array whatever the index size; 2-byte indices fill its
                 # first half.

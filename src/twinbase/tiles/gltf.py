@@ -18,7 +18,9 @@ What the file holds (the choices, and why):
   per ``FeatureTable`` row, as given. The attribute is UNSIGNED_BYTE up to 256 rows, UNSIGNED_SHORT up to
   65,536, else FLOAT (exact to 2^24, the limit here); the small types sit in 4-byte slots (glTF aligns
   every vertex attribute element to 4 bytes). ``featureCount`` is what the extension defines: the number of
-  distinct ids the primitive (or instanced node) actually uses.
+  distinct ids in the attribute (the accessor, which a mesh's primitives share; see **meshopt**) or in
+  the instanced node's ids. Material extras carry the ``MaterialTable`` row (and the render material id
+  when there is one).
 - **Instances.** Each ``PartInstances`` writes its part once (one primitive per piece) and draws it with
   ``EXT_mesh_gpu_instancing`` (TRANSLATION / ROTATION / SCALE) plus ``EXT_instance_features`` for the
   per-instance feature id. Instances whose piece looks differ go to different nodes (a mesh has fixed
@@ -30,8 +32,13 @@ What the file holds (the choices, and why):
   grid is finer by its instances' largest scale). Normals are int8 normalized after the ``OCTAHEDRAL`` filter
   (8-bit octahedral codes; see ``quantize``). Each primitive's triangles are put in meshopt's strip-
   friendly vertex-cache order and its vertices in fetch order (the index codec and the vertex deltas
-  compress that order best), and all vertex, index and instance streams are stored
-  ``EXT_meshopt_compression``-encoded. Both extensions are then
+  compress that order best). A mesh's primitives share one set of vertex accessors and draw their own
+  ranges of one index stream when uint16 indices reach every vertex (fewer accessors; the index codec's
+  "next vertex" runs on across primitives). All vertex, index and instance streams and the property
+  table's id columns are stored ``EXT_meshopt_compression``-encoded. With ``position_tolerance`` the
+  instance streams are filtered too: translations and scales ``EXPONENTIAL`` (fixed point), rotations
+  ``QUATERNION`` (the fewest bits that keep every corner in its share of the tolerance; the part's grid
+  gets ``GRID_SHARE`` of it, each stream ``STREAM_SHARE``). Both extensions are then
   required; ``EXT_mesh_gpu_instancing`` is required when used (without it a viewer would draw one instance
   at the origin); the metadata extensions never are. Without meshopt the data is plain float32 / uint32.
 """
@@ -51,6 +58,7 @@ from twinbase.tiles.glb import (
     BYTE,
     FLOAT,
     MESHOPT,
+    SHORT,
     UNSIGNED_BYTE,
     UNSIGNED_INT,
     UNSIGNED_SHORT,
@@ -62,11 +70,14 @@ from twinbase.tiles.model import F64, FeatureTable, MaterialTable, PartInstances
 from twinbase.tiles.quantize import (
     column_max,
     column_min,
+    decode_quaternions,
+    exponential_codes,
     normals_to_oct8,
     quantize_positions,
+    quaternion_codes,
     srgb_to_linear,
 )
-from twinbase.tiles.transforms import Decomposed, cofactor, decompose
+from twinbase.tiles.transforms import Decomposed, cofactor, decompose, quaternion_to_matrix
 
 I64 = NDArray[np.int64]
 
@@ -76,6 +87,10 @@ Y_UP_QUATERNION = [-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5)]
 Y_UP_MATRIX = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 MAX_FEATURES = 2**24  # FLOAT feature ids are exact integers up to here
 TRIANGLES = 4
+#: With a position tolerance, the share of it an instanced part's grid gets; each of the instances'
+#: translation, rotation and scale streams gets ``STREAM_SHARE`` (they add up to the whole tolerance).
+GRID_SHARE = 0.7
+STREAM_SHARE = 0.1
 
 MESH_FEATURES = "EXT_mesh_features"
 INSTANCE_FEATURES = "EXT_instance_features"
@@ -291,6 +306,8 @@ class _Streams:
     indices: list[int]  # index accessor per group
     offset: F64  # dequantization: position = offset + step * stored
     step: float
+    shared: bool  # every primitive reads the same vertex accessors (the whole vertex range)
+    top: F64  # (3,) the largest stored coordinate on each axis (0 when not quantized)
 
 
 def _write_streams(
@@ -317,32 +334,52 @@ def _write_streams(
         pos_view, pos_type, pos_stride = b.attribute_view(vals, vertex=True), FLOAT, 12
         nrm32 = np.asarray(normals, np.float32)
         nrm_view, nrm_type, nrm_stride = b.attribute_view(nrm32, vertex=True), FLOAT, 12
-    lo = np.minimum.reduceat(vals, starts, axis=0).tolist() if g else []
-    hi = np.maximum.reduceat(vals, starts, axis=0).tolist() if g else []
     fid_view = b.attribute_view(_feature_id_elements(fid, fid_type), vertex=True) if fid is not None else -1
-    max_vertices = int(counts.max()) if g else 0
-    # 65535 is UNSIGNED_SHORT's primitive-restart value, which glTF forbids as an index.
-    index_size = 2 if quantize and max_vertices <= 65535 else 4
-    idx_view = b.index_view(groups.indices, max_vertices, index_size)
-    attributes: list[dict[str, int]] = []
-    index_accessors: list[int] = []
-    for i in range(g):
-        vs, nv = int(starts[i]), int(counts[i])
-        ts, nt = int(groups.tstart[i]), int(groups.tstart[i + 1] - groups.tstart[i])
+    total = len(groups.order)
+    # One set of vertex accessors for all the mesh's primitives (each primitive draws its own index range
+    # of them) when one index type holds every vertex: fewer accessors in the JSON, and one index stream
+    # whose "next vertex" runs on across the groups, which the index codec likes. Else per-group accessors
+    # with group-local uint16 indices where they fit.
+    shared = not quantize or total <= 65535
+    if shared:
+        index_size = 2 if quantize else 4
+        indices = groups.indices + np.repeat(starts, np.diff(groups.tstart)).astype(np.uint32)[:, None]
+        max_vertices = total
+        spans = [(0, total)] if g else []
+    else:
+        indices = groups.indices
+        max_vertices = int(counts.max()) if g else 0
+        # 65535 is UNSIGNED_SHORT's primitive-restart value, which glTF forbids as an index.
+        index_size = 2 if max_vertices <= 65535 else 4
+        spans = [(int(starts[i]), int(counts[i])) for i in range(g)]
+    idx_view = b.index_view(indices, max_vertices, index_size)
+    vertex_accessors: list[dict[str, int]] = []
+    for vs, nv in spans:
+        lo = column_min(vals[vs : vs + nv]).tolist()
+        hi = column_max(vals[vs : vs + nv]).tolist()
         attrs = {
-            "POSITION": b.accessor(
-                pos_view, pos_type, nv, "VEC3", byte_offset=vs * pos_stride, lo=lo[i], hi=hi[i]
-            ),
+            "POSITION": b.accessor(pos_view, pos_type, nv, "VEC3", byte_offset=vs * pos_stride, lo=lo, hi=hi),
             "NORMAL": b.accessor(
                 nrm_view, nrm_type, nv, "VEC3", byte_offset=vs * nrm_stride, normalized=quantize
             ),
         }
         if fid is not None:
             attrs["_FEATURE_ID_0"] = b.accessor(fid_view, fid_type, nv, "SCALAR", byte_offset=vs * 4)
-        attributes.append(attrs)
-        itype = UNSIGNED_SHORT if index_size == 2 else UNSIGNED_INT
-        index_accessors.append(b.accessor(idx_view, itype, nt * 3, "SCALAR", byte_offset=ts * 3 * index_size))
-    return _Streams(attributes, index_accessors, offset, step)
+        vertex_accessors.append(attrs)
+    attributes = [vertex_accessors[0 if shared else i] for i in range(g)]
+    itype = UNSIGNED_SHORT if index_size == 2 else UNSIGNED_INT
+    index_accessors = [
+        b.accessor(
+            idx_view,
+            itype,
+            int(groups.tstart[i + 1] - groups.tstart[i]) * 3,
+            "SCALAR",
+            byte_offset=int(groups.tstart[i]) * 3 * index_size,
+        )
+        for i in range(g)
+    ]
+    top = column_max(vals).astype(np.float64) if quantize and len(vals) else np.zeros(3)
+    return _Streams(attributes, index_accessors, offset, step, shared, top)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -389,6 +426,39 @@ def _concat(sets: list[TriangleSet]) -> TriangleSet:
     )
 
 
+def _instance_streams(
+    b: BinBuilder, t: F64, q: F64, s: F64, top: F64, budget: float | None
+) -> tuple[int, int, int, int]:
+    """The TRANSLATION, ROTATION and SCALE views of all instances (and ROTATION's component type).
+
+    Without an error ``budget``: float32. With one (metres), each stream may move a drawn corner by
+    ``STREAM_SHARE * budget`` at most (the part's grid has the rest): translations and scales as
+    ``EXPONENTIAL`` fixed point (a scale's error moves a corner by it times the corner's grid coordinate,
+    at most ``top``), rotations as ``QUATERNION`` codes of the fewest bits whose decoded rotation moves
+    no corner (at most ``|S top|`` from the instance's origin) further, checked by decoding."""
+    if budget is None:
+        views = [b.attribute_view(a.astype(np.float32), vertex=False) for a in (t, q, s)]
+        return views[0], views[1], FLOAT, views[2]
+    share = STREAM_SHARE * budget
+    t_view = b.attribute_view(
+        exponential_codes(t, np.full(3, share / math.sqrt(3.0))), vertex=False, filter="EXPONENTIAL"
+    )
+    # per axis: |dS_j| * top_j <= share / sqrt(3), for every instance
+    reach = top.max(axis=0) if len(top) else np.zeros(3)
+    s_error = share / math.sqrt(3.0) / np.maximum(reach, 1.0)
+    s_view = b.attribute_view(exponential_codes(s, s_error), vertex=False, filter="EXPONENTIAL")
+    radius = np.linalg.norm(s * top, axis=1)
+    exact = quaternion_to_matrix(q)
+    codes = quaternion_codes(q, 16)
+    for bits in range(8, 17):
+        codes = quaternion_codes(q, bits)
+        moved = np.linalg.norm(quaternion_to_matrix(decode_quaternions(codes)) - exact, ord=2, axis=(1, 2))
+        if not len(q) or float((moved * radius).max()) <= share:
+            break
+    r_view = b.attribute_view(codes, vertex=False, filter="QUATERNION")
+    return t_view, r_view, SHORT, s_view
+
+
 # --------------------------------------------------------------------------------------------------
 # the writer
 
@@ -406,19 +476,19 @@ class _Materials:
         rgba = np.asarray(self.table.rgba[row], np.int64)
         rm = int(self.table.render_material_ids[row])
         linear = srgb_to_linear(rgba[:3] / 255.0)
-        name = f"look {row} #{int(rgba[0]):02x}{int(rgba[1]):02x}{int(rgba[2]):02x}{int(rgba[3]):02x}"
-        if rm:
-            name += f" material 0x{rm:x}"
+        # Six decimals keep every sRGB byte apart (neighbouring bytes differ by 3e-4 in linear at the
+        # dark end); the row is in the extras, so no name repeats it.
         mat: dict[str, Any] = {
-            "name": name,
             "pbrMetallicRoughness": {
-                "baseColorFactor": [*(float(c) for c in linear), float(rgba[3]) / 255.0],
+                "baseColorFactor": [*(round(float(c), 6) for c in linear), round(float(rgba[3]) / 255.0, 6)],
                 "metallicFactor": 0.0,
                 "roughnessFactor": ROUGHNESS,
             },
-            # Ids are strings: JSON numbers would round ids above 2^53.
-            "extras": {"row": row, "renderMaterialId": f"0x{rm:x}"},
+            "extras": {"row": row},
         }
+        if rm:
+            # Ids are strings: JSON numbers would round ids above 2^53.
+            mat["extras"]["renderMaterialId"] = f"0x{rm:x}"
         if rgba[3] < 255:
             mat["alphaMode"] = "BLEND"
         if bool(self.table.double_sided[row]):
@@ -487,7 +557,10 @@ def encode_glb(
         fid = np.asarray(tris.feature).take(groups.order)
         nrm = np.asarray(tris.normals).take(groups.order, axis=0)
         streams = _write_streams(b, pos, nrm, groups, fid, fid_type, meshopt, position_tolerance)
-        distinct = _distinct_per_group(fid, groups.vstart, n_features)
+        # featureCount counts the distinct ids of the attribute (the accessor), which all primitives share
+        # when the streams are shared.
+        spans = groups.vstart[[0, -1]] if streams.shared else groups.vstart
+        distinct = np.resize(_distinct_per_group(fid, spans, n_features), len(groups.keys))
         prims = []
         for g, row in enumerate(groups.keys.tolist()):
             prim: dict[str, Any] = {
@@ -499,7 +572,7 @@ def encode_glb(
             }
             prims.append(prim)
         used_features = True
-        meshes.append({"name": "triangles", "primitives": prims})
+        meshes.append({"primitives": prims})  # the node carries the name
         node: dict[str, Any] = {"name": "triangles", "mesh": len(meshes) - 1}
         if meshopt:
             node["translation"] = streams.offset.tolist()
@@ -516,6 +589,7 @@ def encode_glb(
     inst_r: list[F64] = []
     inst_s: list[F64] = []
     inst_f: list[np.ndarray] = []
+    inst_top: list[F64] = []
     inst_nodes: list[tuple[int, int, int]] = []  # node index, first instance, count
     for pi, ok, dec in instanced:
         part = pi.part
@@ -523,10 +597,11 @@ def encode_glb(
         groups = _group(part.indices, part.material, len(part.positions), meshopt, where)
         pos = np.asarray(part.positions, np.float64)[groups.order]
         rot, scale = dec.rotation[ok], dec.scale[ok]
-        # An instance scales the part's grid error by its largest scale factor.
+        # An instance scales the part's grid error by its largest scale factor; the grid gets its share of
+        # the error, the instance streams the rest (see _instance_streams).
         part_tolerance = None
         if position_tolerance is not None and len(ok):
-            part_tolerance = position_tolerance / max(float(np.abs(scale).max()), 1e-300)
+            part_tolerance = position_tolerance * GRID_SHARE / max(float(np.abs(scale).max()), 1e-300)
         streams = _write_streams(
             b, pos, np.asarray(part.normals)[groups.order], groups, None, fid_type, meshopt, part_tolerance
         )
@@ -543,6 +618,7 @@ def encode_glb(
         inst_r.append(dec.quaternion[ok][by_look])
         inst_s.append(scale[by_look])
         inst_f.append(np.asarray(pi.feature, np.int64)[ok][by_look])
+        inst_top.append(np.broadcast_to(streams.top, (len(ok), 3)))
         start = first
         for li, look in enumerate(looks.tolist()):
             prims = [
@@ -554,7 +630,7 @@ def encode_glb(
                 }
                 for g, piece in enumerate(groups.keys.tolist())
             ]
-            meshes.append({"name": f"{where} look {li}", "primitives": prims})
+            meshes.append({"primitives": prims})
             nodes.append({"name": f"{where} look {li}", "mesh": len(meshes) - 1})
             children.append(len(nodes) - 1)
             inst_nodes.append((len(nodes) - 1, start, int(counts[li])))
@@ -566,20 +642,30 @@ def encode_glb(
         n_instances += len(ok)
 
     if inst_nodes:
-        t_all = np.concatenate(inst_t).astype(np.float32)
-        q_all = np.concatenate(inst_r).astype(np.float32)
-        s_all = np.concatenate(inst_s).astype(np.float32)
         f_all = np.concatenate(inst_f)
-        t_view = b.attribute_view(t_all, vertex=False)
-        r_view = b.attribute_view(q_all, vertex=False)
-        s_view = b.attribute_view(s_all, vertex=False)
+        budget = position_tolerance if meshopt and position_tolerance is not None else None
+        t_view, r_view, r_type, s_view = _instance_streams(
+            b,
+            np.concatenate(inst_t),
+            np.concatenate(inst_r),
+            np.concatenate(inst_s),
+            np.concatenate(inst_top),
+            budget,
+        )
         f_view = b.attribute_view(_feature_id_elements(f_all, fid_type), vertex=False)
         starts = np.array([s for _, s, _ in inst_nodes] + [len(f_all)], np.int64)
         distinct = _distinct_per_group(f_all, starts, n_features)
         for i, (node_index, s, c) in enumerate(inst_nodes):
             attrs = {
                 "TRANSLATION": b.accessor(t_view, FLOAT, c, "VEC3", byte_offset=s * 12),
-                "ROTATION": b.accessor(r_view, FLOAT, c, "VEC4", byte_offset=s * 16),
+                "ROTATION": b.accessor(
+                    r_view,
+                    r_type,
+                    c,
+                    "VEC4",
+                    byte_offset=s * (16 if r_type == FLOAT else 8),
+                    normalized=r_type != FLOAT,
+                ),
                 "SCALE": b.accessor(s_view, FLOAT, c, "VEC3", byte_offset=s * 12),
                 "_FEATURE_ID_0": b.accessor(f_view, fid_type, c, "SCALAR", byte_offset=s * 4),
             }
@@ -591,7 +677,7 @@ def encode_glb(
 
     extensions: dict[str, Any] = {}
     if n_features:
-        extensions[STRUCTURAL_METADATA] = structural_metadata(content.features, b.plain_view)
+        extensions[STRUCTURAL_METADATA] = structural_metadata(content.features, b.plain_view, b.column_view)
 
     root = nodes[0]
     if y_up:

@@ -10,7 +10,9 @@ Binary layout (the metadata spec's rules): each column is its own buffer view, s
 tile's strings rarely pass 64 KiB, and UINT16 halves the offsets). A missing label is written as the empty
 string, which the class declares as the property's ``noData`` value (so readers see "no value", not a name
 ""). A string column whose values are all empty is left out of the table (allowed for non-required
-properties, and a zero-length buffer view is not).
+properties, and a zero-length buffer view is not). The GLB writer stores the four id columns
+``EXT_meshopt_compression``-encoded (8-byte rows; ids of neighbouring features differ little), which
+readers decode like any compressed buffer view; the other columns are not a multiple of 4 bytes a row.
 """
 
 from __future__ import annotations
@@ -78,13 +80,19 @@ def _offset_type(last: int) -> tuple[str, str]:
     raise ValueError(f"string data of {last} bytes")
 
 
-def structural_metadata(features: FeatureTable, add_view: Callable[[bytes], int]) -> dict[str, Any]:
+def structural_metadata(
+    features: FeatureTable,
+    add_view: Callable[[bytes], int],
+    add_column: Callable[[np.ndarray], int] | None = None,
+) -> dict[str, Any]:
     """The root ``EXT_structural_metadata`` object; ``add_view(data)`` stores one 8-byte aligned buffer
-    view and returns its index."""
+    view and returns its index; ``add_column(rows)`` (default: ``add_view``) stores a column of 8-byte id
+    rows, which the GLB writer meshopt-encodes."""
     props: dict[str, Any] = {}
     for name, attr, _ in ID_PROPERTIES:
         column = np.ascontiguousarray(getattr(features, attr), dtype="<u8")
-        props[name] = {"values": add_view(column.tobytes())}
+        view = add_column(column.view(np.uint8).reshape(-1, 8)) if add_column else add_view(column.tobytes())
+        props[name] = {"values": view}
     props["geometryClass"] = {
         "values": add_view(np.ascontiguousarray(features.geometry_classes, "u1").tobytes())
     }

@@ -14,6 +14,8 @@ coordinates a vertex, which a decoder turns into int8 normalized unit vectors (`
 
 from __future__ import annotations
 
+import math
+
 import meshoptimizer
 import numpy as np
 from numpy.typing import NDArray
@@ -142,3 +144,71 @@ def normals_to_oct8(n: NDArray[np.floating]) -> NDArray[np.int8]:
             raise ValueError("a normal has no octahedral code that decodes to unit length")
         out[rows, :2] = cand[np.arange(len(rows)), pick]
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# instance streams (EXT_meshopt_compression EXPONENTIAL and QUATERNION filters)
+
+#: The EXPONENTIAL filter's signed mantissa has 24 bits.
+_MANTISSA_LIMIT = (1 << 23) - 1
+
+
+def exponential_codes(values: F64, error: F64) -> NDArray[np.uint32]:
+    """Values (n, k) → (n, k) ``EXPONENTIAL``-filtered words (decoded as float32 ``m * 2^e``, ``m`` the
+    low 24 bits signed, ``e`` the high byte signed), each within ``error[j]`` of column ``j``.
+
+    One exponent a column (the largest power of two at most ``2 * error``), so the codec sees a constant
+    high byte and small mantissa steps between neighbours: fixed point, coarser than float32's noise.
+    A column whose values would not fit 24 bits at that step gets the step that fits (float32's own
+    precision, which the plain stream had)."""
+    v = np.asarray(values, np.float64)
+    n, k = v.shape
+    out = np.zeros((n, k), np.uint32)
+    if n == 0:
+        return out
+    for j in range(k):
+        target = max(2.0 * float(error[j]), 1e-30)
+        e = math.floor(math.log2(target))
+        top = float(np.abs(v[:, j]).max())
+        while top / 2.0**e > _MANTISSA_LIMIT:
+            e += 1
+        e = min(max(e, -100), 100)
+        m = np.rint(v[:, j] / 2.0**e).astype(np.int64)
+        out[:, j] = ((e & 0xFF) << 24) | (m & 0xFFFFFF)
+    return out
+
+
+def decode_exponential(codes: NDArray[np.uint32]) -> NDArray[np.float32]:
+    """What a decoder gives for ``exponential_codes``: float32 values."""
+    c = np.ascontiguousarray(codes, np.uint32)
+    out = meshoptimizer.decode_filter_exp(
+        c.reshape(len(c), -1).copy(), len(c), 4 * c.reshape(len(c), -1).shape[1]
+    )
+    return np.asarray(out).view(np.float32).reshape(c.shape)
+
+
+def quaternion_codes(q: F64, bits: int) -> NDArray[np.int16]:
+    """Unit quaternions (n, 4) x, y, z, w → (n, 4) int16 ``QUATERNION``-filtered codes: the three
+    components after the largest (cyclically), scaled by sqrt(2) (they are at most 1/sqrt(2)) to ``bits``
+    signed bits, then the scale's top bits with the largest component's index in the low two. The
+    largest component's sign is dropped (q and -q are the same rotation); the decoder rebuilds it."""
+    v = np.asarray(q, np.float64).reshape(-1, 4)
+    n = len(v)
+    out = np.zeros((n, 4), np.int16)
+    if n == 0:
+        return out
+    scale = (1 << (bits - 1)) - 1
+    big = np.argmax(np.abs(v), axis=1)
+    sign = np.where(v[np.arange(n), big] < 0, -1.0, 1.0)
+    for slot in range(3):
+        comp = v[np.arange(n), (big + 1 + slot) & 3] * sign * math.sqrt(2.0)
+        out[:, slot] = np.clip(np.rint(comp * scale), -scale, scale)
+    out[:, 3] = (scale & ~3) | big
+    return out
+
+
+def decode_quaternions(codes: NDArray[np.int16]) -> F64:
+    """What a decoder gives for ``quaternion_codes``: (n, 4) int16 normalized, as floats."""
+    c = np.ascontiguousarray(codes, np.int16)
+    out = meshoptimizer.decode_filter_quat(c.copy(), len(c), 8)
+    return np.maximum(np.asarray(out, np.float64) / 32767.0, -1.0)
