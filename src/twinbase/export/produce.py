@@ -20,6 +20,7 @@ silently lost.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import tempfile
 import time
@@ -177,6 +178,8 @@ class TileMaker(Protocol):
 
 
 MANIFEST = "twinbase-tiles.json"
+#: Tiles of an earlier export copied at once.
+REUSE_COPIES = 8
 
 
 def _reuse(plan: TilePlan, keys: dict[int, str], previous: PreviousTiles | None) -> MadeTiles:
@@ -192,18 +195,28 @@ def _reuse(plan: TilePlan, keys: dict[int, str], previous: PreviousTiles | None)
         for name, entry in tiles.items()
         if isinstance(entry, dict) and "key" in entry
     }
-    for node in plan.nodes:
-        found = by_key.get(keys[node.index])
-        if found is None:
+    found = [(node, *by_key[keys[node.index]]) for node in plan.nodes if keys[node.index] in by_key]
+
+    def copy(name: str, old_name: str) -> int | None:
+        try:
+            return previous.copy(old_name, name)
+        except Exception:  # gone or unreadable: the tile is simply made again
+            return None
+
+    # Copies are round trips to the blob store (server-side copies on Azure): several at once.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=REUSE_COPIES) as pool:
+        copied = list(
+            pool.map(
+                lambda item: copy(item[0].name, item[1]) if not item[2].get("empty") else 0,
+                found,
+            )
+        )
+    for (node, _, entry), size in zip(found, copied, strict=True):
+        if size is None:
             continue
-        old_name, entry = found
         made, counts = from_record(node.name, entry)
         if made is not None:
-            try:
-                out.sizes[node.name] = previous.copy(old_name, node.name)
-            except Exception:  # gone or unreadable: the tile is simply made again
-                continue
-            made.name = node.name
+            out.sizes[node.name] = size
         out.results[node.index] = made
         if node.leaf and counts is not None:
             out.counts[node.index] = counts
