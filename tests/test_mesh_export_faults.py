@@ -52,7 +52,7 @@ def _export(client: httpx.Client, export_id: str) -> dict[str, Any]:
 def test_a_worker_killed_mid_export_and_the_export_completes_once(
     backend: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    model = make_geometry("bench", elements=10_000)  # a few seconds of tiling: time to kill it
+    model = make_geometry("bench", elements=30_000)  # several seconds of tiling: time to kill it
     with running_server(backend, tmp_path_factory, TWINBASE_JOB_HEAVY_IN_WEB="false") as server:
         cluster = cluster_of(server)
         try:
@@ -103,7 +103,7 @@ def test_a_worker_killed_mid_export_and_the_export_completes_once(
                 assert final_bundle != killed_bundle and not (bundles / killed_bundle).exists()
                 assert sorted(p.name for p in bundles.iterdir()) == [final_bundle]
                 stats = done["stats"]
-                assert stats["elements"] == 10_000 and stats["elementsWithErrors"] == 0
+                assert stats["elements"] == 30_000 and stats["elementsWithErrors"] == 0
                 href = done["_links"]["mesh"]["href"]
                 path, _, query = href.partition("?")
                 tileset = httpx.get(f"{path}/tileset.json?{query}", timeout=60)

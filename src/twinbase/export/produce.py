@@ -46,6 +46,7 @@ from twinbase.export.tiling import (
     make_tiles,
     plan_from_file,
     tile_keys,
+    warm_pool,
 )
 from twinbase.tiles.gltf import encode_glb
 from twinbase.tiles.threetz import ThreeTzWriter
@@ -128,6 +129,7 @@ def produce(
             result, facts, stats = mesh_file(imodel, config, progress)
         return _gltf(result, facts, config, sink, progress, stats)
     started = time.perf_counter()
+    warm_pool(bim, workers)
     with IModelFile.open(bim) as imodel:
         plan = plan_from_file(imodel, config)
         geolocation = read_geolocation(imodel)

@@ -18,9 +18,13 @@ meshes exactly its own elements in a worker process, then ``tileset.json``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import multiprocessing
 import os
+import pickle
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -213,13 +217,13 @@ class _Tiler:
         return index, made, counts
 
 
-_WORKER: _Tiler | None = None
+#: In a tile process: the tilers of the work files it was handed, newest last (at most ``_KEEP_TILERS``).
+_TILERS: dict[str, _Tiler] = {}
+_KEEP_TILERS = 2
 
 
-def _start_worker(bim: str, plan: TilePlan, config: TilerConfig) -> None:
-    global _WORKER
+def _start_worker() -> None:
     _watch_parent(os.getppid())
-    _WORKER = _Tiler(Path(bim), plan, config)
 
 
 def _watch_parent(parent: int) -> None:
@@ -234,9 +238,91 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="twinbase-parent-watch", daemon=True).start()
 
 
-def _run_node(index: int) -> tuple[int, TileResult | None, LeafCounts | None]:
-    assert _WORKER is not None, "the worker was not started"
-    return _WORKER.node(index)
+def _run_node(work_file: str, index: int) -> tuple[int, TileResult | None, LeafCounts | None]:
+    """In a tile process: one node of the plan in ``work_file`` (the file, plan and configuration)."""
+    tiler = _TILERS.pop(work_file, None)
+    if tiler is None:
+        with open(work_file, "rb") as fh:
+            bim, plan, config = pickle.load(fh)  # written by this host's parent process (TileWorkshop)
+        tiler = _Tiler(Path(bim), plan, config)
+        while len(_TILERS) >= _KEEP_TILERS:
+            _TILERS.pop(next(iter(_TILERS))).close()
+    _TILERS[work_file] = tiler  # most recently used last
+    return tiler.node(index)
+
+
+def _noop() -> None:
+    return None
+
+
+class _SharedPool:
+    """This process's pool of tile processes, kept warm between exports and batches (``spawn`` is
+    ~0.5 s per process: more than an incremental export's few tiles). It closes after
+    ``IDLE_SECONDS`` unused, and is replaced when a process of it died (the pool is then broken)."""
+
+    IDLE_SECONDS = 300.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._size = 0
+        self._users = 0
+        self._last_used = time.monotonic()
+
+    def warm(self, processes: int) -> None:
+        """Start the processes now (in the background), so they are up when the first tile is."""
+        if processes > 1:
+            with self.use(processes) as pool:
+                for _ in range(processes):
+                    pool.submit(_noop)
+
+    @contextlib.contextmanager
+    def use(self, processes: int) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
+        with self._lock:
+            pool = self._pool
+            broken = pool is not None and bool(getattr(pool, "_broken", False))
+            # A bigger pool is made only when no one uses this one (else they share the smaller one).
+            grow = pool is not None and self._size < processes and self._users == 0
+            if pool is None or broken or grow:
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=not broken)
+                pool = self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                )
+                self._size = processes
+            self._users += 1
+        try:
+            yield pool
+        finally:
+            with self._lock:
+                self._users -= 1
+                self._last_used = time.monotonic()
+            janitor = threading.Timer(self.IDLE_SECONDS + 1, self.close_idle)
+            janitor.daemon = True
+            janitor.start()
+
+    def close_idle(self) -> None:
+        with self._lock:
+            if self._pool is None or self._users or time.monotonic() - self._last_used < self.IDLE_SECONDS:
+                return
+            pool, self._pool = self._pool, None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+SHARED_POOL = _SharedPool()
+
+#: Files at least this big are tiled on the pool (by default): its processes start while the plan is made.
+WARM_POOL_BYTES = 8 * 1024 * 1024
+
+
+def warm_pool(bim: Path, workers: int | None) -> None:
+    """Start the tile processes now if ``bim`` will be tiled on them (they take ~0.5 s each to start:
+    overlapped with planning, that is not waited for)."""
+    processes = workers if workers is not None else default_workers()
+    if processes > 1 and (workers is not None or bim.stat().st_size >= WARM_POOL_BYTES):
+        SHARED_POOL.warm(processes)
 
 
 def default_workers() -> int:
@@ -364,7 +450,7 @@ class TileWorkshop:
         self.config = config
         self.processes = max(1, processes)
         self._lock = threading.Lock()
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._work_dir: Path | None = None
         self._local: _Tiler | None = None
 
     def __enter__(self) -> TileWorkshop:
@@ -375,23 +461,22 @@ class TileWorkshop:
 
     def close(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
+            work_dir, self._work_dir = self._work_dir, None
             local, self._local = self._local, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if work_dir is not None:
+            shutil.rmtree(work_dir, ignore_errors=True)
         if local is not None:
             local.close()
 
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+    def _work_file(self) -> str:
+        """The file, plan and configuration as one file the tile processes load once each (the plan
+        is megabytes: sent once per process, not with every node)."""
         with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.processes,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_worker,
-                    initargs=(str(self.bim), self.plan, self.config),
-                )
-            return self._pool
+            if self._work_dir is None:
+                self._work_dir = Path(tempfile.mkdtemp(prefix="twinbase-tiles-"))
+                with open(self._work_dir / "work.pickle", "wb") as fh:
+                    pickle.dump((str(self.bim), self.plan, self.config), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            return str(self._work_dir / "work.pickle")
 
     def make(
         self, order: list[int], put: Callable[[str, bytes], None], progress: Callable[[float, str], None]
@@ -419,8 +504,10 @@ class TileWorkshop:
                 for index in order:
                     take(*self._local.node(index))
             return out
-        for made in _as_completed(self._executor(), order, self.processes):
-            take(*made)
+        work_file = self._work_file()
+        with SHARED_POOL.use(self.processes) as pool:
+            for made in _as_completed(pool, work_file, order, self.processes):
+                take(*made)
         return out
 
 
@@ -447,7 +534,7 @@ def make_tiles(
 
 
 def _as_completed(
-    pool: concurrent.futures.ProcessPoolExecutor, order: list[int], processes: int
+    pool: concurrent.futures.ProcessPoolExecutor, work_file: str, order: list[int], processes: int
 ) -> Iterator[tuple[int, TileResult | None, LeafCounts | None]]:
     # Keep a few nodes queued per process (not all: a failure then stops the rest sooner, and two
     # batches sharing the pool interleave).
@@ -457,7 +544,7 @@ def _as_completed(
     try:
         while queue or pending:
             while queue and len(pending) < limit:
-                pending.add(pool.submit(_run_node, queue.pop()))
+                pending.add(pool.submit(_run_node, work_file, queue.pop()))
             done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 yield future.result()
