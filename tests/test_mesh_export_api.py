@@ -654,3 +654,74 @@ def test_retryable_failure_and_giving_up(world: dict[str, Any], services: Servic
     assert stored is not None and stored.status == "Invalid"
     assert stored.error == "The export job failed: The worker stopped responding."
     assert not bundle_dir(server, stored.bundle_id or "").exists()
+
+
+# ---------------------------------------------------------------------------- x-api-host-and-root
+
+
+def test_list_links_use_x_api_host_and_root(world: dict[str, Any], server: Server) -> None:
+    """A gateway in front of twinbase names the public prefix; ``self``/``prev``/``next`` of the list
+    start with it (the rest of the link is what it would be without the header)."""
+    alice = world["alice"]
+    iid = world["imodel"]["id"]
+    for kind in ("3DTILES", "GLTF", "3TZ"):
+        start(alice, {"iModelId": iid, "exportType": kind})
+    params = {"iModelId": iid, "$top": "1", "$skip": "1"}
+    plain = alice.get("/mesh-export", params=params)
+    assert plain.status_code == 200, plain.text
+    links = plain.json()["_links"]
+    assert {"self", "prev", "next"} <= set(links), links
+    assert all(link["href"].startswith(f"{server.base_url}/mesh-export?") for link in links.values())
+
+    for header, prefix in (
+        ("https://gateway.example/twinbase", "https://gateway.example/twinbase"),
+        ("http://10.0.0.1:8443/a/b/", "http://10.0.0.1:8443/a/b"),  # no trailing slash kept
+        ("https://gateway.example", "https://gateway.example"),
+    ):
+        for path in ("/mesh-export", "/exports/"):
+            resp = alice.get(path, params=params, headers={"x-api-host-and-root": header})
+            assert resp.status_code == 200, resp.text
+            got = resp.json()["_links"]
+            assert set(got) == set(links)
+            canonical = path.rstrip("/")
+            for name, link in got.items():
+                expected = links[name]["href"].replace(f"{server.base_url}/mesh-export", prefix + canonical)
+                assert link["href"] == expected, (header, path, name, link)
+
+    # The next link of a gateway's answer is followed through the gateway: here, twinbase itself.
+    gateway = {"x-api-host-and-root": server.base_url}
+    through = alice.get("/mesh-export", params={"iModelId": iid, "$top": "1"}, headers=gateway)
+    nxt = through.json()["_links"]["next"]["href"]
+    assert nxt.startswith(f"{server.base_url}/mesh-export?") and "%24skip=1" in nxt.replace("$", "%24")
+    assert alice.get(nxt).status_code == 200
+
+    # The header shapes only the list links: one export's answer and its mesh link do not change.
+    one = plain.json()["exports"][0]["id"]
+    same = alice.get(f"/mesh-export/{one}", headers={"x-api-host-and-root": "https://gateway.example"})
+    assert same.status_code == 200 and same.json() == alice.get(f"/mesh-export/{one}").json()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "gateway.example/twinbase",  # no scheme
+        "ftp://gateway.example",
+        "https://",
+        "https:///root",
+        "https://user:secret@gateway.example",
+        "https://gateway.example/root?x=1",
+        "https://gateway.example/root#part",
+        "https://gateway.example:99999",
+        "https://gateway.example/a b",
+        "",
+    ],
+)
+def test_an_invalid_x_api_host_and_root_is_a_422(world: dict[str, Any], header: str) -> None:
+    resp = world["alice"].get(
+        "/mesh-export", params={"iModelId": world["imodel"]["id"]}, headers={"x-api-host-and-root": header}
+    )
+    err = assert_error(resp, 422, "InvalidMeshExportRequest")
+    assert err["message"] == "Cannot get exports."
+    assert err["details"] == [
+        {**err["details"][0], "code": "InvalidHeaderValue", "target": "x-api-host-and-root"}
+    ], err

@@ -48,6 +48,12 @@ class Settings(BaseModel):
         description="`azure` backend: the container of twinbase's files (created if missing); bundles "
         "get their own containers named `<container>-<bundle id>`.",
     )
+    azure_cors_origins: str = Field(
+        default="*",
+        description="`azure` backend: comma-separated browser origins (`*`: any) the blob service must "
+        "answer cross-origin (CesiumJS fetches tiles from it). At startup a CORS rule for them is added "
+        "to the storage account unless one exists; empty: the account's CORS rules are left alone.",
+    )
     public_url: str = Field(
         default="",
         description="Base URL used in every `_links` href and signed URL, e.g. `https://twins.example.com`. "
@@ -191,6 +197,10 @@ class Settings(BaseModel):
     @property
     def key_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def azure_cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.azure_cors_origins.split(",") if origin.strip()]
 
     @property
     def job_module_names(self) -> list[str]:

@@ -69,22 +69,6 @@ class ConditionNotMet(TwinbaseError):
     default_message = "The blob changed since the ETag given in If-Match."
 
 
-def _content_type(key: str) -> str:
-    for ext, kind in (
-        (".png", "image/png"),
-        (".jpg", "image/jpeg"),
-        (".json", "application/json"),
-        (".glb", "model/gltf-binary"),
-        (".gltf", "model/gltf+json"),
-        (".gz", "application/gzip"),
-        (".zip", "application/zip"),
-        (".csv", "text/csv"),
-    ):
-        if key.endswith(ext):
-            return kind
-    return "application/octet-stream"
-
-
 GZIP_TYPES = ("application/json", "model/gltf-binary", "model/gltf+json")
 GZIP_MAX = 64 * 1024 * 1024
 
@@ -92,7 +76,7 @@ GZIP_MAX = 64 * 1024 * 1024
 def _gzip_wanted(request: Request, key: str, size: int) -> bool:
     accepted = request.headers.get("accept-encoding", "")
     wants = any(part.split(";")[0].strip() in ("gzip", "*") for part in accepted.split(","))
-    return wants and 0 < size <= GZIP_MAX and _content_type(key) in GZIP_TYPES
+    return wants and 0 < size <= GZIP_MAX and blob_keys.content_type(key) in GZIP_TYPES
 
 
 def _local_store(svc: Services) -> LocalBlobStore:
@@ -142,8 +126,7 @@ def download(request: Request, key: str) -> Response:
     store = _authorize(svc, request, key, "r")
     info = store.stat(key)
     bundled = blob_keys.split_bundle(key) is not None
-    # A bundle's files never change (a re-run writes a new bundle), so clients may keep them.
-    cache = "private, max-age=86400, immutable" if bundled else "private, max-age=300"
+    cache = blob_keys.BUNDLE_CACHE_CONTROL if bundled else "private, max-age=300"
     headers = {**_blob_headers(info), "Cache-Control": cache}
     if_match = request.headers.get("if-match")
     if if_match and if_match not in ("*", info.etag):
@@ -159,7 +142,7 @@ def download(request: Request, key: str) -> Response:
         headers.update(
             {"Content-Encoding": "gzip", "Vary": "Accept-Encoding", "Content-Length": str(len(body))}
         )
-        return Response(body, status_code=200, headers=headers, media_type=_content_type(key))
+        return Response(body, status_code=200, headers=headers, media_type=blob_keys.content_type(key))
     if bundled:
         headers["Vary"] = "Accept-Encoding"
     start, end, status = 0, info.size - 1, 200
@@ -178,13 +161,13 @@ def download(request: Request, key: str) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     headers["Content-Length"] = str(max(0, end - start + 1))
     if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=_content_type(key))
+        return Response(status_code=status, headers=headers, media_type=blob_keys.content_type(key))
     return StreamingResponse(
         # Large reads: each chunk is one hop to a worker thread and one write to the socket.
         store.open_range(key, start, end, chunk_size=DOWNLOAD_CHUNK) if info.size else iter(()),
         status_code=status,
         headers=headers,
-        media_type=_content_type(key),
+        media_type=blob_keys.content_type(key),
     )
 
 

@@ -10,6 +10,7 @@ export. Lists, get and delete are on both paths; ``PATCH`` (rename, new ``tilerC
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Request
@@ -25,6 +26,8 @@ from twinbase.errors import ErrorDetail, invalid_mesh_export
 from twinbase.store.models import MeshExport
 
 router = APIRouter()
+
+HOST_AND_ROOT = "x-api-host-and-root"
 
 
 def _json_object(raw: bytes, message: str) -> dict[str, Any]:
@@ -73,13 +76,52 @@ def _start(ctx: Context, raw: Body, status: int) -> Response:
     return JSON({"export": wire}, status_code=status)
 
 
+def _links_base(ctx: Context, request: Request) -> str:
+    """The prefix of the list's ``self``/``prev``/``next``: ``x-api-host-and-root`` when a gateway sends
+    one (reference A.3), else the server's own base. The header must be an absolute http(s) URL with no
+    credentials, query or fragment (a path is the root the gateway mounts twinbase under); anything else
+    is a 422, so a misconfigured gateway is found at once rather than handing out broken links."""
+    raw = request.headers.get(HOST_AND_ROOT)
+    if raw is None:
+        return ctx.base
+    value = raw.strip().rstrip("/")
+    valid = False
+    try:
+        parts = urlsplit(value)
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and "@" not in parts.netloc
+            and not parts.query
+            and not parts.fragment
+            and "?" not in value
+            and "#" not in value
+            and value.isprintable()
+            and " " not in value
+        )
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise invalid_mesh_export(
+            domain.QUERY_MESSAGE,
+            ErrorDetail(
+                "InvalidHeaderValue",
+                f"Header '{HOST_AND_ROOT}' must be an http(s) URL prefix such as https://host/root.",
+                HOST_AND_ROOT,
+            ),
+        )
+    return value
+
+
 def _list(ctx: Context, request: Request, path: str) -> Response:
     params = query_params(request)
+    base = _links_base(ctx, request)
     mode = prefer(request)
     with ctx.svc.db.read() as session:
         page = domain.query(session, ctx.principal, params)
         items = [_wire(ctx, export, mode) for export in page.rows]
-    return collection("exports", items, ctx.base, path, params, page)
+    return collection("exports", items, base, path, params, page)
 
 
 def _get(ctx: Context, export_id: str) -> Response:
@@ -160,6 +202,13 @@ _LIST_QUERY = (
     Param("client", string(64), "Ignored (CesiumJS, Unreal)."),
     Param("clientVersion", string(64), "Ignored."),
     PREFER,
+    Param(
+        HOST_AND_ROOT,
+        string(2048),
+        "Prefix of the `self`/`prev`/`next` links instead of the server's base URL (set by a gateway), "
+        "e.g. `https://gateway.example/twinbase`; not an http(s) URL prefix: 422.",
+        location="header",
+    ),
 )
 _START = (
     "Representation-style answer: `request` is always included (as seed 001 shows); "

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from twinbase.store.blobs.base import (
@@ -25,6 +26,8 @@ from twinbase.store.blobs.signer import SigningKeyError, UrlSigner
 
 if TYPE_CHECKING:
     from twinbase.settings import Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CHUNK",
@@ -48,11 +51,23 @@ __all__ = [
 def build_blob_store(settings: Settings, signer: UrlSigner) -> BlobStore:
     if settings.blob_backend == "azure":
         # Imported here: the Azure SDK loads only when it is the configured backend.
+        from azure.core.exceptions import HttpResponseError
+
         from twinbase.store.blobs.azure import AzureBlobStore
 
-        return AzureBlobStore.from_connection_string(
+        azure = AzureBlobStore.from_connection_string(
             settings.azure_connection_string, settings.azure_container
         )
+        try:
+            if azure.allow_browsers(settings.azure_cors_origin_list):
+                log.info("added a CORS rule to the blob service", extra={"action": "azure_cors_added"})
+        except (HttpResponseError, ValueError) as exc:
+            # Not fatal: API clients and iTwin.js backends need no CORS; only browsers are refused.
+            log.warning(
+                "could not set the blob service's CORS rule: browsers cannot fetch tiles",
+                extra={"action": "azure_cors_failed", "reason": str(exc)},
+            )
+        return azure
     store = LocalBlobStore(settings.blob_root, signer)
     store.sweep()
     return store

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import calendar
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +34,8 @@ from azure.storage.blob import (
     BlobServiceClient,
     ContainerClient,
     ContainerSasPermissions,
+    ContentSettings,
+    CorsRule,
     generate_blob_sas,
     generate_container_sas,
 )
@@ -47,6 +50,13 @@ SEALED = "sealed"
 COPY_POLL_SECONDS = 0.05
 # Links are valid from a little before now: the blob service's clock may be behind ours.
 CLOCK_SKEW = timedelta(minutes=5)
+# What browsers do with the links: read (GET, HEAD; preflights for Range) and, as twinbase's own
+# file routes allow, upload (PUT). CORS grants nothing by itself: every request still needs its SAS.
+CORS_METHODS = ("GET", "HEAD", "PUT", "OPTIONS")
+CORS_MAX_AGE = 3600
+MAX_CORS_RULES = 5  # the blob service's limit
+
+log = logging.getLogger(__name__)
 
 
 def _block_id(n: int) -> str:
@@ -67,6 +77,16 @@ def _info(key: str, props: object) -> BlobInfo:
     )
 
 
+def _content_settings(key: str) -> ContentSettings:
+    """Stored on the blob, answered by the blob service: the same media type and caching as
+    twinbase's own file routes give (a tileset's files are immutable, so browsers keep them)."""
+    bundled = keys.split_bundle(key) is not None
+    return ContentSettings(
+        content_type=keys.content_type(key),
+        cache_control=keys.BUNDLE_CACHE_CONTROL if bundled else None,
+    )
+
+
 class AzureBlobStore:
     def __init__(self, service: BlobServiceClient, container: str, account_key: str) -> None:
         self.service = service
@@ -84,6 +104,37 @@ class AzureBlobStore:
         if not account_key:
             raise ValueError("the Azure connection string must carry the account key (to sign SAS links)")
         return cls(service, container, str(account_key))
+
+    def allow_browsers(self, origins: Sequence[str]) -> bool:
+        """Make the blob service answer cross-origin requests from ``origins`` (``*``: any).
+
+        Browsers (CesiumJS, frontend-tiles) fetch tiles from the blob service, not from twinbase, so
+        without a CORS rule on the *account* every cross-origin read is blocked. The account's other
+        rules are kept: a rule is added only when none already lets these origins GET and HEAD.
+        Answers whether the rules changed."""
+        wanted = [o.strip() for o in origins if o.strip()]
+        if not wanted:
+            return False
+        rules: list[CorsRule] = list(self.service.get_service_properties().get("cors") or [])
+        if any(_rule_covers(rule, wanted) for rule in rules):
+            return False
+        if len(rules) >= MAX_CORS_RULES:
+            raise ValueError(
+                f"the storage account has {len(rules)} CORS rules already (the most it takes): "
+                "add one for the viewer origins yourself, or clear azure_cors_origins"
+            )
+        rules.append(
+            CorsRule(
+                ["*"] if "*" in wanted else wanted,
+                list(CORS_METHODS),
+                allowed_headers=["*"],
+                exposed_headers=["*"],
+                max_age_in_seconds=CORS_MAX_AGE,
+            )
+        )
+        # Set Blob Service Properties replaces the whole CORS list (other properties are kept).
+        self.service.set_service_properties(cors=rules)
+        return True
 
     def _ensure_container(self, name: str) -> ContainerClient:
         client = self.service.get_container_client(name)
@@ -125,7 +176,12 @@ class AzureBlobStore:
             self._ensure_container(self._bundle_container(found[0]))
         blob = self._blob(key)
         with open(path, "rb") as source:
-            blob.upload_blob(source, overwrite=True, max_concurrency=TRANSFER_CONCURRENCY)
+            blob.upload_blob(
+                source,
+                overwrite=True,
+                max_concurrency=TRANSFER_CONCURRENCY,
+                content_settings=_content_settings(key),
+            )
         return self.stat(key)
 
     def compose(self, key: str, block_keys: Sequence[str]) -> BlobInfo:
@@ -138,7 +194,9 @@ class AzureBlobStore:
             block_id = _block_id(n)
             target.stage_block_from_url(block_id, source)
             ids.append(block_id)
-        target.commit_block_list([BlobBlock(block_id=i) for i in ids])
+        target.commit_block_list(
+            [BlobBlock(block_id=i) for i in ids], content_settings=_content_settings(key)
+        )
         return self.stat(key)
 
     def promote(self, src: str, dst: str) -> BlobInfo:
@@ -280,6 +338,16 @@ class AzureBlobStore:
         return PrefixLink(base=container.url, query=sas)
 
 
+def _split(value: str) -> set[str]:
+    return {part.strip() for part in (value or "").split(",") if part.strip()}
+
+
+def _rule_covers(rule: CorsRule, origins: Sequence[str]) -> bool:
+    allowed = _split(rule.allowed_origins)
+    methods = {m.upper() for m in _split(rule.allowed_methods)}
+    return ("*" in allowed or set(origins) <= allowed) and {"GET", "HEAD"} <= methods
+
+
 def _delete_blob(blob: BlobClient) -> None:
     try:
         blob.delete_blob()
@@ -329,7 +397,9 @@ class AzureBlobWriter:
         self._done = True
         if self._buffer or not self._ids:
             self._stage()
-        self.blob.commit_block_list([BlobBlock(block_id=i) for i in self._ids])
+        self.blob.commit_block_list(
+            [BlobBlock(block_id=i) for i in self._ids], content_settings=_content_settings(self.key)
+        )
         return self.store.stat(self.key)
 
     def abort(self) -> None:

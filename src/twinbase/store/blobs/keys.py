@@ -32,6 +32,29 @@ _UPLOAD_OWNER = re.compile(
 )
 _BUNDLE = re.compile(rf"^{BUNDLES}/(?P<bundle>[0-9a-f]{{32}})(?:/(?P<rest>.+))?$")
 
+# A bundle's files never change (a re-run writes a new bundle), so clients may keep them.
+BUNDLE_CACHE_CONTROL = "private, max-age=86400, immutable"
+
+_CONTENT_TYPES = (
+    (".png", "image/png"),
+    (".jpg", "image/jpeg"),
+    (".json", "application/json"),
+    (".glb", "model/gltf-binary"),
+    (".gltf", "model/gltf+json"),
+    (".gz", "application/gzip"),
+    (".zip", "application/zip"),
+    (".csv", "text/csv"),
+)
+
+
+def content_type(key: str) -> str:
+    """The media type a file is served with, from its name (both backends: twinbase's file routes
+    answer it, the Azure backend stores it on the blob, which the blob service then answers)."""
+    for ext, kind in _CONTENT_TYPES:
+        if key.endswith(ext):
+            return kind
+    return "application/octet-stream"
+
 
 # ------------------------------------------------------------------------------------------ iTwins
 
