@@ -69,6 +69,7 @@ from twinbase.bim.imodel import (
     RenderMaterial,
     SubCategoryAppearance,
 )
+from twinbase.bim.imodel import ypr_matrix as imodel_ypr
 
 if TYPE_CHECKING:  # native_facets imports this module: imported where used
     from twinbase.bim.native_facets import NativeBReps, NativeFacetProvider
@@ -391,18 +392,21 @@ class _Batch:
     result is handed back to the stream it came from."""
 
     def __init__(self) -> None:
-        self.items: dict[str, list[tuple[Any, Symbology, _Tessellated, F64]]] = {}
-        self.world: F64 = np.eye(4)  # the placement of the element whose stream is being read
+        # (geometry, symbology, the stream's pieces, which element of the chunk placed it)
+        self.items: dict[str, list[tuple[Any, Symbology, _Tessellated, int]]] = {}
+        self.owner = 0  # the chunk row of the element whose stream is being read
 
     def add(self, kind: str, geom: Any, sym: Symbology, out: _Tessellated) -> None:
-        self.items.setdefault(kind, []).append((geom, sym, out, self.world))
+        self.items.setdefault(kind, []).append((geom, sym, out, self.owner))
 
-    def run(self, options: tess.StrokeOptions) -> None:
+    def run(self, options: tess.StrokeOptions, worlds: F64) -> None:
         """Each kind's solids at once, placed in the world by their parameters (a rigid placement
-        commutes with tessellation: the same facets, carried), so their vertices need no transform."""
+        commutes with tessellation: the same facets, carried), so their vertices need no transform.
+        ``worlds`` (k, 4, 4): the placements of the chunk's elements, by chunk row."""
         for kind, items in self.items.items():
             geoms = [i[0] for i in items]
-            mesh = _runner(kind)(geoms, options, np.stack([i[3] for i in items]))
+            owners = np.fromiter((i[3] for i in items), np.int64, len(items))
+            mesh = _runner(kind)(geoms, options, worlds[owners])
             for (_, sym, out, _), piece in zip(items, _split(mesh, len(items)), strict=True):
                 out.world_meshes.append((sym, piece))
         self.items.clear()
@@ -540,28 +544,46 @@ _BATCH_RUNNERS: dict[str, Any] = {
 }
 
 
+def _cut(a: Any, ends: list[int]) -> list[Any]:
+    """``a`` cut at ``ends`` (as ``np.split``, without its per-call overhead)."""
+    starts = [0, *ends]
+    stops = [*ends, len(a)]
+    return [a[b:e] for b, e in zip(starts, stops, strict=True)]
+
+
 def _split(mesh: tess.Mesh, k: int) -> list[tess.Mesh]:
     """A batched mesh cut back into its ``k`` instances (by the vertices' ``entry``)."""
     entry = mesh.entry
     if entry is None:
         raise tess.TessellationError("a batched mesh without entry indices")
     entry64 = entry.astype(np.int64)
-    v_order = np.argsort(entry64, kind="stable")
+    t_entry = entry64[mesh.indices[:, 0]]
     v_counts = np.bincount(entry64, minlength=k)
     v_starts = np.concatenate([[0], np.cumsum(v_counts)[:-1]])
-    new_index = np.empty(len(v_order), np.int64)
-    new_index[v_order] = np.arange(len(v_order))
-    t_entry = entry64[mesh.indices[:, 0]]
-    t_order = np.argsort(t_entry, kind="stable")
     t_counts = np.bincount(t_entry, minlength=k)
-    local = new_index[mesh.indices[t_order]] - v_starts[t_entry[t_order]][:, None]
-    v_ends = np.cumsum(v_counts)[:-1]
-    positions = np.split(mesh.positions[v_order], v_ends)
-    normals = np.split(mesh.normals[v_order], v_ends)
-    indices = np.split(local, np.cumsum(t_counts)[:-1])
+    v_ends = np.cumsum(v_counts)[:-1].tolist()
+    t_ends = np.cumsum(t_counts)[:-1].tolist()
+    if bool(np.all(entry64[1:] >= entry64[:-1])) and bool(np.all(t_entry[1:] >= t_entry[:-1])):
+        # The tessellators write instance after instance: vertices and triangles are in entry order
+        # already, so each instance is a slice (no sort, no gather).
+        positions = _cut(mesh.positions, v_ends)
+        normals = _cut(mesh.normals, v_ends)
+        local = mesh.indices.astype(np.int64) - v_starts[t_entry][:, None]
+        params_all, colors_all = mesh.params, mesh.colors
+    else:
+        v_order = np.argsort(entry64, kind="stable")
+        new_index = np.empty(len(v_order), np.int64)
+        new_index[v_order] = np.arange(len(v_order))
+        t_order = np.argsort(t_entry, kind="stable")
+        local = new_index[mesh.indices[t_order]] - v_starts[t_entry[t_order]][:, None]
+        positions = _cut(mesh.positions[v_order], v_ends)
+        normals = _cut(mesh.normals[v_order], v_ends)
+        params_all = None if mesh.params is None else mesh.params[v_order]
+        colors_all = None if mesh.colors is None else mesh.colors[v_order]
+    indices = _cut(local, t_ends)
     none: list[None] = [None] * k
-    params = none if mesh.params is None else np.split(mesh.params[v_order], v_ends)
-    colors = none if mesh.colors is None else np.split(mesh.colors[v_order], v_ends)
+    params = none if params_all is None else _cut(params_all, v_ends)
+    colors = none if colors_all is None else _cut(colors_all, v_ends)
     return [
         tess.Mesh(p, n, i, params=t, colors=c, two_sided=mesh.two_sided)
         for p, n, i, t, c in zip(positions, normals, indices, params, colors, strict=True)
@@ -788,12 +810,6 @@ def _merge(part_sym: Symbology, instance_sym: Symbology) -> Symbology:
     return part_sym
 
 
-def _matrix4(m34: F64) -> F64:
-    out = np.eye(4)
-    out[:3, :] = m34
-    return out
-
-
 class PartCache:
     """What many passes over one file share (an export's tiles, each meshing its own elements): the
     appearance tables read once, every part's stream read once, and each part tessellated once per
@@ -886,8 +902,8 @@ class _Mesher:
     def elements(self, elements: Iterable[Element], chunk: int) -> None:
         """Mesh ``elements`` ``chunk`` at a time: decode each and tessellate what is not batched, then
         the chunk's solids together, then place each element's pieces in the world."""
-        # (element, its world transform (its placement, read once per element), its pieces)
-        pending: list[tuple[Element, F64, _Tessellated]] = []
+        # (element, its placement, its pieces); the placements become matrices once per chunk
+        pending: list[tuple[Element, _Placement, _Tessellated]] = []
         batch = _Batch()
         for element in elements:
             if element.kind == KIND_2D:
@@ -899,28 +915,38 @@ class _Mesher:
                 placement = element.placement
                 if placement is None:
                     raise GeometryStreamError("a geometric element with a stream but no placement")
-                batch.world = world = placement.transform()
+                batch.owner = len(pending)
                 pieces = tessellate_stream(
                     element.geometry_stream, self.options, self.fb, placement.bbox, batch
                 )
             except _ELEMENT_ERRORS as exc:
+                self._drop(batch, len(pending))
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
                 continue
-            pending.append((element, world, pieces))
+            pending.append((element, placement, pieces))
             if len(pending) >= chunk:
                 self._finish(pending, batch)
                 pending = []
         self._finish(pending, batch)
 
-    def _finish(self, pending: list[tuple[Element, F64, _Tessellated]], batch: _Batch) -> None:
+    @staticmethod
+    def _drop(batch: _Batch, owner: int) -> None:
+        """Forget what a stream that failed part-way had handed the batch (its element is an error)."""
+        for kind in list(batch.items):
+            batch.items[kind] = [i for i in batch.items[kind] if i[3] != owner]
+            if not batch.items[kind]:
+                del batch.items[kind]
+
+    def _finish(self, pending: list[tuple[Element, _Placement, _Tessellated]], batch: _Batch) -> None:
+        worlds = _placement_matrices([p for _, p, _ in pending])
         try:
-            batch.run(self.options)
+            batch.run(self.options, worlds)
         except _ELEMENT_ERRORS:
             # one bad solid fails its whole batch: run each alone, so only its element is reported
             for kind, items in batch.items.items():
-                for geom, sym, out, world in items:
+                for geom, sym, out, owner in items:
                     try:
-                        mesh = _runner(kind)([geom], self.options, world[None])
+                        mesh = _runner(kind)([geom], self.options, worlds[owner][None])
                         out.world_meshes.append((sym, mesh))
                     except _ELEMENT_ERRORS as exc:
                         out.error = f"{type(exc).__name__}: {exc}"
@@ -928,23 +954,28 @@ class _Mesher:
         # The pieces tessellated in their stream's coordinates, carried into the world for the whole
         # chunk at once (batched solids are there already).
         local = [
-            (n, sym, filled, mesh, world)
-            for n, (_, world, pieces) in enumerate(pending)
+            (n, sym, filled, mesh)
+            for n, (_, _, pieces) in enumerate(pending)
             if pieces.error is None
             for sym, filled, mesh in pieces.meshes
             if mesh.n_triangles
         ]
         placed: list[list[tuple[Symbology, bool, tess.Mesh]]] = [[] for _ in pending]
-        for (n, sym, filled, _, _), mesh in zip(
-            local, _rigid_all([(None, None, m, w) for *_, m, w in local]), strict=True
-        ):
+        rigid = _rigid_all([m for _, _, _, m in local], worlds[[n for n, *_ in local]])
+        for (n, sym, filled, _), mesh in zip(local, rigid, strict=True):
             placed[n].append((sym, filled, mesh))
-        for (element, world, pieces), meshes in zip(pending, placed, strict=True):
+        # Every part instance of the chunk placed in the world at once (a matrix product per instance
+        # cost more in call overhead than in arithmetic).
+        owners = [n for n, (_, _, pieces) in enumerate(pending) if pieces.error is None for _ in pieces.parts]
+        instances = [inst for _, _, pieces in pending if pieces.error is None for _, inst in pieces.parts]
+        transforms = iter(_instance_matrices(worlds[owners], instances)) if instances else iter(())
+        for n, (element, _, pieces) in enumerate(pending):
             if pieces.error is not None:
                 self.result.errors.append((element.id, pieces.error))
                 continue
+            mine = [next(transforms) for _ in pieces.parts]
             try:
-                self.result.elements[element.id] = self._place(element, world, pieces, meshes)
+                self.result.elements[element.id] = self._place(element, worlds[n], pieces, placed[n], mine)
             except _ELEMENT_ERRORS as exc:
                 self.result.errors.append((element.id, f"{type(exc).__name__}: {exc}"))
                 continue
@@ -957,6 +988,7 @@ class _Mesher:
         world: F64,
         pieces: _Tessellated,
         placed: list[tuple[Symbology, bool, tess.Mesh]],
+        transforms: list[F64],
     ) -> ElementMeshes:
         """The element's pieces in the world: ``placed`` its meshes already carried there (with the
         batched ones), merged by appearance; its lines and instances placed here."""
@@ -976,9 +1008,8 @@ class _Mesher:
         for app, lines in lines_by.items():
             merged_l = lines[0] if len(lines) == 1 else tess.Polyline.concat(lines)
             out.lines.append(LinePiece(app, merged_l.transformed(world)))
-        for sym, inst in pieces.parts:
+        for (sym, inst), transform in zip(pieces.parts, transforms, strict=True):
             mesh_apps, line_apps = self._instance_appearances(inst.part_id, sym, category)
-            transform = world @ _matrix4(inst.transform)
             out.instances.append(PartRef(inst.part_id, transform, mesh_apps, line_apps))
             if self.native is not None:
                 self.native.instance(out, inst.part_id, sym, category)
@@ -1004,27 +1035,61 @@ class _Mesher:
 _ELEMENT_ERRORS = (GeometryStreamError, tess.TessellationError, ValueError, IndexError)
 
 
-def _rigid_all(items: Sequence[tuple[Any, Any, tess.Mesh, F64]]) -> list[tess.Mesh]:
-    """Each ``(_, _, mesh, world)`` mesh carried by its placement (a rotation and a translation: normals
-    turn with the positions, the winding stays), all in one product over the concatenated vertices:
-    a product per mesh cost more in call overhead than in arithmetic (thousands of small meshes)."""
-    if not items:
+def _rigid_all(meshes: Sequence[tess.Mesh], worlds: F64) -> list[tess.Mesh]:
+    """Each mesh carried by its placement ``worlds[i]`` (a rotation and a translation: normals turn with
+    the positions, the winding stays), all in one product over the concatenated vertices: a product per
+    mesh cost more in call overhead than in arithmetic (thousands of small meshes)."""
+    if not meshes:
         return []
-    meshes = [m for _, _, m, _ in items]
     counts = np.fromiter((len(m.positions) for m in meshes), np.int64, len(meshes))
-    worlds = np.stack([w for _, _, _, w in items])
-    owner = np.repeat(np.arange(len(items)), counts)
+    owner = np.repeat(np.arange(len(meshes)), counts)
     rotation = worlds[:, :3, :3][owner]
     positions = np.einsum("nij,nj->ni", rotation, np.concatenate([m.positions for m in meshes]))
     positions += worlds[:, :3, 3][owner]
     normals = np.einsum(
         "nij,nj->ni", rotation.astype(np.float32), np.concatenate([m.normals for m in meshes])
     ).astype(np.float32, copy=False)
-    ends = np.cumsum(counts)[:-1]
+    ends = np.cumsum(counts)[:-1].tolist()
     return [
         tess.Mesh(p, n, m.indices, params=m.params, colors=m.colors, two_sided=m.two_sided)
-        for m, p, n in zip(meshes, np.split(positions, ends), np.split(normals, ends), strict=True)
+        for m, p, n in zip(meshes, _cut(positions, ends), _cut(normals, ends), strict=True)
     ]
+
+
+def _placement_matrices(placements: Sequence[_Placement]) -> F64:
+    """(k, 4, 4) world-from-local matrices of ``placements`` (``Placement3d/2d.transform`` each, the
+    numbers worked out per placement, the array made once)."""
+    out = np.zeros((len(placements), 4, 4))
+    out[:, 3, 3] = 1.0
+    if not placements:
+        return out
+    rows: list[tuple[float, ...]] = []
+    for p in placements:
+        if isinstance(p, Placement3d):
+            (a, b, c), (d, e, f), (gg, h, i) = p.rotation()
+            x, y, z = p.origin
+            rows.append((a, b, c, x, d, e, f, y, gg, h, i, z))
+        else:
+            angle = math.radians(p.rotation)
+            cos, sin = math.cos(angle), math.sin(angle)
+            rows.append((cos, -sin, 0.0, p.origin[0], sin, cos, 0.0, p.origin[1], 0.0, 0.0, 1.0, 0.0))
+    out[:, :3, :] = np.array(rows, np.float64).reshape(-1, 3, 4)
+    return out
+
+
+def _instance_matrices(worlds: F64, instances: Sequence[g.PartInstance]) -> list[F64]:
+    """World from part coordinates of each instance: its element's ``worlds[i]`` times the instance's
+    ``[scale * YPR | origin]`` (``PartInstance.transform``), as ``world @ matrix4`` each."""
+    local = np.zeros((len(instances), 4, 4))
+    local[:, 3, 3] = 1.0
+    rows = []
+    for inst in instances:
+        (a, b, c), (d, e, f), (gg, h, i) = imodel_ypr(inst.yaw, inst.pitch, inst.roll)
+        s = inst.scale
+        x, y, z = inst.origin
+        rows.append((a * s, b * s, c * s, x, d * s, e * s, f * s, y, gg * s, h * s, i * s, z))
+    local[:, :3, :] = np.array(rows, np.float64).reshape(-1, 3, 4)
+    return list(np.matmul(worlds, local))
 
 
 def _provider(native_breps: bool | NativeFacetProvider) -> NativeFacetProvider | None:

@@ -68,11 +68,14 @@ def tile_content(
     positions: list[np.ndarray] = []
     normals: list[np.ndarray] = []
     indices: list[np.ndarray] = []
-    feature: list[np.ndarray] = []
-    material: list[np.ndarray] = []
+    # Per piece: its vertex and triangle counts, feature and look; made into per-vertex arrays once
+    # (a few numpy calls per piece cost more than the copies themselves over a tile's thousands).
+    vertex_counts: list[int] = []
+    triangle_counts: list[int] = []
+    piece_feature: list[int] = []
+    piece_look: list[int] = []
     params: list[np.ndarray] = []
     params_ok = True
-    offset = 0
     by_part: dict[int, list[tuple[np.ndarray, int, list[int]]]] = {}
     ids = result.elements.keys() if element_ids is None else element_ids
     for element_id in ids:
@@ -81,21 +84,19 @@ def tile_content(
             continue
         for piece in element.meshes:
             mesh = piece.mesh
-            n = len(mesh.positions)
             if not len(mesh.indices):
                 continue
-            f = numbering.feature(element_id, piece.appearance)
-            m = numbering.look(piece.appearance, mesh.two_sided)
+            piece_feature.append(numbering.feature(element_id, piece.appearance))
+            piece_look.append(numbering.look(piece.appearance, mesh.two_sided))
             positions.append(mesh.positions)
             normals.append(mesh.normals)
-            indices.append(mesh.indices + np.uint32(offset))
-            feature.append(np.full(n, f, np.uint32))
-            material.append(np.full(n, m, np.uint32))
+            indices.append(mesh.indices)
+            vertex_counts.append(len(mesh.positions))
+            triangle_counts.append(len(mesh.indices))
             if mesh.params is None:
                 params_ok = False
             else:
                 params.append(mesh.params)
-            offset += n
         for inst in element.instances:
             part = result.parts.get(inst.part_id)
             if part is None or not part.meshes:
@@ -107,18 +108,22 @@ def tile_content(
             f = numbering.feature(element_id, first)
             looks = [numbering.look(a, m.two_sided) for a, (_, m) in zip(apps, part.meshes, strict=False)]
             by_part.setdefault(inst.part_id, []).append((inst.transform, f, looks))
-    triangles = (
-        TriangleSet(
+    if positions:
+        counts = np.array(vertex_counts, np.int64)
+        offsets = np.zeros(len(counts), np.uint32)
+        np.cumsum(counts[:-1], out=offsets[1:], dtype=np.uint32)
+        joined = np.concatenate(indices)
+        joined += np.repeat(offsets, np.array(triangle_counts, np.int64))[:, None]
+        triangles = TriangleSet(
             np.concatenate(positions),
             np.concatenate(normals),
-            np.concatenate(indices),
-            np.concatenate(feature),
-            np.concatenate(material),
+            joined,
+            np.repeat(np.array(piece_feature, np.uint32), counts),
+            np.repeat(np.array(piece_look, np.uint32), counts),
             np.concatenate(params) if params_ok and params else None,
         )
-        if positions
-        else TriangleSet.empty()
-    )
+    else:
+        triangles = TriangleSet.empty()
     instances = [_part_instances(result, part_id, rows) for part_id, rows in by_part.items()]
     features = _feature_table(numbering, facts, result)
     table = _material_table(numbering)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -188,6 +189,18 @@ class _Tiler:
         self.imodel.close()
 
     def node(self, index: int) -> tuple[int, TileResult | None, LeafCounts | None]:
+        # A tile allocates a few hundred thousand short-lived objects, none in cycles, and the cyclic
+        # collector's passes over them cost about 4% of the export's CPU: off while the tile is made
+        # (reference counting still frees everything; cycles wait for the collector to come back on).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._node(index)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _node(self, index: int) -> tuple[int, TileResult | None, LeafCounts | None]:
         node: TileNode = self.plan.nodes[index]
         ids = [int(i) for i in self.plan.element_ids(node)]
         chord = self.config.chord_tolerance if node.leaf else max(self.config.chord_tolerance, node.tolerance)

@@ -189,9 +189,7 @@ def _segments_chain(starts: F64, ends: F64, counts: np.ndarray[Any, np.dtype[np.
     tangents = d / np.where(lengths > 0, lengths, 1.0)[:, None]
     if (counts == 1).all():
         # The usual case (no maximum edge length): each segment is just its two ends.
-        link = np.zeros(2 * len(d) - 1, bool)
-        link[::2] = True
-        return Chain(np.stack([starts, ends], axis=1).reshape(-1, 3), np.repeat(tangents, 2, axis=0), link)
+        return _straight_chain(starts, ends, d, tangents)
     per = counts + 1
     seg = np.repeat(np.arange(len(counts)), per)
     first = np.concatenate([[0], np.cumsum(per)[:-1]])
@@ -201,6 +199,31 @@ def _segments_chain(starts: F64, ends: F64, counts: np.ndarray[Any, np.dtype[np.
     link = np.ones(len(points) - 1, bool)
     link[np.cumsum(per)[:-1] - 1] = False
     return Chain(points, tangents[seg], link)
+
+
+def _straight_chain(starts: F64, ends: F64, d: F64 | None = None, tangents: F64 | None = None) -> Chain:
+    """Each segment from ``starts[i]`` to ``ends[i]`` as its own run of one step."""
+    if d is None or tangents is None:
+        d = ends - starts
+        lengths = norms(d)
+        tangents = d / np.where(lengths > 0, lengths, 1.0)[:, None]
+    link = np.zeros(2 * len(d) - 1, bool)
+    link[::2] = True
+    points = np.empty((len(d), 2, 3))
+    points[:, 0] = starts
+    points[:, 1] = ends
+    return Chain(points.reshape(-1, 3), np.repeat(tangents, 2, axis=0), link)
+
+
+def _arc_chain(c: F64, v0: F64, v90: F64, start: float, sweep: float, n: int) -> Chain:
+    theta = start + sweep * np.arange(n + 1) / n
+    cos = np.cos(theta)[:, None]
+    sin = np.sin(theta)[:, None]
+    points = c + cos * v0 + sin * v90
+    tangents = math.copysign(1.0, sweep) * (-sin * v0 + cos * v90)
+    tn = norms(tangents)
+    tangents = tangents / np.where(tn > 0, tn, 1.0)[:, None]
+    return Chain(points, tangents, np.ones(n, bool))
 
 
 def _smooth_tangents(points: F64) -> F64:
@@ -238,15 +261,7 @@ def primitive_chain(
         return _segments_chain(pts[:-1], pts[1:], counts)
     if isinstance(prim, Arc):
         c, v0, v90, start, sweep = _arc_params(prim)
-        n = int(counts[0])
-        theta = start + sweep * np.arange(n + 1) / n
-        cos = np.cos(theta)[:, None]
-        sin = np.sin(theta)[:, None]
-        points = c + cos * v0 + sin * v90
-        tangents = math.copysign(1.0, sweep) * (-sin * v0 + cos * v90)
-        tn = norms(tangents)
-        tangents = tangents / np.where(tn > 0, tn, 1.0)[:, None]
-        return Chain(points, tangents, np.ones(n, bool))
+        return _arc_chain(c, v0, v90, start, sweep, int(counts[0]))
     points, _ = stroke_bspline_curve(
         prim.poles,
         prim.order,
@@ -264,8 +279,26 @@ def primitive_chain(
 def curve_chain(curve: Curve, options: StrokeOptions, *, close: bool = False, wire: bool = False) -> Chain:
     """Stroke a loop or path. ``close`` adds a straight run over any gap back to the start."""
     prims = as_primitives(curve)
-    chains = [primitive_chain(p, piece_counts(p, options, wire=wire), options, wire=wire) for p in prims]
+    chains = [_stroked(p, options, wire) for p in prims]
     return close_gaps(chains, close)
+
+
+def _stroked(prim: CurvePrimitive, options: StrokeOptions, wire: bool) -> Chain:
+    """``primitive_chain(prim, piece_counts(prim, ...))`` with the primitive's parameters checked once:
+    the common loops (a line string, an arc, no maximum edge length) are stroked per element, so their
+    per-call overhead is most of their cost."""
+    if isinstance(prim, LineString) and options.edge_length <= 0:
+        pts = as_points(prim.points, "line string")
+        if len(pts) < 2:
+            return Chain(pts, np.zeros_like(pts), np.zeros(max(len(pts) - 1, 0), bool))
+        return _straight_chain(pts[:-1], pts[1:])
+    if isinstance(prim, Arc):
+        c, v0, v90, start, sweep = _arc_params(prim)
+        # np.linalg.norm of a 3-vector: the square root of its dot product.
+        radius = max(math.sqrt(float(v0.dot(v0))), math.sqrt(float(v90.dot(v90))))
+        n = arc_segments(radius, sweep, options)
+        return _arc_chain(c, v0, v90, start, sweep, max(n - 1, 1) if wire else n)
+    return primitive_chain(prim, piece_counts(prim, options, wire=wire), options, wire=wire)
 
 
 def close_gaps(chains: list[Chain], close: bool) -> Chain:
@@ -277,18 +310,23 @@ def close_gaps(chains: list[Chain], close: bool) -> Chain:
         return Chain.join([])
     scale = max(float(np.abs(c.points).max()) for c in chains)
     snap = 1e-10 * max(scale, 1.0)
-    joined: list[Chain] = []
-    for c in chains:
-        if joined:
-            prev = joined[-1].points[-1]
-            gap = float(np.abs(c.points[0] - prev).max())
-            if 0 < gap <= snap:
-                c = Chain(c.points.copy(), c.tangents, c.link)
-                c.points[0] = prev
-            elif gap > snap:
-                joined.append(_gap(prev, c.points[0]))
-        joined.append(c)
-    out = Chain.join(joined)
+    if len(chains) == 1:
+        # One primitive (a line string, a circle): nothing to join; the arrays are the stroker's own
+        # (nothing changes them in place below: the close copies first).
+        out = Chain(chains[0].points, chains[0].tangents, chains[0].link)
+    else:
+        joined: list[Chain] = []
+        for c in chains:
+            if joined:
+                prev = joined[-1].points[-1]
+                gap = float(np.abs(c.points[0] - prev).max())
+                if 0 < gap <= snap:
+                    c = Chain(c.points.copy(), c.tangents, c.link)
+                    c.points[0] = prev
+                elif gap > snap:
+                    joined.append(_gap(prev, c.points[0]))
+            joined.append(c)
+        out = Chain.join(joined)
     if close and len(out.points) > 1:
         gap = float(np.abs(out.points[-1] - out.points[0]).max())
         if 0 < gap <= snap:
