@@ -179,11 +179,13 @@ class LeafCounts:
 class _Tiler:
     """One process's side: the file open once, each node meshed and encoded."""
 
-    def __init__(self, bim: Path, plan: TilePlan, config: TilerConfig) -> None:
+    def __init__(
+        self, bim: Path, plan: TilePlan, config: TilerConfig, parts: PartCache | None = None
+    ) -> None:
         self.imodel = IModelFile.open(bim)
         self.plan = plan
         self.config = config
-        self.parts = PartCache()
+        self.parts = parts if parts is not None else PartCache()
 
     def close(self) -> None:
         self.imodel.close()
@@ -232,6 +234,8 @@ class _Tiler:
 
 #: In a tile process: the tilers of the work files it was handed, newest last (at most ``_KEEP_TILERS``).
 _TILERS: dict[str, _Tiler] = {}
+#: ... and the part caches by the definitions fingerprint of the files they were made from.
+_PARTS: dict[str, PartCache] = {}
 _KEEP_TILERS = 2
 
 
@@ -256,8 +260,14 @@ def _run_node(work_file: str, index: int) -> tuple[int, TileResult | None, LeafC
     tiler = _TILERS.pop(work_file, None)
     if tiler is None:
         with open(work_file, "rb") as fh:
-            bim, plan, config = pickle.load(fh)  # written by this host's parent process (TileWorkshop)
-        tiler = _Tiler(Path(bim), plan, config)
+            bim, plan, config, definitions = pickle.load(fh)  # written by this host's parent (TileWorkshop)
+        # Another file with the same definitions (the next changeset's, most often) looks the same and
+        # has the same parts: its appearance tables, part streams and part meshes serve this one too.
+        parts = _PARTS.pop(definitions, None) or PartCache()
+        _PARTS[definitions] = parts
+        while len(_PARTS) > _KEEP_TILERS:
+            _PARTS.pop(next(iter(_PARTS)))
+        tiler = _Tiler(Path(bim), plan, config, parts)
         while len(_TILERS) >= _KEEP_TILERS:
             _TILERS.pop(next(iter(_TILERS))).close()
     _TILERS[work_file] = tiler  # most recently used last
@@ -315,6 +325,13 @@ class _SharedPool:
             janitor = threading.Timer(self.IDLE_SECONDS + 1, self.close_idle)
             janitor.daemon = True
             janitor.start()
+
+    def shutdown(self) -> None:
+        """Stop the processes now and wait for them (a process ending, tests, the bench)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def close_idle(self) -> None:
         with self._lock:
@@ -487,8 +504,11 @@ class TileWorkshop:
         with self._lock:
             if self._work_dir is None:
                 self._work_dir = Path(tempfile.mkdtemp(prefix="twinbase-tiles-"))
+                with IModelFile.open(self.bim) as imodel:
+                    definitions = imodel.definitions_fingerprint()
+                work = (str(self.bim), self.plan, self.config, definitions)
                 with open(self._work_dir / "work.pickle", "wb") as fh:
-                    pickle.dump((str(self.bim), self.plan, self.config), fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(work, fh, protocol=pickle.HIGHEST_PROTOCOL)
             return str(self._work_dir / "work.pickle")
 
     def make(
