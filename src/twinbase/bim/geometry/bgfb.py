@@ -16,7 +16,7 @@ import struct
 
 import numpy as np
 
-from twinbase.bim.geometry.flatbuf import FlatBuffer, Table
+from twinbase.bim.geometry.flatbuf import FlatBuffer, Table, Where
 from twinbase.bim.geometry.types import (
     AkimaCurve,
     Arc,
@@ -120,7 +120,7 @@ SPIRAL_TYPES = {
 _SPIRAL = struct.Struct("<18dii")
 
 
-def read_bgfb(data: bytes, start: int, end: int, where: str) -> BgfbGeometry:
+def read_bgfb(data: bytes, start: int, end: int, where: Where) -> BgfbGeometry:
     """Decode the BGFB payload ``data[start:end]`` (signature included)."""
     fb = FlatBuffer(data, start + len(SIGNATURE), end, where)
     if end - start < len(SIGNATURE) + 4 or data[start : start + len(SIGNATURE)] != SIGNATURE:
