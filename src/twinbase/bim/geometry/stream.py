@@ -86,6 +86,7 @@ _FACE_SYMBOLOGY = np.dtype(
 # A Snappy element expands at most 64 output bytes from a 3-byte copy: no honest chunk inflates more than
 # 22x. Checking the announced length against that bound stops a forged length from allocating gigabytes.
 _MAX_SNAPPY_RATIO = 22
+_snappy_raw = cramjam.snappy.decompress_raw
 # Symbology is frozen: every stream starts from this one instance.
 _NO_SYMBOLOGY = Symbology()
 _new = object.__new__
@@ -123,7 +124,26 @@ def _varint(chunk: bytes, where: str) -> int:
 
 def decompress(blob: bytes) -> bytes:
     """Join the chunked raw Snappy blocks of a GeometryStream column value."""
-    data = bytes(blob)
+    data = blob if type(blob) is bytes else bytes(blob)
+    # The common case, one chunk whose length varint takes 1 or 2 bytes, checked inline; anything else
+    # (several chunks, a longer varint, a failed check) goes the general way, which says what is wrong.
+    n = len(data)
+    if n >= 4 and data[0] | data[1] << 8 == n:
+        expected = data[2]
+        if expected & 0x80:
+            expected = -1 if data[3] & 0x80 else (expected & 0x7F) | data[3] << 7
+        if 0 <= expected <= _MAX_SNAPPY_RATIO * (n - 2):
+            try:
+                out = _snappy_raw(data[2:])
+            except cramjam.DecompressionError:
+                pass
+            else:
+                if len(out) == expected:
+                    return bytes(out)
+    return _decompress_chunks(data)
+
+
+def _decompress_chunks(data: bytes) -> bytes:
     if not data:
         raise GeometryCompressionError("empty GeometryStream blob")
     parts = []
