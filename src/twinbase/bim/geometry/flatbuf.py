@@ -361,6 +361,19 @@ class Table:
 
     def union(self, type_slot: int, field: str) -> tuple[int, Table | None]:
         """A union: (type tag, table), the tag in ``type_slot`` and the value in the next slot."""
+        # The common case (tag and value present, both in bounds) read inline; the general way below
+        # gives the same answer in every other case, and says what is wrong when something is.
+        offs = self._offs
+        if type_slot + 1 < len(offs):
+            fo, fv = offs[type_slot], offs[type_slot + 1]
+            pos, end = self.pos, self._end
+            if fo >= 4 and fv >= 4 and pos + fo + 1 <= end and pos + fv + 4 <= end:
+                data = self._data
+                tag = data[pos + fo]
+                if tag:
+                    target = pos + fv + _u32(data, pos + fv)[0]
+                    if target + 4 <= end:
+                        return tag, Table(self.fb, target, f"{self.name}.{field}", self.depth + 1)
         tag = self.u8(type_slot, f"{field}_type")
         if tag == 0:
             return 0, None
