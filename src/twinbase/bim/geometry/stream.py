@@ -65,6 +65,7 @@ from twinbase.bim.geometry.types import (
     ThematicSettings,
     Unknown,
     _frozen,
+    _make,
 )
 
 SIGNATURE = 0x0600  # GeomBlobHeader::Signature ("DgnDb06")
@@ -238,7 +239,8 @@ def _arc(t: Table) -> Arc | CurveVector:
 
 
 def _part(t: Table) -> PartInstance:
-    return PartInstance(
+    return _make(
+        PartInstance,
         part_id=t.i64(0, "geomPartId"),
         origin=_point(t, 1, "origin") or (0.0, 0.0, 0.0),
         yaw=t.f64(2, "yaw"),
@@ -595,7 +597,8 @@ def decode_opcode_stream(data: bytes) -> DecodedStream:
                 raise GeometryOpcodeError(f"{where_text(where)}: a Header after the first operation")
             if op_size < 8:
                 raise GeometryOpcodeError(f"{where_text(where)}: a {op_size}-byte Header payload, 8 needed")
-            header = Header(*_op_header(data, start))
+            version, flags = _op_header(data, start)
+            header = _make(Header, version=version, flags=flags)
             ops.append(header)
             continue
         if header is None:
