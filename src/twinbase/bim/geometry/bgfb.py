@@ -16,7 +16,8 @@ import struct
 
 import numpy as np
 
-from twinbase.bim.geometry.flatbuf import FlatBuffer, Table
+from twinbase.bim.geometry.errors import GeometryStreamError
+from twinbase.bim.geometry.flatbuf import FlatBuffer, Table, Where
 from twinbase.bim.geometry.types import (
     AkimaCurve,
     Arc,
@@ -43,6 +44,7 @@ from twinbase.bim.geometry.types import (
     TorusPipe,
     UnsupportedGeometry,
     _frozen,
+    _make,
 )
 
 SIGNATURE = b"bg0001fb"
@@ -120,7 +122,7 @@ SPIRAL_TYPES = {
 _SPIRAL = struct.Struct("<18dii")
 
 
-def read_bgfb(data: bytes, start: int, end: int, where: str) -> BgfbGeometry:
+def read_bgfb(data: bytes, start: int, end: int, where: Where) -> BgfbGeometry:
     """Decode the BGFB payload ``data[start:end]`` (signature included)."""
     fb = FlatBuffer(data, start + len(SIGNATURE), end, where)
     if end - start < len(SIGNATURE) + 4 or data[start : start + len(SIGNATURE)] != SIGNATURE:
@@ -182,11 +184,15 @@ def _curve(tag: int, g: Table) -> CurvePrimitive:
         s = _view(g, 0, 6, "segment")
         return LineSegment(s[0:3], s[3:6])
     if tag == ELLIPTIC_ARC:
-        a = _view(g, 0, 11, "arc")
-        return Arc(a[0:3], a[3:6], a[6:9], float(a[9]), float(a[10]))
+        pos = g.field(0, 88, "arc")
+        if pos is None:
+            raise fb.fail(f"{g.name}.arc is missing")
+        a = _frombuffer(fb.data, _F64, 11, pos)
+        start, sweep = _D2(fb.data, pos + 72)  # a[9] and a[10], as Python floats
+        return _make(Arc, center=a[0:3], vector0=a[3:6], vector90=a[6:9], start=start, sweep=sweep)
     if tag == LINE_STRING:
         pts = _xyz(fb, g, 0, "points")
-        return LineString(pts if pts is not None else _frozen(np.zeros((0, 3))))
+        return _make(LineString, points=pts if pts is not None else _frozen(np.zeros((0, 3))))
     if tag == POINT_STRING:
         pts = _xyz(fb, g, 0, "points")
         return PointString(pts if pts is not None else _frozen(np.zeros((0, 3))))
@@ -262,11 +268,11 @@ def _bspline_curve(g: Table) -> BSplineCurve:
     return BSplineCurve(order=order, poles=poles, weights=weights, knots=knots, closed=g.bool(1, "closed"))
 
 
+_CV_TYPES = {int(t): t for t in CurveVectorType}
+
+
 def _curve_vector(g: Table) -> CurveVector:
-    raw_type = g.i32(0, "type")
-    cv_type = (
-        CurveVectorType(raw_type) if raw_type in CurveVectorType._value2member_map_ else CurveVectorType.NONE
-    )
+    cv_type = _CV_TYPES.get(g.i32(0, "type"), CurveVectorType.NONE)
     children: list[CurvePrimitive | CurveVector] = []
     for child in g.tables(1, "VariantGeometry", "curves"):
         tag, table = child.union(0, "geometry")
@@ -282,7 +288,7 @@ def _curve_vector(g: Table) -> CurveVector:
             raise g.fb.fail(f"CurveVector.curves: a {TAG_NAMES[tag]} is not a curve")
         else:
             children.append(UnsupportedGeometry(f"VariantGeometry tag {tag}"))
-    return CurveVector(cv_type, tuple(children))
+    return _make(CurveVector, type=cv_type, children=tuple(children))
 
 
 def _required_curve_vector(g: Table, slot: int, field: str) -> CurveVector:
@@ -313,6 +319,78 @@ def _index(g: Table, slot: int, field: str, data_count: int, point_index: I32Arr
 
 
 def _polyface(g: Table) -> Polyface:
+    # Read without the per-array checks, then checked all at once: any error, or any doubt, and the
+    # payload is read again the careful way, which raises what is wrong first (or returns the same mesh).
+    try:
+        mesh = _polyface_fast(g)
+    except GeometryStreamError:
+        mesh = None
+    return _polyface_checked(g) if mesh is None else mesh
+
+
+def _polyface_fast(g: Table) -> Polyface | None:
+    if g.i32(12, "meshStyle") != 1:
+        return None
+    points = g.array(0, "<f8", "point")
+    point_index = g.array(5, "<i4", "pointIndex")
+    params = g.array(1, "<f8", "param")
+    normals = g.array(2, "<f8", "normal")
+    colors = g.array(4, "<u4", "intColor")
+    param_index = g.array(6, "<i4", "paramIndex")
+    normal_index = g.array(7, "<i4", "normalIndex")
+    color_index = g.array(8, "<i4", "colorIndex")
+    if points is None or point_index is None or points.size % 3:
+        return None
+    points = points.reshape(-1, 3)
+    if params is not None:
+        if params.size % 2:
+            return None
+        params = params.reshape(-1, 2)
+    if normals is not None:
+        if normals.size % 3:
+            return None
+        normals = normals.reshape(-1, 3)
+    # every index array against the count of what it indexes, in one concatenation and two reductions
+    indices = [point_index]
+    counts = [points.shape[0]]
+    for idx, data in ((param_index, params), (normal_index, normals), (color_index, colors)):
+        if idx is not None:
+            if idx.size != point_index.size:
+                return None
+            indices.append(idx)
+            counts.append(0 if data is None else data.shape[0])
+    if point_index.size:
+        stacked = np.concatenate(indices).reshape(len(indices), -1) if len(indices) > 1 else point_index[None]
+        for lo, hi, count in zip(
+            stacked.min(axis=1).tolist(), stacked.max(axis=1).tolist(), counts, strict=True
+        ):
+            if hi > count or -lo > count:
+                return None
+    # As iTwin.js's BGFBReader: data without its index array (or the reverse) is not used.
+    if params is None or param_index is None:
+        params = param_index = None
+    if normals is None or normal_index is None:
+        normals = normal_index = None
+    if colors is None or color_index is None:
+        colors = color_index = None
+    return _make(
+        Polyface,
+        points=points,
+        point_index=point_index,
+        params=params,
+        param_index=param_index,
+        normals=normals,
+        normal_index=normal_index,
+        colors=colors,
+        color_index=color_index,
+        num_per_face=g.i32(10, "numPerFace"),
+        two_sided=g.bool(13, "twoSided"),
+        expected_closure=g.i32(17, "expectedClosure"),
+        has_aux_data=g.has(16),
+    )
+
+
+def _polyface_checked(g: Table) -> Polyface:
     fb = g.fb
     mesh_style = g.i32(12, "meshStyle")
     if mesh_style != 1:
@@ -406,64 +484,83 @@ def _bspline_surface(g: Table) -> BSplineSurface:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _detail(g: Table, doubles: int) -> tuple[F64Array, bool]:
-    """A solid's detail struct: ``doubles`` doubles, then the ``capped`` byte padded to 8."""
+def _detail(g: Table, doubles: int) -> tuple[F64Array, bool, int]:
+    """A solid's detail struct: ``doubles`` doubles, then the ``capped`` byte padded to 8; also where it
+    starts, so scalars can be read from the bytes as Python floats."""
     size = 8 * doubles + 8
     pos = g.field(0, size, "detail")
     if pos is None:
         raise g.fb.fail(f"{g.name}.detail is missing")
-    values = np.frombuffer(g.fb.data, dtype="<f8", count=doubles, offset=pos)
-    return values, g.fb.data[pos + 8 * doubles] != 0
+    data = g.fb.data
+    values = _frombuffer(data, _F64, doubles, pos)
+    return values, data[pos + 8 * doubles] != 0, pos
+
+
+_F64 = np.dtype("<f8")
+_frombuffer = np.frombuffer  # positional: numpy parses keyword arguments several times slower
+_D2 = struct.Struct("<2d").unpack_from
+_D3 = struct.Struct("<3d").unpack_from
+_D4 = struct.Struct("<4d").unpack_from
 
 
 def _solid(tag: int, g: Table) -> BgfbGeometry:
     fb = g.fb
+    data = fb.data
     if tag == DGN_BOX:
-        d, capped = _detail(g, 16)
-        return Box(
+        d, capped, pos = _detail(g, 16)
+        base_x, base_y, top_x, top_y = _D4(data, pos + 96)
+        return _make(
+            Box,
             base_origin=d[0:3],
             top_origin=d[3:6],
             vector_x=d[6:9],
             vector_y=d[9:12],
-            base_x=float(d[12]),
-            base_y=float(d[13]),
-            top_x=float(d[14]),
-            top_y=float(d[15]),
+            base_x=base_x,
+            base_y=base_y,
+            top_x=top_x,
+            top_y=top_y,
             capped=capped,
         )
     if tag == DGN_SPHERE:
-        d, capped = _detail(g, 14)
-        return Sphere(
+        d, capped, pos = _detail(g, 14)
+        start_latitude, latitude_sweep = _D2(data, pos + 96)
+        return _make(
+            Sphere,
             local_to_world=d[0:12].reshape(3, 4),
-            start_latitude=float(d[12]),
-            latitude_sweep=float(d[13]),
+            start_latitude=start_latitude,
+            latitude_sweep=latitude_sweep,
             capped=capped,
         )
     if tag == DGN_CONE:
-        d, capped = _detail(g, 14)
-        return Cone(
+        d, capped, pos = _detail(g, 14)
+        radius_a, radius_b = _D2(data, pos + 96)
+        return _make(
+            Cone,
             center_a=d[0:3],
             center_b=d[3:6],
             vector0=d[6:9],
             vector90=d[9:12],
-            radius_a=float(d[12]),
-            radius_b=float(d[13]),
+            radius_a=radius_a,
+            radius_b=radius_b,
             capped=capped,
         )
     if tag == DGN_TORUS_PIPE:
-        d, capped = _detail(g, 12)
-        return TorusPipe(
+        d, capped, pos = _detail(g, 12)
+        major_radius, minor_radius, sweep = _D3(data, pos + 72)
+        return _make(
+            TorusPipe,
             center=d[0:3],
             vector_x=d[3:6],
             vector_y=d[6:9],
-            major_radius=float(d[9]),
-            minor_radius=float(d[10]),
-            sweep=float(d[11]),
+            major_radius=major_radius,
+            minor_radius=minor_radius,
+            sweep=sweep,
             capped=capped,
         )
     if tag == DGN_EXTRUSION:
         vector = _view(g, 1, 3, "extrusionVector")
-        return LinearSweep(_required_curve_vector(g, 0, "baseCurve"), vector, g.bool(2, "capped"))
+        base = _required_curve_vector(g, 0, "baseCurve")
+        return _make(LinearSweep, base=base, vector=vector, capped=g.bool(2, "capped"))
     if tag == DGN_ROTATIONAL_SWEEP:
         axis = _view(g, 1, 6, "axis")
         return RotationalSweep(

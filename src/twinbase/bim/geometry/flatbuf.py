@@ -43,6 +43,34 @@ _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
 _DOUBLES = [struct.Struct(f"<{n}d") for n in range(17)]
 _F64_DTYPE = np.dtype("<f8")
+# The unpack methods bound once: the accessors below run for every field of every table of every stream.
+_u8 = _U8.unpack_from
+_u32 = _U32.unpack_from
+_i32 = _I32.unpack_from
+_hh = _HH.unpack_from
+_frombuffer = np.frombuffer  # called positionally: numpy parses keyword arguments several times slower
+# A whole vtable's field offsets in one unpack (slot counts of real schemas stay far below 64).
+_VTABLES = [struct.Struct(f"<{n}H") for n in range(65)]
+_DTYPES: dict[str, np.dtype[Any]] = {}
+
+
+def _dtype(name: str) -> np.dtype[Any]:
+    dt = _DTYPES.get(name)
+    if dt is None:
+        dt = _DTYPES[name] = np.dtype(name)
+    return dt
+
+
+# ``where`` of a stream operation as (operation number, opcode name, opcode, stream byte): the text is
+# made only when an error is raised, not for every operation of every stream.
+Where = str | tuple[int, str, int, int]
+
+
+def where_text(where: Where) -> str:
+    if isinstance(where, str):
+        return where
+    index, name, opcode, pos = where
+    return f"operation #{index} {name} (opcode {opcode}) at stream byte {pos}"
 
 
 class FlatBuffer:
@@ -50,14 +78,14 @@ class FlatBuffer:
 
     __slots__ = ("data", "end", "start", "where")
 
-    def __init__(self, data: bytes, start: int, end: int, where: str) -> None:
+    def __init__(self, data: bytes, start: int, end: int, where: Where) -> None:
         self.data = data
         self.start = start
         self.end = end
         self.where = where
 
     def fail(self, message: str) -> GeometryFlatBufferError:
-        return GeometryFlatBufferError(f"{self.where}: {message}")
+        return GeometryFlatBufferError(f"{where_text(self.where)}: {message}")
 
     def check(self, pos: int, size: int, what: str) -> None:
         if pos < self.start or size < 0 or pos + size > self.end:
@@ -73,14 +101,23 @@ class FlatBuffer:
 
     def root(self, name: str) -> Table:
         """The root table: a uint32 offset at ``start``."""
-        offset = self.u32(self.start, f"{name} root offset")
-        return Table(self, self.start + offset, name, 0)
+        start = self.start
+        if start + 4 <= self.end:
+            return Table(self, start + _u32(self.data, start)[0], name, 0)
+        offset = self.u32(start, f"{name} root offset")
+        return Table(self, start + offset, name, 0)
 
 
 class Table:
-    """One table of a FlatBuffer; ``slot`` numbers are the schema's field order (vtable index)."""
+    """One table of a FlatBuffer; ``slot`` numbers are the schema's field order (vtable index).
 
-    __slots__ = ("_data", "_nslots", "_vtable", "depth", "fb", "name", "pos", "size")
+    The vtable is read whole when the table is made (``_offs``: each slot's offset in the table, 0 when
+    absent), so a field costs a tuple index. A present field is valid when it starts past the soffset and
+    ends inside the payload (a field inside the declared table is inside the payload, as the table is):
+    the accessors test that inline and leave the error, with its message, to ``field``.
+    """
+
+    __slots__ = ("_data", "_end", "_offs", "depth", "fb", "name", "pos", "size")
 
     def __init__(self, fb: FlatBuffer, pos: int, name: str, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -92,11 +129,12 @@ class Table:
         self.depth = depth
         # The common case in one comparison chain (this runs for every table of every stream); the
         # failure path below finds which check failed and says so.
-        start, end = fb.start, fb.end
+        start = fb.start
+        self._end = end = fb.end
         if start <= pos and pos + 4 <= end:
-            vtable = pos - _I32.unpack_from(data, pos)[0]
+            vtable = pos - _i32(data, pos)[0]
             if start <= vtable and vtable + 4 <= end:
-                vt_bytes, tbl_bytes = _HH.unpack_from(data, vtable)
+                vt_bytes, tbl_bytes = _hh(data, vtable)
                 if (
                     vt_bytes >= 4
                     and not vt_bytes & 1
@@ -104,8 +142,9 @@ class Table:
                     and vtable + vt_bytes <= end
                     and pos + tbl_bytes <= end
                 ):
-                    self._vtable = vtable
-                    self._nslots = (vt_bytes - 4) >> 1
+                    nslots = (vt_bytes - 4) >> 1
+                    vt = _VTABLES[nslots] if nslots <= 64 else struct.Struct(f"<{nslots}H")
+                    self._offs: tuple[int, ...] = vt.unpack_from(data, vtable + 4)
                     self.size = tbl_bytes
                     return
         self._fail_header()
@@ -128,16 +167,17 @@ class Table:
 
     def field(self, slot: int, size: int, field: str) -> int | None:
         """Absolute position of an inline field of ``size`` bytes, or None when absent."""
-        if slot >= self._nslots:
+        offs = self._offs
+        if slot >= len(offs):
             return None
-        fo: int = _U16.unpack_from(self._data, self._vtable + 4 + 2 * slot)[0]
+        fo = offs[slot]
         if fo == 0:
             return None
         # A field should lie inside the table's declared inline size, but core-geometry's BGFBWriter
         # (flatbuffers JS) builds a solid's detail struct before starting its table: the struct then
         # follows a table that declares 4 bytes. Its readers (and the native one) do not check, so bound
         # the field by the payload instead.
-        if fo < 4 or (fo + size > self.size and self.pos + fo + size > self.fb.end):
+        if fo < 4 or (fo + size > self.size and self.pos + fo + size > self._end):
             raise self.fb.fail(
                 f"{self.name}.{field}: field at table offset {fo} ({size} bytes) lies outside the "
                 f"{self.size}-byte table and the payload"
@@ -149,20 +189,31 @@ class Table:
 
     def _target(self, slot: int, field: str) -> int | None:
         """Follow a uoffset field: the absolute position it refers to, or None when absent."""
-        pos = self.field(slot, 4, field)
-        if pos is None:
+        offs = self._offs
+        if slot >= len(offs) or not offs[slot]:
             return None
+        fo = offs[slot]
+        pos = self.pos + fo
+        if fo < 4 or pos + 4 > self._end:
+            self.field(slot, 4, field)  # raises, saying where
         # the field itself lies inside the table, which lies inside the payload: read it unchecked
-        target: int = pos + _U32.unpack_from(self._data, pos)[0]
-        if target + 4 > self.fb.end:
+        target: int = pos + _u32(self._data, pos)[0]
+        if target + 4 > self._end:
             self.fb.check(target, 4, f"{self.name}.{field} target")
         return target
 
     # -- scalars ---------------------------------------------------------------------------------------
 
     def _scalar(self, slot: int, st: struct.Struct, default: Any, field: str) -> Any:
-        pos = self.field(slot, st.size, field)
-        return default if pos is None else st.unpack_from(self._data, pos)[0]
+        offs = self._offs
+        if slot < len(offs):
+            fo = offs[slot]
+            if fo:
+                pos = self.pos + fo
+                if fo < 4 or pos + st.size > self._end:
+                    self.field(slot, st.size, field)  # raises, saying where
+                return st.unpack_from(self._data, pos)[0]
+        return default
 
     def u8(self, slot: int, field: str, default: int = 0) -> int:
         value: int = self._scalar(slot, _U8, default, field)
@@ -173,7 +224,15 @@ class Table:
         return value
 
     def bool(self, slot: int, field: str) -> bool:
-        return self.u8(slot, field) != 0
+        offs = self._offs
+        if slot < len(offs):
+            fo = offs[slot]
+            if fo:
+                pos = self.pos + fo
+                if fo < 4 or pos + 1 > self._end:
+                    self.field(slot, 1, field)  # raises, saying where
+                return self._data[pos] != 0
+        return False
 
     def u16(self, slot: int, field: str, default: int = 0) -> int:
         value: int = self._scalar(slot, _U16, default, field)
@@ -215,7 +274,7 @@ class Table:
         pos = self.field(slot, size or 8 * count, field)
         if pos is None:
             return None
-        return np.frombuffer(self._data, dtype=_F64_DTYPE, count=count, offset=pos)
+        return _frombuffer(self._data, _F64_DTYPE, count, pos)
 
     def struct_raw(self, slot: int, fmt: struct.Struct, field: str) -> tuple[Any, ...] | None:
         """An inline struct with a mixed layout given as a little-endian ``struct.Struct``, or None."""
@@ -235,27 +294,28 @@ class Table:
         target = self._target(slot, field)
         if target is None:
             return None
-        count: int = _U32.unpack_from(self.fb.data, target)[0]
-        self.fb.check(target + 4, count * elem_size, f"{self.name}.{field} ({count} elements)")
+        count: int = _u32(self._data, target)[0]
+        if target + 4 + count * elem_size > self._end:
+            self.fb.check(target + 4, count * elem_size, f"{self.name}.{field} ({count} elements)")
         return target + 4, count
 
     def array(self, slot: int, dtype: str, field: str) -> npt.NDArray[Any] | None:
         """A vector of scalars as a read-only numpy view of the payload (no copy), or None."""
-        dt = np.dtype(dtype)
+        dt = _dtype(dtype)
         vec = self._vector(slot, dt.itemsize, field)
         if vec is None:
             return None
         start, count = vec
-        return np.frombuffer(self.fb.data, dtype=dt, count=count, offset=start)
+        return _frombuffer(self._data, dt, count, start)
 
     def struct_array(self, slot: int, dtype: str, width: int, field: str) -> npt.NDArray[Any] | None:
         """A vector of structs of ``width`` scalars each, as an (n, width) view, or None."""
-        dt = np.dtype(dtype)
+        dt = _dtype(dtype)
         vec = self._vector(slot, dt.itemsize * width, field)
         if vec is None:
             return None
         start, count = vec
-        return np.frombuffer(self.fb.data, dtype=dt, count=count * width, offset=start).reshape(count, width)
+        return _frombuffer(self._data, dt, count * width, start).reshape(count, width)
 
     def record_array(self, slot: int, dtype: np.dtype[Any], field: str) -> npt.NDArray[Any] | None:
         """A vector of mixed-layout structs as a numpy structured view, or None."""
@@ -263,7 +323,7 @@ class Table:
         if vec is None:
             return None
         start, count = vec
-        return np.frombuffer(self.fb.data, dtype=dtype, count=count, offset=start)
+        return _frombuffer(self._data, dtype, count, start)
 
     def bytes_len(self, slot: int, field: str) -> int | None:
         """The length of a ubyte vector (e.g. Parasolid data we keep only the size of), or None."""
@@ -295,12 +355,25 @@ class Table:
         out = []
         for i in range(count):
             elem = start + 4 * i
-            target = elem + _U32.unpack_from(self.fb.data, elem)[0]
+            target = elem + _u32(self._data, elem)[0]
             out.append(Table(self.fb, target, name, self.depth + 1))
         return out
 
     def union(self, type_slot: int, field: str) -> tuple[int, Table | None]:
         """A union: (type tag, table), the tag in ``type_slot`` and the value in the next slot."""
+        # The common case (tag and value present, both in bounds) read inline; the general way below
+        # gives the same answer in every other case, and says what is wrong when something is.
+        offs = self._offs
+        if type_slot + 1 < len(offs):
+            fo, fv = offs[type_slot], offs[type_slot + 1]
+            pos, end = self.pos, self._end
+            if fo >= 4 and fv >= 4 and pos + fo + 1 <= end and pos + fv + 4 <= end:
+                data = self._data
+                tag = data[pos + fo]
+                if tag:
+                    target = pos + fv + _u32(data, pos + fv)[0]
+                    if target + 4 <= end:
+                        return tag, Table(self.fb, target, f"{self.name}.{field}", self.depth + 1)
         tag = self.u8(type_slot, f"{field}_type")
         if tag == 0:
             return 0, None
