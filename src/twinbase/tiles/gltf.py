@@ -74,7 +74,7 @@ from twinbase.tiles.quantize import (
     exponential_codes,
     normals_to_oct8,
     quantize_positions,
-    quaternion_codes,
+    quaternion_codes_by_bits,
     srgb_to_linear,
 )
 from twinbase.tiles.transforms import Decomposed, cofactor, decompose, quaternion_to_matrix
@@ -91,6 +91,8 @@ TRIANGLES = 4
 #: translation, rotation and scale streams gets ``STREAM_SHARE`` (they add up to the whole tolerance).
 GRID_SHARE = 0.7
 STREAM_SHARE = 0.1
+#: The QUATERNION filter's code widths, tried narrowest first.
+QUATERNION_BITS = range(8, 17)
 
 MESH_FEATURES = "EXT_mesh_features"
 INSTANCE_FEATURES = "EXT_instance_features"
@@ -426,6 +428,33 @@ def _concat(sets: list[TriangleSet]) -> TriangleSet:
     )
 
 
+#: Relative margin around the Frobenius bounds in ``_moves_within``: far above the few ulps by which the
+#: computed Frobenius and spectral norms can stray from the exact ones.
+_BOUND_SLACK = 1e-9
+
+
+def _first_within(d: F64, radius: F64, share: float) -> int:
+    """The first level ``l`` of (levels, k, 3, 3) ``d`` with ``max_k |d_lk|_2 * radius_k <= share``, as
+    ``np.linalg.norm(ord=2)`` decides it (else the last level).
+
+    The spectral norm is an SVD per matrix, once the writer's most expensive step on instanced tiles; the
+    Frobenius norm bounds it on both sides (``|d|_2 <= |d|_F <= sqrt(3) |d|_2``), so the SVD runs only
+    on the rows those bounds leave undecided, and the answer is the one the SVD of every row gives."""
+    reach = np.sqrt(np.einsum("lkij,lkij->lk", d, d)) * radius
+    beyond = (reach > math.sqrt(3.0) * share * (1.0 + _BOUND_SLACK)).any(axis=1)
+    undecided = reach > share * (1.0 - _BOUND_SLACK)
+    for level in range(len(d)):
+        if beyond[level]:
+            continue
+        rows = undecided[level]
+        if not rows.any():
+            return level
+        moved = np.linalg.norm(d[level][rows], ord=2, axis=(1, 2))
+        if float((moved * radius[rows]).max()) <= share:
+            return level
+    return len(d) - 1
+
+
 def _instance_streams(
     b: BinBuilder, t: F64, q: F64, s: F64, top: F64, budget: float | None
 ) -> tuple[int, int, int, int]:
@@ -448,13 +477,14 @@ def _instance_streams(
     s_error = share / math.sqrt(3.0) / np.maximum(reach, 1.0)
     s_view = b.attribute_view(exponential_codes(s, s_error), vertex=False, filter="EXPONENTIAL")
     radius = np.linalg.norm(s * top, axis=1)
-    exact = quaternion_to_matrix(q)
-    codes = quaternion_codes(q, 16)
-    for bits in range(8, 17):
-        codes = quaternion_codes(q, bits)
-        moved = np.linalg.norm(quaternion_to_matrix(decode_quaternions(codes)) - exact, ord=2, axis=(1, 2))
-        if not len(q) or float((moved * radius).max()) <= share:
-            break
+    # Every width at once (a tile's instances are few, the calls per width were the cost), the first
+    # that keeps the corners in place taken.
+    every = quaternion_codes_by_bits(q, QUATERNION_BITS)
+    codes = every[0]
+    if len(q):
+        decoded = quaternion_to_matrix(decode_quaternions(every.reshape(-1, 4)))
+        decoded = decoded.reshape(*every.shape[:2], 3, 3)
+        codes = every[_first_within(decoded - quaternion_to_matrix(q), radius, share)]
     r_view = b.attribute_view(codes, vertex=False, filter="QUATERNION")
     return t_view, r_view, SHORT, s_view
 
@@ -520,10 +550,23 @@ def encode_glb(
     flat: list[TriangleSet] = [content.triangles]
     instanced: list[tuple[PartInstances, np.ndarray, Decomposed]] = []
     n_flat = 0
-    for pi in content.instances:
-        if pi.count == 0 or pi.part.n_triangles == 0:
-            continue
-        dec = decompose(np.asarray(pi.transforms, np.float64))
+    live = [pi for pi in content.instances if pi.count and pi.part.n_triangles]
+    # One decomposition of every instance in the tile, cut per part: its rows are independent, and a
+    # tile's many small parts each paid numpy's per-call overhead many times over the arithmetic.
+    every_dec = (
+        decompose(np.concatenate([np.asarray(pi.transforms, np.float64) for pi in live])) if live else None
+    )
+    end = 0
+    for pi in live:
+        assert every_dec is not None
+        start, end = end, end + pi.count
+        dec = Decomposed(
+            every_dec.translation[start:end],
+            every_dec.rotation[start:end],
+            every_dec.quaternion[start:end],
+            every_dec.scale[start:end],
+            every_dec.ok[start:end],
+        )
         bad = np.flatnonzero(~dec.ok)
         if len(bad):
             flat.append(_flatten(pi, bad))
