@@ -235,41 +235,59 @@ def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: 
     """Split indexed triangles by a per-vertex key. Only referenced vertices are kept; with ``optimize``
     each group's triangles go in vertex-cache order and its vertices in first-use order (meshopt)."""
     idx = np.asarray(indices)
-    limit = int(key.max()) + 1 if len(key) else 1
-    key = _small_keys(key, limit)
-    tkey = key[idx[:, 0]]
-    if len(idx) and ((key[idx[:, 1]] != tkey).any() or (key[idx[:, 2]] != tkey).any()):
-        raise TileWriteError(f"{where}: a triangle's vertices name different materials")
+    key = np.asarray(key)
     used = np.zeros(n, bool)
     used[idx.reshape(-1)] = True
-    kept = np.flatnonzero(used)
-    order = kept[np.argsort(key[kept], kind="stable")].astype(np.int64)
-    tcount_all = np.bincount(tkey, minlength=limit)
-    keys = np.flatnonzero(tcount_all)
-    vcounts = np.bincount(key[kept], minlength=limit)[keys].astype(np.int64)
-    vstart = np.zeros(len(keys) + 1, np.int64)
-    np.cumsum(vcounts, out=vstart[1:])
-    tstart = np.zeros(len(keys) + 1, np.int64)
-    np.cumsum(tcount_all[keys], out=tstart[1:])
-    # Each vertex's index inside its own group, so one gather gives group-local triangles.
-    local_of = np.zeros(n, np.uint32)
-    local_of[order] = np.arange(len(order), dtype=np.int64) - np.repeat(vstart[:-1], vcounts)
-    local = local_of[idx[np.argsort(tkey, kind="stable")]]
+    lo = int(key.min()) if len(key) else 0
+    limit = int(key.max()) + 1 if len(key) else 1
+    if len(idx) and lo == limit - 1:
+        # One key (an instanced part's single piece, a one-look tile): no sorting, and when every vertex
+        # is referenced (the usual case) the indices are already the group's.
+        keys = np.array([lo], np.int64)
+        if np.count_nonzero(used) == n:
+            order = np.arange(n, dtype=np.int64)
+            local = idx.astype(np.uint32)  # a copy: reordered below
+        else:
+            order = np.flatnonzero(used).astype(np.int64)
+            local_of = np.zeros(n, np.uint32)
+            local_of[order] = np.arange(len(order), dtype=np.uint32)
+            local = local_of[idx]
+        vstart = np.array([0, len(order)], np.int64)
+        tstart = np.array([0, len(idx)], np.int64)
+    else:
+        key = _small_keys(key, limit)
+        corner_keys = key[idx]
+        tkey = corner_keys[:, 0]
+        if len(idx) and (corner_keys != tkey[:, None]).any():
+            raise TileWriteError(f"{where}: a triangle's vertices name different materials")
+        kept = np.flatnonzero(used)
+        order = kept[np.argsort(key[kept], kind="stable")].astype(np.int64)
+        tcount_all = np.bincount(tkey, minlength=limit)
+        keys = np.flatnonzero(tcount_all)
+        vcounts = np.bincount(key[kept], minlength=limit)[keys].astype(np.int64)
+        vstart = np.zeros(len(keys) + 1, np.int64)
+        np.cumsum(vcounts, out=vstart[1:])
+        tstart = np.zeros(len(keys) + 1, np.int64)
+        np.cumsum(tcount_all[keys], out=tstart[1:])
+        # Each vertex's index inside its own group, so one gather gives group-local triangles.
+        local_of = np.zeros(n, np.uint32)
+        local_of[order] = np.arange(len(order), dtype=np.int64) - np.repeat(vstart[:-1], vcounts)
+        local = local_of[idx[np.argsort(tkey, kind="stable")]]
     if optimize:
         for g in range(len(keys)):
             vs, ve, ts, te = int(vstart[g]), int(vstart[g + 1]), int(tstart[g]), int(tstart[g + 1])
             nv = ve - vs
-            src = np.ascontiguousarray(local[ts:te].reshape(-1))
+            src = local[ts:te].reshape(-1)
             cache = np.empty_like(src)
             # The strip-friendly order: consecutive triangles share edges more often than in the
             # cache-optimal order, which the index codec and the vertex deltas compress better.
             meshoptimizer.optimize_vertex_cache_strip(cache, src, len(src), nv)
-            fetch = np.empty(nv, np.uint32)  # fetch[old] = new (every vertex here is referenced)
-            meshoptimizer.optimize_vertex_fetch_remap(fetch, cache, len(cache), nv)
-            back = np.empty(nv, np.int64)
-            back[fetch] = np.arange(nv)
-            order[vs:ve] = order[vs:ve][back]
-            local[ts:te] = fetch[cache].reshape(-1, 3)
+            # Vertices in first-use order: meshopt moves the group's source vertex numbers (as 8-byte
+            # "vertices") and renumbers the indices in place, in one pass.
+            fetched = np.empty(nv, np.int64)
+            meshoptimizer.optimize_vertex_fetch(fetched, cache, order[vs:ve], len(cache), nv, 8)
+            order[vs:ve] = fetched
+            local[ts:te] = cache.reshape(-1, 3)
     return _Groups(keys.astype(np.int64), order, local, vstart, tstart)
 
 
