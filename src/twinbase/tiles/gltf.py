@@ -73,7 +73,7 @@ from twinbase.tiles.quantize import (
     decode_quaternions,
     exponential_codes,
     normals_to_oct8,
-    quantize_positions,
+    quantize_positions_top,
     quaternion_codes_by_bits,
     srgb_to_linear,
 )
@@ -291,6 +291,22 @@ def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: 
     return _Groups(keys.astype(np.int64), order, local, vstart, tstart)
 
 
+def _distinct_rows(rows: I64, base: int) -> tuple[I64, I64]:
+    """``np.unique(rows, axis=0, return_inverse=True)`` of (k, p) ``rows`` of values in ``[0, base)``: the
+    distinct rows in lexicographic order and each row's index among them. A row read as a base-``base``
+    number sorts the same, and numpy's unique of one integer column is many times faster than of rows."""
+    k, p = rows.shape
+    if p == 0 or base ** p >= 2**62:
+        looks, which = np.unique(rows, axis=0, return_inverse=True)
+        return looks, which.reshape(-1)
+    number = rows[:, 0].copy()
+    for j in range(1, p):
+        number *= base
+        number += rows[:, j]
+    _, first, which = np.unique(number, return_index=True, return_inverse=True)
+    return rows[first], which.reshape(-1)
+
+
 def _feature_id_type(n_features: int) -> int:
     if n_features <= 256:
         return UNSIGNED_BYTE
@@ -343,8 +359,11 @@ def _write_streams(
     g = len(groups.keys)
     starts = groups.vstart[:-1]
     counts = np.diff(groups.vstart)
+    top = np.zeros(3)
+    grid_max = None
     if quantize:
-        q, offset, step = quantize_positions(positions, tolerance)
+        q, offset, step, grid_max = quantize_positions_top(positions, tolerance)
+        top = grid_max.astype(np.float64)
         pos_view, pos_type, pos_stride, vals = b.attribute_view(q, vertex=True), UNSIGNED_SHORT, 8, q[:, :3]
         nrm_view = b.attribute_view(normals_to_oct8(normals), vertex=True, filter="OCTAHEDRAL")
         nrm_type, nrm_stride = BYTE, 4
@@ -363,7 +382,9 @@ def _write_streams(
     shared = not quantize or total <= 65535
     if shared:
         index_size = 2 if quantize else 4
-        indices = groups.indices + np.repeat(starts, np.diff(groups.tstart)).astype(np.uint32)[:, None]
+        indices = groups.indices.copy()
+        for i in range(1, g):
+            indices[groups.tstart[i] : groups.tstart[i + 1]] += np.uint32(starts[i])
         max_vertices = total
         spans = [(0, total)] if g else []
     else:
@@ -375,8 +396,12 @@ def _write_streams(
     idx_view = b.index_view(indices, max_vertices, index_size)
     vertex_accessors: list[dict[str, int]] = []
     for vs, nv in spans:
-        lo = column_min(vals[vs : vs + nv]).tolist()
-        hi = column_max(vals[vs : vs + nv]).tolist()
+        if grid_max is not None and nv == total:
+            # the whole grid: its codes run from 0 to the largest (see quantize_positions_top)
+            lo, hi = [0, 0, 0], grid_max.tolist()
+        else:
+            lo = column_min(vals[vs : vs + nv]).tolist()
+            hi = column_max(vals[vs : vs + nv]).tolist()
         attrs = {
             "POSITION": b.accessor(pos_view, pos_type, nv, "VEC3", byte_offset=vs * pos_stride, lo=lo, hi=hi),
             "NORMAL": b.accessor(
@@ -398,7 +423,6 @@ def _write_streams(
         )
         for i in range(g)
     ]
-    top = column_max(vals).astype(np.float64) if quantize and len(vals) else np.zeros(3)
     return _Streams(attributes, index_accessors, offset, step, shared, top)
 
 
@@ -670,8 +694,7 @@ def encode_glb(
         translation = dec.translation[ok] - o + np.einsum("kij,kj->ki", rot, scale * streams.offset)
         scale = scale * streams.step
         rows = np.asarray(pi.materials, np.int64)[ok]
-        looks, which = np.unique(rows, axis=0, return_inverse=True)
-        which = which.reshape(-1)
+        looks, which = _distinct_rows(rows, len(content.materials.rgba))
         by_look = np.argsort(which, kind="stable")
         counts = np.bincount(which, minlength=len(looks))
         first = sum(len(x) for x in inst_t)

@@ -38,13 +38,21 @@ def linear_to_srgb(c: NDArray[np.floating]) -> F64:
     return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
 
 
+#: Below this many rows ``column_min`` / ``column_max`` reduce in one call: the per-column calls cost more.
+_FEW_ROWS = 1024
+
+
 def column_min(a: np.ndarray) -> np.ndarray:
     """``a.min(axis=0)`` of an (n, k) array, a column at a time: numpy's axis-0 reduction over narrow rows
-    is several times slower than reducing each strided column."""
+    is several times slower than reducing each strided column (but for few rows)."""
+    if len(a) < _FEW_ROWS:
+        return np.asarray(a.min(axis=0))
     return np.array([a[:, i].min() for i in range(a.shape[1])], a.dtype)
 
 
 def column_max(a: np.ndarray) -> np.ndarray:
+    if len(a) < _FEW_ROWS:
+        return np.asarray(a.max(axis=0))
     return np.array([a[:, i].max() for i in range(a.shape[1])], a.dtype)
 
 
@@ -65,18 +73,33 @@ def quantize_positions(p: F64, tolerance: float | None = None) -> tuple[NDArray[
     """``p`` (n, 3) → (n, 4) uint16 on a uniform grid from the lowest corner (step from
     ``position_step``; the 4th component pads each vertex to 8 bytes, glTF's 4-byte attribute alignment),
     the grid's ``offset`` (3,) and ``step``."""
+    q, lo, step, _ = quantize_positions_top(p, tolerance)
+    return q, lo, step
+
+
+def quantize_positions_top(
+    p: F64, tolerance: float | None = None
+) -> tuple[NDArray[np.uint16], F64, float, NDArray[np.uint16]]:
+    """``quantize_positions`` and the (3,) largest code on each axis, without another pass over the codes:
+    every step from a coordinate to its code keeps order, so the largest code is the largest
+    coordinate's (and the smallest is 0)."""
     q = np.zeros((len(p), 4), np.uint16)
     if len(p) == 0:
-        return q, np.zeros(3), 1.0
+        return q, np.zeros(3), 1.0, np.zeros(3, np.uint16)
     lo = column_min(p)
-    extent = float((column_max(p) - lo).max())
+    hi = column_max(p)
+    extent = float((hi - lo).max())
     step = position_step(extent, tolerance)
+    scale = 1.0 / step
     x = p - lo
-    x *= 1.0 / step
+    x *= scale
     np.rint(x, out=x)
     np.clip(x, 0, Q_MAX, out=x)
     q[:, :3] = x
-    return q, lo, step
+    top = (hi - lo) * scale
+    np.rint(top, out=top)
+    np.clip(top, 0, Q_MAX, out=top)
+    return q, lo, step, top.astype(np.uint16)
 
 
 #: What the Khronos validator accepts as unit length is |len - 1| <= 0.00674 for VEC3 normals.
@@ -94,7 +117,11 @@ _OCT_STEPS = [
 
 def _oct_codes(v: NDArray[np.float32]) -> NDArray[np.float32]:
     """Unit vectors (n, 3) → octahedral coordinates (n, 2) in [-1, 1], scaled to the K-bit range."""
-    s = np.abs(v).sum(axis=1)
+    a = np.abs(v)
+    # |x| + |y| + |z| left to right (as numpy's sum along a row adds them), by columns: a row-wise sum
+    # over 3-wide rows is an inner loop a row, ten times slower.
+    s = a[:, 0] + a[:, 1]
+    s += a[:, 2]
     s[s == 0] = 1.0
     uw: NDArray[np.float32] = v[:, :2] / s[:, None]
     lower = np.flatnonzero(v[:, 2] < 0)
