@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import meshoptimizer
 import numpy as np
@@ -28,6 +28,8 @@ ELEMENT_ARRAY_BUFFER = 34963
 BYTE, UNSIGNED_BYTE, SHORT, UNSIGNED_SHORT, UNSIGNED_INT, FLOAT = 5120, 5121, 5122, 5123, 5125, 5126
 
 MESHOPT = "EXT_meshopt_compression"
+
+V = TypeVar("V")
 
 
 def _pad(n: int, align: int) -> int:
@@ -73,6 +75,56 @@ def unpack_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
     return json.loads(chunks[0][1].decode("utf-8")), binary
 
 
+class Memo(Generic[V]):
+    """A bounded memo of a pure function of small byte strings (oldest entries dropped first).
+
+    A worker writes tile after tile with the same instanced parts in them (a few part geometries drawn in
+    hundreds of tiles): their grouping, normal codes and encoded streams repeat exactly, and recomputing
+    them was most of an instanced part's cost. Keys are the inputs' bytes, so a hit is the same input."""
+
+    #: Inputs above this many bytes are not memoized: their own work dwarfs the lookup; they rarely repeat.
+    MAX_KEY_BYTES = 1 << 16
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._values: dict[bytes, V] = {}
+
+    def get(self, key: bytes) -> V | None:
+        return self._values.get(key)
+
+    def put(self, key: bytes, value: V) -> V:
+        if len(key) <= self.MAX_KEY_BYTES:
+            if len(self._values) >= self.entries:
+                del self._values[next(iter(self._values))]
+            self._values[key] = value
+        return value
+
+
+#: Encoded meshopt streams by their mode, layout and raw bytes.
+_ENCODED: Memo[bytes] = Memo(512)
+
+
+def _encode_vertices(rows: np.ndarray, count: int, stride: int) -> bytes:
+    key = b"v%d:" % stride + rows.tobytes() if rows.nbytes <= Memo.MAX_KEY_BYTES else b""
+    found = _ENCODED.get(key) if key else None
+    if found is not None:
+        return found
+    meshoptimizer.encode_vertex_version(0)  # EXT_meshopt_compression knows only version 0 (0xa0)
+    encoded: bytes = meshoptimizer.encode_vertex_buffer(rows, count, stride)
+    return _ENCODED.put(key, encoded) if key else encoded
+
+
+def _encode_indices(flat: np.ndarray, vertex_count: int) -> bytes:
+    # The index codec's output does not depend on the vertex count (only its size bound does).
+    key = b"i:" + flat.tobytes() if flat.nbytes <= Memo.MAX_KEY_BYTES else b""
+    found = _ENCODED.get(key) if key else None
+    if found is not None:
+        return found
+    meshoptimizer.encode_index_version(1)
+    encoded: bytes = meshoptimizer.encode_index_buffer(flat, len(flat), max(vertex_count, 1))
+    return _ENCODED.put(key, encoded) if key else encoded
+
+
 class BinBuilder:
     """Buffer views and accessors over one BIN chunk (plus the meshopt fallback buffer's layout)."""
 
@@ -116,8 +168,7 @@ class BinBuilder:
             if filter is not None:
                 raise ValueError("a meshopt filter needs meshopt compression")
             return self.plain_view(rows.tobytes(), stride=stride, target=target)
-        meshoptimizer.encode_vertex_version(0)  # EXT_meshopt_compression knows only version 0 (0xa0)
-        encoded = meshoptimizer.encode_vertex_buffer(rows, count, stride)
+        encoded = _encode_vertices(rows, count, stride)
         return self._compressed(encoded, count, stride, "ATTRIBUTES", stride, target, filter)
 
     def column_view(self, rows: np.ndarray) -> int:
@@ -129,8 +180,7 @@ class BinBuilder:
         count, stride = raw.shape
         if not self.meshopt or count == 0:
             return self.plain_view(raw.tobytes())
-        meshoptimizer.encode_vertex_version(0)
-        encoded = meshoptimizer.encode_vertex_buffer(raw, count, stride)
+        encoded = _encode_vertices(raw, count, stride)
         return self._compressed(encoded, count, stride, "ATTRIBUTES", None, None)
 
     def index_view(self, indices: np.ndarray, vertex_count: int, index_size: int) -> int:
@@ -138,8 +188,7 @@ class BinBuilder:
         if not self.meshopt or len(flat) == 0:
             dtype = "<u2" if index_size == 2 else "<u4"
             return self.plain_view(flat.astype(dtype).tobytes(), target=ELEMENT_ARRAY_BUFFER)
-        meshoptimizer.encode_index_version(1)
-        encoded = meshoptimizer.encode_index_buffer(flat, len(flat), max(vertex_count, 1))
+        encoded = _encode_indices(flat, vertex_count)
         return self._compressed(encoded, len(flat), index_size, "TRIANGLES", None, ELEMENT_ARRAY_BUFFER)
 
     def _compressed(

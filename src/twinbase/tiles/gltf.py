@@ -63,6 +63,7 @@ from twinbase.tiles.glb import (
     UNSIGNED_INT,
     UNSIGNED_SHORT,
     BinBuilder,
+    Memo,
     pack_glb,
 )
 from twinbase.tiles.metadata import structural_metadata
@@ -231,7 +232,43 @@ def _small_keys(key: np.ndarray, limit: int) -> np.ndarray:
     return np.asarray(key).astype(dtype, copy=False)
 
 
+#: Groupings of small triangle sets by their inputs' bytes (an instanced part's repeat in tile after tile).
+_GROUPS: Memo[_Groups] = Memo(256)
+#: Octahedral normal codes by the normals' bytes.
+_OCT: Memo[NDArray[np.int8]] = Memo(256)
+
+
+def _normal_codes(normals: np.ndarray) -> NDArray[np.int8]:
+    v = np.ascontiguousarray(normals, np.float32)
+    key = v.tobytes() if v.nbytes <= Memo.MAX_KEY_BYTES else b""
+    found = _OCT.get(key) if key else None
+    if found is not None:
+        return found
+    codes = normals_to_oct8(v)
+    codes.flags.writeable = False
+    return _OCT.put(key, codes) if key else codes
+
+
 def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: str) -> _Groups:
+    """``_grouped``, memoized for small inputs (the result's arrays are then read-only)."""
+    idx = np.ascontiguousarray(indices)
+    k = np.ascontiguousarray(key)
+    memo = b""
+    if idx.nbytes + k.nbytes <= Memo.MAX_KEY_BYTES:
+        head = f"{n}:{int(optimize)}:{idx.dtype.str}:{idx.shape}:{k.dtype.str}:".encode()
+        memo = head + idx.tobytes() + k.tobytes()
+        found = _GROUPS.get(memo)
+        if found is not None:
+            return found
+    groups = _grouped(idx, k, n, optimize, where)
+    if memo:
+        for a in (groups.keys, groups.order, groups.indices, groups.vstart, groups.tstart):
+            a.flags.writeable = False
+        _GROUPS.put(memo, groups)
+    return groups
+
+
+def _grouped(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: str) -> _Groups:
     """Split indexed triangles by a per-vertex key. Only referenced vertices are kept; with ``optimize``
     each group's triangles go in vertex-cache order and its vertices in first-use order (meshopt)."""
     idx = np.asarray(indices)
@@ -295,8 +332,8 @@ def _distinct_rows(rows: I64, base: int) -> tuple[I64, I64]:
     """``np.unique(rows, axis=0, return_inverse=True)`` of (k, p) ``rows`` of values in ``[0, base)``: the
     distinct rows in lexicographic order and each row's index among them. A row read as a base-``base``
     number sorts the same, and numpy's unique of one integer column is many times faster than of rows."""
-    k, p = rows.shape
-    if p == 0 or base ** p >= 2**62:
+    p = rows.shape[1]
+    if p == 0 or base**p >= 2**62:
         looks, which = np.unique(rows, axis=0, return_inverse=True)
         return looks, which.reshape(-1)
     number = rows[:, 0].copy()
@@ -365,7 +402,7 @@ def _write_streams(
         q, offset, step, grid_max = quantize_positions_top(positions, tolerance)
         top = grid_max.astype(np.float64)
         pos_view, pos_type, pos_stride, vals = b.attribute_view(q, vertex=True), UNSIGNED_SHORT, 8, q[:, :3]
-        nrm_view = b.attribute_view(normals_to_oct8(normals), vertex=True, filter="OCTAHEDRAL")
+        nrm_view = b.attribute_view(_normal_codes(normals), vertex=True, filter="OCTAHEDRAL")
         nrm_type, nrm_stride = BYTE, 4
     else:
         offset, step = np.zeros(3), 1.0
@@ -396,8 +433,11 @@ def _write_streams(
     idx_view = b.index_view(indices, max_vertices, index_size)
     vertex_accessors: list[dict[str, int]] = []
     for vs, nv in spans:
+        lo: list[float]
+        hi: list[float]
         if grid_max is not None and nv == total:
-            # the whole grid: its codes run from 0 to the largest (see quantize_positions_top)
+            # the whole grid: its codes run from 0 to the largest (see quantize_positions_top); ints, as
+            # the codes' JSON bounds were written
             lo, hi = [0, 0, 0], grid_max.tolist()
         else:
             lo = column_min(vals[vs : vs + nv]).tolist()
