@@ -158,8 +158,24 @@ def _arr(value: Any, where: str, shape: tuple[int | None, ...], kind: str) -> np
 
 
 def _check_range(a: np.ndarray, limit: int, where: str) -> None:
-    if a.size and (int(a.min()) < 0 or int(a.max()) >= limit):
-        raise TileWriteError(f"{where}: values in [{int(a.min())}, {int(a.max())}] outside [0, {limit})")
+    if not a.size:
+        return
+    if a.dtype.kind == "u":
+        # no negatives to look for, and a type that cannot reach the limit needs no look at all
+        if limit >= 1 << (8 * a.dtype.itemsize) or int(a.max()) < limit:
+            return
+    elif int(a.min()) >= 0 and int(a.max()) < limit:
+        return
+    raise TileWriteError(f"{where}: values in [{int(a.min())}, {int(a.max())}] outside [0, {limit})")
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Every value finite: a NaN makes the minimum NaN and an infinity is the minimum or the maximum, so
+    two reductions answer without the boolean array ``isfinite`` would make."""
+    a = np.asarray(a)
+    if not a.size or a.dtype.kind in "iub":
+        return True
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 def _check_set(ts: TriangleSet, where: str, n_features: int | None, n_materials: int) -> None:
@@ -172,7 +188,7 @@ def _check_set(ts: TriangleSet, where: str, n_features: int | None, n_materials:
     if n_features is not None:
         _check_range(feature, n_features, f"{where}.feature")
     _check_range(material, n_materials, f"{where}.material")
-    if not (np.isfinite(ts.positions).all() and np.isfinite(ts.normals).all()):
+    if not (_finite(ts.positions) and _finite(ts.normals)):
         raise TileWriteError(f"{where}: non-finite positions or normals")
 
 
