@@ -49,7 +49,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import meshoptimizer
 import numpy as np
 from numpy.typing import NDArray
 
@@ -64,6 +63,8 @@ from twinbase.tiles.glb import (
     UNSIGNED_SHORT,
     BinBuilder,
     Memo,
+    optimize_fetch,
+    optimize_strip,
     pack_glb,
 )
 from twinbase.tiles.metadata import structural_metadata
@@ -330,16 +331,12 @@ def _grouped(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where
         for g in range(len(keys)):
             vs, ve, ts, te = int(vstart[g]), int(vstart[g + 1]), int(tstart[g]), int(tstart[g + 1])
             nv = ve - vs
-            src = local[ts:te].reshape(-1)
-            cache = np.empty_like(src)
             # The strip-friendly order: consecutive triangles share edges more often than in the
             # cache-optimal order, which the index codec and the vertex deltas compress better.
-            meshoptimizer.optimize_vertex_cache_strip(cache, src, len(src), nv)
+            cache = optimize_strip(local[ts:te], nv)
             # Vertices in first-use order: meshopt moves the group's source vertex numbers (as 8-byte
             # "vertices") and renumbers the indices in place, in one pass.
-            fetched = np.empty(nv, np.int64)
-            meshoptimizer.optimize_vertex_fetch(fetched, cache, order[vs:ve], len(cache), nv, 8)
-            order[vs:ve] = fetched
+            order[vs:ve] = optimize_fetch(cache, order[vs:ve])
             local[ts:te] = cache.reshape(-1, 3)
     return _Groups(keys.astype(np.int64), order, local, vstart, tstart)
 
