@@ -588,6 +588,23 @@ def _instance_streams(
 # the writer
 
 
+#: ``baseColorFactor`` by sRGBA bytes: a tile's materials are a few colours met again in tile after tile.
+_COLOURS: dict[tuple[int, ...], list[float]] = {}
+
+
+def _base_color(rgba: tuple[int, ...]) -> list[float]:
+    found = _COLOURS.get(rgba)
+    if found is None:
+        linear = srgb_to_linear(np.asarray(rgba[:3], np.int64) / 255.0)
+        # Six decimals keep every sRGB byte apart (neighbouring bytes differ by 3e-4 in linear at the
+        # dark end); the row is in the extras, so no name repeats it.
+        found = [*(round(float(c), 6) for c in linear), round(float(rgba[3]) / 255.0, 6)]
+        if len(_COLOURS) >= 1 << 16:
+            _COLOURS.clear()
+        _COLOURS[rgba] = found
+    return list(found)
+
+
 class _Materials:
     def __init__(self, table: MaterialTable) -> None:
         self.table = table
@@ -600,12 +617,9 @@ class _Materials:
             return found
         rgba = np.asarray(self.table.rgba[row], np.int64)
         rm = int(self.table.render_material_ids[row])
-        linear = srgb_to_linear(rgba[:3] / 255.0)
-        # Six decimals keep every sRGB byte apart (neighbouring bytes differ by 3e-4 in linear at the
-        # dark end); the row is in the extras, so no name repeats it.
         mat: dict[str, Any] = {
             "pbrMetallicRoughness": {
-                "baseColorFactor": [*(round(float(c), 6) for c in linear), round(float(rgba[3]) / 255.0, 6)],
+                "baseColorFactor": _base_color(tuple(rgba.tolist())),
                 "metallicFactor": 0.0,
                 "roughnessFactor": ROUGHNESS,
             },
