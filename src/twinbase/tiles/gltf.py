@@ -412,7 +412,8 @@ def _write_streams(
     top = np.zeros(3)
     grid_max = None
     if quantize:
-        q, offset, step, grid_max = quantize_positions_top(positions, tolerance)
+        # both callers hand over a fresh copy of the positions (gathered in vertex order)
+        q, offset, step, grid_max = quantize_positions_top(positions, tolerance, scratch=True)
         top = grid_max.astype(np.float64)
         pos_view, pos_type, pos_stride, vals = b.attribute_view(q, vertex=True), UNSIGNED_SHORT, 8, q[:, :3]
         nrm_view = b.attribute_view(_normal_codes(normals), vertex=True, filter="OCTAHEDRAL")

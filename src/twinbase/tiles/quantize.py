@@ -78,11 +78,12 @@ def quantize_positions(p: F64, tolerance: float | None = None) -> tuple[NDArray[
 
 
 def quantize_positions_top(
-    p: F64, tolerance: float | None = None
+    p: F64, tolerance: float | None = None, *, scratch: bool = False
 ) -> tuple[NDArray[np.uint16], F64, float, NDArray[np.uint16]]:
     """``quantize_positions`` and the (3,) largest code on each axis, without another pass over the codes:
     every step from a coordinate to its code keeps order, so the largest code is the largest
-    coordinate's (and the smallest is 0)."""
+    coordinate's (and the smallest is 0). With ``scratch`` (a float64 array the caller no longer needs)
+    the arithmetic runs in ``p`` itself instead of a copy."""
     q = np.zeros((len(p), 4), np.uint16)
     if len(p) == 0:
         return q, np.zeros(3), 1.0, np.zeros(3, np.uint16)
@@ -91,7 +92,11 @@ def quantize_positions_top(
     extent = float((hi - lo).max())
     step = position_step(extent, tolerance)
     scale = 1.0 / step
-    x = p - lo
+    if scratch and p.dtype == np.float64 and p.flags.writeable:
+        x = p
+        x -= lo
+    else:
+        x = p - lo
     x *= scale
     np.rint(x, out=x)
     np.clip(x, 0, Q_MAX, out=x)
