@@ -290,8 +290,12 @@ def _grouped(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where
     each group's triangles go in vertex-cache order and its vertices in first-use order (meshopt)."""
     idx = np.asarray(indices)
     key = np.asarray(key)
-    used = np.zeros(n, bool)
-    used[idx.reshape(-1)] = True
+    # (np.take and bincount instead of fancy indexing and scatters: the same values, several times faster)
+    if np.can_cast(idx.dtype, np.intp):
+        used = np.bincount(idx.reshape(-1), minlength=n).astype(bool, copy=False)
+    else:
+        used = np.zeros(n, bool)
+        used[idx.reshape(-1)] = True
     lo = int(key.min()) if len(key) else 0
     limit = int(key.max()) + 1 if len(key) else 1
     if len(idx) and lo == limit - 1:
@@ -305,14 +309,14 @@ def _grouped(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where
             order = np.flatnonzero(used).astype(np.int64)
             local_of = np.zeros(n, np.uint32)
             local_of[order] = np.arange(len(order), dtype=np.uint32)
-            local = local_of[idx]
+            local = local_of.take(idx)
         vstart = np.array([0, len(order)], np.int64)
         tstart = np.array([0, len(idx)], np.int64)
     else:
         key = _small_keys(key, limit)
-        corner_keys = key[idx]
+        corner_keys = key.take(idx)
         tkey = corner_keys[:, 0]
-        if len(idx) and (corner_keys != tkey[:, None]).any():
+        if len(idx) and ((corner_keys[:, 1] != tkey) | (corner_keys[:, 2] != tkey)).any():
             raise TileWriteError(f"{where}: a triangle's vertices name different materials")
         kept = np.flatnonzero(used)
         order = kept[np.argsort(key[kept], kind="stable")].astype(np.int64)
@@ -326,7 +330,7 @@ def _grouped(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where
         # Each vertex's index inside its own group, so one gather gives group-local triangles.
         local_of = np.zeros(n, np.uint32)
         local_of[order] = np.arange(len(order), dtype=np.int64) - np.repeat(vstart[:-1], vcounts)
-        local = local_of[idx[np.argsort(tkey, kind="stable")]]
+        local = local_of.take(idx.take(np.argsort(tkey, kind="stable"), axis=0))
     if optimize:
         for g in range(len(keys)):
             vs, ve, ts, te = int(vstart[g]), int(vstart[g + 1]), int(tstart[g]), int(tstart[g + 1])
