@@ -90,7 +90,7 @@ class Memo(Generic[V]):
     them was most of an instanced part's cost. Keys are the inputs' bytes, so a hit is the same input."""
 
     #: Inputs above this many bytes are not memoized: their own work dwarfs the lookup; they rarely repeat.
-    MAX_KEY_BYTES = 1 << 16
+    MAX_KEY_BYTES = 1 << 14
 
     def __init__(self, entries: int) -> None:
         self.entries = entries
