@@ -573,12 +573,13 @@ def test_distinct_rows_match_numpy_unique() -> None:
 
     rng = np.random.default_rng(5)
     for base, width in ((5, 1), (5, 3), (300, 4), (2**40, 2)):  # the last overflows: numpy's own unique
-        rows = rng.integers(0, min(base, 7), (50, width)).astype(np.int64)
-        rows[::7] = base - 1
-        want, which = np.unique(rows, axis=0, return_inverse=True)
-        got, got_which = _distinct_rows(rows, base)
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(got_which, which.reshape(-1))
+        for count in (1, 50, 500):  # a few rows (Python's sort) and many (numpy's)
+            rows = rng.integers(0, min(base, 7), (count, width)).astype(np.int64)
+            rows[::7] = base - 1
+            want, which = np.unique(rows, axis=0, return_inverse=True)
+            got, got_which = _distinct_rows(rows, base)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got_which, which.reshape(-1))
 
 
 def test_octahedral_table_is_the_decoder() -> None:

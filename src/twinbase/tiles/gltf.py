@@ -357,6 +357,15 @@ def _distinct_rows(rows: I64, base: int) -> tuple[I64, I64]:
     for j in range(1, p):
         number *= base
         number += rows[:, j]
+    if len(number) <= 64:
+        # a part's few instances in a tile: Python's set and sort beat np.unique's setup
+        numbers = number.tolist()
+        firsts: dict[int, int] = {}
+        for i, v in enumerate(numbers):
+            firsts.setdefault(v, i)
+        distinct = sorted(firsts)
+        rank = {v: r for r, v in enumerate(distinct)}
+        return rows[[firsts[v] for v in distinct]], np.array([rank[v] for v in numbers], np.int64)
     _, first, which = np.unique(number, return_index=True, return_inverse=True)
     return rows[first], which.reshape(-1)
 
