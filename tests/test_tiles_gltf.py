@@ -543,3 +543,120 @@ def test_checkers_catch_broken_files() -> None:
     assert any("featureCount" in p for p in metadata_problems(pack_glb(bad_count, binary)))
     problems = metadata_problems(pack_glb(misaligned, binary))
     assert any("not 8-aligned" in p for p in problems) and any("bytes for" in p for p in problems)
+
+
+# --------------------------------------------------------------------------------------------------
+# the writer's shortcuts give what the plain computations give
+
+
+def test_quaternion_width_search_matches_the_svd_of_every_instance() -> None:
+    """``_first_within`` (Frobenius bounds, an SVD only for undecided rows) picks the level the spectral
+    norm of every row picks, also when the largest move sits right at the limit."""
+    from twinbase.tiles.gltf import _first_within
+
+    rng = np.random.default_rng(11)
+    for trial in range(200):
+        levels, k = 9, int(rng.integers(1, 40))
+        d = rng.normal(size=(levels, k, 3, 3)) * (0.5 ** np.arange(levels))[:, None, None, None]
+        radius = rng.uniform(0.1, 10.0, k)
+        moved = np.linalg.norm(d, ord=2, axis=(2, 3)) * radius  # (levels, k)
+        # shares from far below to far above, and exactly some level's largest move
+        shares = [float(moved[int(rng.integers(levels))].max()), float(rng.uniform(0, moved.max()))]
+        shares.append(float(np.nextafter(shares[0], 0.0)))
+        for share in shares:
+            passing = [lvl for lvl in range(levels) if float(moved[lvl].max()) <= share]
+            assert _first_within(d, radius, share) == (passing[0] if passing else levels - 1), (trial, share)
+
+
+def test_distinct_rows_match_numpy_unique() -> None:
+    from twinbase.tiles.gltf import _distinct_rows
+
+    rng = np.random.default_rng(5)
+    for base, width in ((5, 1), (5, 3), (300, 4), (2**40, 2)):  # the last overflows: numpy's own unique
+        for count in (1, 50, 500):  # a few rows (Python's sort) and many (numpy's)
+            rows = rng.integers(0, min(base, 7), (count, width)).astype(np.int64)
+            rows[::7] = base - 1
+            want, which = np.unique(rows, axis=0, return_inverse=True)
+            got, got_which = _distinct_rows(rows, base)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got_which, which.reshape(-1))
+
+
+def test_octahedral_table_is_the_decoder() -> None:
+    """The 255 x 255 table ``normals_to_oct8`` checks codes with is what meshopt's decoder gives."""
+    from twinbase.tiles.quantize import _oct_decoded, _oct_rows, _oct_table
+
+    table, off = _oct_table()
+    rng = np.random.default_rng(2)
+    xy = rng.integers(-127, 128, (5000, 2)).astype(np.int8)
+    codes = np.zeros((len(xy), 4), np.int8)
+    codes[:, :2], codes[:, 2] = xy, 127
+    decoded = _oct_decoded(codes)
+    np.testing.assert_array_equal(table[_oct_rows(xy)], decoded)
+    length = np.sqrt((decoded * decoded).sum(axis=1))
+    np.testing.assert_array_equal(off[_oct_rows(xy)], np.abs(length - 1) > UNIT_TOLERANCE)
+
+
+def test_grid_top_is_the_largest_code() -> None:
+    from twinbase.tiles.quantize import quantize_positions, quantize_positions_top
+
+    rng = np.random.default_rng(8)
+    p = rng.uniform(-50, 50, (1000, 3)) + BASE
+    for tolerance in (None, 0.001, 0.37):
+        q, lo, step, top = quantize_positions_top(p.copy(), tolerance, scratch=True)
+        q0, lo0, step0 = quantize_positions(p, tolerance)
+        np.testing.assert_array_equal(q, q0)
+        assert step == step0 and (lo == lo0).all()
+        np.testing.assert_array_equal(top, q[:, :3].max(axis=0))
+        assert (q[:, :3].min(axis=0) == 0).all()
+
+
+def test_meshopt_calls_match_the_package() -> None:
+    """The direct library calls give the package wrappers' results."""
+    from twinbase.tiles.glb import _encode_index_buffer, _encode_vertex_buffer, optimize_fetch, optimize_strip
+
+    pos, _, tri = _cube()
+    big = np.concatenate([tri + 24 * i for i in range(30)]).astype(np.uint32).reshape(-1)
+    n = 24 * 30
+    want = np.empty_like(big)
+    meshoptimizer.optimize_vertex_cache_strip(want, big, len(big), n)
+    got = optimize_strip(big, n)
+    np.testing.assert_array_equal(got, want)
+    remap = np.empty(n, np.uint32)
+    meshoptimizer.optimize_vertex_fetch_remap(remap, got, len(got), n)
+    vertices = np.arange(n, dtype=np.int64) * 10
+    renumbered = got.copy()
+    moved = optimize_fetch(renumbered, vertices)
+    np.testing.assert_array_equal(renumbered, remap[got])
+    np.testing.assert_array_equal(moved[remap], vertices)
+    rows = (np.tile(pos, (30, 1)) * 1000).astype(np.uint16)
+    rows = np.concatenate([rows, np.zeros((n, 1), np.uint16)], axis=1).view(np.uint8).reshape(n, 8)
+    meshoptimizer.encode_vertex_version(0)
+    assert _encode_vertex_buffer(rows, n, 8) == meshoptimizer.encode_vertex_buffer(rows, n, 8)
+    meshoptimizer.encode_index_version(1)
+    packaged = meshoptimizer.encode_index_buffer(renumbered, len(renumbered), n)
+    assert _encode_index_buffer(renumbered, n) == packaged
+
+
+def test_memoized_parts_write_the_same_bytes() -> None:
+    """A part met again (the memo of groupings, normal codes and encoded streams) writes the bytes it wrote
+    the first time; a part of the same size with other geometry is not mistaken for it."""
+    import twinbase.tiles.glb as glb_module
+    import twinbase.tiles.gltf as gltf_module
+
+    content = _content()
+    first = write_glb(content, position_tolerance=0.01)
+    assert write_glb(content, position_tolerance=0.01) == first
+    for memo in (glb_module._ENCODED, gltf_module._GROUPS, gltf_module._OCT):
+        memo._values.clear()
+    assert write_glb(content, position_tolerance=0.01) == first
+    other = copy.deepcopy(content)
+    part = other.instances[0].part
+    flipped = replace(part, indices=part.indices[:, ::-1].copy(), normals=-part.normals)
+    other.instances[0] = replace(other.instances[0], part=flipped)
+    warm = write_glb(other, position_tolerance=0.01)
+    for memo in (glb_module._ENCODED, gltf_module._GROUPS, gltf_module._OCT):
+        memo._values.clear()
+    assert write_glb(other, position_tolerance=0.01) == warm != first
+    groups = gltf_module._group(part.indices, part.material, len(part.positions), True, "part")
+    assert not groups.order.flags.writeable  # a memoized grouping cannot be changed by a caller

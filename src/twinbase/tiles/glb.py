@@ -12,12 +12,15 @@ their buffer views point at a second, data-less "fallback" buffer (spec: index 1
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import struct
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import meshoptimizer
 import numpy as np
+from numpy.typing import NDArray
 
 GLB_MAGIC = 0x46546C67  # "glTF"
 CHUNK_JSON = 0x4E4F534A
@@ -29,13 +32,19 @@ BYTE, UNSIGNED_BYTE, SHORT, UNSIGNED_SHORT, UNSIGNED_INT, FLOAT = 5120, 5121, 51
 
 MESHOPT = "EXT_meshopt_compression"
 
+V = TypeVar("V")
+
 
 def _pad(n: int, align: int) -> int:
     return (align - n % align) % align
 
 
 def pack_glb(document: dict[str, Any], binary: bytes) -> bytes:
-    text = json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    # check_circular off: the writer's documents are trees, and the check's bookkeeping on every container
+    # was a tenth of the encoding's time; the text is the same.
+    text = json.dumps(
+        document, separators=(",", ":"), allow_nan=False, ensure_ascii=False, check_circular=False
+    ).encode("utf-8")
     # 12-byte header + 8-byte chunk header + JSON + 8-byte chunk header: BIN data lands on a multiple of 8
     # when the padded JSON length is 4 mod 8 (it stays a multiple of 4, as glTF requires).
     text += b" " * ((4 - len(text) % 8) % 8)
@@ -71,6 +80,129 @@ def unpack_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
         raise GlbError("the first chunk is not JSON")
     binary = chunks[1][1] if len(chunks) > 1 and chunks[1][0] == CHUNK_BIN else b""
     return json.loads(chunks[0][1].decode("utf-8")), binary
+
+
+class Memo(Generic[V]):
+    """A bounded memo of a pure function of small byte strings (oldest entries dropped first).
+
+    A worker writes tile after tile with the same instanced parts in them (a few part geometries drawn in
+    hundreds of tiles): their grouping, normal codes and encoded streams repeat exactly, and recomputing
+    them was most of an instanced part's cost. Keys are the inputs' bytes, so a hit is the same input."""
+
+    #: Inputs above this many bytes are not memoized: their own work dwarfs the lookup; they rarely repeat.
+    MAX_KEY_BYTES = 1 << 14
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._values: dict[bytes, V] = {}
+
+    def get(self, key: bytes) -> V | None:
+        return self._values.get(key)
+
+    def put(self, key: bytes, value: V) -> V:
+        if len(key) <= self.MAX_KEY_BYTES:
+            if len(self._values) >= self.entries:
+                del self._values[next(iter(self._values))]
+            self._values[key] = value
+        return value
+
+
+class _Native:
+    """The meshoptimizer library the ``meshoptimizer`` package ships, called straight through ctypes with
+    plain addresses: the package's wrappers convert every pointer (``data_as``), validate, zero the output
+    buffer and copy it out, which cost a fifth of the codec's own time on a tile's many small streams."""
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL(meshoptimizer._loader.lib._name)  # the same library, our own function objects
+        p, n = ctypes.c_void_p, ctypes.c_size_t
+
+        def fn(name: str, args: list[Any], result: Any) -> Any:
+            f = getattr(lib, name)
+            f.argtypes, f.restype = args, result
+            return f
+
+        self.vertex_version = fn("meshopt_encodeVertexVersion", [ctypes.c_int], None)
+        self.index_version = fn("meshopt_encodeIndexVersion", [ctypes.c_int], None)
+        self.vertex_bound = fn("meshopt_encodeVertexBufferBound", [n, n], n)
+        self.encode_vertex = fn("meshopt_encodeVertexBuffer", [p, n, p, n, n], n)
+        self.index_bound = fn("meshopt_encodeIndexBufferBound", [n, n], n)
+        self.encode_index = fn("meshopt_encodeIndexBuffer", [p, n, p, n], n)
+        self.strip = fn("meshopt_optimizeVertexCacheStrip", [p, p, n, n], None)
+        self.fetch = fn("meshopt_optimizeVertexFetch", [p, p, n, p, n, n], n)
+
+
+@functools.cache
+def _native() -> _Native:
+    return _Native()
+
+
+def optimize_strip(indices: np.ndarray, vertex_count: int) -> NDArray[np.uint32]:
+    """meshopt's strip-friendly vertex-cache order of (contiguous uint32) triangle ``indices``."""
+    src = np.ascontiguousarray(indices, np.uint32).reshape(-1)
+    out = np.empty_like(src)
+    _native().strip(out.ctypes.data, src.ctypes.data, len(src), vertex_count)
+    return out
+
+
+def optimize_fetch(indices: NDArray[np.uint32], vertices: np.ndarray) -> np.ndarray:
+    """meshopt's vertex fetch order: ``vertices`` (one row per vertex, every one referenced) in first-use
+    order, and ``indices`` (contiguous uint32, changed in place) renumbered to match."""
+    src = np.ascontiguousarray(vertices)
+    out = np.empty_like(src)
+    if not indices.flags.c_contiguous or indices.dtype != np.uint32:
+        raise ValueError("optimize_fetch renumbers contiguous uint32 indices in place")
+    row = src.strides[0] if src.ndim else 0
+    _native().fetch(out.ctypes.data, indices.ctypes.data, indices.size, src.ctypes.data, len(src), row)
+    return out
+
+
+def _encode_vertex_buffer(rows: np.ndarray, count: int, stride: int) -> bytes:
+    if stride <= 0 or stride > 256 or stride % 4:
+        raise ValueError(f"meshopt vertex codec: element size {stride} is not a multiple of 4 up to 256")
+    lib = _native()
+    lib.vertex_version(0)  # EXT_meshopt_compression knows only version 0 (0xa0)
+    bound = lib.vertex_bound(count, stride)
+    out = np.empty(bound, np.uint8)
+    size = lib.encode_vertex(out.ctypes.data, bound, rows.ctypes.data, count, stride)
+    if size == 0:
+        raise RuntimeError("meshopt vertex codec failed")
+    return out[:size].tobytes()
+
+
+def _encode_index_buffer(flat: NDArray[np.uint32], vertex_count: int) -> bytes:
+    if len(flat) % 3:
+        raise ValueError(f"meshopt index codec: {len(flat)} indices is not whole triangles")
+    lib = _native()
+    lib.index_version(1)
+    bound = lib.index_bound(len(flat), vertex_count)
+    out = np.empty(bound, np.uint8)
+    size = lib.encode_index(out.ctypes.data, bound, flat.ctypes.data, len(flat))
+    if size == 0:
+        raise RuntimeError("meshopt index codec failed")
+    return out[:size].tobytes()
+
+
+#: Encoded meshopt streams by their mode, layout and raw bytes.
+_ENCODED: Memo[bytes] = Memo(512)
+
+
+def _encode_vertices(rows: np.ndarray, count: int, stride: int) -> bytes:
+    key = b"v%d:" % stride + rows.tobytes() if rows.nbytes <= Memo.MAX_KEY_BYTES else b""
+    found = _ENCODED.get(key) if key else None
+    if found is not None:
+        return found
+    encoded = _encode_vertex_buffer(np.ascontiguousarray(rows), count, stride)
+    return _ENCODED.put(key, encoded) if key else encoded
+
+
+def _encode_indices(flat: np.ndarray, vertex_count: int) -> bytes:
+    # The index codec's output does not depend on the vertex count (only its size bound does).
+    key = b"i:" + flat.tobytes() if flat.nbytes <= Memo.MAX_KEY_BYTES else b""
+    found = _ENCODED.get(key) if key else None
+    if found is not None:
+        return found
+    encoded = _encode_index_buffer(np.ascontiguousarray(flat, np.uint32), max(vertex_count, 1))
+    return _ENCODED.put(key, encoded) if key else encoded
 
 
 class BinBuilder:
@@ -116,8 +248,7 @@ class BinBuilder:
             if filter is not None:
                 raise ValueError("a meshopt filter needs meshopt compression")
             return self.plain_view(rows.tobytes(), stride=stride, target=target)
-        meshoptimizer.encode_vertex_version(0)  # EXT_meshopt_compression knows only version 0 (0xa0)
-        encoded = meshoptimizer.encode_vertex_buffer(rows, count, stride)
+        encoded = _encode_vertices(rows, count, stride)
         return self._compressed(encoded, count, stride, "ATTRIBUTES", stride, target, filter)
 
     def column_view(self, rows: np.ndarray) -> int:
@@ -129,8 +260,7 @@ class BinBuilder:
         count, stride = raw.shape
         if not self.meshopt or count == 0:
             return self.plain_view(raw.tobytes())
-        meshoptimizer.encode_vertex_version(0)
-        encoded = meshoptimizer.encode_vertex_buffer(raw, count, stride)
+        encoded = _encode_vertices(raw, count, stride)
         return self._compressed(encoded, count, stride, "ATTRIBUTES", None, None)
 
     def index_view(self, indices: np.ndarray, vertex_count: int, index_size: int) -> int:
@@ -138,8 +268,7 @@ class BinBuilder:
         if not self.meshopt or len(flat) == 0:
             dtype = "<u2" if index_size == 2 else "<u4"
             return self.plain_view(flat.astype(dtype).tobytes(), target=ELEMENT_ARRAY_BUFFER)
-        meshoptimizer.encode_index_version(1)
-        encoded = meshoptimizer.encode_index_buffer(flat, len(flat), max(vertex_count, 1))
+        encoded = _encode_indices(flat, vertex_count)
         return self._compressed(encoded, len(flat), index_size, "TRIANGLES", None, ELEMENT_ARRAY_BUFFER)
 
     def _compressed(

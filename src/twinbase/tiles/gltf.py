@@ -49,7 +49,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import meshoptimizer
 import numpy as np
 from numpy.typing import NDArray
 
@@ -63,6 +62,9 @@ from twinbase.tiles.glb import (
     UNSIGNED_INT,
     UNSIGNED_SHORT,
     BinBuilder,
+    Memo,
+    optimize_fetch,
+    optimize_strip,
     pack_glb,
 )
 from twinbase.tiles.metadata import structural_metadata
@@ -73,8 +75,8 @@ from twinbase.tiles.quantize import (
     decode_quaternions,
     exponential_codes,
     normals_to_oct8,
-    quantize_positions,
-    quaternion_codes,
+    quantize_positions_top,
+    quaternion_codes_by_bits,
     srgb_to_linear,
 )
 from twinbase.tiles.transforms import Decomposed, cofactor, decompose, quaternion_to_matrix
@@ -91,6 +93,8 @@ TRIANGLES = 4
 #: translation, rotation and scale streams gets ``STREAM_SHARE`` (they add up to the whole tolerance).
 GRID_SHARE = 0.7
 STREAM_SHARE = 0.1
+#: The QUATERNION filter's code widths, tried narrowest first.
+QUATERNION_BITS = range(8, 17)
 
 MESH_FEATURES = "EXT_mesh_features"
 INSTANCE_FEATURES = "EXT_instance_features"
@@ -155,8 +159,24 @@ def _arr(value: Any, where: str, shape: tuple[int | None, ...], kind: str) -> np
 
 
 def _check_range(a: np.ndarray, limit: int, where: str) -> None:
-    if a.size and (int(a.min()) < 0 or int(a.max()) >= limit):
-        raise TileWriteError(f"{where}: values in [{int(a.min())}, {int(a.max())}] outside [0, {limit})")
+    if not a.size:
+        return
+    if a.dtype.kind == "u":
+        # no negatives to look for, and a type that cannot reach the limit needs no look at all
+        if limit >= 1 << (8 * a.dtype.itemsize) or int(a.max()) < limit:
+            return
+    elif int(a.min()) >= 0 and int(a.max()) < limit:
+        return
+    raise TileWriteError(f"{where}: values in [{int(a.min())}, {int(a.max())}] outside [0, {limit})")
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Every value finite: a NaN makes the minimum NaN and an infinity is the minimum or the maximum, so
+    two reductions answer without the boolean array ``isfinite`` would make."""
+    a = np.asarray(a)
+    if not a.size or a.dtype.kind in "iub":
+        return True
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 def _check_set(ts: TriangleSet, where: str, n_features: int | None, n_materials: int) -> None:
@@ -169,7 +189,7 @@ def _check_set(ts: TriangleSet, where: str, n_features: int | None, n_materials:
     if n_features is not None:
         _check_range(feature, n_features, f"{where}.feature")
     _check_range(material, n_materials, f"{where}.material")
-    if not (np.isfinite(ts.positions).all() and np.isfinite(ts.normals).all()):
+    if not (_finite(ts.positions) and _finite(ts.normals)):
         raise TileWriteError(f"{where}: non-finite positions or normals")
 
 
@@ -229,46 +249,125 @@ def _small_keys(key: np.ndarray, limit: int) -> np.ndarray:
     return np.asarray(key).astype(dtype, copy=False)
 
 
+#: Groupings of small triangle sets by their inputs' bytes (an instanced part's repeat in tile after tile).
+_GROUPS: Memo[_Groups] = Memo(256)
+#: Octahedral normal codes by the normals' bytes.
+_OCT: Memo[NDArray[np.int8]] = Memo(256)
+
+
+def _normal_codes(normals: np.ndarray) -> NDArray[np.int8]:
+    v = np.ascontiguousarray(normals, np.float32)
+    key = v.tobytes() if v.nbytes <= Memo.MAX_KEY_BYTES else b""
+    found = _OCT.get(key) if key else None
+    if found is not None:
+        return found
+    codes = normals_to_oct8(v)
+    codes.flags.writeable = False
+    return _OCT.put(key, codes) if key else codes
+
+
 def _group(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: str) -> _Groups:
+    """``_grouped``, memoized for small inputs (the result's arrays are then read-only)."""
+    idx = np.ascontiguousarray(indices)
+    k = np.ascontiguousarray(key)
+    memo = b""
+    if idx.nbytes + k.nbytes <= Memo.MAX_KEY_BYTES:
+        head = f"{n}:{int(optimize)}:{idx.dtype.str}:{idx.shape}:{k.dtype.str}:".encode()
+        memo = head + idx.tobytes() + k.tobytes()
+        found = _GROUPS.get(memo)
+        if found is not None:
+            return found
+    groups = _grouped(idx, k, n, optimize, where)
+    if memo:
+        for a in (groups.keys, groups.order, groups.indices, groups.vstart, groups.tstart):
+            a.flags.writeable = False
+        _GROUPS.put(memo, groups)
+    return groups
+
+
+def _grouped(indices: np.ndarray, key: np.ndarray, n: int, optimize: bool, where: str) -> _Groups:
     """Split indexed triangles by a per-vertex key. Only referenced vertices are kept; with ``optimize``
     each group's triangles go in vertex-cache order and its vertices in first-use order (meshopt)."""
     idx = np.asarray(indices)
+    key = np.asarray(key)
+    # (np.take and bincount instead of fancy indexing and scatters: the same values, several times faster)
+    if np.can_cast(idx.dtype, np.intp):
+        used = np.bincount(idx.reshape(-1), minlength=n).astype(bool, copy=False)
+    else:
+        used = np.zeros(n, bool)
+        used[idx.reshape(-1)] = True
+    lo = int(key.min()) if len(key) else 0
     limit = int(key.max()) + 1 if len(key) else 1
-    key = _small_keys(key, limit)
-    tkey = key[idx[:, 0]]
-    if len(idx) and ((key[idx[:, 1]] != tkey).any() or (key[idx[:, 2]] != tkey).any()):
-        raise TileWriteError(f"{where}: a triangle's vertices name different materials")
-    used = np.zeros(n, bool)
-    used[idx.reshape(-1)] = True
-    kept = np.flatnonzero(used)
-    order = kept[np.argsort(key[kept], kind="stable")].astype(np.int64)
-    tcount_all = np.bincount(tkey, minlength=limit)
-    keys = np.flatnonzero(tcount_all)
-    vcounts = np.bincount(key[kept], minlength=limit)[keys].astype(np.int64)
-    vstart = np.zeros(len(keys) + 1, np.int64)
-    np.cumsum(vcounts, out=vstart[1:])
-    tstart = np.zeros(len(keys) + 1, np.int64)
-    np.cumsum(tcount_all[keys], out=tstart[1:])
-    # Each vertex's index inside its own group, so one gather gives group-local triangles.
-    local_of = np.zeros(n, np.uint32)
-    local_of[order] = np.arange(len(order), dtype=np.int64) - np.repeat(vstart[:-1], vcounts)
-    local = local_of[idx[np.argsort(tkey, kind="stable")]]
+    if len(idx) and lo == limit - 1:
+        # One key (an instanced part's single piece, a one-look tile): no sorting, and when every vertex
+        # is referenced (the usual case) the indices are already the group's.
+        keys = np.array([lo], np.int64)
+        if np.count_nonzero(used) == n:
+            order = np.arange(n, dtype=np.int64)
+            local = idx.astype(np.uint32)  # a copy: reordered below
+        else:
+            order = np.flatnonzero(used).astype(np.int64)
+            local_of = np.zeros(n, np.uint32)
+            local_of[order] = np.arange(len(order), dtype=np.uint32)
+            local = local_of.take(idx)
+        vstart = np.array([0, len(order)], np.int64)
+        tstart = np.array([0, len(idx)], np.int64)
+    else:
+        key = _small_keys(key, limit)
+        corner_keys = key.take(idx)
+        tkey = corner_keys[:, 0]
+        if len(idx) and ((corner_keys[:, 1] != tkey) | (corner_keys[:, 2] != tkey)).any():
+            raise TileWriteError(f"{where}: a triangle's vertices name different materials")
+        kept = np.flatnonzero(used)
+        order = kept[np.argsort(key[kept], kind="stable")].astype(np.int64)
+        tcount_all = np.bincount(tkey, minlength=limit)
+        keys = np.flatnonzero(tcount_all)
+        vcounts = np.bincount(key[kept], minlength=limit)[keys].astype(np.int64)
+        vstart = np.zeros(len(keys) + 1, np.int64)
+        np.cumsum(vcounts, out=vstart[1:])
+        tstart = np.zeros(len(keys) + 1, np.int64)
+        np.cumsum(tcount_all[keys], out=tstart[1:])
+        # Each vertex's index inside its own group, so one gather gives group-local triangles.
+        local_of = np.zeros(n, np.uint32)
+        local_of[order] = np.arange(len(order), dtype=np.int64) - np.repeat(vstart[:-1], vcounts)
+        local = local_of.take(idx.take(np.argsort(tkey, kind="stable"), axis=0))
     if optimize:
         for g in range(len(keys)):
             vs, ve, ts, te = int(vstart[g]), int(vstart[g + 1]), int(tstart[g]), int(tstart[g + 1])
             nv = ve - vs
-            src = np.ascontiguousarray(local[ts:te].reshape(-1))
-            cache = np.empty_like(src)
             # The strip-friendly order: consecutive triangles share edges more often than in the
             # cache-optimal order, which the index codec and the vertex deltas compress better.
-            meshoptimizer.optimize_vertex_cache_strip(cache, src, len(src), nv)
-            fetch = np.empty(nv, np.uint32)  # fetch[old] = new (every vertex here is referenced)
-            meshoptimizer.optimize_vertex_fetch_remap(fetch, cache, len(cache), nv)
-            back = np.empty(nv, np.int64)
-            back[fetch] = np.arange(nv)
-            order[vs:ve] = order[vs:ve][back]
-            local[ts:te] = fetch[cache].reshape(-1, 3)
+            cache = optimize_strip(local[ts:te], nv)
+            # Vertices in first-use order: meshopt moves the group's source vertex numbers (as 8-byte
+            # "vertices") and renumbers the indices in place, in one pass.
+            order[vs:ve] = optimize_fetch(cache, order[vs:ve])
+            local[ts:te] = cache.reshape(-1, 3)
     return _Groups(keys.astype(np.int64), order, local, vstart, tstart)
+
+
+def _distinct_rows(rows: I64, base: int) -> tuple[I64, I64]:
+    """``np.unique(rows, axis=0, return_inverse=True)`` of (k, p) ``rows`` of values in ``[0, base)``: the
+    distinct rows in lexicographic order and each row's index among them. A row read as a base-``base``
+    number sorts the same, and numpy's unique of one integer column is many times faster than of rows."""
+    p = rows.shape[1]
+    if p == 0 or base**p >= 2**62:
+        looks, which = np.unique(rows, axis=0, return_inverse=True)
+        return looks, which.reshape(-1)
+    number = rows[:, 0].copy()
+    for j in range(1, p):
+        number *= base
+        number += rows[:, j]
+    if len(number) <= 64:
+        # a part's few instances in a tile: Python's set and sort beat np.unique's setup
+        numbers = number.tolist()
+        firsts: dict[int, int] = {}
+        for i, v in enumerate(numbers):
+            firsts.setdefault(v, i)
+        distinct = sorted(firsts)
+        rank = {v: r for r, v in enumerate(distinct)}
+        return rows[[firsts[v] for v in distinct]], np.array([rank[v] for v in numbers], np.int64)
+    _, first, which = np.unique(number, return_index=True, return_inverse=True)
+    return rows[first], which.reshape(-1)
 
 
 def _feature_id_type(n_features: int) -> int:
@@ -323,10 +422,14 @@ def _write_streams(
     g = len(groups.keys)
     starts = groups.vstart[:-1]
     counts = np.diff(groups.vstart)
+    top = np.zeros(3)
+    grid_max = None
     if quantize:
-        q, offset, step = quantize_positions(positions, tolerance)
+        # both callers hand over a fresh copy of the positions (gathered in vertex order)
+        q, offset, step, grid_max = quantize_positions_top(positions, tolerance, scratch=True)
+        top = grid_max.astype(np.float64)
         pos_view, pos_type, pos_stride, vals = b.attribute_view(q, vertex=True), UNSIGNED_SHORT, 8, q[:, :3]
-        nrm_view = b.attribute_view(normals_to_oct8(normals), vertex=True, filter="OCTAHEDRAL")
+        nrm_view = b.attribute_view(_normal_codes(normals), vertex=True, filter="OCTAHEDRAL")
         nrm_type, nrm_stride = BYTE, 4
     else:
         offset, step = np.zeros(3), 1.0
@@ -343,7 +446,9 @@ def _write_streams(
     shared = not quantize or total <= 65535
     if shared:
         index_size = 2 if quantize else 4
-        indices = groups.indices + np.repeat(starts, np.diff(groups.tstart)).astype(np.uint32)[:, None]
+        indices = groups.indices.copy()
+        for i in range(1, g):
+            indices[groups.tstart[i] : groups.tstart[i + 1]] += np.uint32(starts[i])
         max_vertices = total
         spans = [(0, total)] if g else []
     else:
@@ -355,8 +460,15 @@ def _write_streams(
     idx_view = b.index_view(indices, max_vertices, index_size)
     vertex_accessors: list[dict[str, int]] = []
     for vs, nv in spans:
-        lo = column_min(vals[vs : vs + nv]).tolist()
-        hi = column_max(vals[vs : vs + nv]).tolist()
+        lo: list[float]
+        hi: list[float]
+        if grid_max is not None and nv == total:
+            # the whole grid: its codes run from 0 to the largest (see quantize_positions_top); ints, as
+            # the codes' JSON bounds were written
+            lo, hi = [0, 0, 0], grid_max.tolist()
+        else:
+            lo = column_min(vals[vs : vs + nv]).tolist()
+            hi = column_max(vals[vs : vs + nv]).tolist()
         attrs = {
             "POSITION": b.accessor(pos_view, pos_type, nv, "VEC3", byte_offset=vs * pos_stride, lo=lo, hi=hi),
             "NORMAL": b.accessor(
@@ -378,7 +490,6 @@ def _write_streams(
         )
         for i in range(g)
     ]
-    top = column_max(vals).astype(np.float64) if quantize and len(vals) else np.zeros(3)
     return _Streams(attributes, index_accessors, offset, step, shared, top)
 
 
@@ -426,6 +537,33 @@ def _concat(sets: list[TriangleSet]) -> TriangleSet:
     )
 
 
+#: Relative margin around the Frobenius bounds in ``_moves_within``: far above the few ulps by which the
+#: computed Frobenius and spectral norms can stray from the exact ones.
+_BOUND_SLACK = 1e-9
+
+
+def _first_within(d: F64, radius: F64, share: float) -> int:
+    """The first level ``l`` of (levels, k, 3, 3) ``d`` with ``max_k |d_lk|_2 * radius_k <= share``, as
+    ``np.linalg.norm(ord=2)`` decides it (else the last level).
+
+    The spectral norm is an SVD per matrix, once the writer's most expensive step on instanced tiles; the
+    Frobenius norm bounds it on both sides (``|d|_2 <= |d|_F <= sqrt(3) |d|_2``), so the SVD runs only
+    on the rows those bounds leave undecided, and the answer is the one the SVD of every row gives."""
+    reach = np.sqrt(np.einsum("lkij,lkij->lk", d, d)) * radius
+    beyond = (reach > math.sqrt(3.0) * share * (1.0 + _BOUND_SLACK)).any(axis=1)
+    undecided = reach > share * (1.0 - _BOUND_SLACK)
+    for level in range(len(d)):
+        if beyond[level]:
+            continue
+        rows = undecided[level]
+        if not rows.any():
+            return level
+        moved = np.linalg.norm(d[level][rows], ord=2, axis=(1, 2))
+        if float((moved * radius[rows]).max()) <= share:
+            return level
+    return len(d) - 1
+
+
 def _instance_streams(
     b: BinBuilder, t: F64, q: F64, s: F64, top: F64, budget: float | None
 ) -> tuple[int, int, int, int]:
@@ -448,19 +586,37 @@ def _instance_streams(
     s_error = share / math.sqrt(3.0) / np.maximum(reach, 1.0)
     s_view = b.attribute_view(exponential_codes(s, s_error), vertex=False, filter="EXPONENTIAL")
     radius = np.linalg.norm(s * top, axis=1)
-    exact = quaternion_to_matrix(q)
-    codes = quaternion_codes(q, 16)
-    for bits in range(8, 17):
-        codes = quaternion_codes(q, bits)
-        moved = np.linalg.norm(quaternion_to_matrix(decode_quaternions(codes)) - exact, ord=2, axis=(1, 2))
-        if not len(q) or float((moved * radius).max()) <= share:
-            break
+    # Every width at once (a tile's instances are few, the calls per width were the cost), the first
+    # that keeps the corners in place taken.
+    every = quaternion_codes_by_bits(q, QUATERNION_BITS)
+    codes = every[0]
+    if len(q):
+        decoded = quaternion_to_matrix(decode_quaternions(every.reshape(-1, 4)))
+        decoded = decoded.reshape(*every.shape[:2], 3, 3)
+        codes = every[_first_within(decoded - quaternion_to_matrix(q), radius, share)]
     r_view = b.attribute_view(codes, vertex=False, filter="QUATERNION")
     return t_view, r_view, SHORT, s_view
 
 
 # --------------------------------------------------------------------------------------------------
 # the writer
+
+
+#: ``baseColorFactor`` by sRGBA bytes: a tile's materials are a few colours met again in tile after tile.
+_COLOURS: dict[tuple[int, ...], list[float]] = {}
+
+
+def _base_color(rgba: tuple[int, ...]) -> list[float]:
+    found = _COLOURS.get(rgba)
+    if found is None:
+        linear = srgb_to_linear(np.asarray(rgba[:3], np.int64) / 255.0)
+        # Six decimals keep every sRGB byte apart (neighbouring bytes differ by 3e-4 in linear at the
+        # dark end); the row is in the extras, so no name repeats it.
+        found = [*(round(float(c), 6) for c in linear), round(float(rgba[3]) / 255.0, 6)]
+        if len(_COLOURS) >= 1 << 16:
+            _COLOURS.clear()
+        _COLOURS[rgba] = found
+    return list(found)
 
 
 class _Materials:
@@ -475,12 +631,9 @@ class _Materials:
             return found
         rgba = np.asarray(self.table.rgba[row], np.int64)
         rm = int(self.table.render_material_ids[row])
-        linear = srgb_to_linear(rgba[:3] / 255.0)
-        # Six decimals keep every sRGB byte apart (neighbouring bytes differ by 3e-4 in linear at the
-        # dark end); the row is in the extras, so no name repeats it.
         mat: dict[str, Any] = {
             "pbrMetallicRoughness": {
-                "baseColorFactor": [*(round(float(c), 6) for c in linear), round(float(rgba[3]) / 255.0, 6)],
+                "baseColorFactor": _base_color(tuple(rgba.tolist())),
                 "metallicFactor": 0.0,
                 "roughnessFactor": ROUGHNESS,
             },
@@ -520,10 +673,23 @@ def encode_glb(
     flat: list[TriangleSet] = [content.triangles]
     instanced: list[tuple[PartInstances, np.ndarray, Decomposed]] = []
     n_flat = 0
-    for pi in content.instances:
-        if pi.count == 0 or pi.part.n_triangles == 0:
-            continue
-        dec = decompose(np.asarray(pi.transforms, np.float64))
+    live = [pi for pi in content.instances if pi.count and pi.part.n_triangles]
+    # One decomposition of every instance in the tile, cut per part: its rows are independent, and a
+    # tile's many small parts each paid numpy's per-call overhead many times over the arithmetic.
+    every_dec = (
+        decompose(np.concatenate([np.asarray(pi.transforms, np.float64) for pi in live])) if live else None
+    )
+    end = 0
+    for pi in live:
+        assert every_dec is not None
+        start, end = end, end + pi.count
+        dec = Decomposed(
+            every_dec.translation[start:end],
+            every_dec.rotation[start:end],
+            every_dec.quaternion[start:end],
+            every_dec.scale[start:end],
+            every_dec.ok[start:end],
+        )
         bad = np.flatnonzero(~dec.ok)
         if len(bad):
             flat.append(_flatten(pi, bad))
@@ -609,8 +775,7 @@ def encode_glb(
         translation = dec.translation[ok] - o + np.einsum("kij,kj->ki", rot, scale * streams.offset)
         scale = scale * streams.step
         rows = np.asarray(pi.materials, np.int64)[ok]
-        looks, which = np.unique(rows, axis=0, return_inverse=True)
-        which = which.reshape(-1)
+        looks, which = _distinct_rows(rows, len(content.materials.rgba))
         by_look = np.argsort(which, kind="stable")
         counts = np.bincount(which, minlength=len(looks))
         first = sum(len(x) for x in inst_t)

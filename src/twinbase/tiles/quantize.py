@@ -14,7 +14,9 @@ coordinates a vertex, which a decoder turns into int8 normalized unit vectors (`
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 
 import meshoptimizer
 import numpy as np
@@ -36,13 +38,21 @@ def linear_to_srgb(c: NDArray[np.floating]) -> F64:
     return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
 
 
+#: Below this many rows ``column_min`` / ``column_max`` reduce in one call: the per-column calls cost more.
+_FEW_ROWS = 1024
+
+
 def column_min(a: np.ndarray) -> np.ndarray:
     """``a.min(axis=0)`` of an (n, k) array, a column at a time: numpy's axis-0 reduction over narrow rows
-    is several times slower than reducing each strided column."""
+    is several times slower than reducing each strided column (but for few rows)."""
+    if len(a) < _FEW_ROWS:
+        return np.asarray(a.min(axis=0))
     return np.array([a[:, i].min() for i in range(a.shape[1])], a.dtype)
 
 
 def column_max(a: np.ndarray) -> np.ndarray:
+    if len(a) < _FEW_ROWS:
+        return np.asarray(a.max(axis=0))
     return np.array([a[:, i].max() for i in range(a.shape[1])], a.dtype)
 
 
@@ -63,18 +73,38 @@ def quantize_positions(p: F64, tolerance: float | None = None) -> tuple[NDArray[
     """``p`` (n, 3) → (n, 4) uint16 on a uniform grid from the lowest corner (step from
     ``position_step``; the 4th component pads each vertex to 8 bytes, glTF's 4-byte attribute alignment),
     the grid's ``offset`` (3,) and ``step``."""
+    q, lo, step, _ = quantize_positions_top(p, tolerance)
+    return q, lo, step
+
+
+def quantize_positions_top(
+    p: F64, tolerance: float | None = None, *, scratch: bool = False
+) -> tuple[NDArray[np.uint16], F64, float, NDArray[np.uint16]]:
+    """``quantize_positions`` and the (3,) largest code on each axis, without another pass over the codes:
+    every step from a coordinate to its code keeps order, so the largest code is the largest
+    coordinate's (and the smallest is 0). With ``scratch`` (a float64 array the caller no longer needs)
+    the arithmetic runs in ``p`` itself instead of a copy."""
     q = np.zeros((len(p), 4), np.uint16)
     if len(p) == 0:
-        return q, np.zeros(3), 1.0
+        return q, np.zeros(3), 1.0, np.zeros(3, np.uint16)
     lo = column_min(p)
-    extent = float((column_max(p) - lo).max())
+    hi = column_max(p)
+    extent = float((hi - lo).max())
     step = position_step(extent, tolerance)
-    x = p - lo
-    x *= 1.0 / step
+    scale = 1.0 / step
+    if scratch and p.dtype == np.float64 and p.flags.writeable:
+        x = p
+        x -= lo
+    else:
+        x = p - lo
+    x *= scale
     np.rint(x, out=x)
     np.clip(x, 0, Q_MAX, out=x)
     q[:, :3] = x
-    return q, lo, step
+    top = (hi - lo) * scale
+    np.rint(top, out=top)
+    np.clip(top, 0, Q_MAX, out=top)
+    return q, lo, step, top.astype(np.uint16)
 
 
 #: What the Khronos validator accepts as unit length is |len - 1| <= 0.00674 for VEC3 normals.
@@ -90,23 +120,67 @@ _OCT_STEPS = [
 ]
 
 
-def _oct_codes(v: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Unit vectors (n, 3) → octahedral coordinates (n, 2) in [-1, 1], scaled to the K-bit range."""
-    s = np.abs(v).sum(axis=1)
+def _oct_codes(v: NDArray[np.float32]) -> tuple[NDArray[np.int8], NDArray[np.int8]]:
+    """Unit vectors (n, 3) → octahedral codes: the two coordinates in [-1, 1] scaled to the K-bit range and
+    rounded, each as its own contiguous column (strided 2-wide rows cost numpy several times more)."""
+    x, y, z = v[:, 0], v[:, 1], v[:, 2]
+    # |x| + |y| + |z| added left to right, as numpy's sum along a row adds them.
+    s = np.abs(x)
+    s += np.abs(y)
+    s += np.abs(z)
     s[s == 0] = 1.0
-    u = v[:, 0] / s
-    w = v[:, 1] / s
-    lower = v[:, 2] < 0
-    # The lower hemisphere folds over the diagonals; a zero keeps the positive side (copysign of +0).
-    fu = np.where(lower, (1 - np.abs(w)) * np.where(u >= 0, 1, -1), u)
-    fw = np.where(lower, (1 - np.abs(u)) * np.where(w >= 0, 1, -1), w)
-    return np.stack([fu, fw], axis=1).astype(np.float32) * np.float32(_OCT_ONE)
+    u = x / s
+    w = y / s
+    lower = z < 0
+    if lower.any():
+        # The lower hemisphere folds over the diagonals: (1 - |w|, 1 - |u|) with the signs of (u, w); a
+        # zero keeps the positive side (copysign of +0). float32 throughout, as the values are stored.
+        fu = 1 - np.abs(w)
+        np.negative(fu, out=fu, where=u < 0)
+        fw = 1 - np.abs(u)
+        np.negative(fw, out=fw, where=w < 0)
+        np.copyto(u, fu, where=lower)
+        np.copyto(w, fw, where=lower)
+    codes = []
+    for c in (u, w):
+        c *= np.float32(_OCT_ONE)
+        np.rint(c, out=c)
+        np.clip(c, -_OCT_ONE, _OCT_ONE, out=c)
+        codes.append(c.astype(np.int8))
+    return codes[0], codes[1]
 
 
 def _oct_decoded(codes: NDArray[np.int8]) -> NDArray[np.float32]:
     """What a decoder gives for (n, 4) filtered codes: (n, 3) int8 components as float32 / 127."""
     out: NDArray[np.int8] = meshoptimizer.decode_filter_oct(np.ascontiguousarray(codes), len(codes), 4)
     return out[:, :3].astype(np.float32) / np.float32(127.0)
+
+
+#: Codes per axis (-127 .. 127): a code pair's row in the decode table is ``(x + 127) * _OCT_SPAN + y + 127``.
+_OCT_SPAN = 2 * _OCT_ONE + 1
+
+
+@functools.cache
+def _oct_table() -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """What the decoder gives for every one of the 255 x 255 code pairs (as ``_oct_decoded``), and whether
+    it is off unit length: one gather a vertex then replaces decoding every vertex's code."""
+    axis = np.arange(-_OCT_ONE, _OCT_ONE + 1)
+    codes = np.zeros((_OCT_SPAN * _OCT_SPAN, 4), np.int8)
+    codes[:, 0] = np.repeat(axis, _OCT_SPAN)
+    codes[:, 1] = np.tile(axis, _OCT_SPAN)
+    codes[:, 2] = _OCT_ONE
+    decoded = _oct_decoded(codes)
+    off = np.abs(np.sqrt((decoded * decoded).sum(axis=1)) - 1) > UNIT_TOLERANCE
+    return decoded, off
+
+
+def _oct_rows(xy: NDArray[np.int8]) -> NDArray[np.intp]:
+    """Rows of ``_oct_table`` for (..., 2) code pairs."""
+    rows: NDArray[np.intp] = xy[..., 0].astype(np.intp)
+    rows *= _OCT_SPAN
+    rows += xy[..., 1]
+    rows += (_OCT_SPAN + 1) * _OCT_ONE
+    return rows
 
 
 def normals_to_oct8(n: NDArray[np.floating]) -> NDArray[np.int8]:
@@ -121,21 +195,25 @@ def normals_to_oct8(n: NDArray[np.floating]) -> NDArray[np.int8]:
     out = np.zeros((len(v), 4), np.int8)
     if len(v) == 0:
         return out
-    xy = np.clip(np.rint(_oct_codes(v)), -_OCT_ONE, _OCT_ONE)
-    out[:, :2] = xy
+    cu, cw = _oct_codes(v)
+    out[:, 0] = cu
+    out[:, 1] = cw
     out[:, 2] = _OCT_ONE
-    d = _oct_decoded(out)
-    rows = np.flatnonzero(np.abs(np.sqrt((d * d).sum(axis=1)) - 1) > UNIT_TOLERANCE)
+    table, off = _oct_table()
+    pair = cu.astype(np.intp)
+    pair *= _OCT_SPAN
+    pair += cw
+    pair += (_OCT_SPAN + 1) * _OCT_ONE
+    rows = np.flatnonzero(off[pair])
     if len(rows):
-        steps = np.array(_OCT_STEPS, np.float32)
-        cand = np.clip(xy[rows][:, None, :] + steps[None], -_OCT_ONE, _OCT_ONE)  # (r, 24, 2)
-        codes = np.zeros((cand.shape[0] * cand.shape[1], 4), np.int8)
-        codes[:, :2] = cand.reshape(-1, 2)
-        codes[:, 2] = _OCT_ONE
-        dec = _oct_decoded(codes).reshape(len(rows), len(_OCT_STEPS), 3)
+        steps = np.array(_OCT_STEPS, np.int16)
+        near = out[rows, None, :2].astype(np.int16)
+        cand = np.clip(near + steps[None], -_OCT_ONE, _OCT_ONE)  # (r, 24, 2)
+        cand_rows = _oct_rows(cand.astype(np.int8))
+        dec = table[cand_rows]  # (r, 24, 3)
         length = np.sqrt((dec * dec).sum(axis=2))
         cosine = (dec * v[rows][:, None, :]).sum(axis=2) / np.maximum(length, 1e-6)
-        cosine = np.where(np.abs(length - 1) <= UNIT_TOLERANCE, cosine, -np.inf)
+        cosine = np.where(off[cand_rows], -np.inf, cosine)
         # 3 x 3 neighbours first: the 5 x 5 ring only when none of them decodes to unit length.
         inner = cosine[:, :8].max(axis=1) > -np.inf
         cosine[inner, 8:] = -np.inf
@@ -192,18 +270,24 @@ def quaternion_codes(q: F64, bits: int) -> NDArray[np.int16]:
     components after the largest (cyclically), scaled by sqrt(2) (they are at most 1/sqrt(2)) to ``bits``
     signed bits, then the scale's top bits with the largest component's index in the low two. The
     largest component's sign is dropped (q and -q are the same rotation); the decoder rebuilds it."""
+    codes: NDArray[np.int16] = quaternion_codes_by_bits(q, [bits])[0]
+    return codes
+
+
+def quaternion_codes_by_bits(q: F64, bits: Sequence[int]) -> NDArray[np.int16]:
+    """``quaternion_codes(q, b)`` for every ``b`` in ``bits`` at once: (len(bits), n, 4)."""
     v = np.asarray(q, np.float64).reshape(-1, 4)
     n = len(v)
-    out = np.zeros((n, 4), np.int16)
+    scale = (np.left_shift(1, np.asarray(bits, np.int64) - 1) - 1)[:, None]  # (levels, 1)
+    out = np.zeros((len(scale), n, 4), np.int16)
     if n == 0:
         return out
-    scale = (1 << (bits - 1)) - 1
     big = np.argmax(np.abs(v), axis=1)
     sign = np.where(v[np.arange(n), big] < 0, -1.0, 1.0)
     for slot in range(3):
         comp = v[np.arange(n), (big + 1 + slot) & 3] * sign * math.sqrt(2.0)
-        out[:, slot] = np.clip(np.rint(comp * scale), -scale, scale)
-    out[:, 3] = (scale & ~3) | big
+        out[:, :, slot] = np.clip(np.rint(comp * scale), -scale, scale)
+    out[:, :, 3] = (scale & ~3) | big
     return out
 
 
