@@ -291,6 +291,7 @@ class _SharedPool:
         self._size = 0
         self._users = 0
         self._last_used = time.monotonic()
+        self._janitor = False  # a timer to close the pool when idle is pending
 
     def warm(self, processes: int) -> None:
         """Start the processes now (in the background), so they are up when the first tile is."""
@@ -322,9 +323,12 @@ class _SharedPool:
             with self._lock:
                 self._users -= 1
                 self._last_used = time.monotonic()
-            janitor = threading.Timer(self.IDLE_SECONDS + 1, self.close_idle)
-            janitor.daemon = True
-            janitor.start()
+                start_janitor = not self._janitor
+                self._janitor = True
+            if start_janitor:  # one timer at a time; it re-arms itself while the pool is in use
+                janitor = threading.Timer(self.IDLE_SECONDS + 1, self.close_idle)
+                janitor.daemon = True
+                janitor.start()
 
     def shutdown(self) -> None:
         """Stop the processes now and wait for them (a process ending, tests, the bench)."""
@@ -335,7 +339,15 @@ class _SharedPool:
 
     def close_idle(self) -> None:
         with self._lock:
-            if self._pool is None or self._users or time.monotonic() - self._last_used < self.IDLE_SECONDS:
+            self._janitor = False
+            if self._pool is None:
+                return
+            if self._users or time.monotonic() - self._last_used < self.IDLE_SECONDS:
+                self._janitor = True
+                idle_in = max(1.0, self.IDLE_SECONDS - (time.monotonic() - self._last_used)) + 1
+                janitor = threading.Timer(idle_in, self.close_idle)
+                janitor.daemon = True
+                janitor.start()
                 return
             pool, self._pool = self._pool, None
         pool.shutdown(wait=False, cancel_futures=True)
