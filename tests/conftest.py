@@ -230,6 +230,10 @@ class ServerPool:
         found = self.running.get((backend, blob_backend))
         if found is None:
             env = {} if azurite is None else azurite.server_env()
+            # Every test of the session shares one server and one client address: unauthenticated
+            # requests (each endpoint's token checks, signed-link fetches) all fill the address's one
+            # bucket. The limiter itself is tested on servers of its own (tests/test_http.py).
+            env["TWINBASE_RATE_LIMIT_BURST"] = "100000"
             found = running_server(backend, self.tmp_path_factory, **env)
             found.__enter__()
             self.running[(backend, blob_backend)] = found

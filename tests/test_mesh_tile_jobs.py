@@ -55,6 +55,16 @@ class TileJob:
     locked_by: str | None
 
 
+def _start_export(client: httpx.Client, model: Path) -> str:
+    """A new iTwin and iModel of ``model``, and a 3DTILES export of it started; the export's id."""
+    itwin = new_itwin(client)
+    imodel = new_imodel(client, itwin["id"], path=model)
+    body = {"iModelId": imodel["id"], "exportType": "3DTILES", "tilerConfig": TILER_CONFIG}
+    started = client.post("/mesh-export", json=body)
+    assert started.status_code == 202, started.text
+    return str(started.json()["export"]["id"])
+
+
 def _tile_jobs(db: Any, bundle_id: str) -> list[TileJob]:
     with db.read() as session:
         rows = session.query(Job).filter(Job.kind == TILE_JOB_KIND).all()
@@ -88,12 +98,7 @@ def test_tile_jobs_made_by_other_workers_survive_a_killed_one(
             )
             doomed = cluster.worker("--kinds", TILE_JOB_KIND, modules=(), env=SPLIT)
             with server.user() as alice:
-                itwin = new_itwin(alice)
-                imodel = new_imodel(alice, itwin["id"], path=model)
-                body = {"iModelId": imodel["id"], "exportType": "3DTILES", "tilerConfig": TILER_CONFIG}
-                started = alice.post("/mesh-export", json=body)
-                assert started.status_code == 202, started.text
-                export_id = started.json()["export"]["id"]
+                export_id = _start_export(alice, model)
 
                 def bundle() -> str | None:
                     with cluster.db.read() as session:
@@ -168,12 +173,7 @@ def test_the_web_process_alone_makes_a_split_export(
     with running_server("sqlite", tmp_path_factory, **env) as server:
         cluster = cluster_of(server)
         with server.user() as alice:
-            itwin = new_itwin(alice)
-            imodel = new_imodel(alice, itwin["id"], path=model)
-            body = {"iModelId": imodel["id"], "exportType": "3DTILES", "tilerConfig": TILER_CONFIG}
-            started = alice.post("/mesh-export", json=body)
-            assert started.status_code == 202, started.text
-            export_id = started.json()["export"]["id"]
+            export_id = _start_export(alice, model)
 
             def complete() -> dict[str, Any] | None:
                 export = _export(alice, export_id)

@@ -246,8 +246,11 @@ class DistributedTiles:
             WORKSHOPS.forget(self.run.bundle_id)
             workshop.close()
             if not ok:
-                with self.svc.db.write() as session:
-                    cancel_tile_jobs(self.svc, session, self.run.bundle_id)
+                try:
+                    with self.svc.db.write() as session:
+                        cancel_tile_jobs(self.svc, session, self.run.bundle_id)
+                except Exception:  # the first error is the one to report; a later run cancels them too
+                    log.exception("cancelling tile jobs failed", extra={"action": "mesh_tiles_cancel_error"})
 
     def _take_batches(self, pool: WorkerPool, finished: threading.Event, worker: str) -> None:
         """One of the coordinator's runners: this export's batches, one at a time, until all are taken."""
