@@ -362,6 +362,8 @@ class PlacementArrays:
     angles: npt.NDArray[np.float64]
     low: npt.NDArray[np.float64]
     high: npt.NDArray[np.float64]
+    stream_bytes: npt.NDArray[np.int64]  # bytes of the stored (compressed) GeometryStream, 0 without one
+    last_modified: npt.NDArray[np.float64]  # the element's ``LastMod`` (Julian day), 0 when unset
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -1054,9 +1056,10 @@ class IModelFile:
     def placements(self, *, model_ids: Iterable[int] | None = None) -> PlacementArrays:
         """Every 3D element that has a placement (an origin and a box), as arrays: one query, no objects."""
         sql = (
-            "SELECT g.ElementId, g.ECClassId, e.ModelId, g.CategoryId, g.Origin_X, g.Origin_Y, g.Origin_Z,"
-            " coalesce(g.Yaw,0), coalesce(g.Pitch,0), coalesce(g.Roll,0),"
-            " g.BBoxLow_X, g.BBoxLow_Y, g.BBoxLow_Z, g.BBoxHigh_X, g.BBoxHigh_Y, g.BBoxHigh_Z"
+            "SELECT g.ElementId, g.ECClassId, e.ModelId, g.CategoryId, coalesce(length(g.GeometryStream),0),"
+            " g.Origin_X, g.Origin_Y, g.Origin_Z, coalesce(g.Yaw,0), coalesce(g.Pitch,0), coalesce(g.Roll,0),"
+            " g.BBoxLow_X, g.BBoxLow_Y, g.BBoxLow_Z, g.BBoxHigh_X, g.BBoxHigh_Y, g.BBoxHigh_Z,"
+            " coalesce(e.LastMod,0)"
             " FROM bis_GeometricElement3d g JOIN bis_Element e ON e.Id=g.ElementId"
             " WHERE g.Origin_X IS NOT NULL AND g.Origin_Y IS NOT NULL AND g.Origin_Z IS NOT NULL"
             " AND g.BBoxLow_X IS NOT NULL AND g.BBoxLow_Y IS NOT NULL AND g.BBoxLow_Z IS NOT NULL"
@@ -1067,8 +1070,8 @@ class IModelFile:
             sql += f" AND e.ModelId {_IN_JSON}"
             bindings.append(json.dumps(sorted({int(m) for m in model_ids})))
         # One pass from the cursor into a structured array: no per-row tuple slicing, ids stay exact int64.
-        fields = ("id", "class_id", "model_id", "category_id")
-        dtype = np.dtype([(f, np.int64) for f in fields] + [(f"v{i}", np.float64) for i in range(12)])
+        fields = ("id", "class_id", "model_id", "category_id", "stream_bytes")
+        dtype = np.dtype([(f, np.int64) for f in fields] + [(f"v{i}", np.float64) for i in range(13)])
         try:
             table = np.fromiter(self.db.execute(sql + " ORDER BY g.ElementId", bindings), dtype=dtype)
         except (apsw.CorruptError, apsw.NotADBError) as exc:
@@ -1085,6 +1088,8 @@ class IModelFile:
             angles=floats[:, 3:6],
             low=floats[:, 6:9],
             high=floats[:, 9:12],
+            stream_bytes=table["stream_bytes"].copy(),
+            last_modified=table["v12"].copy(),
         )
 
     # -- properties --------------------------------------------------------------------------------------

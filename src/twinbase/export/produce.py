@@ -44,7 +44,7 @@ from twinbase.export.tiling import (
     from_record,
     largest_first,
     make_tiles,
-    plan_from_file,
+    plan_file,
     tile_keys,
     warm_pool,
 )
@@ -131,9 +131,10 @@ def produce(
     started = time.perf_counter()
     warm_pool(bim, workers)
     with IModelFile.open(bim) as imodel:
-        plan = plan_from_file(imodel, config)
+        planned = plan_file(imodel, config)
+        plan = planned.plan
         geolocation = read_geolocation(imodel)
-        keys = tile_keys(imodel, plan, f"{export_type}|{config_key(config)}")
+        keys = tile_keys(imodel, planned, f"{export_type}|{config_key(config)}")
     progress(0.05, f"Planned {len(plan.nodes)} tiles")
     root = ecef_transform(geolocation.ecef_location) if geolocation.ecef_location is not None else None
     if export_type == "3TZ":

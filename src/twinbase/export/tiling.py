@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from twinbase.bim.imodel import IModelFile
 from twinbase.bim.mesher import MeshResult, PartCache, mesh_elements
@@ -64,49 +65,55 @@ def tiler_options(config: TilerConfig) -> TilerOptions:
     )
 
 
-def plan_from_file(imodel: IModelFile, config: TilerConfig) -> TilePlan:
-    """The tile tree of the selected 3D elements, from their placements alone."""
+@dataclass(frozen=True)
+class PlannedFile:
+    """A plan and what the tile keys need of its elements: their ids (ascending) and ``LastMod``."""
+
+    plan: TilePlan
+    element_ids: npt.NDArray[np.uint64]
+    last_modified: npt.NDArray[np.float64]
+
+
+def plan_file(imodel: IModelFile, config: TilerConfig) -> PlannedFile:
+    """The tile tree of the selected 3D elements, from their placements alone (one query: boxes, stream
+    sizes and ``LastMod``)."""
     arrays = imodel.placements(model_ids=sorted(config.models) if config.models else None)
-    keep = np.ones(len(arrays), bool)
+    keep = arrays.stream_bytes > 0  # a placement without a stream draws nothing
     if config.categories is not None:
         keep &= np.isin(arrays.category_ids, np.array(sorted(config.categories), np.int64))
     low, high = arrays.ranges()
-    sizes = imodel.geometry_sizes()
-    ids = arrays.ids[keep]
-    stream_bytes = np.array([sizes.get(int(i), 0) for i in ids], np.float64)
-    keep_stream = stream_bytes > 0  # a placement without a stream draws nothing
-    ids = ids[keep_stream]
+    ids = arrays.ids[keep].astype(np.uint64)
+    stream_bytes = arrays.stream_bytes[keep].astype(np.float64)
     boxes = ElementBoxes(
-        ids=ids.astype(np.uint64),
-        low=low[keep][keep_stream],
-        high=high[keep][keep_stream],
-        model_ids=arrays.model_ids[keep][keep_stream].astype(np.uint64),
-        triangles=np.maximum(1, np.rint(stream_bytes[keep_stream] * TRIANGLES_PER_STREAM_BYTE)).astype(
-            np.int64
-        ),
+        ids=ids,
+        low=low[keep],
+        high=high[keep],
+        model_ids=arrays.model_ids[keep].astype(np.uint64),
+        triangles=np.maximum(1, np.rint(stream_bytes * TRIANGLES_PER_STREAM_BYTE)).astype(np.int64),
     )
-    return plan_tileset(boxes, tiler_options(config))
+    return PlannedFile(plan_tileset(boxes, tiler_options(config)), ids, arrays.last_modified[keep])
 
 
-def tile_keys(imodel: IModelFile, plan: TilePlan, config_text: str) -> dict[int, str]:
+def plan_from_file(imodel: IModelFile, config: TilerConfig) -> TilePlan:
+    """The tile tree of the selected 3D elements, from their placements alone."""
+    return plan_file(imodel, config).plan
+
+
+def tile_keys(imodel: IModelFile, planned: PlannedFile, config_text: str) -> dict[int, str]:
     """Each node's content key: what its bytes depend on (the definitions of the file, the export's
     configuration, the node's tolerance and kind, and each of its elements with its ``LastMod``). Two
     exports of one iModel at different changesets give a node the same key exactly when its tile would
     be the same, so a later export copies it instead of making it again."""
-    modified = imodel.last_modified()
-    known = np.fromiter(modified.keys(), np.uint64, len(modified))
-    order = np.argsort(known)
-    known = known[order]
-    known_stamps = np.fromiter(modified.values(), np.float64, len(modified))[order]
+    plan = planned.plan
+    known = planned.element_ids  # ascending: the placements come in id order
+    stamps_of = planned.last_modified
     base = hashlib.sha256(f"{TILE_KEY_VERSION}|{imodel.definitions_fingerprint()}|{config_text}|".encode())
     keys: dict[int, str] = {}
     for node in plan.nodes:
         digest = base.copy()
         digest.update(f"{node.tolerance!r}|{node.leaf}|".encode())
         ids = np.sort(plan.element_ids(node).astype(np.uint64))
-        at = np.minimum(np.searchsorted(known, ids), max(len(known) - 1, 0))
-        found = known[at] == ids if len(known) else np.zeros(len(ids), bool)
-        stamps = np.where(found, known_stamps[at] if len(known) else 0.0, 0.0)
+        stamps = stamps_of[np.searchsorted(known, ids)]
         digest.update(ids.tobytes())
         digest.update(stamps.astype(np.float64).tobytes())
         keys[node.index] = digest.hexdigest()
