@@ -78,7 +78,11 @@ def _previous(folder: Path, out: Path) -> Any:
     from twinbase.export.produce import MANIFEST, PreviousTiles
 
     def copy(old_name: str, new_name: str) -> int:
-        shutil.copyfile(folder / old_name, out / new_name)
+        # As the local blob store copies (``store.blobs.local``): a hard link, a copy where links fail.
+        try:
+            os.link(folder / old_name, out / new_name)
+        except OSError:
+            shutil.copyfile(folder / old_name, out / new_name)
         return (folder / old_name).stat().st_size
 
     return PreviousTiles(json.loads((folder / MANIFEST).read_text()), copy)
