@@ -294,7 +294,7 @@ def test_a_later_changeset_reuses_the_unchanged_tiles_byte_for_byte(tmp_path: Pa
     shutil.copyfile(chain.baseline, v0)
     shutil.copyfile(chain.baseline, v1)
     replay(v1, [chain.changesets[0].path])
-    items = [{"key": "maxTileSize", "value": 128}, {"key": "chordTolerance", "value": 0.01}]
+    items = [{"key": "maxTileSize", "value": 64}, {"key": "chordTolerance", "value": 0.01}]
 
     def export(bim: Path, out: Path, previous_folder: Path | None = None) -> dict[str, Any]:
         previous = None

@@ -26,7 +26,7 @@ from twinbase.tiles.check import check_tileset, content_uris
 
 ORIGIN = "https://viewer.example"
 # Small tiles so that the 2,000 elements make a tree of several levels.
-CONFIG = [{"key": "maxTileSize", "value": 128}, {"key": "chordTolerance", "value": 0.01}]
+CONFIG = [{"key": "maxTileSize", "value": 64}, {"key": "chordTolerance", "value": 0.01}]
 
 
 @pytest.fixture(scope="module")

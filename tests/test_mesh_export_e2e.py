@@ -158,7 +158,7 @@ def test_a_later_changeset_export_copies_the_unchanged_tiles(server: Server, tmp
             entry.parent_id,
             MadeChangeset(entry.id, entry.parent_id, entry.path.read_bytes()),
         )
-        config = [{"key": "maxTileSize", "value": 128}, {"key": "chordTolerance", "value": 0.01}]
+        config = [{"key": "maxTileSize", "value": 64}, {"key": "chordTolerance", "value": 0.01}]
         ids = []
         for changeset in ("", entry.id):
             body = {
