@@ -194,7 +194,8 @@ def size_comparison(model: Path, folder: Path, workdir: Path) -> dict[str, Any]:
     names = sorted(leaves(folder), key=lambda n: -(folder / n).stat().st_size)[:SAMPLE_LEAVES]
     plain_config = _config(False)
     with IModelFile.open(model) as imodel:
-        plan = plan_from_file(imodel, plain_config)
+        # The export's own plan (planned for compressed tiles), so each plain tile has the same elements.
+        plan = plan_from_file(imodel, _config(True))
     by_name = {n.name: n.index for n in plan.nodes}
     tiler = _Tiler(model, plan, plain_config)
     variants = {"gltfpack": [], "gltfpack_vp16": ["-vp", "16"]}
