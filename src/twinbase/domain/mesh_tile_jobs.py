@@ -205,8 +205,7 @@ class DistributedTiles:
         per_batch = self.svc.settings.export_tile_job_triangles
         batches = tile_batches(plan, order, per_batch) if per_batch > 0 else [order]
         if len(batches) <= 1:
-            skip = frozenset(range(len(plan.nodes))) - frozenset(order)
-            return make_tiles(bim, plan, config, put, progress, skip=skip)
+            return make_tiles(bim, plan, config, put, progress, order=order)
         digest = plan_digest(plan)
         with self.svc.db.write() as session:
             self.fence(session)

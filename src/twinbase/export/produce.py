@@ -241,8 +241,7 @@ def _local_tiles(workers: int | None) -> TileMaker:
         put: Callable[[str, bytes], None],
         progress: Progress,
     ) -> MadeTiles:
-        skip = frozenset(range(len(plan.nodes))) - frozenset(order)
-        return make_tiles(bim, plan, config, put, progress, workers=workers, skip=skip)
+        return make_tiles(bim, plan, config, put, progress, workers=workers, order=order)
 
     return make
 
