@@ -83,6 +83,10 @@ def test_rate_limit(backend: str, tmp_path_factory: pytest.TempPathFactory) -> N
             err = assert_error(resp, 429, "RateLimitExceeded")
             assert err["message"]
             assert int(resp.headers["retry-after"]) >= 1
+            # The Export API (seed 004) spells its 429 its own way.
+            resp = c.get("/export/connections", params={"imodelId": "00000000-0000-0000-0000-000000000000"})
+            err = assert_error(resp, 429, "TooManyRequests")
+            assert int(resp.headers["retry-after"]) >= 1
         # Another client has its own budget.
         with srv.user() as other:
             assert other.get("/itwins/").status_code == 200

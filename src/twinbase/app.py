@@ -16,6 +16,7 @@ from twinbase.api import (
     blobs,
     briefcases,
     changesets,
+    export_connections,
     identity,
     images,
     imodel_ops,
@@ -32,6 +33,7 @@ from twinbase.api.deps import Services
 from twinbase.api.http import EdgeMiddleware, install_error_handlers
 from twinbase.api.openapi import install_docs
 from twinbase.domain import checkpoints as checkpoint_jobs
+from twinbase.domain import export_connections as export_run_jobs
 from twinbase.domain import imodel_ops as imodel_op_jobs
 from twinbase.domain import imodels as imodel_jobs
 from twinbase.domain import itwin_exports as export_jobs
@@ -100,6 +102,7 @@ def build_services(settings: Settings, *, migrate: bool = True, job_modules: Seq
     checkpoint_jobs.register(svc)
     mesh_export_jobs.register(svc)
     mesh_tile_jobs.register(svc)
+    export_run_jobs.register(svc)
     for name in [*settings.job_module_names, *job_modules]:
         importlib.import_module(name).register(svc)
     return svc
@@ -150,7 +153,16 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
     # position with an id, the literal's module comes first (``/imodels/favorites`` before
     # ``/imodels/{id}``) or the id is typed (``{itwin_id:itwinid}`` cannot be ``exports``).
     itwin_apis = [itwins, itwin_exports, repositories, images, accesscontrol, identity, blobs]
-    imodel_apis = [imodel_ops, imodels, changesets, namedversions, briefcases, locks, mesh_export]
+    imodel_apis = [
+        imodel_ops,
+        imodels,
+        changesets,
+        namedversions,
+        briefcases,
+        locks,
+        mesh_export,
+        export_connections,
+    ]
     for module in itwin_apis + imodel_apis:
         # Flattened into the app's own route list: matching walks one list instead of nested routers.
         app.router.routes.extend(module.router.routes)

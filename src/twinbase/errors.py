@@ -321,3 +321,30 @@ class MeshExportNotFound(NotFound):
 def invalid_mesh_export(message: str, *details: ErrorDetail) -> InvalidRequest:
     """422 ``InvalidMeshExportRequest`` (``invalid_mesh_export("Cannot create export job.", d)``)."""
     return InvalidRequest(message, code=INVALID_MESH_EXPORT, details=list(details))
+
+
+# ------------------------------------------------------------------------------- Export API (IFC)
+# Seed 004 and reference §C: ``InvalidExportConnectionRequest`` "Cannot perform operation.",
+# ``ConnectionNotFound``, and the platform's ``TooManyRequests`` for 429.
+
+INVALID_EXPORT_CONNECTION = "InvalidExportConnectionRequest"
+EXPORT_CONNECTION_MESSAGE = "Cannot perform operation."
+
+
+class ConnectionNotFound(NotFound):
+    code = "ConnectionNotFound"
+    default_message = "Requested Connection is not available."
+
+
+class RunStarting(Conflict):
+    """Two starts of one connection's run raced and this one lost (the other's run is active)."""
+
+    code = "RunAlreadyStarting"
+    default_message = "Another run of this connection is being started at the same time. Retry to see it."
+
+
+def invalid_export_connection(*details: ErrorDetail, message: str | None = None) -> InvalidRequest:
+    """422 ``InvalidExportConnectionRequest`` "Cannot perform operation." with its details."""
+    return InvalidRequest(
+        message or EXPORT_CONNECTION_MESSAGE, code=INVALID_EXPORT_CONNECTION, details=list(details)
+    )

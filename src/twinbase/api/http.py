@@ -76,7 +76,20 @@ def api_invalid_code(path: str) -> tuple[str, str]:
         return "InvalidiModelsRequest", "Cannot perform operation."
     if path.startswith(("/mesh-export", "/exports")):
         return "InvalidMeshExportRequest", "Cannot perform operation."
+    if path.startswith("/export/"):
+        return "InvalidExportConnectionRequest", "Cannot perform operation."
     return "InvalidiTwinsRequest", "Cannot perform operation."
+
+
+def _rate_limited(path: str, retry_after: str) -> RateLimitExceeded:
+    """429 as the API that owns ``path`` spells it: the Export API (seed 004) says ``TooManyRequests``."""
+    if path.startswith("/export/"):
+        return RateLimitExceeded(
+            "More requests were received than the subscription rate-limit allows.",
+            code="TooManyRequests",
+            headers={"Retry-After": retry_after},
+        )
+    return RateLimitExceeded(headers={"Retry-After": retry_after})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -310,7 +323,7 @@ class EdgeMiddleware:
             wait = self.bucket.take(_caller_key(scope, headers))
             if wait > 0:
                 retry = str(max(1, math.ceil(wait)))
-                resp = error_response(RateLimitExceeded(headers={"Retry-After": retry}))
+                resp = error_response(_rate_limited(scope["path"], retry))
                 await resp(scope, receive, send_with_id)
                 return
         accept = headers.get(b"accept")

@@ -624,3 +624,121 @@ class MeshExportAnswer(Wire):
 class MeshExportList(Wire):
     exports: list[MeshExport]
     links: PageLinks = Field(alias="_links")
+
+
+# ------------------------------------------------------------------------------- Export API (IFC)
+
+
+class CreateExportConnection(BaseModel):
+    """``POST /export/connections`` (seed 004)."""
+
+    model_config = ConfigDict(extra="forbid")
+    iModelId: str = Field(min_length=36, max_length=36, description="The iModel to export.")
+    displayName: str | None = Field(
+        default=None, max_length=255, description="Defaults to the iModel's name."
+    )
+    authenticationType: Literal["User", "Service"] | None = Field(
+        default=None,
+        description="User (default): runs run as the user who starts them. Service: as twinbase's export "
+        "service identity (a run then does not depend on the starting user's access while it works).",
+    )
+
+
+class ExportConnection(Wire):
+    id: str
+    displayName: str
+    iModelId: str
+    iTwinId: str
+    authenticationType: Literal["User", "Service"]
+    links: dict[str, Href] = Field(alias="_links")
+
+
+class ExportConnectionAnswer(Wire):
+    connection: ExportConnection
+
+
+class ExportConnectionList(Wire):
+    connections: list[ExportConnection]
+    links: PageLinks = Field(alias="_links")
+
+
+class ExportRunInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    changesetId: str | None = Field(default=None, max_length=64, description="Omitted: the iModel's latest.")
+    modelIds: list[str] | None = Field(default=None, min_length=1, description="Only these models (hex ids).")
+    mappingFileId: str | None = Field(default=None, description="Not supported by twinbase (422).")
+    mappingfileBlobUrl: str | None = Field(default=None, description="Not supported by twinbase (422).")
+    savedViewId: str | None = Field(default=None, description="Not supported by twinbase (422).")
+
+
+class ExportRunOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    location: str | None = Field(default=None, description="Only the default (twinbase keeps the file).")
+    outputSasUrl: str | None = Field(default=None, description="Not supported by twinbase (422).")
+    logsSasUrl: str | None = Field(default=None, description="Not supported by twinbase (422).")
+    folderId: str | None = Field(default=None, description="Not supported by twinbase (422).")
+
+
+class StartExportRun(BaseModel):
+    """``POST /export/connections/{id}/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+    exportType: Literal["IFC"] | None = Field(
+        default=None, description="IFC (default); PDF is not supported yet."
+    )
+    ifcVersion: Literal["IFC4 RV 1.2", "IFC4.3", "IFC2x3", "IFC2x3 CV 2.0"] | None = Field(
+        default=None, description="Case-insensitive; defaults to IFC4 RV 1.2."
+    )
+    inputOptions: ExportRunInput | None = None
+    outputOptions: ExportRunOutput | None = None
+
+
+class ExportTask(Wire):
+    id: str
+    startDateTime: str | None
+    endDateTime: str | None
+    retryAttempts: int
+    state: str
+    result: str
+    exportOutputFileId: str | None
+    error: dict[str, Any] | None = None
+    progress: float | None = None
+    stats: dict[str, Any] | None = None
+    links: dict[str, Href] | None = Field(default=None, alias="_links")
+
+
+class ExportJob(Wire):
+    id: str
+    startDateTime: str | None
+    endDateTime: str | None
+    state: str
+    result: str
+    tasks: list[ExportTask]
+
+
+class ExportRun(Wire):
+    id: str
+    connectionId: str
+    startDateTime: str | None
+    endDateTime: str | None
+    state: Literal["Queued", "Executing", "Finalizing", "Completed"]
+    result: Literal["Undetermined", "Success", "PartialSuccess", "Error"]
+    jobs: list[ExportJob]
+
+
+class ExportRunAnswer(Wire):
+    run: ExportRun
+
+
+class ExportRunList(Wire):
+    runs: list[ExportRun]
+    links: PageLinks = Field(alias="_links")
+
+
+class AuthorizationInformation(Wire):
+    isUserAuthorized: bool
+    links: dict[str, Href] = Field(alias="_links")
+
+
+class AuthorizationInformationAnswer(Wire):
+    authorizationInformation: AuthorizationInformation

@@ -571,3 +571,68 @@ class MeshExport(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_modified: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ExportConnection(Base):
+    """An Export API connection (seed 004, reference §C): a re-runnable link to one iModel.
+
+    No foreign key to the iModel: as on the platform, a connection outlives its iModel (its runs then
+    end with an error a user can act on). ``authentication_type``: ``User`` runs as the user who
+    starts a run; ``Service`` as twinbase's export service identity (``domain.export_connections``)."""
+
+    __tablename__ = "export_connections"
+    __table_args__ = (Index("ix_export_connections_imodel", "imodel_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    itwin_id: Mapped[str] = mapped_column(String(36))
+    imodel_id: Mapped[str] = mapped_column(String(36))
+    display_name: Mapped[str] = mapped_column(String(255))
+    authentication_type: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ExportRun(Base):
+    """One run of a connection: one job with one task on the wire, one durable ``export_run`` job here.
+
+    ``active_slot`` is 1 while the run is active and NULL once it ended: the unique constraint makes
+    a second active run of the connection impossible, whatever the database and however the starts
+    race (the loser's insert fails: 409). ``options_key`` hashes what the output depends on (type,
+    version, model selection) for reuse by a later run at the same changeset."""
+
+    __tablename__ = "export_runs"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "active_slot", name="uq_export_runs_active"),
+        Index("ix_export_runs_connection", "connection_id", "created_at"),
+        Index("ix_export_runs_reuse", "imodel_id", "changeset_id", "options_key"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    connection_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("export_connections.id", ondelete="CASCADE")
+    )
+    itwin_id: Mapped[str] = mapped_column(String(36))
+    imodel_id: Mapped[str] = mapped_column(String(36))
+    started_by: Mapped[str] = mapped_column(String(255))
+    run_as: Mapped[str] = mapped_column(String(255))
+    export_type: Mapped[str] = mapped_column(String(16))
+    ifc_version: Mapped[str] = mapped_column(String(32))
+    changeset_id: Mapped[str] = mapped_column(String(64), default="")
+    changeset_index: Mapped[int] = mapped_column(Integer, default=0)
+    model_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    options_key: Mapped[str] = mapped_column(String(64))
+    active_slot: Mapped[int | None] = mapped_column(Integer)
+    # The platform's values: Queued -> Executing -> Finalizing -> Completed; result Undetermined until then.
+    state: Mapped[str] = mapped_column(String(32), default="Queued")
+    result: Mapped[str] = mapped_column(String(32), default="Undetermined")
+    job_id: Mapped[str] = mapped_column(String(36), default=new_id)
+    task_id: Mapped[str] = mapped_column(String(36), default=new_id)
+    retry_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    output_key: Mapped[str | None] = mapped_column(String(512))
+    output_name: Mapped[str | None] = mapped_column(String(255))
+    output_size: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

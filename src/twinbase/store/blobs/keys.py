@@ -4,6 +4,7 @@
 
     itwins/<itwinId>/<image file>                   iTwin images
     itwin-exports/<exportId>.<ext>                  iTwin export outputs
+    export-runs/<runId>/<file name>                 Export API run outputs (IFC)
     imodels/<imodelId>/baseline.bim                 the completed baseline file
     imodels/<imodelId>/checkpoints/<index>.bim      checkpoints
     imodels/<imodelId>/changesets/<csId>.cs         completed changesets
@@ -69,6 +70,11 @@ def itwin_image(itwin_id: str, file_name: str) -> str:
 
 def itwin_export_output(export_id: str, extension: str) -> str:
     return f"itwin-exports/{export_id}.{extension}"
+
+
+def export_run_output(run_id: str, file_name: str) -> str:
+    """The output file of an Export API run (its one task's file)."""
+    return f"export-runs/{run_id}/{file_name}"
 
 
 # ----------------------------------------------------------------------------------------- iModels
