@@ -428,3 +428,4 @@ def test_azure_copies_keep_the_encoding(azurite: Azurite, tmp_path: Path) -> Non
         gzip.compress(tile), content_settings=ContentSettings(content_encoding="gzip")
     )
     assert store.stat(foreign).size == len(tile) and read(store, foreign) == tile
+    assert store.copy(foreign, f"{new}/foreign.json").size == len(tile)

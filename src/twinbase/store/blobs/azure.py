@@ -15,12 +15,12 @@ refused by the blob service itself (412 ``LeaseIdMissing``), and the final blob 
 Tilesets and their tiles (a bundle's ``.glb`` and ``.json`` files) are stored gzip-compressed with
 ``Content-Encoding: gzip``: clients fetch them from the blob service, which sends a blob exactly as
 stored and negotiates nothing, so this is the only way they travel compressed (meshopt tiles shrink
-about 2.4x more). Every reader decodes gzip (browsers, CesiumJS, httpx, requests). Other files stay as
+about 2.5x more). Every reader decodes gzip (browsers, CesiumJS, httpx, requests). Other files stay as
 they are: a ``.3tz`` archive is read with HTTP ranges, iModel files with ranged block downloads, and a
 range of a gzip stream is not a range of the file. Every read through this store answers the decoded
 bytes; ``stat`` the decoded size. A blob is encoded only if its name asks for it (``_gzip_name``); such
-a name may still hold a plain blob (written before this was done), so reads go by the blob's own
-``Content-Encoding``, never by its name alone.
+a name may still hold a plain blob (written before this was done), so reads of such names go by the
+blob's own ``Content-Encoding``, never by the name alone; copies keep the rule (``copy``).
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ class AzureBlobStore:
             raise OSError(
                 f"copy of {src} to {dst} ended {props.copy.status}: {props.copy.status_description}"
             )
-        return _info(dst, props)
+        return self._blob_info(dst, props)
 
     # ------------------------------------------------------------------------------------- reads
 
@@ -341,9 +341,11 @@ class AzureBlobStore:
         return props
 
     def stat(self, key: str) -> BlobInfo:
-        props = self._properties(key)
+        return self._blob_info(key, self._properties(key))
+
+    def _blob_info(self, key: str, props: BlobProperties) -> BlobInfo:
         size = _size(props)
-        if size < 0:  # encoded by someone else, without the decoded length: count it
+        if size < 0:  # encoded by another writer, without the decoded length: count it
             size = sum(len(chunk) for chunk in self.open_range(key))
         return _info(key, props, size)
 
@@ -538,7 +540,6 @@ class AzureBlobWriter:
         self.blob.commit_block_list(
             [BlobBlock(block_id=i) for i in self._ids],
             content_settings=_content_settings(self.key, encoded),
-            # Replaces any metadata of an earlier blob under this key (the sealed mark included).
             metadata={DECODED_SIZE: str(self.size)} if encoded else None,
         )
         return self.store.stat(self.key)
