@@ -3,7 +3,9 @@ on Azurite (``store`` runs each test on both). URL signing and its key file, pre
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import os
 import stat
 import threading
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from azure.storage.blob import BlobProperties, ContentSettings
 
 from conftest import Azurite, Server, running_server
 from twinbase.errors import BlobNotFound
@@ -24,6 +27,7 @@ from twinbase.store.blobs import (
     UrlSigner,
     check_key,
     keys,
+    open_reader,
     sha256_of,
 )
 from twinbase.store.blobs.azure import AzureBlobStore
@@ -292,3 +296,136 @@ def test_prefix_link_local(server: Server) -> None:
 
 def test_prefix_link_azure(azurite: Azurite) -> None:
     _check_prefix_link(azure_store(azurite), "")
+
+
+# ------------------------------------------------------------------------ Azure: tiles stored gzip
+
+
+def _stored(store: AzureBlobStore, key: str) -> tuple[bytes, BlobProperties]:
+    """The blob as the blob service keeps it: stored bytes (never inflated) and its properties."""
+    blob = store.service.get_blob_client(*store._locate(key))
+    return blob.download_blob(decompress=False).readall(), blob.get_blob_properties()
+
+
+def _check_reads(store: AzureBlobStore, key: str, data: bytes, tmp_path: Path) -> None:
+    """Every read of the seam answers the decoded bytes; ``stat`` the decoded size."""
+    assert store.stat(key).size == len(data)
+    assert read(store, key) == data
+    assert b"".join(store.open_range(key, 10, 20)) == data[10:21]
+    assert b"".join(store.open_range(key, len(data) - 5)) == data[-5:]
+    assert b"".join(store.open_range(key, len(data) - 5, len(data) + 100)) == data[-5:]
+    assert b"".join(store.open_range(key, len(data) + 10)) == b""
+    assert sha256_of(store, key) == hashlib.sha256(data).hexdigest()
+    with open_reader(store, key) as stream:
+        assert stream.read(7) == data[:7] and stream.read() == data[7:]
+    target = tmp_path / "downloaded"
+    assert store.download_to(key, target).size == len(data)
+    assert target.read_bytes() == data
+
+
+def test_azure_bundle_tiles_and_tilesets_are_stored_gzip(azurite: Azurite, tmp_path: Path) -> None:
+    store = azure_store(azurite)
+    bundle = keys.bundle(uuid.uuid4().hex)
+    tileset = json.dumps(
+        {"root": {"children": [{"content": {"uri": f"{i}.glb"}} for i in range(2000)]}}
+    ).encode()
+    # Compressible like a meshopt tile, and more than one 8 MB block and one 8 MB download chunk
+    # once stored (half of it random), so the staged blocks and the SDK's chunked GET both run.
+    tile = b"".join(os.urandom(64) + bytes(64) for _ in range(160_000))
+    files = {"tileset.json": tileset, "tiles/0-1.glb": tile, "empty.glb": b""}
+    for rel, data in files.items():
+        info = store.put(f"{bundle}/{rel}", (data[i : i + 100_000] for i in range(0, len(data), 100_000)))
+        assert info.size == len(data), rel
+    for rel, data in files.items():
+        key = f"{bundle}/{rel}"
+        stored, props = _stored(store, key)
+        settings = props.content_settings
+        assert settings.content_encoding == "gzip", rel
+        assert settings.content_type == keys.content_type(key) and "immutable" in (
+            settings.cache_control or ""
+        )
+        assert gzip.decompress(stored) == data
+        assert props.metadata == {"decodedsize": str(len(data))}
+        if data:
+            assert props.size == len(stored) < len(data), rel
+            _check_reads(store, key, data, tmp_path)
+        else:
+            assert store.stat(key).size == 0 and read(store, key) == b""
+    assert len(_stored(store, f"{bundle}/tiles/0-1.glb")[0]) > 8 * 1024 * 1024
+
+    # Through the bundle's SAS: sent as stored (Content-Encoding: gzip), decoded by the client.
+    link = store.presign_prefix(bundle, "r", 600, "")
+    with httpx.Client(timeout=60) as c:
+        for rel, data in files.items():
+            resp = c.get(link.url(rel), headers={"Accept-Encoding": "gzip"})
+            assert resp.status_code == 200 and resp.headers["content-encoding"] == "gzip", rel
+            assert resp.content == data and resp.num_bytes_downloaded == len(
+                _stored(store, f"{bundle}/{rel}")[0]
+            )
+
+    # Everything else is stored as it is: an archive read with ranges, a file outside any bundle.
+    plain = {f"{bundle}/tileset.3tz": tileset, "itwin-exports/x.json": tileset, f"{bundle}/a.png": tile[:999]}
+    for key, data in plain.items():
+        store.put(key, [data])
+        stored, props = _stored(store, key)
+        assert props.content_settings.content_encoding is None and stored == data, key
+        assert not props.metadata and store.stat(key).size == len(data)
+        assert b"".join(store.open_range(key, 3, 9)) == data[3:10]
+
+    # Other ways in: a local file, a composition.
+    source = tmp_path / "tileset.json"
+    source.write_bytes(tileset)
+    assert store.upload_from(f"{bundle}/uploaded.json", source).size == len(tileset)
+    assert _stored(store, f"{bundle}/uploaded.json")[1].content_settings.content_encoding == "gzip"
+    assert read(store, f"{bundle}/uploaded.json") == tileset
+    store.put("parts/1", [b"abc"])
+    assert (
+        store.compose(f"{bundle}/composed.json", ["parts/1", f"{bundle}/tileset.json"]).size
+        == len(tileset) + 3
+    )
+    assert _stored(store, f"{bundle}/composed.json")[1].content_settings.content_encoding == "gzip"
+    assert read(store, f"{bundle}/composed.json") == b"abc" + tileset
+    assert store.compose("whole.json", [f"{bundle}/tileset.json", "parts/1"]).size == len(tileset) + 3
+    stored, props = _stored(store, "whole.json")
+    assert props.content_settings.content_encoding is None and stored == tileset + b"abc"
+
+
+def test_azure_copies_keep_the_encoding(azurite: Azurite, tmp_path: Path) -> None:
+    store = azure_store(azurite)
+    old, new = keys.bundle(uuid.uuid4().hex), keys.bundle(uuid.uuid4().hex)
+    tile = b"glTF" + bytes(50_000) + os.urandom(5_000)
+    store.put(f"{old}/1-0.glb", [tile])
+    # Server-side, into another bundle (another container), under another name: still encoded, with
+    # its decoded size, and read decoded.
+    assert store.copy(f"{old}/1-0.glb", f"{new}/2-7.glb").size == len(tile)
+    stored, props = _stored(store, f"{new}/2-7.glb")
+    assert props.content_settings.content_encoding == "gzip" and props.metadata == {
+        "decodedsize": str(len(tile))
+    }
+    assert props.content_settings.content_type == "model/gltf-binary"
+    assert stored == _stored(store, f"{old}/1-0.glb")[0]  # the same stored bytes: nothing re-encoded
+    _check_reads(store, f"{new}/2-7.glb", tile, tmp_path)
+    # Out of a bundle: decoded on the way, stored plain.
+    assert store.copy(f"{old}/1-0.glb", "kept/tile.glb").size == len(tile)
+    stored, props = _stored(store, "kept/tile.glb")
+    assert stored == tile and props.content_settings.content_encoding is None
+
+    # A tile stored plain under a bundle name (written before tiles were encoded): read as it is, and
+    # encoded when copied into a bundle.
+    legacy = f"{old}/legacy.glb"
+    store.service.get_blob_client(*store._locate(legacy)).upload_blob(tile)
+    _check_reads(store, legacy, tile, tmp_path)
+    assert store.copy(legacy, f"{new}/legacy.glb").size == len(tile)
+    stored, props = _stored(store, f"{new}/legacy.glb")
+    assert props.content_settings.content_encoding == "gzip" and gzip.decompress(stored) == tile
+    _check_reads(store, f"{new}/legacy.glb", tile, tmp_path)
+    with pytest.raises(BlobNotFound):
+        store.copy(f"{old}/none.glb", f"{new}/none.glb")
+
+    # Encoded by another writer, without the decoded size: stat counts it.
+    foreign = f"{old}/foreign.json"
+    store.service.get_blob_client(*store._locate(foreign)).upload_blob(
+        gzip.compress(tile), content_settings=ContentSettings(content_encoding="gzip")
+    )
+    assert store.stat(foreign).size == len(tile) and read(store, foreign) == tile
+    assert store.copy(foreign, f"{new}/foreign.json").size == len(tile)

@@ -176,7 +176,9 @@ def test_cesium_loads_renders_and_picks_a_twinbase_export(server: Server) -> Non
     ready = time.monotonic()
 
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    shot = OUTPUT / f"cesium-itwin-{server.backend}.png"
+    # test_mesh_export_azure runs this on the Azure blob backend too: one screenshot each.
+    label = server.backend if server.blob_backend == "local" else f"{server.backend}-{server.blob_backend}"
+    shot = OUTPUT / f"cesium-itwin-{label}.png"
     shot.unlink(missing_ok=True)
     env = {
         **os.environ,
@@ -188,7 +190,7 @@ def test_cesium_loads_renders_and_picks_a_twinbase_export(server: Server) -> Non
         "CHROMIUM": browser,
     }
     out = run_driver(env)
-    (OUTPUT / f"cesium-itwin-{server.backend}.json").write_text(json.dumps(out, indent=1))
+    (OUTPUT / f"cesium-itwin-{label}.json").write_text(json.dumps(out, indent=1))
     renderer = (out.get("webgl") or {}).get("renderer")
     print(
         f"\nCesiumJS {out['cesiumVersion']} in Chromium {out['chromium']} ({renderer}):"

@@ -5,10 +5,15 @@ The tiles never pass through twinbase: ``_links.mesh.href`` is the bundle's cont
 with a read-only container SAS, and the files are fetched from Azurite the way CesiumJS does (path +
 ``/tileset.json``, the query kept, no Authorization), cross-origin as a browser would. A later changeset's
 export copies the unchanged tiles inside the blob service; deleting an export deletes its blobs.
+
+The blob service sends a blob exactly as stored, so the store keeps tileset and tiles gzip-encoded
+(``Content-Encoding: gzip``): they travel compressed, clients decode them, and twinbase's own reads
+through the store (the tile manifest a later export reads) answer the decoded bytes.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +26,10 @@ from azure.storage.blob import BlobServiceClient
 
 from conftest import Azurite, Server, new_imodel
 from conftest import new_itwin as make_itwin
+from test_cesium_itwin import test_cesium_loads_renders_and_picks_a_twinbase_export as cesium_acceptance
 from test_mesh_export_e2e import REPRESENTATION, fetch, wait_complete
+from twinbase.store.blobs import keys
+from twinbase.store.blobs.azure import AzureBlobStore
 from twinbase.tiles.check import check_tileset, content_uris
 
 ORIGIN = "https://viewer.example"
@@ -65,8 +73,32 @@ def blob_names(service: BlobServiceClient, container: str) -> set[str]:
     return {b.name for b in service.get_container_client(container).list_blobs()}
 
 
-def download_all(href: str, folder: Path, **headers: str) -> list[str]:
-    """The tileset and every tile it names, fetched as CesiumJS does; answers the content URIs."""
+def store_of(azurite: Azurite, href: str) -> tuple[AzureBlobStore, str]:
+    """twinbase's own store over the server's container, and the export's bundle prefix: a bundle's
+    container is ``<container>-<bundle id>``."""
+    container, _, bundle_id = container_of(href).rpartition("-")
+    return AzureBlobStore.from_connection_string(azurite.connection_string, container), keys.bundle(bundle_id)
+
+
+def check_encoding(service: BlobServiceClient, href: str, answers: dict[str, httpx.Response]) -> None:
+    """Each file fetched through the link came gzip-encoded, fewer bytes on the wire than decoded,
+    and is the stored blob decoded. ``answers`` maps each relative path to its response."""
+    container = service.get_container_client(container_of(href))
+    for name, answer in answers.items():
+        assert answer.headers.get("content-encoding") == "gzip", (name, answer.headers)
+        # httpx decoded it; what crossed the wire is the stored blob.
+        assert answer.num_bytes_downloaded < len(answer.content), (name, answer.num_bytes_downloaded)
+        blob = container.get_blob_client(name)
+        stored = blob.download_blob(decompress=False).readall()
+        assert len(stored) == answer.num_bytes_downloaded and gzip.decompress(stored) == answer.content, name
+        props = blob.get_blob_properties()
+        assert props.content_settings.content_encoding == "gzip"
+        assert props.metadata.get("decodedsize") == str(len(answer.content)), (name, props.metadata)
+
+
+def download_all(href: str, folder: Path, **headers: str) -> dict[str, httpx.Response]:
+    """The tileset and every tile it names, fetched as CesiumJS does; answers each file's response
+    (``tileset.json`` first, then the content URIs)."""
     tileset = fetch(href, "tileset.json", **headers)
     assert tileset.status_code == 200, tileset.text
     assert "authorization" not in {k.lower() for k in tileset.request.headers}
@@ -88,7 +120,14 @@ def download_all(href: str, folder: Path, **headers: str) -> list[str]:
         if "Origin" in headers:
             allowed = answer.headers.get("access-control-allow-origin")
             assert allowed in ("*", headers["Origin"]), (name, answer.headers)
-    return uris
+    return dict(answers)
+
+
+def sizes(answers: dict[str, httpx.Response]) -> tuple[int, int]:
+    """Bytes on the wire and decoded, over all the files."""
+    return sum(a.num_bytes_downloaded for a in answers.values()), sum(
+        len(a.content) for a in answers.values()
+    )
 
 
 def test_3dtiles_on_azure_are_served_by_the_blob_service(world: dict[str, Any], tmp_path: Path) -> None:
@@ -117,15 +156,35 @@ def test_3dtiles_on_azure_are_served_by_the_blob_service(world: dict[str, Any], 
     assert sas["sig"] and sas["sr"] == ["c"] and sas["sp"] == ["r"], sas
     container = container_of(href)
 
-    # Every file fetched with the link's query, no Authorization, cross-origin.
-    uris = download_all(href, tmp_path, Origin=ORIGIN)
+    # Every file fetched with the link's query, no Authorization, cross-origin; gzip-encoded on the
+    # wire and decoded by the client into a valid tileset (GLBs included).
+    answers = download_all(href, tmp_path, Origin=ORIGIN)
+    uris = list(answers)[1:]
     assert check_tileset(tmp_path) == []
     assert blob_names(service, container) >= {"tileset.json", *uris}
-    ranged = fetch(href, uris[0], Range="bytes=0-11")
-    assert ranged.status_code == 206 and ranged.content[:4] == b"glTF"
+    check_encoding(service, href, answers)
+    wire, decoded = sizes(answers)
+    print(
+        f"3DTILES on Azure: {len(answers)} files, {decoded} bytes decoded, {wire} on the wire "
+        f"({decoded / wire:.2f}x)"
+    )
+    assert wire * 1.5 < decoded
+    # twinbase's own reads through the store answer the decoded bytes.
+    store, bundle = store_of(azurite, href)
+    for name, answer in answers.items():
+        assert store.stat(f"{bundle}/{name}").size == len(answer.content)
+        assert b"".join(store.open_range(f"{bundle}/{name}")) == answer.content, name
+    # A range of a gzip-encoded blob is a range of its stored bytes (clients read tiles whole; the
+    # 3TZ archive, read with ranges, is stored as it is: see the 3TZ test).
+    path, _, query = href.partition("?")
+    with httpx.stream(
+        "GET", f"{path}/{uris[0]}?{query}", headers={"Range": "bytes=0-11"}, timeout=30
+    ) as ranged:
+        head = b"".join(ranged.iter_raw())
+        assert ranged.status_code == 206 and ranged.headers["content-encoding"] == "gzip"
+    assert len(head) == 12 and head[:2] == b"\x1f\x8b"  # gzip's magic number, not glTF's
 
     # A browser's preflight (CesiumJS sends Range for some requests) is answered by the blob service.
-    path, _, query = href.partition("?")
     preflight = httpx.options(
         f"{path}/{uris[0]}?{query}",
         headers={
@@ -168,22 +227,59 @@ def test_a_later_changeset_on_azure_copies_the_unchanged_tiles(world: dict[str, 
     href = second["_links"]["mesh"]["href"]
     later = tmp_path / "later"
     later.mkdir()
-    uris = download_all(href, later, Origin=ORIGIN)
+    answers = download_all(href, later, Origin=ORIGIN)
+    uris = list(answers)[1:]
     assert check_tileset(later) == []
+    # Copied tiles too keep the encoding (and their decoded size) through the server-side copy.
+    check_encoding(service, href, answers)
     # The copies are whole blobs of the new bundle; the earlier export keeps its own.
     first_href = first["_links"]["mesh"]["href"]
     assert container_of(first_href) != container_of(href)
     assert blob_names(service, container_of(href)) >= {"tileset.json", *uris}
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    download_all(first_href, earlier)
+    check_encoding(service, first_href, download_all(first_href, earlier))
     assert check_tileset(earlier) == []
     # A copied tile may carry another name in the new tree: compare contents.
     old_tiles = {p.read_bytes() for p in earlier.iterdir() if p.suffix == ".glb"}
     copied = [u for u in uris if (later / u).read_bytes() in old_tiles]
     assert len(copied) >= stats["tilesReused"], (len(copied), stats)
+    # The stats count decoded bytes, as on the local backend: every file of the bundle, copies included.
+    store, bundle = store_of(world["azurite"], href)
+    names = blob_names(service, container_of(href))
+    assert stats["exportDirSize"] == sum(store.stat(f"{bundle}/{n}").size for n in names), stats
 
     for export_id in ids:
         assert alice.delete(f"/mesh-export/{export_id}").status_code == 204
     for h in (href, first_href):
         assert not list(service.list_containers(name_starts_with=container_of(h)))
+
+
+def test_3tz_on_azure_is_stored_as_it_is(world: dict[str, Any], tmp_path: Path) -> None:
+    """The archive is read with HTTP ranges (its index, then entries), so it is not gzip-encoded: a
+    range of it is a range of the file."""
+    alice, imodel, service = world["alice"], world["imodel"], world["service"]
+    body = {"iModelId": imodel["id"], "changesetId": "", "exportType": "3TZ", "tilerConfig": CONFIG}
+    started = alice.post("/mesh-export", json=body)
+    assert started.status_code == 202, started.text
+    export_id = str(started.json()["export"]["id"])
+    href = wait_complete(alice, export_id)["_links"]["mesh"]["href"]
+    whole = fetch(href, "tileset.3tz")
+    assert whole.status_code == 200 and "content-encoding" not in whole.headers, whole.headers
+    assert whole.num_bytes_downloaded == len(whole.content)
+    (tmp_path / "tileset.3tz").write_bytes(whole.content)
+    assert check_tileset(tmp_path / "tileset.3tz") == []
+    ranged = fetch(href, "tileset.3tz", Range="bytes=0-3")
+    assert ranged.status_code == 206 and ranged.content == b"PK\x03\x04"
+    props = (
+        service.get_container_client(container_of(href)).get_blob_client("tileset.3tz").get_blob_properties()
+    )
+    assert props.content_settings.content_encoding is None and props.size == len(whole.content)
+    assert alice.delete(f"/mesh-export/{export_id}").status_code == 204
+
+
+def test_cesium_loads_gzip_tiles_straight_from_the_blob_service(azure_server: Server) -> None:
+    """Issue #14's CesiumJS acceptance (test_cesium_itwin) on the Azure backend: headless Chromium
+    fetches the gzip-encoded tileset and tiles cross-origin from Azurite, decodes them itself, renders
+    and picks elements (its screenshot: ``.cache/test-output/cesium-itwin-sqlite-azure.png``)."""
+    cesium_acceptance(azure_server)
