@@ -65,6 +65,9 @@ DIGITS = 5
 MIN_BOX = 0.001
 
 
+_I3 = np.eye(3)
+
+
 class IfcWriterError(ValueError):
     """The writer was asked for something it cannot write (an unknown schema)."""
 
@@ -372,7 +375,7 @@ class IfcWriter:
             return None
         scale = det ** (1.0 / 3.0)
         q = m / scale
-        if not np.allclose(q.T @ q, np.eye(3), atol=1e-7):
+        if float(np.abs(q.T @ q - _I3).max()) > 1e-7:
             return None
         n = self.new
         return n(
@@ -388,7 +391,7 @@ class IfcWriter:
         n = self.new
         origin = tuple(placement[:3, 3].tolist())
         rotation = placement[:3, :3]
-        if np.allclose(rotation, np.eye(3), atol=1e-15):
+        if (rotation == _I3).all():
             axes: dict[str, Any] = {}
         else:
             axes = {
@@ -427,13 +430,16 @@ class IfcWriter:
         ``pieces`` its own triangles in world coordinates, ``local_pieces`` in its coordinates (a
         bounding box); ``instances`` (a ``representation_map``, world from part 4x4)."""
         n = self.new
-        inverse = np.linalg.inv(placement)
-        rotation_t = placement[:3, :3].T
+        rotation = placement[:3, :3]
         origin = placement[:3, 3]
+        inverse = np.eye(4)  # a rigid placement: the inverse rotation is the transpose
+        inverse[:3, :3] = rotation.T
+        inverse[:3, 3] = -(rotation.T @ origin)
         surfaces: list[Entity] = []
         for p in pieces:
             if len(p.indices):
-                local = (np.asarray(p.positions, np.float64) - origin) @ rotation_t.T
+                # local = R^T (world - origin), as rows
+                local = (np.asarray(p.positions, np.float64) - origin) @ rotation
                 surfaces.append(self._surface(p, local))
         for p in local_pieces:
             if len(p.indices):
