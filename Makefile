@@ -53,6 +53,7 @@ bench: $(STAMP) compat/node_modules/.installed-stamp
 	-$(BIN)/python bench/replay.py
 	-$(BIN)/python bench/tessellate.py
 	-$(BIN)/python bench/mesh_export.py
+	-$(BIN)/python bench/ifc_export.py
 
 clean:
 	rm -rf $(VENV) compat/node_modules
