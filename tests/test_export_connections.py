@@ -390,3 +390,52 @@ def test_a_deleted_run_leaves_nothing(world: dict[str, Any], services: Services)
     run_id = _queued_run(services, conn, imodel, "someone")
     assert alice.delete(f"/export/connections/{conn['id']}").status_code == 204
     assert domain.run_export(services, run_id) is None
+
+
+# ----------------------------------------------------------------------------- runs end to end
+
+
+def _start(client: httpx.Client, conn: dict[str, Any], body: dict[str, Any]) -> str:
+    resp = client.post(f"/export/connections/{conn['id']}/runs", json=body, follow_redirects=False)
+    assert resp.status_code == 202, resp.text
+    return str(resp.headers["location"])
+
+
+def test_a_run_writes_ifc_and_an_equal_run_reuses_it(world: dict[str, Any]) -> None:
+    import ifcopenshell
+
+    alice, imodel = world["alice"], world["imodel"]
+    conn = connect(alice, imodel["id"], authenticationType="Service")
+    run = wait_run(alice, _start(alice, conn, {"ifcVersion": "IFC4 RV 1.2"}))
+    task = run["jobs"][0]["tasks"][0]
+    assert (run["state"], run["result"]) in (("Completed", "Success"), ("Completed", "PartialSuccess")), task.get("error")
+    assert run["endDateTime"] and task["endDateTime"] and task["exportOutputFileId"] == run["id"]
+    href = task["_links"]["output"]["href"]
+    assert task["_links"]["output"]["fileName"].endswith(".ifc")
+    data = httpx.get(href, timeout=60).content  # a signed link: no Authorization header
+    assert data.startswith(b"ISO-10303-21;")
+    model = ifcopenshell.file.from_string(data.decode())
+    assert model.schema == "IFC4"
+    products = [p for p in model.by_type("IfcProduct") if p.is_a("IfcElement")]
+    assert products and len(products) == task["stats"]["products"], task["stats"]
+    assert model.by_type("IfcProject")[0].Name
+
+    # Same changeset, options and models: the file is copied, not written again.
+    again = wait_run(alice, _start(alice, conn, {"ifcVersion": "ifc4 rv 1.2"}))
+    again_task = again["jobs"][0]["tasks"][0]
+    assert again["result"] == run["result"] and again_task["stats"]["reusedFromRunId"] == run["id"]
+    assert httpx.get(again_task["_links"]["output"]["href"], timeout=60).content == data
+
+    # Another version and a model selection that holds no geometric element.
+    other = wait_run(
+        alice, _start(alice, conn, {"ifcVersion": "IFC4.3", "inputOptions": {"modelIds": ["0x1"]}})
+    )
+    other_task = other["jobs"][0]["tasks"][0]
+    assert other["result"] == "Success", other_task
+    assert "reusedFromRunId" not in other_task["stats"]
+    assert other["inputOptions"]["modelIds"] == ["0x1"]
+    text = httpx.get(other_task["_links"]["output"]["href"], timeout=60).text
+    assert ifcopenshell.file.from_string(text).schema in ("IFC4X3", "IFC4X3_ADD2")
+    assert other_task["stats"]["products"] == 0
+    listed = alice.get(f"/export/connections/{conn['id']}/runs").json()["runs"]
+    assert [r["id"] for r in listed] == [other["id"], again["id"], run["id"]]

@@ -709,7 +709,7 @@ def _check_access(svc: RunServices, work: _Work) -> None:
 
 
 def _file_name(name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._ -]+", "_", name).strip(" .") or "imodel"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "imodel"
     return f"{safe[:120]}.ifc"
 
 
