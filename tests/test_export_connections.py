@@ -408,7 +408,8 @@ def test_a_run_writes_ifc_and_an_equal_run_reuses_it(world: dict[str, Any]) -> N
     conn = connect(alice, imodel["id"], authenticationType="Service")
     run = wait_run(alice, _start(alice, conn, {"ifcVersion": "IFC4 RV 1.2"}))
     task = run["jobs"][0]["tasks"][0]
-    assert (run["state"], run["result"]) in (("Completed", "Success"), ("Completed", "PartialSuccess")), task.get("error")
+    done = (run["state"], run["result"])
+    assert done in (("Completed", "Success"), ("Completed", "PartialSuccess")), task.get("error")
     assert run["endDateTime"] and task["endDateTime"] and task["exportOutputFileId"] == run["id"]
     href = task["_links"]["output"]["href"]
     assert task["_links"]["output"]["fileName"].endswith(".ifc")
