@@ -8,6 +8,7 @@ output file (``_links.output.href``, a signed download link: the blob service's 
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
@@ -15,16 +16,20 @@ from starlette.responses import Response
 
 from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, collection, no_content
+from twinbase.api.http import JSON, collection, json_object, no_content
 from twinbase.api.openapi import SKIP, Op, Param, api_docs, string, top
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import export_connections as domain
-from twinbase.errors import ErrorDetail, InvalidRequest
+from twinbase.errors import ErrorDetail, InvalidRequest, invalid_export_connection
 from twinbase.store.models import ExportConnection, ExportRun
 
 router = APIRouter()
 
 PATH = "/export/connections"
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    return json_object(raw, invalid_export_connection, "Error parsing JSON, malformed JSON.")
 
 
 def _connection(ctx: Context, conn: ExportConnection, status: int = 200) -> Response:
@@ -38,7 +43,7 @@ def _run_wire(ctx: Context, run: ExportRun) -> dict[str, object]:
 
 @both(router, PATH, ["POST"])
 def create_connection(ctx: Ctx, raw: Body) -> Response:
-    request = domain.parse_connection(domain.parse_json_object(raw))
+    request = domain.parse_connection(_body(raw))
     with ctx.svc.db.write() as session:
         conn = domain.create_connection(session, ctx.principal, request)
         return _connection(ctx, conn, 201)
@@ -70,7 +75,7 @@ def delete_connection(ctx: Ctx, connection_id: str) -> Response:
 @both(router, PATH + "/{connection_id}/runs", ["POST"])
 def start_run(ctx: Ctx, connection_id: str, raw: Body) -> Response:
     # An empty body is the defaults (IFC, IFC4 RV 1.2, the latest changeset, every model).
-    request = domain.parse_run(domain.parse_json_object(raw) if raw.strip() else {})
+    request = domain.parse_run(_body(raw) if raw.strip() else {})
     with ctx.svc.db.write() as session:
         started = domain.start_run(session, ctx.svc.jobs, ctx.principal, connection_id, request)
         location = domain.run_location(ctx.base, started.run)

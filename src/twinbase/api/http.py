@@ -92,6 +92,30 @@ def _rate_limited(path: str, retry_after: str) -> RateLimitExceeded:
     return RateLimitExceeded(headers={"Retry-After": retry_after})
 
 
+def json_object(
+    raw: bytes,
+    invalid: Callable[[ErrorDetail], Exception],
+    malformed: str = "The request body is not valid JSON.",
+) -> dict[str, Any]:
+    """A request body that must be a JSON object; anything else raises ``invalid(detail)`` with one
+    ``InvalidRequestBody`` detail (each API names its own 422 code and its malformed-JSON message)."""
+    problem: str | None = None
+    data: Any = None
+    if not raw.strip():
+        problem = "The request body is missing."
+    else:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            problem = malformed
+        else:
+            if not isinstance(data, dict):
+                problem = "The request body must be a JSON object."
+    if problem is not None:
+        raise invalid(ErrorDetail("InvalidRequestBody", problem, None))
+    return dict(data)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_twinbase_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TwinbaseError)

@@ -12,13 +12,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api import schemas as s
 from twinbase.api.deps import Context, Ctx
-from twinbase.api.http import JSON, collection, no_content, prefer
+from twinbase.api.http import JSON, collection, json_object, no_content, prefer
 from twinbase.api.openapi import PREFER, SKIP, Op, Param, api_docs, enum, integer, string
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import mesh_exports as domain
@@ -32,21 +31,7 @@ HOST_AND_ROOT = "x-api-host-and-root"
 
 def _json_object(raw: bytes, message: str) -> dict[str, Any]:
     """The body as a JSON object; anything else is this API's 422 with an ``InvalidRequestBody`` detail."""
-    problem: str | None = None
-    data: Any = None
-    if not raw.strip():
-        problem = "The request body is missing."
-    else:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            problem = "The request body is not valid JSON."
-        else:
-            if not isinstance(data, dict):
-                problem = "The request body must be a JSON object."
-    if problem is not None:
-        raise invalid_mesh_export(message, ErrorDetail("InvalidRequestBody", problem, None))
-    return dict(data)
+    return json_object(raw, lambda detail: invalid_mesh_export(message, detail))
 
 
 def _href(ctx: Context, export: MeshExport) -> str | None:

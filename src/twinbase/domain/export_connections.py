@@ -126,25 +126,6 @@ def _missing(target: str) -> ErrorDetail:
     return ErrorDetail("MissingRequiredProperty", f"{target} was not provided.", target)
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or the seed's 422 with an ``InvalidRequestBody`` detail."""
-    problem: str | None = None
-    data: Any = None
-    if not raw.strip():
-        problem = "The request body is missing."
-    else:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            problem = "Error parsing JSON, malformed JSON."
-        else:
-            if not isinstance(data, dict):
-                problem = "The request body must be a JSON object."
-    if problem is not None:
-        raise invalid_export_connection(ErrorDetail("InvalidRequestBody", problem, None))
-    return dict(data)
-
-
 def _unknown_fields(data: Mapping[str, Any], allowed: frozenset[str], prefix: str = "") -> list[ErrorDetail]:
     return [
         _invalid(f"Property '{prefix}{name}' is not allowed.", f"{prefix}{name}")
