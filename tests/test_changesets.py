@@ -950,7 +950,8 @@ def test_completion_refuses_garbage(waiting: Any) -> None:
     for data, expected in (
         (os.urandom(size), "not a changeset file"),
         (b"\0" * size, "not a changeset file"),
-        (right.data[:23] + os.urandom(size - 23), "the LZMA2 stream is corrupt"),
+        # 0x03 is no LZMA2 control byte; a random first byte would be the end marker 1 time in 256.
+        (right.data[:23] + b"\x03" + os.urandom(size - 24), "the LZMA2 stream is corrupt"),
         (right.data + b"trailing bytes", "unexpected bytes after the end of the LZMA2 stream"),
         # A sound LZMA2 stream whose content is not a session changeset, or a cut one.
         (encode(os.urandom(200)), "session changeset is malformed"),
