@@ -18,6 +18,12 @@ compat/node_modules/.installed-stamp: compat/package.json compat/package-lock.js
 	cd compat && npm ci --no-audit --no-fund
 	touch $@
 
+# The iTwin.js frontend (core-frontend, frontend-tiles, esbuild) that reads IMODEL tiles: a folder of its own,
+# as it is the 5.13 set and compat/ is the backend's 5.7.3 set.
+compat/frontend/node_modules/.installed-stamp: compat/frontend/package.json compat/frontend/package-lock.json
+	cd compat/frontend && npm ci --no-audit --no-fund
+	touch $@
+
 # Debian's Chromium, for the CesiumJS test (tests/test_cesium_itwin.py drives it with playwright-core from
 # compat/node_modules; no browser is downloaded). Installed with apt-get when missing: as root, or through sudo.
 CHROMIUM ?= chromium
@@ -31,7 +37,7 @@ serve: $(STAMP)
 	$(BIN)/twinbase serve
 
 ## Run every test: lint, types, and the suite against SQLite and PostgreSQL with the official npm clients
-test: $(STAMP) compat/node_modules/.installed-stamp chromium
+test: $(STAMP) compat/node_modules/.installed-stamp compat/frontend/node_modules/.installed-stamp chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -46,7 +52,7 @@ seed: compat/node_modules/.installed-stamp
 	cd compat && node make-seed.mjs
 
 ## Benchmarks that print their figures (load on the iTwins API; 1 GiB up and down; the API fuzzed from its OpenAPI document; changeset replay, tessellation and Mesh Export vs iTwin.js)
-bench: $(STAMP) compat/node_modules/.installed-stamp
+bench: $(STAMP) compat/node_modules/.installed-stamp compat/frontend/node_modules/.installed-stamp
 	-$(BIN)/python bench/itwins_load.py
 	-$(BIN)/python bench/transfer.py
 	-$(BIN)/python bench/api_fuzz.py
@@ -56,4 +62,4 @@ bench: $(STAMP) compat/node_modules/.installed-stamp
 	-$(BIN)/python bench/ifc_export.py
 
 clean:
-	rm -rf $(VENV) compat/node_modules
+	rm -rf $(VENV) compat/node_modules compat/frontend/node_modules
