@@ -9,7 +9,7 @@ key                    meaning                                                  
 =====================  ============================================================  ==========
 ``maxTileSize``        largest tile content, in kilobytes (16 to 65536)              1024
 ``enableCompression``  meshopt compression (EXT_meshopt_compression) of GLB content  true (*)
-``outputFormat``       tile content format; only ``glb`` is written                  glb
+``outputFormat``       tile content format; only ``glb`` is written (IMODEL: iMdl)   glb
 ``chordTolerance``     finest chord tolerance (leaf tiles, GLTF), in metres          0.001
 ``angleTolerance``     angle tolerance of curved surfaces, in degrees (1 to 90)      15
 ``levelsOfDetail``     most levels below the root (1 to 24)                          12
@@ -185,6 +185,14 @@ def parse_tiler_config(items: Any) -> TilerConfig:
         raise TilerConfigError(details)
     ordered = tuple((k, given[k]) for k in _KEYS if k in given)
     return replace(TilerConfig(**values), items=ordered)
+
+
+def for_export_type(config: TilerConfig, export_type: str) -> TilerConfig:
+    """``config`` as the tiles of ``export_type`` are made with: IMODEL tiles are iMdl (uncompressed:
+    iMdl's own meshopt form is not written), every other type's GLB."""
+    if export_type == "IMODEL":
+        return replace(config, output_format="imdl", compression=False)
+    return config
 
 
 def config_key(config: TilerConfig) -> str:

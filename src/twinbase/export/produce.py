@@ -11,6 +11,10 @@
   the iModel is geolocated, the ``BENTLEY_BatchedTileSet`` models table. CESIUM is the same tileset
   (what CesiumJS's and the Unreal plugin's iTwin integrations load).
 - ``3TZ``: the 3DTILES output as one ``tileset.3tz`` archive.
+- ``IMODEL``: the same tree with iTwin.js's iMdl tiles (``<level>-<index>.imdl``, ``tiles.imdl``), what
+  ``@itwin/frontend-tiles`` streams: tiles in iModel coordinates less an offset that the root transform
+  adds back (no ECEF: the viewer places the iModel itself), every spatial model in the
+  ``BENTLEY_BatchedTileSet`` models table (a model without geometry with the null range).
 
 The file is read once: elements stream through the mesher (``bim.mesher``) a chunk at a time, their
 facts are kept for the feature table (``ElementFacts``), and the result goes to the writers
@@ -35,13 +39,14 @@ from twinbase.bim.geolocation import ecef_transform, read_geolocation
 from twinbase.bim.imodel import Element, IModelFile
 from twinbase.bim.mesher import MeshResult, mesh_elements
 from twinbase.bim.tessellate import StrokeOptions
-from twinbase.export.config import TilerConfig, config_key
+from twinbase.export.config import TilerConfig, config_key, for_export_type
 from twinbase.export.content import ElementFacts, tile_content
 from twinbase.export.tiling import (
     LeafCounts,
     MadeTiles,
     counts_stats,
     from_record,
+    imdl_offset,
     largest_first,
     make_tiles,
     plan_file,
@@ -53,7 +58,7 @@ from twinbase.tiles.threetz import ThreeTzWriter
 from twinbase.tiles.tiler import TilePlan, tileset_json
 
 Progress = Callable[[float, str], None]
-EXPORT_TYPES = ("3DTILES", "CESIUM", "GLTF", "3TZ")
+EXPORT_TYPES = ("3DTILES", "CESIUM", "GLTF", "3TZ", "IMODEL")
 
 
 class OutputSink(Protocol):
@@ -124,6 +129,7 @@ def produce(
     3TZ always makes them here, as they go into one archive."""
     if export_type not in EXPORT_TYPES:
         raise ExportTypeNotProduced(f"export type {export_type!r} is not produced")
+    config = for_export_type(config, export_type)
     if export_type == "GLTF":
         with IModelFile.open(bim) as imodel:
             result, facts, stats = mesh_file(imodel, config, progress)
@@ -135,8 +141,11 @@ def produce(
         plan = planned.plan
         geolocation = read_geolocation(imodel)
         keys = tile_keys(imodel, planned, f"{export_type}|{config_key(config)}")
+        frame = _imdl_frame(imodel, plan, config) if export_type == "IMODEL" else None
     progress(0.05, f"Planned {len(plan.nodes)} tiles")
     root = ecef_transform(geolocation.ecef_location) if geolocation.ecef_location is not None else None
+    if frame is not None:
+        root = None
     if export_type == "3TZ":
         with tempfile.TemporaryFile() as archive:
             with ThreeTzWriter(archive) as writer:
@@ -151,7 +160,28 @@ def produce(
         progress(1.0, "Done")
         return stats
     maker = tiles if tiles is not None else _local_tiles(workers)
-    return _tileset(bim, plan, config, sink.put, progress, root, started, maker, keys, previous)
+    return _tileset(bim, plan, config, sink.put, progress, root, started, maker, keys, previous, frame)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where an IMODEL tileset's tiles sit: iModel coordinates less ``offset``; ``models``: every
+    spatial model's extents (None: no geometry)."""
+
+    offset: np.ndarray
+    models: dict[int, tuple[np.ndarray, np.ndarray] | None]
+
+
+def _imdl_frame(imodel: IModelFile, plan: TilePlan, config: TilerConfig) -> _Frame:
+    drawn = plan.model_extents()
+    models: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+    for model in imodel.models():
+        wanted = config.models is None or model.id in config.models
+        if model.is_spatial and not model.is_template and wanted:
+            models[model.id] = drawn.get(model.id)
+    for mid, ext in drawn.items():  # a 3D model that is not a SpatialModel but has elements
+        models.setdefault(mid, ext)
+    return _Frame(imdl_offset(plan), models)
 
 
 @dataclass(frozen=True)
@@ -257,6 +287,7 @@ def _tileset(
     tiles: TileMaker,
     keys: dict[int, str],
     previous: PreviousTiles | None,
+    frame: _Frame | None = None,
 ) -> dict[str, Any]:
     reused = _reuse(plan, keys, previous)
     made = tiles(
@@ -272,7 +303,10 @@ def _tileset(
     everything.update(made)
     results = everything.results
     sizes = dict(everything.sizes)
-    document = tileset_json(plan, results, root_transform)
+    if frame is None:
+        document = tileset_json(plan, results, root_transform)
+    else:
+        document = tileset_json(plan, results, None, frame.models, content_offset=frame.offset)
     text = json.dumps(document, separators=(",", ":")).encode()
     put("tileset.json", text)
     sizes["tileset.json"] = len(text)
@@ -282,7 +316,7 @@ def _tileset(
     counts = LeafCounts()
     for leaf in everything.counts.values():
         counts.merge(leaf)
-    tile_sizes = sorted(v for k, v in sizes.items() if k.endswith(".glb"))
+    tile_sizes = sorted(v for k, v in sizes.items() if k.endswith((".glb", ".imdl")))
     root_result = results.get(0)
     stats = counts_stats(counts, started)
     stats.update(

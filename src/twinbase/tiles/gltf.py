@@ -67,6 +67,7 @@ from twinbase.tiles.glb import (
     optimize_strip,
     pack_glb,
 )
+from twinbase.tiles.instances import concat_sets, flatten_instances
 from twinbase.tiles.metadata import structural_metadata
 from twinbase.tiles.model import F64, FeatureTable, MaterialTable, PartInstances, TileContent, TriangleSet
 from twinbase.tiles.quantize import (
@@ -79,7 +80,7 @@ from twinbase.tiles.quantize import (
     quaternion_codes_by_bits,
     srgb_to_linear,
 )
-from twinbase.tiles.transforms import Decomposed, cofactor, decompose, quaternion_to_matrix
+from twinbase.tiles.transforms import Decomposed, decompose, quaternion_to_matrix
 
 I64 = NDArray[np.int64]
 
@@ -497,46 +498,6 @@ def _write_streams(
 # instances
 
 
-def _flatten(pi: PartInstances, sel: np.ndarray) -> TriangleSet:
-    """Instances ``sel`` of ``pi`` as plain triangles in iModel coordinates (mirrors keep their winding
-    counter-clockwise seen from the normals' side)."""
-    part = pi.part
-    m = np.asarray(pi.transforms, np.float64)[sel]
-    a, t = m[:, :3, :3], m[:, :3, 3]
-    k, n = len(m), len(part.positions)
-    pos = np.einsum("kij,nj->kni", a, np.asarray(part.positions, np.float64)) + t[:, None, :]
-    det = np.linalg.det(a)
-    cof = cofactor(a) * np.sign(det)[:, None, None]
-    nrm = np.einsum("kij,nj->kni", cof, np.asarray(part.normals, np.float64))
-    length = np.linalg.norm(nrm, axis=2, keepdims=True)
-    nrm = np.where(length > 0, nrm / np.where(length > 0, length, 1.0), [0.0, 0.0, 1.0])
-    idx = np.asarray(part.indices, np.int64)[None, :, :] + (np.arange(k, dtype=np.int64) * n)[:, None, None]
-    idx = np.where((det < 0)[:, None, None], idx[:, :, ::-1], idx)
-    materials = np.asarray(pi.materials, np.int64)[sel][:, np.asarray(part.material, np.int64)]
-    return TriangleSet(
-        pos.reshape(-1, 3),
-        nrm.reshape(-1, 3).astype(np.float32),
-        idx.reshape(-1, 3).astype(np.uint32),
-        np.repeat(np.asarray(pi.feature, np.uint32)[sel], n),
-        materials.reshape(-1).astype(np.uint32),
-    )
-
-
-def _concat(sets: list[TriangleSet]) -> TriangleSet:
-    if len(sets) == 1:
-        return sets[0]
-    offsets = np.cumsum([0] + [len(s.positions) for s in sets])
-    return TriangleSet(
-        np.concatenate([np.asarray(s.positions, np.float64) for s in sets]),
-        np.concatenate([np.asarray(s.normals, np.float32) for s in sets]),
-        np.concatenate(
-            [np.asarray(s.indices, np.int64) + o for s, o in zip(sets, offsets, strict=False)]
-        ).astype(np.uint32),
-        np.concatenate([np.asarray(s.feature, np.uint32) for s in sets]),
-        np.concatenate([np.asarray(s.material, np.uint32) for s in sets]),
-    )
-
-
 #: Relative margin around the Frobenius bounds in ``_moves_within``: far above the few ulps by which the
 #: computed Frobenius and spectral norms can stray from the exact ones.
 _BOUND_SLACK = 1e-9
@@ -692,11 +653,11 @@ def encode_glb(
         )
         bad = np.flatnonzero(~dec.ok)
         if len(bad):
-            flat.append(_flatten(pi, bad))
+            flat.append(flatten_instances(pi, bad))
             n_flat += len(bad)
         if len(bad) < pi.count:
             instanced.append((pi, np.flatnonzero(dec.ok), dec))
-    tris = _concat(flat)
+    tris = concat_sets(flat)
 
     if origin is None:
         pts = [np.asarray(tris.positions, np.float64)] + [dec.translation[ok] for _, ok, dec in instanced]

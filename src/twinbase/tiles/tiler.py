@@ -34,8 +34,8 @@ The tree (in the manner of iTwin.js' tile trees):
   capped by the parent's tolerance, so tolerances never grow with depth and every element a tile draws
   is also drawn by the child that holds it (``refine: "REPLACE"`` never loses an element). Capping keeps
   the budget: the child then keeps a subset of what its parent keeps, at the same tolerance.
-- Tiles are named ``<level>-<index>.glb`` (the iTwin exporter's names): level 0 is the root, index counts
-  the nodes of a level in breadth-first order.
+- Tiles are named ``<level>-<index>.<tile_extension>`` (the iTwin exporter's names; ``glb`` by default):
+  level 0 is the root, index counts the nodes of a level in breadth-first order.
 
 Part instances stay instances: an instance belongs to its element's tile, and a coarse tile leaves out
 the instances smaller than its tolerance and simplifies the part's own mesh.
@@ -119,6 +119,7 @@ class TilerOptions:
     simplify_min_triangles: int = 64
     default_element_triangles: int = 64
     max_inner_elements: int = 200
+    tile_extension: str = "glb"
 
     @property
     def tile_triangles(self) -> int:
@@ -347,7 +348,7 @@ def plan_tileset(boxes: ElementBoxes, options: TilerOptions | None = None) -> Ti
         node = TileNode(
             index=index,
             level=level,
-            name=f"{level}-{number}.glb",
+            name=f"{level}-{number}.{options.tile_extension}",
             parent=parent,
             children=[],
             low=sub_low,
@@ -438,6 +439,7 @@ def tileset_json(
     results: Mapping[int, TileResult | None] | Sequence[TileResult | None],
     root_transform: F64 | None = None,
     model_extents: Mapping[int, tuple[Any, Any] | None] | None = None,
+    content_offset: F64 | None = None,
 ) -> dict[str, Any]:
     """The ``tileset.json`` document once every tile is built.
 
@@ -447,7 +449,9 @@ def tileset_json(
     ``model_extents``: model id -> (low, high) or None for a model without geometry; defaults to the
     plan's element boxes per model. Tiles that draw nothing and have no drawn descendants are left
     out; a tile's box bounds what it and its descendants really draw; a tile's geometric error is at
-    least each child's."""
+    least each child's. ``content_offset`` (3,): the tiles hold iModel coordinates minus it (iMdl
+    tiles); the boxes are shifted alike and the root transform adds it back (after ``root_transform``'s
+    own), while the models' extents stay in iModel coordinates."""
     if isinstance(results, Mapping):
         got: dict[int, TileResult | None] = dict(results)
     else:
@@ -475,14 +479,17 @@ def tileset_json(
                 kept[i] = True
         error[i] = err
 
+    shift = np.zeros(3) if content_offset is None else np.asarray(content_offset, np.float64).reshape(3)
+
     def tile(i: int) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "boundingVolume": {"box": _box(b_low[i], b_high[i])},
+            "boundingVolume": {"box": _box(b_low[i] - shift, b_high[i] - shift)},
             "geometricError": float(error[i]),
         }
         res = got.get(i)
         if res is not None:
-            out["content"] = {"uri": res.name, "boundingVolume": {"box": _box(res.low, res.high)}}
+            box = _box(res.low - shift, res.high - shift)
+            out["content"] = {"uri": res.name, "boundingVolume": {"box": box}}
         children = [tile(c) for c in nodes[i].children if kept[c]]
         if children:
             out["children"] = children
@@ -496,6 +503,10 @@ def tileset_json(
         root = {"boundingVolume": {"box": _box(np.zeros(3), np.zeros(3))}, "geometricError": 0.0}
         top_error = 0.0
     root["refine"] = "REPLACE"
+    if content_offset is not None:
+        move = np.eye(4)
+        move[:3, 3] = shift
+        root_transform = move if root_transform is None else np.asarray(root_transform, np.float64) @ move
     if root_transform is not None:
         m = np.asarray(root_transform, np.float64).reshape(4, 4)
         if not np.array_equal(m, np.eye(4)):
