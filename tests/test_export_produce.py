@@ -192,9 +192,9 @@ def test_3tz_holds_the_same_tileset(model: Path, tmp_path: Path) -> None:
         )
 
 
-def test_imodel_type_is_not_produced(model: Path, tmp_path: Path) -> None:
+def test_an_unknown_type_is_not_produced(model: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportTypeNotProduced):
-        _produce(model, "IMODEL", tmp_path)
+        _produce(model, "3DFT", tmp_path)
 
 
 @pytest.mark.parametrize("path", SHARED, ids=[p.name for p in SHARED])

@@ -174,8 +174,7 @@ def test_start_on_both_paths_and_dedupe(world: dict[str, Any]) -> None:
         ({"iModelId": None}, "iModelId", "iModelId is required."),
         ({"iModelId": 42}, "iModelId", "must be a string"),
         ({"exportType": "FBX"}, "exportType", "'FBX' is not valid"),
-        ({"exportType": "IMODEL"}, "exportType", "not supported yet"),
-        ({"exportType": "imodel"}, "exportType", "not supported yet"),
+        ({"exportType": "3DFT"}, "exportType", "not supported"),
         ({"tilerConfig": [{"key": "bogusKey", "value": 1}]}, "tilerConfig", "bogusKey"),
         ({"tilerConfig": [{"key": "maxTileSize", "value": 3}]}, "tilerConfig", "maxTileSize"),
         ({"tilerConfig": []}, "tilerConfig", "1 to 100"),
@@ -292,7 +291,7 @@ def test_lists(world: dict[str, Any], server: Server) -> None:
     last = alice.get("/mesh-export/", params={"iModelId": iid, "$top": "3", "$skip": "6"}).json()
     assert len(last["exports"]) == 2 and "next" not in last["_links"] and "prev" in last["_links"]
 
-    # Filters: exportType case-insensitively, changesetId; IMODEL (frontend-tiles) matches nothing.
+    # Filters: exportType case-insensitively, changesetId; IMODEL (frontend-tiles) matches nothing here.
     tiles = _all_pages(alice, "/mesh-export", {"iModelId": iid, "exportType": "3dTiles"})
     assert len(tiles) == 2 and {e["request"]["exportType"] for e in tiles} == {"3DTILES"}
     on_cs = _all_pages(alice, "/mesh-export", {"iModelId": iid, "changesetId": cs["id"]})
@@ -320,6 +319,7 @@ def test_lists(world: dict[str, Any], server: Server) -> None:
     # Bad parameters: 422 with an InvalidParameter detail naming each.
     for params, target in (
         ({"$orderBy": "name"}, "$orderBy"),
+        ({"tileVersion": "latest"}, "tileVersion"),
         ({"$top": "0"}, "$top"),
         ({"$skip": "-1"}, "$skip"),
     ):

@@ -177,12 +177,17 @@ def delete_export(ctx: Ctx, export_id: str) -> Response:
 _LIST_QUERY = (
     Param("iModelId", string(36), "Only this iModel's exports (else every export the caller may read)."),
     Param("changesetId", string(64), "Only exports of this changeset."),
-    Param("exportType", string(16), "Only this type (case-insensitive): 3DTILES, CESIUM, GLTF, 3TZ."),
+    Param("exportType", string(16), "Only this type (case-insensitive): 3DTILES, CESIUM, GLTF, 3TZ, IMODEL."),
     Param("$orderBy", enum("date:asc", "date:desc"), "By lastModified; newest first by default."),
     Param("$top", integer(1, 1000), "Page size."),
     SKIP,
     Param("cdn", string(8), "Ignored (every link is direct)."),
-    Param("tileVersion", string(32), "Ignored (compatibility hint of frontend-tiles)."),
+    Param(
+        "tileVersion",
+        string(32),
+        "The highest iMdl major version the frontend reads (frontend-tiles sends it): IMODEL exports of a "
+        "higher one are left out; not a whole number: 422.",
+    ),
     Param("iTwinJS", string(32), "Ignored (compatibility hint of frontend-tiles)."),
     Param("client", string(64), "Ignored (CesiumJS, Unreal)."),
     Param("clientVersion", string(64), "Ignored."),

@@ -576,8 +576,9 @@ class StartMeshExport(BaseModel):
     changesetId: str | None = Field(
         default=None, description="Changeset to extract from; omitted: the latest; empty: the baseline."
     )
-    exportType: Literal["3DTILES", "3DTiles", "CESIUM", "GLTF", "3TZ"] | None = Field(
-        default=None, description="Case-insensitive; defaults to 3DTILES. IMODEL is not supported yet (422)."
+    exportType: Literal["3DTILES", "3DTiles", "CESIUM", "GLTF", "3TZ", "IMODEL"] | None = Field(
+        default=None,
+        description="Case-insensitive; defaults to 3DTILES. IMODEL: iMdl tiles for @itwin/frontend-tiles.",
     )
     tilerConfig: list[TilerConfigItem] | None = Field(default=None, min_length=1, max_length=100)
     lastModified: datetime | None = Field(default=None, description="Validated, otherwise ignored.")

@@ -69,6 +69,7 @@ from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import BlobStore, check_key
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import Changeset, ITwin, Member, MemberRole, MeshExport, Role, utcnow
+from twinbase.tiles.imdl import IMDL_VERSION
 
 log = logging.getLogger("twinbase.mesh_export")
 
@@ -87,13 +88,17 @@ DELETE_MESSAGE = "Cannot delete exported job."
 QUERY_MESSAGE = "Cannot get exports."
 
 # What a request may say, matched case-insensitively; stored and answered as the value.
-EXPORT_TYPES: dict[str, str] = {"3DTILES": "3DTILES", "CESIUM": "CESIUM", "GLTF": "GLTF", "3TZ": "3TZ"}
+EXPORT_TYPES: dict[str, str] = {
+    "3DTILES": "3DTILES",
+    "CESIUM": "CESIUM",
+    "GLTF": "GLTF",
+    "3TZ": "3TZ",
+    "IMODEL": "IMODEL",
+}
 DEFAULT_EXPORT_TYPE = "3DTILES"
-# Types the platform knows that twinbase does not make yet (IMODEL: iMdl tiles, its own issue).
+# Types the platform knows that twinbase does not make.
 NOT_YET: dict[str, str] = {
-    "IMODEL": "exportType 'IMODEL' is not supported yet: twinbase does not write iMdl tiles "
-    "(frontend-tiles falls back to the backend's tiles). Use 3DTILES, CESIUM, GLTF or 3TZ.",
-    "3DFT": "exportType '3DFT' is not supported; use 3DTILES, CESIUM, GLTF or 3TZ.",
+    "3DFT": "exportType '3DFT' is not supported; use 3DTILES, CESIUM, GLTF, 3TZ or IMODEL.",
 }
 
 START_FIELDS = frozenset({"iModelId", "changesetId", "exportType", "tilerConfig", "lastModified"})
@@ -176,7 +181,8 @@ def parse_start(data: Mapping[str, Any]) -> StartRequest:
         if found is None:
             details.append(
                 _body_detail(
-                    f"exportType '{raw_type}' is not valid; use 3DTILES (or 3DTiles), CESIUM, GLTF or 3TZ.",
+                    f"exportType '{raw_type}' is not valid; "
+                    "use 3DTILES (or 3DTiles), CESIUM, GLTF, 3TZ or IMODEL.",
                     "exportType",
                 )
             )
@@ -494,8 +500,9 @@ def _invalid_query(details: list[ErrorDetail]) -> Exception:
 def query(session: Session, principal: Principal, params: Mapping[str, str]) -> Page[MeshExport]:
     """``GET /mesh-export``: the exports the caller may read, filtered, newest change first.
 
-    ``cdn``, ``tileVersion``, ``iTwinJS``, ``client`` and ``clientVersion`` are the clients'
-    compatibility hints; every answer suits every client, so they are ignored."""
+    ``tileVersion`` is the highest iMdl major version the asking frontend reads: IMODEL exports whose
+    tiles stamp a higher one are left out. ``cdn``, ``iTwinJS``, ``client`` and ``clientVersion`` are the
+    clients' other compatibility hints; every answer suits every client, so they are ignored."""
     details: list[ErrorDetail] = []
     paging = parse_paging(params, details, default_top=100, max_top=1000)
     order: list[Any] | None = None
@@ -509,9 +516,18 @@ def query(session: Session, principal: Principal, params: Mapping[str, str]) -> 
         )
     except BadOrderBy:
         details.append(ErrorDetail("InvalidValue", "$orderBy must be date:asc or date:desc.", "$orderBy"))
+    tile_version = params.get("tileVersion")
+    readable_major: int | None = None
+    if tile_version is not None:
+        try:
+            readable_major = int(tile_version.strip())
+        except ValueError:
+            details.append(ErrorDetail("InvalidValue", "tileVersion must be a whole number.", "tileVersion"))
     if details:
         raise _invalid_query(details)
     stmt: Select[Any] = select(MeshExport)
+    if readable_major is not None and readable_major < IMDL_VERSION[0]:
+        stmt = stmt.where(MeshExport.export_type != "IMODEL")
     imodel_id = params.get("iModelId") or params.get("imodelId")
     if imodel_id:
         imodel = readable_imodel(session, imodel_id, principal.user_id)
@@ -523,7 +539,7 @@ def query(session: Session, principal: Principal, params: Mapping[str, str]) -> 
         stmt = stmt.where(MeshExport.changeset_id == changeset_id.strip().lower())
     export_type = params.get("exportType")
     if export_type:
-        # An unknown or unsupported type (frontend-tiles asks for IMODEL) matches nothing.
+        # An unknown or unsupported type matches nothing.
         stmt = stmt.where(MeshExport.export_type == (canonical_type(export_type) or export_type.upper()))
     order = order or [MeshExport.last_modified.desc()]
     return fetch_page(session, stmt.order_by(*order, MeshExport.id), paging)
@@ -759,7 +775,7 @@ def _jsonable(value: Any) -> dict[str, Any]:
 
 
 #: Export types whose tiles a later export of the same iModel, type and configuration may copy.
-REUSING_TYPES = ("3DTILES", "CESIUM")
+REUSING_TYPES = ("3DTILES", "CESIUM", "IMODEL")
 TILES_MANIFEST = "twinbase-tiles.json"
 
 

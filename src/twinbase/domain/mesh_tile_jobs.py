@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from twinbase.bim.imodel import IModelFile
 from twinbase.domain import checkpoints
 from twinbase.domain import imodels as imodels_domain
-from twinbase.export.config import TilerConfig, parse_tiler_config
+from twinbase.export.config import TilerConfig, for_export_type, parse_tiler_config
 from twinbase.export.tiling import (
     MadeTiles,
     TileWorkshop,
@@ -308,7 +308,7 @@ def _make_workshop(svc: Services, payload: Mapping[str, Any], ctx: JobContext) -
     checked against the coordinator's."""
     folder = Path(tempfile.mkdtemp(prefix="tiles-", dir=svc.settings.data_dir))
     try:
-        config = parse_tiler_config(payload["tiler_config"])
+        config = for_export_type(parse_tiler_config(payload["tiler_config"]), str(payload["export_type"]))
         with svc.db.read() as session:
             the_plan = checkpoints.plan(session, str(payload["imodel_id"]), int(payload["changeset_index"]))
         bim = folder / "imodel.bim"
