@@ -12,8 +12,8 @@ then the upload blob is emptied and marked ``sealed`` while keeping the lease. A
 revoked, but every later Put Blob / Put Block / Put Block List through the old upload link is
 refused by the blob service itself (412 ``LeaseIdMissing``), and the final blob is out of its reach.
 
-Tilesets and their tiles (a bundle's ``.glb`` and ``.json`` files) are stored gzip-compressed with
-``Content-Encoding: gzip``: clients fetch them from the blob service, which sends a blob exactly as
+Tilesets and their tiles (a bundle's ``.glb``, ``.imdl`` and ``.json`` files) are stored gzip-compressed
+with ``Content-Encoding: gzip``: clients fetch them from the blob service, which sends a blob exactly as
 stored and negotiates nothing, so this is the only way they travel compressed (meshopt tiles shrink
 about 2.5x more). Every reader decodes gzip (browsers, CesiumJS, httpx, requests). Other files stay as
 they are: a ``.3tz`` archive is read with HTTP ranges, iModel files with ranged block downloads, and a
@@ -68,7 +68,7 @@ CORS_METHODS = ("GET", "HEAD", "PUT", "OPTIONS")
 CORS_MAX_AGE = 3600
 MAX_CORS_RULES = 5  # the blob service's limit
 GZIP = "gzip"
-GZIP_SUFFIXES = (".glb", ".json")
+GZIP_SUFFIXES = (".glb", ".imdl", ".json")
 # On the bench's 51 MB of meshopt tiles: level 1 gives 2.36x at 48 MB/s, 5 gives 2.50x at 31 MB/s,
 # 9 gives 2.54x at 14 MB/s (one core). A tile is written once and downloaded many times; 5 is also
 # what twinbase's own file route uses for the local backend.
@@ -86,7 +86,7 @@ def _block_id(n: int) -> str:
 
 
 def _gzip_name(key: str) -> bool:
-    """Whether this store writes ``key`` gzip-encoded: a file of a bundle that is JSON or a GLB."""
+    """Whether this store writes ``key`` gzip-encoded: a file of a bundle that is JSON or a tile."""
     found = keys.split_bundle(key)
     return found is not None and bool(found[1]) and key.endswith(GZIP_SUFFIXES)
 
