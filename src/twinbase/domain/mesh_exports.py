@@ -69,7 +69,7 @@ from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import BlobStore, check_key
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import Changeset, ITwin, Member, MemberRole, MeshExport, Role, utcnow
-from twinbase.tiles.imdl import IMDL_VERSION
+from twinbase.tiles.imdl import IMDL_MESHOPT_VERSION, IMDL_VERSION
 
 log = logging.getLogger("twinbase.mesh_export")
 
@@ -128,6 +128,14 @@ def canonical_type(value: str) -> str | None:
     if upper in EXPORT_TYPES or upper in NOT_YET:
         return upper
     return None
+
+
+def tile_major(export_type: str, config: TilerConfig) -> int | None:
+    """The iMdl major version an IMODEL export's tiles stamp (meshopt-encoded ones need a newer reader);
+    None for the other types."""
+    if export_type != "IMODEL":
+        return None
+    return (IMDL_MESHOPT_VERSION if config.compression else IMDL_VERSION)[0]
 
 
 def config_hash(config: TilerConfig) -> str:
@@ -370,6 +378,7 @@ def start(session: Session, jobs: JobQueue, principal: Principal, request: Start
         export_type=request.export_type,
         tiler_config=request.config.wire(),
         config_key=key,
+        tile_major=tile_major(request.export_type, request.config),
         display_name=imodel.name,
         status=NOT_STARTED,
         created_by=principal.user_id,
@@ -425,6 +434,7 @@ def update(
                 )
             export.tiler_config = config.wire()
             export.config_key = key
+            export.tile_major = tile_major(export.export_type, config)
             if export.status != NOT_STARTED:  # a NotStarted export's queued job reads the new one
                 result.stale_bundle = _reset(export)
                 jobs.enqueue(session, JOB_KIND, {"export_id": export.id})
@@ -526,8 +536,8 @@ def query(session: Session, principal: Principal, params: Mapping[str, str]) -> 
     if details:
         raise _invalid_query(details)
     stmt: Select[Any] = select(MeshExport)
-    if readable_major is not None and readable_major < IMDL_VERSION[0]:
-        stmt = stmt.where(MeshExport.export_type != "IMODEL")
+    if readable_major is not None:
+        stmt = stmt.where(or_(MeshExport.export_type != "IMODEL", MeshExport.tile_major <= readable_major))
     imodel_id = params.get("iModelId") or params.get("imodelId")
     if imodel_id:
         imodel = readable_imodel(session, imodel_id, principal.user_id)

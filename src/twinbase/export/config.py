@@ -8,7 +8,7 @@ understands (matched case-insensitively; anything else is a 422 naming the key):
 key                    meaning                                                       default
 =====================  ============================================================  ==========
 ``maxTileSize``        largest tile content, in kilobytes (16 to 65536)              1024
-``enableCompression``  meshopt compression (EXT_meshopt_compression) of GLB content  true (*)
+``enableCompression``  meshopt compression of tile content (GLB, iMdl)                true (*)
 ``outputFormat``       tile content format; only ``glb`` is written (IMODEL: iMdl)   glb
 ``chordTolerance``     finest chord tolerance (leaf tiles, GLTF), in metres          0.001
 ``angleTolerance``     angle tolerance of curved surfaces, in degrees (1 to 90)      15
@@ -188,10 +188,10 @@ def parse_tiler_config(items: Any) -> TilerConfig:
 
 
 def for_export_type(config: TilerConfig, export_type: str) -> TilerConfig:
-    """``config`` as the tiles of ``export_type`` are made with: IMODEL tiles are iMdl (uncompressed:
-    iMdl's own meshopt form is not written), every other type's GLB."""
+    """``config`` as the tiles of ``export_type`` are made with: IMODEL tiles are iMdl (meshopt-encoded
+    with ``enableCompression``, the default), every other type's GLB."""
     if export_type == "IMODEL":
-        return replace(config, output_format="imdl", compression=False)
+        return replace(config, output_format="imdl")
     return config
 
 

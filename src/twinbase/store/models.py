@@ -552,8 +552,10 @@ class MeshExport(Base):
     itwin_id: Mapped[str] = mapped_column(String(36))
     changeset_id: Mapped[str] = mapped_column(String(64), default="")
     changeset_index: Mapped[int] = mapped_column(Integer, default=0)
-    # Canonical upper case: 3DTILES, CESIUM, GLTF, 3TZ.
+    # Canonical upper case: 3DTILES, CESIUM, GLTF, 3TZ, IMODEL.
     export_type: Mapped[str] = mapped_column(String(16))
+    # IMODEL: the iMdl major version its tiles stamp (the list's tileVersion filter); NULL otherwise.
+    tile_major: Mapped[int | None] = mapped_column(Integer)
     # The canonical tilerConfig items ([{key, value}]); NULL when none were given.
     tiler_config: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     config_key: Mapped[str] = mapped_column(String(64))

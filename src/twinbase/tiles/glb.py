@@ -127,6 +127,8 @@ class _Native:
         self.encode_vertex = fn("meshopt_encodeVertexBuffer", [p, n, p, n, n], n)
         self.index_bound = fn("meshopt_encodeIndexBufferBound", [n, n], n)
         self.encode_index = fn("meshopt_encodeIndexBuffer", [p, n, p, n], n)
+        self.sequence_bound = fn("meshopt_encodeIndexSequenceBound", [n, n], n)
+        self.encode_sequence = fn("meshopt_encodeIndexSequence", [p, n, p, n], n)
         self.strip = fn("meshopt_optimizeVertexCacheStrip", [p, p, n, n], None)
         self.fetch = fn("meshopt_optimizeVertexFetch", [p, p, n, p, n, n], n)
 
@@ -179,6 +181,25 @@ def _encode_index_buffer(flat: NDArray[np.uint32], vertex_count: int) -> bytes:
     size = lib.encode_index(out.ctypes.data, bound, flat.ctypes.data, len(flat))
     if size == 0:
         raise RuntimeError("meshopt index codec failed")
+    return out[:size].tobytes()
+
+
+def encode_vertex_stream(rows: np.ndarray, count: int, stride: int) -> bytes:
+    """meshopt's vertex codec (version 0, which every decoder reads) of ``count`` rows of ``stride``
+    bytes."""
+    return _encode_vertex_buffer(np.ascontiguousarray(rows), count, stride)
+
+
+def encode_index_sequence(flat: NDArray[np.uint32], vertex_count: int) -> bytes:
+    """meshopt's index-sequence codec (version 1) of uint32 ``flat`` indices."""
+    lib = _native()
+    lib.index_version(1)
+    src = np.ascontiguousarray(flat, np.uint32)
+    bound = lib.sequence_bound(len(src), max(vertex_count, 1))
+    out = np.empty(bound, np.uint8)
+    size = lib.encode_sequence(out.ctypes.data, bound, src.ctypes.data, len(src))
+    if size == 0:
+        raise RuntimeError("meshopt index sequence codec failed")
     return out[:size].tobytes()
 
 

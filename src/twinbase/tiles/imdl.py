@@ -24,15 +24,23 @@ transform adds it back), so the decoder's float32 quantization origin stays smal
 the primitive's own range in 16 bits: a vertex moves by at most range / 131,070 per axis (the native
 iTwin.js tiles quantize over the whole tile range, coarser still).
 
-Part instances are drawn flat (iMdl instancing carries one colour per instance; a part with pieces of
-several looks would need per-instance symbology overrides). Lines are not written (nor are they in the
-GLB tiles).
+Part instances stay instances (``instances``: per instance a 3 x 4 float32 transform relative to a
+centre, and a 24-bit feature index) when at least ``MIN_INSTANCES`` of them share the looks of every
+piece (iMdl instances share their part's vertex table, colours included); the others, and mirroring
+instances, are drawn flat. Lines are not written (nor are they in the GLB tiles).
 
-The version stamped is the lowest major the content needs: the readers of core-frontend 4.x and 5.x
-gate only on ``major <= their CurrentImdlVersion.Major`` (31 in 4.0, 37 in 5.x) and read the header's
-``emptySubRanges`` from major 2; everything written here (lit meshes, colour tables, multi-model feature
-tables, the 88-byte header, whose length the reader honours) is read alike by all of them, so tiles stamp
-``IMDL_VERSION`` (1.0) and any ``tileVersion`` a frontend-tiles sends is satisfied.
+With ``meshopt`` (the default for IMODEL exports, as for GLB tiles), each vertex table's vertices are
+stored meshopt-encoded (vertex codec, 16-byte rows; the colour table raw after them:
+``vertices.compressedSize``) and its indices as a meshopt index sequence of 32-bit indices
+(``surface.compressedIndexCount``), both in the vertex-cache and fetch order meshoptimizer makes.
+
+The version stamped is the lowest major the content needs: readers gate only on ``major <= their
+CurrentImdlVersion.Major`` and read the header's ``emptySubRanges`` from major 2. Plain tiles (lit meshes,
+colour tables, multi-model feature tables, the 88-byte header, whose length every reader honours) are
+read alike by every core-frontend 4.x and 5.x, so they stamp 1.0 (``IMDL_VERSION``). meshopt-encoded
+tables are read from the reader whose major is 36 (core-frontend 5.0.0-dev.112; 4.11.7's is 35 and has no
+meshopt), so such tiles stamp 36.0 (``IMDL_MESHOPT_VERSION``): a 4.x frontend refuses them whole rather
+than misreading them, and the list's ``tileVersion`` filter leaves them out for it.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import TileWriteError
+from .glb import encode_index_sequence, encode_vertex_stream, optimize_fetch, optimize_strip
 from .instances import concat_sets, flatten_instances
 from .model import F64, TileContent, TriangleSet
 
@@ -54,8 +63,9 @@ MAGIC = 0x6C644D69  # "iMdl"
 GLTF_MAGIC = 0x46546C67  # "glTF"
 HEADER_LENGTH = 88
 FEATURE_TABLE_HEADER = 12
-#: (major, minor) stamped in every tile: see the module's docstring.
+#: (major, minor) stamped in plain and in meshopt-encoded tiles: see the module's docstring.
 IMDL_VERSION = (1, 0)
+IMDL_MESHOPT_VERSION = (36, 0)
 FLAG_CONTAINS_CURVES = 1
 FLAG_INCOMPLETE = 4
 FLAG_MULTI_MODEL = 16
@@ -68,6 +78,7 @@ MAX_TEXTURE = 2048
 MAX_VERTICES = (MAX_TEXTURE * MAX_TEXTURE) // LIT_RGBA - 65536
 SURFACE_LIT = 1
 MESH_PRIMITIVE = 0
+FEATURE_INDEX_UNIFORM = 1
 FEATURE_INDEX_NON_UNIFORM = 2
 
 U8 = NDArray[np.uint8]
@@ -91,13 +102,19 @@ def write_imdl(
     offset: F64 | None = None,
     tolerance: float = 0.0,
     incomplete: bool = False,
+    meshopt: bool = False,
+    position_error: float | None = None,
 ) -> ImdlTile:
     """The iMdl bytes of ``content``. ``offset`` (3,) is subtracted from every position (default: none);
     ``tolerance`` is the chord tolerance the header reports; ``incomplete`` sets the header's flag for a
-    tile that left out elements too small for it."""
+    tile that left out elements too small for it; ``meshopt``: vertex tables and indices meshopt-encoded
+    (stamped ``IMDL_MESHOPT_VERSION``); ``position_error``: positions may move this much (metres) when
+    that is more than the 16-bit grid's half step: a coarser grid, whose small integers meshopt packs
+    tighter (the tile is off by its tolerance anyway)."""
     origin = np.zeros(3) if offset is None else np.asarray(offset, np.float64).reshape(3)
-    tris = _all_triangles(content)
     n_features = len(content.features)
+    instanced, flat = _instancing(content)
+    tris = concat_sets(flat) if flat else TriangleSet.empty()
     too_far = int(tris.feature.max(initial=0)) >= n_features or int(tris.material.max(initial=0)) >= len(
         content.materials
     )
@@ -111,25 +128,14 @@ def write_imdl(
     positions = np.asarray(tris.positions, np.float64) - origin
     if len(positions) and not np.isfinite(positions).all():
         raise TileWriteError("a position is not finite")
-    binary = _Binary()
-    primitives: list[dict[str, Any]] = []
-    materials: dict[str, Any] = {}
-    low = np.full(3, np.inf)
-    high = np.full(3, -np.inf)
-    rgba = np.asarray(content.materials.rgba, np.uint8)
-    translucent_look = rgba[:, 3] < 255 if len(rgba) else np.zeros(0, bool)
-    indices = np.asarray(tris.indices, np.int64)
-    if len(indices):
-        triangle_translucent = translucent_look[np.asarray(tris.material, np.int64)[indices[:, 0]]]
-        for translucent in (False, True):
-            chosen = indices[triangle_translucent == translucent]
-            for part in _split(chosen):
-                prim, lo, hi = _primitive(
-                    part, positions, tris, remap, rgba, binary, f"{len(primitives)}", materials
-                )
-                primitives.append(prim)
-                low = np.minimum(low, lo)
-                high = np.maximum(high, hi)
+    writer = _Primitives(np.asarray(content.materials.rgba, np.uint8), meshopt, 2 * (position_error or 0.0))
+    if len(tris.indices):
+        features = remap[np.asarray(tris.feature, np.int64)]
+        writer.add(tris.indices, positions, tris.normals, np.asarray(tris.material, np.int64), features)
+    for group in instanced:
+        writer.add_instanced(group, origin, remap)
+    primitives, materials, binary = writer.primitives, writer.materials, writer.binary
+    low, high = writer.low, writer.high
     scene: dict[str, Any] = {
         "bufferViews": binary.views,
         "meshes": {"Mesh_Root": {"primitives": primitives}},
@@ -141,7 +147,10 @@ def write_imdl(
         high = -low
     flags = FLAG_MULTI_MODEL | (FLAG_INCOMPLETE if incomplete else 0)
     elements = len(np.unique(np.asarray(content.features.element_ids)[order])) if n_features else 0
-    data = _assemble(words, n_features, content, scene, binary, low, high, tolerance, flags, elements)
+    version = IMDL_MESHOPT_VERSION if meshopt else IMDL_VERSION
+    data = _assemble(
+        words, n_features, content, scene, binary, low, high, tolerance, flags, elements, version
+    )
     return ImdlTile(data, low, high, len(primitives), n_features)
 
 
@@ -183,14 +192,6 @@ def _feature_table(content: TileContent) -> tuple[NDArray[np.int64], U32]:
 
 # ---------------------------------------------------------------------------------------------------
 # primitives
-
-
-def _all_triangles(content: TileContent) -> TriangleSet:
-    sets = [content.triangles] if len(content.triangles.indices) else []
-    for pi in content.instances:
-        if pi.count and len(pi.part.indices):
-            sets.append(flatten_instances(pi, np.arange(pi.count)))
-    return concat_sets(sets) if sets else TriangleSet.empty()
 
 
 def _split(indices: NDArray[np.int64]) -> list[NDArray[np.int64]]:
@@ -272,75 +273,218 @@ def table_dimensions(vertices: int, colors: int) -> tuple[int, int]:
     return width, math.ceil(texels / width)
 
 
-def _primitive(
-    triangles: NDArray[np.int64],
-    positions: F64,
-    tris: TriangleSet,
-    remap: U32,
-    rgba: U8,
-    binary: _Binary,
-    key: str,
-    materials: dict[str, Any],
-) -> tuple[dict[str, Any], F64, F64]:
-    used, local = np.unique(triangles.ravel(), return_inverse=True)
-    count = len(used)
-    pos = positions[used]
-    low = pos.min(axis=0)
-    high = pos.max(axis=0)
-    extent = high - low
-    scale = np.where(extent > 0, 65535.0 / np.where(extent > 0, extent, 1.0), 0.0)
-    q = np.floor(np.clip(0.5 + (pos - low) * scale, 0.0, 65535.0)).astype(np.uint16)
+#: Fewest instances of a part (with the same looks) drawn instanced; fewer are drawn flat.
+MIN_INSTANCES = 2
 
-    looks = np.asarray(tris.material, np.int64)[used]
-    distinct, color_index = np.unique(looks, return_inverse=True)
-    colors = rgba[distinct]
-    uniform = len(distinct) == 1
-    n_colors = 0 if uniform else len(distinct)
-    width, height = table_dimensions(count, n_colors)
-    table = np.zeros(width * height * 4, np.uint8)
-    vertex = table[: count * 16].reshape(count, 16)
-    vertex[:, 0:6] = q.view(np.uint8).reshape(count, 6)
-    if not uniform:
-        vertex[:, 6:8] = color_index.astype("<u2").view(np.uint8).reshape(count, 2)
-    features = remap[np.asarray(tris.feature, np.int64)[used]].astype("<u4")
-    vertex[:, 8:11] = features.view(np.uint8).reshape(count, 4)[:, :3]
-    normals = oct_encode(np.asarray(tris.normals)[used]).astype("<u2")
-    vertex[:, 12:14] = normals.view(np.uint8).reshape(count, 2)
-    if n_colors:
-        table[count * 16 : count * 16 + n_colors * 4] = _premultiplied(colors).ravel()
-    index_bytes = local.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3]
-    first = int(_tbgr(colors[:1])[0])
-    material = f"Material{key}"
-    materials[material] = {
-        "type": 0,
-        "fillColor": first,
-        "lineColor": first,
-        "lineWidth": 1,
-        "linePixels": 0,
-        "fillFlags": 0,
-        "ignoreLighting": False,
-    }
-    vertices: dict[str, Any] = {
-        "bufferView": binary.add(f"bvVertex{key}", table.tobytes()),
-        "count": count,
-        "numRgbaPerVertex": LIT_RGBA,
-        "numColors": n_colors,
-        "width": width,
-        "height": height,
-        "hasTranslucency": bool((colors[:, 3] < 255).any()),
-        "featureIndexType": FEATURE_INDEX_NON_UNIFORM,
-        "params": {"decodedMin": [float(v) for v in low], "decodedMax": [float(v) for v in high]},
-    }
-    if uniform:
-        vertices["uniformColor"] = first
-    prim = {
-        "type": MESH_PRIMITIVE,
-        "material": material,
-        "isPlanar": False,
-        "surface": {"type": SURFACE_LIT, "indices": binary.add(f"bvIndices{key}", index_bytes.tobytes())},
-        "vertices": vertices,
-    }
-    return prim, low, high
+
+@dataclass(eq=False)
+class _Instanced:
+    """Instances of one part with the same looks: ``part`` (part coordinates, ``material`` already the
+    look rows), ``transforms`` (k, 4, 4) world from part, ``feature`` (k,) feature rows."""
+
+    part: TriangleSet
+    transforms: F64
+    feature: U32
+
+
+def _instancing(content: TileContent) -> tuple[list[_Instanced], list[TriangleSet]]:
+    """The part instances iMdl draws instanced, and everything else as plain triangles. An iMdl instance
+    has one colour set (its part's vertex table's): instances are grouped by the looks of their pieces,
+    and a group of fewer than ``MIN_INSTANCES`` is drawn flat, as are mirroring instances (their
+    triangles would turn inside out)."""
+    flat = [content.triangles] if len(content.triangles.indices) else []
+    groups: list[_Instanced] = []
+    for pi in content.instances:
+        if not pi.count or not len(pi.part.indices):
+            continue
+        transforms = np.asarray(pi.transforms, np.float64)
+        mirrored = np.linalg.det(transforms[:, :3, :3]) < 0
+        rows = np.asarray(pi.materials, np.int64).reshape(pi.count, -1)
+        keep = np.flatnonzero(~mirrored)
+        loose = [np.flatnonzero(mirrored)]
+        if len(keep):
+            distinct, which = np.unique(rows[keep], axis=0, return_inverse=True)
+            which = which.reshape(-1)
+            for g in range(len(distinct)):
+                members = keep[which == g]
+                if len(members) < MIN_INSTANCES:
+                    loose.append(members)
+                    continue
+                part = pi.part
+                looks = distinct[g][np.asarray(part.material, np.int64)].astype(np.uint32)
+                groups.append(
+                    _Instanced(
+                        TriangleSet(part.positions, part.normals, part.indices, part.feature, looks),
+                        transforms[members],
+                        np.asarray(pi.feature, np.uint32)[members],
+                    )
+                )
+        chosen = np.concatenate(loose)
+        if len(chosen):
+            flat.append(flatten_instances(pi, np.sort(chosen)))
+    return groups, flat
+
+
+class _Primitives:
+    """The tile's mesh primitives, their display params and the binary they share."""
+
+    def __init__(self, rgba: U8, meshopt: bool, min_step: float) -> None:
+        self.rgba = rgba
+        self.min_step = min_step
+        self.translucent = rgba[:, 3] < 255 if len(rgba) else np.zeros(0, bool)
+        self.meshopt = meshopt
+        self.binary = _Binary()
+        self.primitives: list[dict[str, Any]] = []
+        self.materials: dict[str, Any] = {}
+        self.low = np.full(3, np.inf)
+        self.high = np.full(3, -np.inf)
+
+    def add(
+        self,
+        indices: NDArray[np.uint32],
+        positions: F64,
+        normals: NDArray[np.float32],
+        looks: NDArray[np.int64],
+        features: U32 | None,
+        instances: dict[str, Any] | None = None,
+    ) -> None:
+        """Triangles ``indices`` over per-vertex arrays (``features`` None: instanced, the instances
+        carry them); opaque and translucent looks in separate primitives, each split to fit a vertex
+        table."""
+        tri = np.asarray(indices, np.int64).reshape(-1, 3)
+        if not len(tri):
+            return
+        translucent = self.translucent[looks[tri[:, 0]]]
+        for wanted in (False, True):
+            for run in _split(tri[translucent == wanted]):
+                self._one(run, positions, normals, looks, features, instances)
+
+    def add_instanced(self, group: _Instanced, origin: F64, remap: U32) -> None:
+        k = len(group.transforms)
+        translations = group.transforms[:, :3, 3] - origin
+        center = 0.5 * (translations.min(axis=0) + translations.max(axis=0))
+        rows = np.empty((k, 3, 4), np.float32)
+        rows[:, :, :3] = group.transforms[:, :3, :3]
+        rows[:, :, 3] = translations - center
+        ids = remap[np.asarray(group.feature, np.int64)].astype("<u4").view(np.uint8).reshape(k, 4)[:, :3]
+        key = f"{len(self.primitives)}"
+        instances = {
+            "count": k,
+            "transformCenter": [float(v) for v in center],
+            "featureIds": self.binary.add(f"bvInstanceFeatures{key}", ids.tobytes()),
+            "transforms": self.binary.add(f"bvInstanceTransforms{key}", rows.astype("<f4").tobytes()),
+        }
+        part = group.part
+        positions = np.asarray(part.positions, np.float64)
+        self.add(part.indices, positions, part.normals, np.asarray(part.material, np.int64), None, instances)
+        # The instances' boxes bound what they draw in the tile (the corners of the part's box moved).
+        low, high = positions.min(axis=0), positions.max(axis=0)
+        corners = np.array(
+            [[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])]
+        )
+        placed = np.einsum("kij,cj->kci", group.transforms[:, :3, :3], corners) + translations[:, None, :]
+        self.low = np.minimum(self.low, placed.reshape(-1, 3).min(axis=0))
+        self.high = np.maximum(self.high, placed.reshape(-1, 3).max(axis=0))
+
+    def _one(
+        self,
+        triangles: NDArray[np.int64],
+        positions: F64,
+        normals: NDArray[np.float32],
+        all_looks: NDArray[np.int64],
+        all_features: U32 | None,
+        instances: dict[str, Any] | None,
+    ) -> None:
+        binary = self.binary
+        key = f"{len(self.primitives)}"
+        used, local_ids = np.unique(triangles.ravel(), return_inverse=True)
+        count = len(used)
+        local: U32 = np.ascontiguousarray(local_ids, np.uint32)
+        if self.meshopt:
+            # Vertex-cache order, then vertices in first-use order: what meshopt's codecs compress best.
+            local = optimize_strip(local, count)
+            used = optimize_fetch(local, used)
+        pos = positions[used]
+        low = pos.min(axis=0)
+        high = pos.max(axis=0)
+        if instances is None:
+            self.low = np.minimum(self.low, low)
+            self.high = np.maximum(self.high, high)
+        # The grid: 65,535 steps over the range, or steps of ``min_step`` over a range grown to 65,535 of
+        # them (the reader rebuilds the scale from decodedMin/decodedMax, so either is read exactly).
+        step = np.maximum((high - low) / 65535.0, self.min_step)
+        top = np.where(step > 0, low + step * 65535.0, high)
+        scale = np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
+        q = np.floor(np.clip(0.5 + (pos - low) * scale, 0.0, 65535.0)).astype(np.uint16)
+
+        distinct, color_index = np.unique(all_looks[used], return_inverse=True)
+        colors = self.rgba[distinct]
+        uniform = len(distinct) == 1
+        n_colors = 0 if uniform else len(distinct)
+        width, height = table_dimensions(count, n_colors)
+        table = np.zeros(width * height * 4, np.uint8)
+        vertex = table[: count * 16].reshape(count, 16)
+        vertex[:, 0:6] = q.view(np.uint8).reshape(count, 6)
+        if not uniform:
+            vertex[:, 6:8] = color_index.astype("<u2").view(np.uint8).reshape(count, 2)
+        if all_features is not None:
+            features = all_features[used].astype("<u4")
+            vertex[:, 8:11] = features.view(np.uint8).reshape(count, 4)[:, :3]
+        encoded_normals = oct_encode(np.asarray(normals)[used]).astype("<u2")
+        vertex[:, 12:14] = encoded_normals.view(np.uint8).reshape(count, 2)
+        palette = _premultiplied(colors).ravel() if n_colors else np.zeros(0, np.uint8)
+        table[count * 16 : count * 16 + len(palette)] = palette
+        first = int(_tbgr(colors[:1])[0])
+        material = f"Material{key}"
+        self.materials[material] = {
+            "type": 0,
+            "fillColor": first,
+            "lineColor": first,
+            "lineWidth": 1,
+            "linePixels": 0,
+            "fillFlags": 0,
+            "ignoreLighting": False,
+        }
+        surface: dict[str, Any] = {"type": SURFACE_LIT}
+        vertices: dict[str, Any] = {}
+        if self.meshopt:
+            packed = encode_vertex_stream(vertex, count, 16)
+            vertices["bufferView"] = binary.add(f"bvVertex{key}", packed + palette.tobytes())
+            vertices["compressedSize"] = len(packed)
+            surface["indices"] = binary.add(f"bvIndices{key}", encode_index_sequence(local, count))
+            surface["compressedIndexCount"] = len(local)
+        else:
+            vertices["bufferView"] = binary.add(f"bvVertex{key}", table.tobytes())
+            index_bytes = local.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3]
+            surface["indices"] = binary.add(f"bvIndices{key}", index_bytes.tobytes())
+        vertices.update(
+            {
+                "count": count,
+                "numRgbaPerVertex": LIT_RGBA,
+                "numColors": n_colors,
+                "width": width,
+                "height": height,
+                "hasTranslucency": bool((colors[:, 3] < 255).any()),
+                "params": {"decodedMin": [float(v) for v in low], "decodedMax": [float(v) for v in top]},
+            }
+        )
+        if all_features is None:
+            # The instances carry the features: each vertex names none of its own.
+            vertices.update({"featureIndexType": FEATURE_INDEX_UNIFORM, "featureID": 0})
+        else:
+            vertices["featureIndexType"] = FEATURE_INDEX_NON_UNIFORM
+        if uniform:
+            vertices["uniformColor"] = first
+        primitive: dict[str, Any] = {
+            "type": MESH_PRIMITIVE,
+            "material": material,
+            "isPlanar": False,
+            "surface": surface,
+            "vertices": vertices,
+        }
+        if instances is not None:
+            primitive["instances"] = instances
+        self.primitives.append(primitive)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,6 +502,7 @@ def _assemble(
     tolerance: float,
     flags: int,
     elements: int,
+    version: tuple[int, int],
 ) -> bytes:
     n_subcats = len(np.unique(np.asarray(content.features.subcategory_ids, np.uint64)))
     table = (
@@ -371,7 +516,7 @@ def _assemble(
     body = b"".join(binary.chunks)
     gltf_length = 20 + len(text) + len(body)
     total = HEADER_LENGTH + len(table) + gltf_length
-    major, minor = IMDL_VERSION
+    major, minor = version
     header = struct.pack(
         "<4I6ddIIII",
         MAGIC,
