@@ -28,6 +28,7 @@ from support.geometry_truth import (
     load_truth,
     make_geometry,
 )
+from support.imdl_check import dump_imdl
 from test_export_produce import _as_truth, _per_element
 from twinbase.tiles.check import check_tileset, content_uris
 
@@ -184,3 +185,57 @@ def test_a_later_changeset_export_copies_the_unchanged_tiles(server: Server, tmp
             assert got.status_code == 200, uri
             (tmp_path / uri).write_bytes(got.content)
         assert check_tileset(tmp_path) == []
+
+
+def test_imodel_export_answers_frontend_tiles_query(world: dict[str, Any], tmp_path: Path) -> None:
+    """What @itwin/frontend-tiles 5.x sends (reference A.5) finds the IMODEL export, and the tiles it then
+    fetches through the link decode with the pinned core-frontend reader."""
+    alice = world["alice"]
+    iid = world["imodel"]["id"]
+    ids = {}
+    for compression in (True, False):
+        body = {
+            "iModelId": iid,
+            "exportType": "IMODEL",
+            "tilerConfig": [{"key": "enableCompression", "value": compression}],
+        }
+        started = alice.post("/mesh-export", json=body)
+        assert started.status_code == 202, started.text
+        ids[compression] = wait_complete(alice, started.json()["export"]["id"])["id"]
+    changeset = world["imodel"].get("changesetId") or ""
+
+    def frontend_tiles(tile_version: str) -> list[dict[str, Any]]:
+        params = {"iModelId": iid, "$orderBy": "date:desc", "$top": "5", "cdn": "1",
+                  "tileVersion": tile_version, "iTwinJS": "5.13.5", "exportType": "IMODEL"}  # fmt: skip
+        if changeset:
+            params["changesetId"] = changeset
+        got = alice.get(
+            "/mesh-export/",
+            params=params,
+            headers={**REPRESENTATION, "Accept": "application/vnd.bentley.itwin-platform.v1+json",
+                     "SessionId": "a-session"},
+        )  # fmt: skip
+        assert got.status_code == 200, got.text
+        answer = got.json()
+        assert isinstance(answer["_links"], dict) and "next" not in answer["_links"]
+        return list(answer["exports"])
+
+    found = frontend_tiles("37")
+    assert [e["id"] for e in found] == [ids[False], ids[True]]  # newest first
+    assert all(e["request"]["exportType"] == "IMODEL" and e["status"] == "Complete" for e in found)
+    # A frontend that reads iMdl majors up to 35 (core-frontend 4.x) gets only the plain tiles.
+    assert [e["id"] for e in frontend_tiles("35")] == [ids[False]]
+    assert frontend_tiles("0") == []
+
+    href = found[1]["_links"]["mesh"]["href"]  # the meshopt one
+    tileset = fetch(href, "tileset.json")
+    assert tileset.status_code == 200 and tileset.headers["content-encoding"] == "gzip"
+    uris = content_uris(json.loads(tileset.content))
+    assert uris and all(u.endswith(".imdl") for u in uris)
+    for uri in uris:
+        got = fetch(href, uri)
+        assert got.status_code == 200 and got.headers["content-encoding"] == "gzip", uri
+        (tmp_path / uri).write_bytes(got.content)
+    dumps = dump_imdl([tmp_path / u for u in uris])
+    assert all(d["status"] == "ok" and d["problems"] == [] and d["header"]["major"] == 36 for d in dumps)
+    assert sum(len(d["features"]) for d in dumps) > 100

@@ -70,13 +70,16 @@ class ConditionNotMet(TwinbaseError):
 
 
 GZIP_TYPES = ("application/json", "model/gltf-binary", "model/gltf+json")
+# iMdl tiles (Mesh Export IMODEL) have no media type of their own (application/octet-stream).
+GZIP_SUFFIXES = (".imdl",)
 GZIP_MAX = 64 * 1024 * 1024
 
 
 def _gzip_wanted(request: Request, key: str, size: int) -> bool:
     accepted = request.headers.get("accept-encoding", "")
     wants = any(part.split(";")[0].strip() in ("gzip", "*") for part in accepted.split(","))
-    return wants and 0 < size <= GZIP_MAX and blob_keys.content_type(key) in GZIP_TYPES
+    kind = blob_keys.content_type(key) in GZIP_TYPES or key.endswith(GZIP_SUFFIXES)
+    return wants and 0 < size <= GZIP_MAX and kind
 
 
 def _local_store(svc: Services) -> LocalBlobStore:
