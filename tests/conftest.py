@@ -55,7 +55,7 @@ class Server:
     def issuer(self) -> TokenIssuer:
         if self._issuer is None:
             settings = Settings(data_dir=self.data_dir, database_url=self.database_url)
-            self._issuer = TokenIssuer(settings, SigningKey.load_or_create(settings.key_dir))
+            self._issuer = TokenIssuer(settings, SigningKey.load(settings.token_key_path))
         return self._issuer
 
     def token(self, user: str | None = None, **kwargs: Any) -> str:

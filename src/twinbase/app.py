@@ -81,10 +81,16 @@ def build_services(settings: Settings, *, migrate: bool = True, job_modules: Seq
     if migrate:
         upgrade(settings.database_url)
     db = Database(settings.database_url)
-    key = SigningKey.load_or_create(settings.key_dir) if settings.auth_mode == "builtin" else None
+    key = None
+    if settings.auth_mode == "builtin":
+        # A key file named in the settings is a shared secret: never made here (hosts must agree).
+        if settings.signing_key_file is not None:
+            key = SigningKey.load(settings.token_key_path)
+        else:
+            key = SigningKey.load_or_create(settings.token_key_path)
     issuer = TokenIssuer(settings, key) if key is not None else None
     jobs = JobQueue(db, stall_after=settings.job_stall_seconds, retention=settings.job_retention_seconds)
-    signer = UrlSigner.from_file(settings.key_dir / "url-signing.key")
+    signer = UrlSigner.from_file(settings.url_key_path, create=settings.url_signing_key_file is None)
     svc = Services(
         settings=settings,
         db=db,

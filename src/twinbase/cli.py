@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from twinbase.settings import load_settings
+from twinbase.settings import Settings, load_settings
 
 cli = typer.Typer(help="twinbase: a self-hosted iTwin Platform.", no_args_is_help=True, add_completion=False)
 db_cli = typer.Typer(help="Metadata database commands.", no_args_is_help=True)
@@ -19,6 +19,24 @@ cli.add_typer(app_cli, name="app")
 err = Console(stderr=True)
 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data folder (default ./twinbase-data).")]  # noqa: UP045
+
+
+def _check_keys(settings: Settings) -> None:
+    """The signing keys the server will use, made now when twinbase owns them: a missing or bad shared key
+    file stops ``serve`` with one line instead of a traceback from every worker."""
+    from twinbase.identity.tokens import SigningKey, SigningKeyMissing
+    from twinbase.store.blobs import SigningKeyError, UrlSigner
+
+    try:
+        if settings.auth_mode == "builtin":
+            if settings.signing_key_file is not None:
+                SigningKey.load(settings.token_key_path)
+            else:
+                SigningKey.load_or_create(settings.token_key_path)
+        UrlSigner.from_file(settings.url_key_path, create=settings.url_signing_key_file is None)
+    except (SigningKeyMissing, SigningKeyError) as exc:
+        err.print(f"serve: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @cli.command()
@@ -38,6 +56,7 @@ def serve(
     settings = load_settings(host=host, port=port, data_dir=data_dir, workers=workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_keys(settings)
     upgrade(settings.database_url)
     # Workers rebuild the settings from the environment, so pass the resolved values down.
     os.environ["TWINBASE_DATA_DIR"] = str(settings.data_dir)
@@ -154,14 +173,29 @@ def token(
     expires: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
     data_dir: DataDir = None,
 ) -> None:
-    """Print an access token (the bare JWT) signed by this server's key."""
-    from twinbase.identity.tokens import SigningKey, TokenIssuer
+    """Print an access token (the bare JWT) signed by this server's key (the one its data folder or
+    keys settings name; nothing is created: a missing key is an error)."""
+    from twinbase.identity.tokens import SigningKey, SigningKeyMissing, TokenIssuer
 
     settings = load_settings(data_dir=data_dir)
     if settings.auth_mode != "builtin":
         err.print("token: only the builtin issuer can mint tokens (auth_mode=builtin)")
         raise typer.Exit(2)
-    issuer = TokenIssuer(settings, SigningKey.load_or_create(settings.key_dir))
+    try:
+        key = SigningKey.load(settings.token_key_path)
+    except SigningKeyMissing as exc:
+        err.print(
+            f"token: {exc} The server makes its key on its first start (`twinbase serve`, data folder "
+            f"{settings.data_dir}): run this with the server's --data-dir (or TWINBASE_DATA_DIR, "
+            "TWINBASE_KEYS_DIR, TWINBASE_SIGNING_KEY_FILE).",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    err.print(
+        f"token: signed with key {key.kid} ({settings.token_key_path}; data: {settings.data_dir})",
+        soft_wrap=True,
+    )
+    issuer = TokenIssuer(settings, key)
     given, _, family = (name or "").partition(" ")
     typer.echo(
         issuer.issue(

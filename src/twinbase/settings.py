@@ -76,6 +76,23 @@ class Settings(BaseModel):
     auth_required_scope: str = Field(
         default="itwin-platform", description="Scope every access token must carry."
     )
+    keys_dir: Path | None = Field(
+        default=None,
+        description="Folder of the signing keys: `signing-key.pem` (the builtin issuer's tokens) and "
+        "`url-signing.key` (signed file links), created there on first start when missing. Empty: "
+        "`<data_dir>/keys`. Several hosts must share their keys (a token or link made on one host is "
+        "checked on another): point them all at one folder, e.g. a mounted secret.",
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="The builtin issuer's RSA private key (PEM), e.g. a secret file every host mounts. "
+        "Given: it must exist (twinbase never creates it). Empty: `<keys_dir>/signing-key.pem`.",
+    )
+    url_signing_key_file: Path | None = Field(
+        default=None,
+        description="The signed-link key (at least 32 bytes), e.g. a secret file every host mounts. Given: "
+        "it must exist (twinbase never creates it). Empty: `<keys_dir>/url-signing.key`.",
+    )
     token_lifetime_seconds: int = Field(
         default=3600, description="Lifetime of the tokens the builtin issuer hands out."
     )
@@ -196,7 +213,16 @@ class Settings(BaseModel):
 
     @property
     def key_dir(self) -> Path:
-        return self.data_dir / "keys"
+        return (self.keys_dir or self.data_dir / "keys").expanduser().resolve()
+
+    @property
+    def token_key_path(self) -> Path:
+        """The builtin issuer's key file, and whether twinbase may create it when missing."""
+        return (self.signing_key_file or self.key_dir / "signing-key.pem").expanduser().resolve()
+
+    @property
+    def url_key_path(self) -> Path:
+        return (self.url_signing_key_file or self.key_dir / "url-signing.key").expanduser().resolve()
 
     @property
     def azure_cors_origin_list(self) -> list[str]:

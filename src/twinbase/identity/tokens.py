@@ -44,6 +44,10 @@ class Principal:
     is_service: bool = False
 
 
+class SigningKeyMissing(RuntimeError):
+    """The configured token-signing key file is missing or unreadable: the server must not start."""
+
+
 class SigningKey:
     """The builtin issuer's RSA key, created on first start (first writer wins across workers)."""
 
@@ -56,8 +60,19 @@ class SigningKey:
         self.kid = uuid.uuid5(uuid.NAMESPACE_OID, str(numbers.n)).hex[:16]
 
     @classmethod
-    def load_or_create(cls, key_dir: Path) -> SigningKey:
-        path = key_dir / "signing-key.pem"
+    def load(cls, path: Path) -> SigningKey:
+        """The key in ``path``; ``SigningKeyMissing`` when there is none (nothing is created)."""
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            raise SigningKeyMissing(f"There is no signing key at {path}.") from None
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise SigningKeyMissing(f"{path} does not hold an RSA private key in PEM: {exc}") from exc
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> SigningKey:
+        """The key in ``path``, made there first when missing (first writer wins across workers)."""
+        key_dir = path.parent
         if not path.exists():
             key_dir.mkdir(parents=True, exist_ok=True)
             pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
@@ -71,7 +86,7 @@ class SigningKey:
             with contextlib.suppress(FileExistsError):  # another worker created it first
                 os.link(tmp, path)
             tmp.unlink(missing_ok=True)
-        return cls(path.read_bytes())
+        return cls.load(path)
 
     def jwk(self) -> dict[str, Any]:
         data = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.public_key))
@@ -169,6 +184,7 @@ class TokenVerifier:
             else:
                 assert self.key is not None
                 signing_key = self.key.public_key
+                self._check_kid(token)
                 # Only our own key signs builtin tokens; the issuer is checked when one is configured.
                 issuer = self.settings.auth_issuer or None
             claims: dict[str, Any] = jwt.decode(
@@ -187,6 +203,22 @@ class TokenVerifier:
             scope = self.settings.auth_required_scope
             raise Unauthorized(f"Access denied: the access token does not carry the '{scope}' scope.")
         return claims
+
+    def _check_kid(self, token: str) -> None:
+        """A builtin token signed by another key (another data folder's, or another host's that does not
+        share this one's keys) says so, rather than the bare 401 a bad signature gets."""
+        assert self.key is not None
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            return  # not a JWT at all: the plain 401
+        if isinstance(kid, str) and kid != self.key.kid:
+            raise Unauthorized(
+                f"Access denied: the access token was signed by a key this server does not know (kid {kid}; "
+                f"this server signs with kid {self.key.kid}). A token from `twinbase token` must be made "
+                "with the server's data folder (or keys folder); hosts serving one deployment must share "
+                "their keys (TWINBASE_KEYS_DIR or TWINBASE_SIGNING_KEY_FILE)."
+            )
 
     @staticmethod
     def _principal(claims: dict[str, Any]) -> Principal:

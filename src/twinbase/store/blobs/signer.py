@@ -69,9 +69,14 @@ class UrlSigner:
         self._secret = secret
 
     @classmethod
-    def from_file(cls, path: Path) -> UrlSigner:
-        create_secret_file(path)
-        secret = path.read_bytes()
+    def from_file(cls, path: Path, *, create: bool = True) -> UrlSigner:
+        """The key in ``path``, made there first when missing and ``create`` (else missing is an error)."""
+        if create:
+            create_secret_file(path)
+        try:
+            secret = path.read_bytes()
+        except OSError as exc:
+            raise SigningKeyError(f"The URL-signing key {path} cannot be read: {exc.strerror}.") from exc
         if len(secret) < MIN_SECRET_BYTES:
             raise SigningKeyError(
                 f"The URL-signing key {path} has {len(secret)} bytes; at least {MIN_SECRET_BYTES} are "
