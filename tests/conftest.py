@@ -54,7 +54,12 @@ class Server:
     @property
     def issuer(self) -> TokenIssuer:
         if self._issuer is None:
-            settings = Settings(data_dir=self.data_dir, database_url=self.database_url)
+            settings = Settings(
+                data_dir=self.data_dir,
+                database_url=self.database_url,
+                keys_dir=self.env.get("TWINBASE_KEYS_DIR"),
+                signing_key_file=self.env.get("TWINBASE_SIGNING_KEY_FILE"),
+            )
             self._issuer = TokenIssuer(settings, SigningKey.load(settings.token_key_path))
         return self._issuer
 
@@ -234,6 +239,9 @@ class ServerPool:
             # requests (each endpoint's token checks, signed-link fetches) all fill the address's one
             # bucket. The limiter itself is tested on servers of its own (tests/test_http.py).
             env["TWINBASE_RATE_LIMIT_BURST"] = "100000"
+            # Likewise the per-user briefcase limit (tests/test_shared_state.py tests it): the quota
+            # tests acquire a user's 100 briefcases at once.
+            env["TWINBASE_BRIEFCASE_ACQUISITIONS_PER_MINUTE"] = "0"
             found = running_server(backend, self.tmp_path_factory, **env)
             found.__enter__()
             self.running[(backend, blob_backend)] = found

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import Server, assert_error, running_server
-from twinbase.api.http import TokenBucket
+from twinbase.api.limits import TokenBucket
 from twinbase.app import create_app
 from twinbase.settings import Settings
 

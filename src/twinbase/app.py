@@ -31,6 +31,7 @@ from twinbase.api import (
 from twinbase.api.cache import ResponseCache
 from twinbase.api.deps import Services
 from twinbase.api.http import EdgeMiddleware, install_error_handlers
+from twinbase.api.limits import Limiter
 from twinbase.api.openapi import install_docs
 from twinbase.domain import checkpoints as checkpoint_jobs
 from twinbase.domain import export_connections as export_run_jobs
@@ -45,6 +46,7 @@ from twinbase.jobs.worker import WorkerPool
 from twinbase.settings import Settings
 from twinbase.store.blobs import UrlSigner, build_blob_store
 from twinbase.store.db import Database, upgrade
+from twinbase.store.shared import SharedState
 
 log = logging.getLogger("twinbase")
 
@@ -74,13 +76,36 @@ CORS_EXPOSE_HEADERS = [
 ]
 
 
-def build_services(settings: Settings, *, migrate: bool = True, job_modules: Sequence[str] = ()) -> Services:
+def shared_state(settings: Settings) -> SharedState | None:
+    """The deployment's shared state (Redis), when configured."""
+    return SharedState(settings.redis_url, settings.redis_prefix) if settings.redis_url else None
+
+
+def read_cache_seconds(settings: Settings, shared: SharedState | None) -> float:
+    """The read cache's lifetime: off without Redis when several processes serve (another process's
+    write would go unseen: a removed member could still read)."""
+    if shared is None and settings.workers > 1:
+        return 0.0
+    return settings.read_cache_seconds
+
+
+def build_services(
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    job_modules: Sequence[str] = (),
+    shared: SharedState | None = None,
+) -> Services:
     """Everything a process needs, web or job worker. ``job_modules``: extra job-kind modules on top of
-    ``TWINBASE_JOB_MODULES``, each with a ``register(services)`` like the domain's own kinds."""
+    ``TWINBASE_JOB_MODULES``, each with a ``register(services)`` like the domain's own kinds. ``shared``:
+    the deployment's shared state (default: made from the settings)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         upgrade(settings.database_url)
     db = Database(settings.database_url)
+    shared = shared or shared_state(settings)
+    if shared is not None:
+        db.after_write.append(shared.bump)
     key = None
     if settings.auth_mode == "builtin":
         # A key file named in the settings is a shared secret: never made here (hosts must agree).
@@ -100,7 +125,17 @@ def build_services(settings: Settings, *, migrate: bool = True, job_modules: Seq
         issuer=issuer,
         verifier=TokenVerifier(settings, key),
         jobs=jobs,
-        cache=ResponseCache(db, settings.read_cache_seconds),
+        cache=ResponseCache(db, read_cache_seconds(settings, shared), shared),
+        shared=shared,
+        briefcase_limit=Limiter(
+            "briefcases",
+            settings.briefcase_acquisitions_per_minute,
+            max(1, settings.briefcase_acquisitions_per_minute),
+            settings.rate_limit_clients,
+            shared,
+        )
+        if settings.briefcase_acquisitions_per_minute > 0
+        else None,
     )
     export_jobs.register(svc)
     imodel_jobs.register(svc)
@@ -118,10 +153,11 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
     """The ASGI app. ``migrate=False`` when the caller already applied the migrations (``twinbase
     serve`` does, once, before its worker processes start: they must not race each other)."""
     holder: dict[str, Services] = {}
+    shared = shared_state(settings) if services is None else services.shared
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = services or build_services(settings, migrate=migrate)
+        svc = services or build_services(settings, migrate=migrate, shared=shared)
         holder["svc"] = svc
         app.state.services = svc
         # Blocking work (database, files) runs in this many threads. More threads than cores only
@@ -187,5 +223,6 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
         per_minute=settings.rate_limit_per_minute,
         burst=settings.rate_limit_burst,
         max_clients=settings.rate_limit_clients,
+        shared=shared,
     )
     return app

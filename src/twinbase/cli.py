@@ -39,6 +39,25 @@ def _check_keys(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
+def _check_redis(settings: Settings) -> None:
+    """A configured Redis that cannot be reached stops ``serve`` (the processes would each keep their
+    own limits and cache, which is what Redis was configured to prevent)."""
+    if not settings.redis_url:
+        return
+    import redis
+
+    from twinbase.store.shared import SharedState
+
+    shared = SharedState(settings.redis_url, settings.redis_prefix)
+    try:
+        shared.ping()
+    except redis.RedisError as exc:
+        err.print(f"serve: Redis at {settings.redis_url} cannot be reached: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        shared.close()
+
+
 @cli.command()
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,  # noqa: UP045
@@ -57,10 +76,12 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_keys(settings)
+    _check_redis(settings)
     upgrade(settings.database_url)
     # Workers rebuild the settings from the environment, so pass the resolved values down.
     os.environ["TWINBASE_DATA_DIR"] = str(settings.data_dir)
     os.environ["TWINBASE_DATABASE_URL"] = settings.database_url
+    os.environ["TWINBASE_WORKERS"] = str(settings.workers)  # the read cache depends on it
     os.environ["_TWINBASE_MIGRATED"] = "1"  # migrated once above; worker processes skip it
     err.print(f"[bold]twinbase[/] on http://{settings.host}:{settings.port}  data: {settings.data_dir}")
     uvicorn.run(

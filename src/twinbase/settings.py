@@ -109,6 +109,22 @@ class Settings(BaseModel):
         ge=1,
         description="Clients whose rate-limit buckets are kept; beyond it the fullest buckets are dropped.",
     )
+    briefcase_acquisitions_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Briefcases one user may acquire a minute (the platform's per-user limit; past it: 429 "
+        "`RateLimitExceeded` with `Retry-After`), 0 for no limit.",
+    )
+    redis_url: str = Field(
+        default="",
+        description="Redis shared by every process and host of the deployment (`redis://host:6379/0`): "
+        "rate limits and the read cache's invalidation are then the deployment's, not each process's. "
+        "Needed when several processes or hosts serve one deployment; empty: each process keeps its own "
+        "(and the read cache is off when `workers` is more than 1).",
+    )
+    redis_prefix: str = Field(
+        default="twinbase", description="Prefix of twinbase's Redis keys (deployments may share a Redis)."
+    )
     signed_url_lifetime_seconds: int = Field(
         default=3600, description="How long signed blob URLs (downloads, exports, images) stay valid."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -12,7 +14,7 @@ from twinbase.api.openapi import PREFER, Op, Param, api_docs, order_by, paging, 
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import briefcases as domain
 from twinbase.domain import checkpoints
-from twinbase.errors import INVALID_IMODELS
+from twinbase.errors import INVALID_IMODELS, RateLimitExceeded
 
 router = APIRouter()
 
@@ -26,6 +28,15 @@ def acquire_briefcase(ctx: Ctx, imodel_id: str, raw: Body) -> Response:
         code=INVALID_IMODELS,
         message="Cannot acquire Briefcase.",
     )
+    limit = ctx.svc.briefcase_limit
+    if limit is not None:
+        # The platform's per-user limit (MaximumNumberOfBriefcasesPerUserPerMinute in the clients).
+        wait = limit.take_now(ctx.principal.user_id)
+        if wait > 0:
+            raise RateLimitExceeded(
+                "The user acquired more briefcases in the last minute than the limit allows.",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
     with ctx.svc.db.write() as session:
         briefcase = domain.acquire(session, ctx.principal, imodel_id, body)
         return JSON({"briefcase": domain.to_wire(briefcase, ctx.base)}, status_code=201)

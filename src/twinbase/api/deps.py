@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from twinbase.api.cache import ResponseCache
 from twinbase.api.http import VERIFIED_CALLER, base_url, split_authorization
+from twinbase.api.limits import Limiter
 from twinbase.domain.itwins import ensure_user
 from twinbase.errors import HeaderNotFound, InvalidAuthorizationScheme
 from twinbase.identity.tokens import Principal, SigningKey, TokenIssuer, TokenVerifier
@@ -20,6 +21,7 @@ from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore, Perm, UrlSigner
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.db import Database
+from twinbase.store.shared import SharedState
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Services:
     verifier: TokenVerifier
     jobs: JobQueue
     cache: ResponseCache
+    shared: SharedState | None = None
+    briefcase_limit: Limiter | None = None
     known_users: set[str] = field(default_factory=set)
     known_users_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -8,13 +8,10 @@
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import math
 import re
-import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
@@ -29,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twinbase.api.limits import Limiter
 from twinbase.domain.listing import CONTINUATION, SKIP, TOP, Page, Paging, continuation_token
 from twinbase.errors import (
     ErrorDetail,
@@ -40,6 +38,7 @@ from twinbase.errors import (
     TwinbaseError,
 )
 from twinbase.identity.tokens import Principal, TokenVerifier
+from twinbase.store.shared import SharedState
 
 log = logging.getLogger("twinbase.http")
 
@@ -235,55 +234,6 @@ def parse_body(raw: bytes, model: type[ModelT], *, code: str, message: str) -> M
 # ------------------------------------------------------------------------------------------ middleware
 
 
-class TokenBucket:
-    """Per-client token buckets; ``take`` answers 0 or the seconds to wait.
-
-    The table is bounded by ``max_clients``. When a new client finds it full, buckets that have
-    refilled are dropped first (a fresh bucket is the same thing), then the fullest ones, down to 90%:
-    a client that has spent its budget keeps its bucket however many others come and go, and the
-    table is never cleared at once (which would hand everyone a fresh burst)."""
-
-    def __init__(self, per_minute: int, burst: int, max_clients: int = 100_000) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(max(burst, 1))
-        self.max_clients = max(max_clients, 1)
-        self._state: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, client: str, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            state = self._state.get(client)
-            if state is None:
-                if len(self._state) >= self.max_clients:
-                    self._make_room(now)
-                state = (self.burst, now)
-            tokens = self._level(state, now)
-            if tokens >= 1.0:
-                self._state[client] = (tokens - 1.0, now)
-                return 0.0
-            self._state[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
-
-    def __len__(self) -> int:
-        return len(self._state)
-
-    def _level(self, state: tuple[float, float], now: float) -> float:
-        tokens, last = state
-        return min(self.burst, tokens + (now - last) * self.rate)
-
-    def _make_room(self, now: float) -> None:
-        keep = min(self.max_clients - 1, self.max_clients * 9 // 10)
-        levels = {client: self._level(state, now) for client, state in self._state.items()}
-        for client, level in levels.items():
-            if level >= self.burst:
-                del self._state[client]
-        excess = len(self._state) - keep
-        if excess > 0:
-            for client in heapq.nlargest(excess, self._state, key=levels.__getitem__):
-                del self._state[client]
-
-
 _ID_PREFIX = uuid.uuid4().hex[:12]
 _ID_COUNTER = itertools.count(1)
 
@@ -312,9 +262,17 @@ class EdgeMiddleware:
     verified here (through the verifier's cache) and the result handed to the route in
     ``scope["state"][VERIFIED_CALLER]``, so no request pays for two verifications."""
 
-    def __init__(self, app: ASGIApp, *, per_minute: int, burst: int, max_clients: int = 100_000) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_minute: int,
+        burst: int,
+        max_clients: int = 100_000,
+        shared: SharedState | None = None,
+    ) -> None:
         self.app = app
-        self.bucket = TokenBucket(per_minute, burst, max_clients) if per_minute > 0 else None
+        self.limiter = Limiter("request", per_minute, burst, max_clients, shared) if per_minute > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -343,8 +301,8 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        if self.bucket is not None and scope["method"] != "OPTIONS" and scope["path"].startswith(_LIMITED):
-            wait = self.bucket.take(_caller_key(scope, headers))
+        if self.limiter is not None and scope["method"] != "OPTIONS" and scope["path"].startswith(_LIMITED):
+            wait = await self.limiter.take(_caller_key(scope, headers))
             if wait > 0:
                 retry = str(max(1, math.ceil(wait)))
                 resp = error_response(_rate_limited(scope["path"], retry))

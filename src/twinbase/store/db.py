@@ -11,7 +11,7 @@ Read sessions run each statement on its own snapshot (no explicit transaction).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,8 @@ class Database:
         # Bumped after every committed write in this process; read caches compare against it.
         self.generation = 0
         self._generation_lock = threading.Lock()
+        # Called after each committed write that invalidates reads (the shared cache generation).
+        self.after_write: list[Callable[[], None]] = []
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(
             bind=self.engine.execution_options(twinbase_write=True), expire_on_commit=False, autoflush=True
@@ -106,6 +108,8 @@ class Database:
                 if invalidates_reads:
                     with self._generation_lock:
                         self.generation += 1
+                    for hook in self.after_write:
+                        hook()
             except OperationalError as exc:
                 session.rollback()
                 raise ServiceUnavailable() from exc
