@@ -448,7 +448,8 @@ def collection(
         page.paging,
         returned=len(items) if returned is None else returned,
         has_more=page.more,
-        continuation=continuation,
+        continuation=continuation or page.after is not None,
+        after=page.after,
     )
     return JSON({key: items, "_links": links})
 
@@ -466,17 +467,19 @@ def page_links(
     returned: int,
     has_more: bool,
     continuation: bool = False,
+    after: tuple[str, ...] | None = None,
 ) -> dict[str, dict[str, str]]:
     """``self``, ``prev`` and ``next`` as absolute URLs; ``next`` only when more rows exist. The
     links page with ``$skip`` (what the official clients have always followed), or ``next`` with a
-    ``$continuationToken`` when ``continuation``; a request's own paging parameters are replaced."""
+    ``$continuationToken`` when ``continuation`` (carrying ``after``, the last row's sort key, for a
+    keyset list); a request's own paging parameters are replaced."""
     top, skip = paging.top, paging.skip
 
     def href(skip_value: int, *, token: bool = False) -> str:
         query = {k: v for k, v in params.items() if k not in _PAGING_PARAMS and v != ""}
         query[TOP] = str(top)
         if token:
-            query[CONTINUATION] = continuation_token(skip_value)
+            query[CONTINUATION] = continuation_token(skip_value, after)
         else:
             query[SKIP] = str(skip_value)
         encoded = urlencode(query, safe="$,:'", quote_via=quote)

@@ -11,6 +11,7 @@ import dataclasses
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -22,7 +23,7 @@ from pydantic import (
     StrictStr,
     field_validator,
 )
-from sqlalchemy import Connection, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -51,6 +52,7 @@ from twinbase.store.models import (
     RepositoryResource,
     Role,
     User,
+    UTCDateTime,
     new_id,
     utcnow,
 )
@@ -232,7 +234,9 @@ def ensure_user(session: Session, principal: Principal) -> User:
 
 
 def _make_owner(session: Session, itwin: ITwin, user_id: str) -> None:
-    session.add(Member(itwin_id=itwin.id, user_id=user_id, is_owner=True))
+    if itwin.created_at is None:
+        session.flush()  # the iTwin's createdDateTime is the membership's list order
+    session.add(Member(itwin_id=itwin.id, user_id=user_id, is_owner=True, itwin_created_at=itwin.created_at))
     for name, (description, perms) in access.DEFAULT_ROLES.items():
         session.add(
             Role(itwin_id=itwin.id, display_name=name, description=description, permissions=list(perms))
@@ -482,6 +486,8 @@ class ITwinQuery:
     skip: int = 0
     select: list[str] | None = None
     scope: QueryScope = "memberOfItwin"
+    # The sort key a continuation token resumes after (the plain list pages by keyset).
+    after: tuple[str, ...] | None = None
 
 
 def parse_query(
@@ -492,7 +498,7 @@ def parse_query(
     q = ITwinQuery()
 
     paging = parse_paging(params, details, default_top=1000, min_top=0)
-    q.top, q.skip = paging.top, paging.skip
+    q.top, q.skip, q.after = paging.top, paging.skip, paging.after
     if params.get("subClass"):
         for part in params["subClass"].split(","):
             try:
@@ -585,14 +591,17 @@ def parse_query(
 
 
 def _visible_ids(user_id: str, scope: QueryScope) -> Any:
-    member_of = select(Member.itwin_id).where(Member.user_id == user_id)
+    # EXISTS, not IN (subquery): SQLite materializes an IN list of every membership of the user before
+    # the first row; a correlated lookup costs one index probe per candidate row (an equality filter
+    # finds its few rows by index, then checks each).
+    member_of = exists().where(Member.itwin_id == ITwin.id, Member.user_id == user_id)
     owned_accounts = select(Member.itwin_id).where(Member.user_id == user_id, Member.is_owner.is_(True))
     in_owned_account = ITwin.itwin_account_id.in_(owned_accounts)
     if scope == "memberOfItwin":
-        return ITwin.id.in_(member_of)
+        return member_of
     if scope == "OrganizationAdmin":
         return in_owned_account
-    return or_(ITwin.id.in_(member_of), in_owned_account)
+    return or_(member_of, in_owned_account)
 
 
 def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
@@ -607,10 +616,13 @@ def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
         stmt = stmt.where(ITwin.status != "Inactive")
     if q.type:
         stmt = stmt.where(func.lower(ITwin.type) == q.type.lower())
+    # Exact matches, found through the case-insensitive indexes (ix_itwins_*_lower).
     if q.number:
-        stmt = stmt.where(ITwin.number == q.number)
+        stmt = stmt.where(func.lower(ITwin.number) == q.number.lower(), ITwin.number == q.number)
     if q.display_name:
-        stmt = stmt.where(ITwin.display_name == q.display_name)
+        stmt = stmt.where(
+            func.lower(ITwin.display_name) == q.display_name.lower(), ITwin.display_name == q.display_name
+        )
     if q.parent_id:
         stmt = stmt.where(ITwin.parent_id == q.parent_id)
     if q.account_id:
@@ -653,14 +665,42 @@ def query(
 
     ``minimal``: the rows carry only the minimal wire fields (no timestamps to convert).
     """
-    if q.top and dataclasses.replace(q, top=1000, skip=0, select=None) == ITwinQuery():
-        # The plain "my iTwins" page, by far the most asked for: one prebuilt statement.
-        params = {"user_id": principal.user_id, "limit": q.top + 1, "offset": q.skip}
-        return page_of(session.execute(_DEFAULT_LIST[minimal], params).all(), Paging(q.top, q.skip))
+    if q.top and dataclasses.replace(q, top=1000, skip=0, select=None, after=None) == ITwinQuery():
+        return _plain_list(session, principal.user_id, q, minimal)
     columns = ITWIN_MINIMAL_COLUMNS if minimal else ITWIN_COLUMNS
     stmt = apply_query(select(*columns).where(_visible_ids(principal.user_id, q.scope)), q)
-    stmt = apply_order(stmt, q.order_by, (ITwin.created_at.desc(), ITwin.id))
+    stmt = apply_order(stmt, q.order_by, DEFAULT_ORDER)
     return _page(session, stmt, q, plain=True)
+
+
+def _plain_list(session: Session | Connection, user_id: str, q: ITwinQuery, minimal: bool) -> Page[Any]:
+    """The plain "my iTwins" page, by far the most asked for: the user's memberships walked newest first
+    through ``ix_members_user_created`` from the top, or from the row a continuation token names (a
+    keyset: the same few index pages whatever the number of iTwins or how deep the page)."""
+    after = _after(q.after)
+    if after is None:
+        params: dict[str, Any] = {"user_id": user_id, "limit": q.top + 1, "offset": q.skip}
+        rows = session.execute(_DEFAULT_LIST[minimal], params).all()
+    else:
+        params = {"user_id": user_id, "limit": q.top + 1, "after_created": after[0], "after_id": after[1]}
+        rows = session.execute(_DEFAULT_LIST_AFTER[minimal], params).all()
+    page = page_of(rows, Paging(q.top, q.skip, q.after))
+    if page.more and page.rows:
+        last = page.rows[-1]
+        return dataclasses.replace(page, after=(last.list_key.isoformat(), last.id))
+    return page
+
+
+def _after(key: tuple[str, ...] | None) -> tuple[datetime, str] | None:
+    """A continuation token's sort key as the plain list's (createdDateTime, id); None otherwise (a
+    token of another list order resumes by its row number)."""
+    if key is None or len(key) != 2:
+        return None
+    try:
+        stamp = datetime.fromisoformat(key[0])
+    except ValueError:
+        return None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)), key[1]
 
 
 # Every mapped column under its attribute name, so rows read like ``ITwin`` objects (``row.class_``).
@@ -669,19 +709,35 @@ _MINIMAL_KEYS = ("id", "class_", "sub_class", "type", "number", "display_name", 
 ITWIN_MINIMAL_COLUMNS = [c for c in ITWIN_COLUMNS if c.name in _MINIMAL_KEYS]
 
 
-def _default_list(columns: list[Any]) -> Select[Any]:
-    """What ``apply_query`` builds for a query with no parameters, with the user and page bound late."""
-    member_of = select(Member.itwin_id).where(Member.user_id == bindparam("user_id"))
-    return (
-        select(*columns)
-        .where(ITwin.id.in_(member_of), ITwin.class_ != "Account", ITwin.status != "Inactive")
-        .order_by(ITwin.created_at.desc(), ITwin.id)
+#: The iTwins lists' order when none is asked for: newest first (ties: by id, also descending, so one
+#: index walks it backwards).
+DEFAULT_ORDER = (ITwin.created_at.desc(), ITwin.id.desc())
+
+
+def _default_list(columns: list[Any], *, keyset: bool) -> Select[Any]:
+    """What ``apply_query`` builds for a query with no parameters, with the user and page bound late,
+    driven by the user's memberships in ``ix_members_user_created`` order."""
+    stmt = (
+        select(*columns, Member.itwin_created_at.label("list_key"))
+        .join(Member, Member.itwin_id == ITwin.id)
+        .where(Member.user_id == bindparam("user_id"), ITwin.class_ != "Account", ITwin.status != "Inactive")
+        .order_by(Member.itwin_created_at.desc(), Member.itwin_id.desc())
         .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
     )
+    if keyset:
+        return stmt.where(
+            tuple_(Member.itwin_created_at, Member.itwin_id)
+            < tuple_(bindparam("after_created", type_=UTCDateTime()), bindparam("after_id"))
+        )
+    return stmt.offset(bindparam("offset"))
 
 
-_DEFAULT_LIST = {True: _default_list(ITWIN_MINIMAL_COLUMNS), False: _default_list(ITWIN_COLUMNS)}
+_DEFAULT_LIST = {
+    m: _default_list(ITWIN_MINIMAL_COLUMNS if m else ITWIN_COLUMNS, keyset=False) for m in (True, False)
+}
+_DEFAULT_LIST_AFTER = {
+    m: _default_list(ITWIN_MINIMAL_COLUMNS if m else ITWIN_COLUMNS, keyset=True) for m in (True, False)
+}
 
 
 def _page(

@@ -4,8 +4,11 @@
 - ``parse_paging`` reads ``$top``/``$skip``/``$continuationToken`` into a ``Paging``; problems are
   appended as ``InvalidValue`` details so the caller reports them in its API's 422 shape.
 - A continuation token is opaque to clients: the URL-safe base64 of ``{"skip": n}`` with a check
-  digest, so a made-up or damaged token is told apart from a real one. It carries nothing a client
-  could not ask for with ``$skip``, so it needs no secret.
+  digest, so a made-up or damaged token is told apart from a real one. A list that pages by keyset adds
+  ``"after"``: the sort key of the last row handed out (``Page.after``), from which the next page is
+  read by index whatever ``n`` (``Paging.after``); ``skip`` still says where that is, for ``prev``
+  links and for lists that cannot use it. It carries nothing a client could not find out by listing,
+  so it needs no secret.
 - ``parse_order_by`` accepts ``property [asc|desc]`` terms, comma-separated, from a per-list
   allow-list of properties.
 - ``like_contains`` is the one case-insensitive substring match; ``%``, ``_`` and ``\\`` in the
@@ -38,19 +41,23 @@ _TOKEN_CHECK = b"twinbase-continuation-v1"
 
 @dataclass(frozen=True)
 class Paging:
-    """Which slice of a list was asked for."""
+    """Which slice of a list was asked for: ``top`` rows from row ``skip``; ``after``: the sort key of
+    the row before it, when a continuation token carried one (a keyset list starts after it)."""
 
     top: int
     skip: int
+    after: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Page(Generic[RowT]):
-    """One page of a list: its rows, the slice asked for, and whether rows follow it."""
+    """One page of a list: its rows, the slice asked for, and whether rows follow it. ``after``: the
+    sort key of its last row, for a keyset list's next continuation token."""
 
     rows: list[RowT]
     paging: Paging
     more: bool
+    after: tuple[str, ...] | None = None
 
     @property
     def top(self) -> int:
@@ -93,15 +100,22 @@ def bounded_int(
     return value
 
 
-def continuation_token(skip: int) -> str:
-    """The token that resumes a list at row ``skip``."""
-    body = orjson.dumps({"skip": skip})
+def continuation_token(skip: int, after: Sequence[str] | None = None) -> str:
+    """The token that resumes a list at row ``skip`` (after the row whose sort key is ``after``)."""
+    body = orjson.dumps({"skip": skip} if after is None else {"skip": skip, "after": list(after)})
     check = hashlib.blake2b(body, key=_TOKEN_CHECK, digest_size=6).digest()
     return base64.urlsafe_b64encode(check + body).decode("ascii").rstrip("=")
 
 
 def read_continuation_token(token: str) -> int | None:
     """The row a token resumes at; ``None`` when the token is not one twinbase handed out."""
+    found = read_continuation(token)
+    return None if found is None else found[0]
+
+
+def read_continuation(token: str) -> tuple[int, tuple[str, ...] | None] | None:
+    """The row a token resumes at and the sort key it resumes after; ``None`` when the token is not one
+    twinbase handed out."""
     if not token or len(token) > 200:
         return None
     try:
@@ -118,7 +132,12 @@ def read_continuation_token(token: str) -> int | None:
     skip = data.get("skip") if isinstance(data, dict) else None
     if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
         return None
-    return skip
+    after = data.get("after")
+    if after is None:
+        return skip, None
+    if not isinstance(after, list) or not after or not all(isinstance(v, str) for v in after):
+        return None
+    return skip, tuple(after)
 
 
 def parse_paging(
@@ -133,8 +152,9 @@ def parse_paging(
     top = bounded_int(params, TOP, min_top, max_top, default_top, details)
     skip = bounded_int(params, SKIP, 0, None, 0, details)
     token = params.get(CONTINUATION)
+    after: tuple[str, ...] | None = None
     if token:
-        resumed = read_continuation_token(token)
+        resumed = read_continuation(token)
         if resumed is None:
             details.append(
                 invalid_value(CONTINUATION, f"'{CONTINUATION}' is not a valid continuation token.")
@@ -148,8 +168,8 @@ def parse_paging(
                 )
             )
         else:
-            skip = resumed
-    return Paging(top, skip)
+            skip, after = resumed
+    return Paging(top, skip, after)
 
 
 def paging_or_raise(

@@ -395,7 +395,7 @@ def _find_or_invite(session: Session, email: str) -> User:
 def _member(session: Session, itwin: ITwin, user: User) -> Member:
     member = session.get(Member, (itwin.id, user.id))
     if member is None:
-        member = Member(itwin_id=itwin.id, user_id=user.id, is_owner=False)
+        member = Member(itwin_id=itwin.id, user_id=user.id, is_owner=False, itwin_created_at=itwin.created_at)
         session.add(member)
         session.flush()
     return member

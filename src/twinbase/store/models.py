@@ -26,6 +26,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    func,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -136,6 +138,12 @@ class ITwin(Base):
         # `number` is unique inside one account (the account is the tenant).
         UniqueConstraint("itwin_account_id", "number", name="uq_itwins_account_number"),
         Index("ix_itwins_parent", "parent_id"),
+        # Equality filters on these ($filter compares case-insensitively) go straight to their rows,
+        # then to the membership.
+        Index("ix_itwins_number_lower", func.lower(text("number"))),
+        Index("ix_itwins_display_name_lower", func.lower(text("display_name"))),
+        # $orderby=displayName walks this.
+        Index("ix_itwins_display_name", "display_name"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     class_: Mapped[str] = mapped_column("class", String(32))
@@ -173,8 +181,13 @@ class Member(Base):
     """A user's membership in an iTwin: owner, or holder of roles (member_roles)."""
 
     __tablename__ = "members"
-    # Every request asks "which iTwins is this user a member of": the user comes first here.
-    __table_args__ = (Index("ix_members_user_itwin", "user_id", "itwin_id"),)
+    # Every request asks "which iTwins is this user a member of": the user comes first here. The
+    # second index walks a user's iTwins newest first (the iTwins list's order) from the top or from
+    # any row (the continuation token's), whatever the number of iTwins.
+    __table_args__ = (
+        Index("ix_members_user_itwin", "user_id", "itwin_id"),
+        Index("ix_members_user_created", "user_id", "itwin_created_at", "itwin_id"),
+    )
     itwin_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("itwins.id", ondelete="CASCADE"), primary_key=True
     )
@@ -183,6 +196,8 @@ class Member(Base):
     )
     is_owner: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The iTwin's createdDateTime (which never changes), copied here for ix_members_user_created.
+    itwin_created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class MemberRole(Base):
