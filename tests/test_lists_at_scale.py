@@ -6,6 +6,7 @@ any depth and paging stays exact while iTwins are added; equality filters find t
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
 import httpx
@@ -80,3 +81,27 @@ def test_equality_filters_are_case_insensitive_and_exact(server: Server) -> None
         exact = dave.get("/itwins/", params={"number": "Eq-Number-1"}).json()["iTwins"]
         assert [i["id"] for i in exact] == [mine["id"]]
         assert dave.get("/itwins/", params={"number": "eq-number-1"}).json()["iTwins"] == []
+
+
+def test_search_finds_substrings_of_names_and_numbers_as_they_change(server: Server) -> None:
+    with server.user() as frank:
+        tag = uuid.uuid4().hex[:10]
+        bridge = new_itwin(frank, number=f"BR-{tag}-01", displayName=f"Harbour Bridge {tag}")
+        tunnel = new_itwin(frank, number=f"TN-{tag}-02", displayName=f'Tunnel "50%_done" {tag}')
+
+        def search(text: str) -> set[str]:
+            resp = frank.get("/itwins/", params={"$search": text})
+            assert resp.status_code == 200, resp.text
+            return {i["id"] for i in resp.json()["iTwins"]}
+
+        assert search(f"bridge {tag}".upper()) == {bridge["id"]}  # displayName, case-insensitive
+        assert search(f"tn-{tag}") == {tunnel["id"]}  # number
+        assert search(tag) == {bridge["id"], tunnel["id"]}
+        assert search('"50%_d') == {tunnel["id"]}  # quotes and wildcards are literal
+        assert search("50%x") == set()
+        assert search(tag[:2]) >= {bridge["id"], tunnel["id"]}  # shorter than a trigram
+        renamed = frank.patch(f"/itwins/{bridge['id']}", json={"displayName": f"Viaduct {tag}"})
+        assert renamed.status_code == 200, renamed.text
+        assert search(f"bridge {tag}") == set() and search(f"viaduct {tag}") == {bridge["id"]}
+        assert frank.delete(f"/itwins/{tunnel['id']}").status_code == 204
+        assert search(tag) == {bridge["id"]}

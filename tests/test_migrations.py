@@ -14,6 +14,14 @@ from twinbase.store.db import upgrade
 from twinbase.store.models import Base
 
 
+def _modelled(name: str | None, type_: str, parent_names: object) -> bool:
+    if name is None:
+        return True
+    if type_ == "table" and name.startswith("itwins_search"):
+        return False
+    return not (type_ == "index" and name.endswith("_trgm"))
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_migrations_match_models(backend: str, tmp_path: Path) -> None:
     name = None
@@ -27,7 +35,10 @@ def test_migrations_match_models(backend: str, tmp_path: Path) -> None:
         upgrade(url)  # idempotent
         engine = create_engine(url)
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            # Migration 0012's search structures live outside the models: the FTS5 table (and its
+            # shadow tables) on SQLite, the trigram indexes on PostgreSQL.
+            context = MigrationContext.configure(conn, opts={"include_name": _modelled})
+            diff = compare_metadata(context, Base.metadata)
         engine.dispose()
         assert diff == [], diff
     finally:

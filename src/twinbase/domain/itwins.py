@@ -23,7 +23,19 @@ from pydantic import (
     StrictStr,
     field_validator,
 )
-from sqlalchemy import Connection, Select, bindparam, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -604,7 +616,25 @@ def _visible_ids(user_id: str, scope: QueryScope) -> Any:
     return or_(member_of, in_owned_account)
 
 
-def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
+def _search(q: str, dialect: str | None) -> Any:
+    """``$search``: displayName or number contains ``q``, case-insensitively. On SQLite through the
+    ``itwins_search`` FTS5 trigram table (migration 0012: a trigram phrase is a substring) when ``q`` has
+    the 3 characters a trigram needs; elsewhere ``LIKE '%q%'``, which PostgreSQL serves from its trigram
+    indexes."""
+    if dialect == "sqlite" and len(q) >= 3:
+        phrase = '"' + q.replace('"', '""') + '"'
+        return text(
+            "itwins.rowid IN (SELECT rowid FROM itwins_search WHERE itwins_search MATCH :tb_search)"
+        ).bindparams(tb_search=phrase)
+    return or_(like_contains(ITwin.display_name, q), like_contains(ITwin.number, q))
+
+
+def dialect_of(session: Session | Connection) -> str:
+    return session.dialect.name if isinstance(session, Connection) else session.get_bind().dialect.name
+
+
+def apply_query(stmt: Select[Any], q: ITwinQuery, dialect: str | None = None) -> Select[Any]:
+    """``q``'s filters on ``stmt``; ``dialect`` picks how ``$search`` is served (see ``_search``)."""
     if q.sub_classes:
         stmt = stmt.where(ITwin.sub_class.in_(q.sub_classes))
     elif not (q.filter and "account" in q.filter.lower()):
@@ -628,9 +658,7 @@ def apply_query(stmt: Select[Any], q: ITwinQuery) -> Select[Any]:
     if q.account_id:
         stmt = stmt.where(ITwin.itwin_account_id == q.account_id)
     if q.search:
-        stmt = stmt.where(
-            or_(like_contains(ITwin.display_name, q.search), like_contains(ITwin.number, q.search))
-        )
+        stmt = stmt.where(_search(q.search, dialect))
     if q.filter:
         try:
             stmt = stmt.where(compile_filter(q.filter, FILTER_COLUMNS))
@@ -668,7 +696,9 @@ def query(
     if q.top and dataclasses.replace(q, top=1000, skip=0, select=None, after=None) == ITwinQuery():
         return _plain_list(session, principal.user_id, q, minimal)
     columns = ITWIN_MINIMAL_COLUMNS if minimal else ITWIN_COLUMNS
-    stmt = apply_query(select(*columns).where(_visible_ids(principal.user_id, q.scope)), q)
+    stmt = apply_query(
+        select(*columns).where(_visible_ids(principal.user_id, q.scope)), q, dialect_of(session)
+    )
     stmt = apply_order(stmt, q.order_by, DEFAULT_ORDER)
     return _page(session, stmt, q, plain=True)
 
@@ -760,7 +790,7 @@ def favorites(session: Session, principal: Principal, q: ITwinQuery) -> Page[ITw
         .join(Favorite, Favorite.itwin_id == ITwin.id)
         .where(Favorite.user_id == principal.user_id, _visible_ids(principal.user_id, "all"))
     )
-    stmt = apply_query(stmt, q).order_by(Favorite.created_at.desc(), ITwin.id)
+    stmt = apply_query(stmt, q, dialect_of(session)).order_by(Favorite.created_at.desc(), ITwin.id)
     return _page(session, stmt, q)
 
 
@@ -785,7 +815,7 @@ def recents(session: Session, principal: Principal, q: ITwinQuery) -> Page[ITwin
         .join(Recent, Recent.itwin_id == ITwin.id)
         .where(Recent.user_id == principal.user_id, _visible_ids(principal.user_id, "all"))
     )
-    stmt = apply_query(stmt, q).order_by(Recent.accessed_at.desc(), ITwin.id)
+    stmt = apply_query(stmt, q, dialect_of(session)).order_by(Recent.accessed_at.desc(), ITwin.id)
     q.top = min(q.top, MAX_RECENTS)
     return _page(session, stmt, q)
 
