@@ -676,7 +676,11 @@ def test_copies_of_a_source_deleted_before_they_run_fail_cleanly(
                 assert not (srv.data_dir / "blobs" / "imodels" / new_id).exists()
         finally:
             worker.terminate()
-            worker.wait(30)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
         assert imodel_names(alice, itwin["id"]) == ["Copy clone", "Copy fork"]
         # A failed copy can be deleted like any iModel.
         for new_id in copies.values():
