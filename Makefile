@@ -37,11 +37,13 @@ serve: $(STAMP)
 	$(BIN)/twinbase serve
 
 ## Run every test: lint, types, and the suite against SQLite and PostgreSQL with the official npm clients
+# Both metadata backends, always: TWINBASE_TEST_DB=sqlite left in a shell (the one-backend shortcut of a
+# direct pytest run, tests/conftest.py) must never drop PostgreSQL from this run or from CI (.ci/run).
 test: $(STAMP) compat/node_modules/.installed-stamp compat/frontend/node_modules/.installed-stamp chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	TWINBASE_TEST_DB=both $(BIN)/pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -298,7 +298,7 @@ await step("checkpoints.getSingle(changesetIndex 0): the seed baseline, download
   assert.equal(resp.status, 200);
   const bytes = Buffer.from(await resp.arrayBuffer());
   assert.equal(bytes.subarray(0, 16).toString("latin1"), "SQLite format 3\0");
-  if (cp.size) assert.equal(bytes.length, cp.size, "checkpoint size");
+  assert.equal(bytes.length, cp.size, "checkpoint size");
   s.baseline = path.join(work, "baseline.bim");
   fs.writeFileSync(s.baseline, bytes);
   return `${bytes.length} bytes`;
@@ -366,8 +366,11 @@ await step("changesets.getSingle by id and by index; ChangesetNotFound", async (
   assert.deepEqual(file, fs.readFileSync(s.changesets[1].pathname), "the downloaded changeset is the pushed file");
   const creator = await byId.getCreator();
   assert.equal(creator.id, s.me.id);
+  // Each completion stored its changeset's checkpoint, so changeset 2's current checkpoint is its own.
   const cp = await byId.getCurrentOrPrecedingCheckpoint();
-  assert.ok(cp === undefined || cp.changesetIndex <= 2, `currentOrPrecedingCheckpoint ${cp?.changesetIndex}`);
+  assert.equal(cp?.changesetIndex, 2, `currentOrPrecedingCheckpoint ${cp?.changesetIndex}`);
+  assert.equal(cp.changesetId, s.changesets[1].id);
+  assert.equal(cp.state, "successful");
   const err = await rejects(
     client.changesets.getSingle({ ...auth, iModelId: s.alpha.id, changesetIndex: 99 }),
     IModelsErrorCode.ChangesetNotFound,
@@ -506,30 +509,59 @@ await step("named versions: update description, hide, rename; state filter", asy
 
 await step("checkpoints: by changeset id/index, named version, latest; regeneration request", async () => {
   const base = { ...auth, iModelId: s.alpha.id };
-  const states = [];
-  for (const params of [{ changesetIndex: 3 }, { changesetId: s.changesets[2].id }, { namedVersionId: s.versions.v1.id }, {}]) {
-    try {
-      const cp = await client.checkpoints.getSingle({ ...base, ...params });
-      assert.ok(["successful", "scheduled", "failed", "notGenerated"].includes(cp.state), `state ${cp.state}`);
-      assert.equal(cp.directoryAccessInfo, null);
-      if (cp.state === "successful") assert.ok(cp._links.download?.href, "a successful checkpoint is downloadable");
-      states.push(`${JSON.stringify(params)}:${cp.state}@${cp.changesetIndex}`);
-    } catch (err) {
-      assert.equal(err.code, IModelsErrorCode.CheckpointNotFound, `${JSON.stringify(params)}: ${err.code} ${err.message}`);
-      assert.equal(err.statusCode, 404);
-      states.push(`${JSON.stringify(params)}:CheckpointNotFound`);
-    }
+  // Each completion applied its changeset to its parent's checkpoint and stored the result as the new tip's
+  // checkpoint (domain/checkpoints.py, next_checkpoint), so every changeset here has its own checkpoint, made
+  // and downloadable: the answer is that exact checkpoint, "successful", never a preceding one nor a
+  // "scheduled"/"failed" one.
+  const cases = [
+    [{ changesetIndex: 3 }, 3],
+    [{ changesetId: s.changesets[2].id }, 3],
+    [{ namedVersionId: s.versions.v1.id }, 2],
+    [{ changesetIndex: 1 }, 1],
+    [{}, 3], // GET /briefcases/checkpoint: the tip's
+  ];
+  const seen = [];
+  for (const [params, index] of cases) {
+    const what = JSON.stringify(params);
+    const cp = await client.checkpoints.getSingle({ ...base, ...params });
+    assert.equal(cp.state, "successful", `${what}: state`);
+    assert.equal(cp.changesetIndex, index, `${what}: changesetIndex`);
+    assert.equal(cp.changesetId, s.changesets[index - 1].id, `${what}: changesetId`);
+    assert.equal(cp.dbName, `${s.changesets[index - 1].id}.bim`, `${what}: dbName`);
+    assert.equal(cp.directoryAccessInfo, null, `${what}: no CloudSqlite container (V1 download only)`);
+    assert.ok(cp._links.download?.href, `${what}: a successful checkpoint is downloadable`);
+    const bytes = Buffer.from(await (await fetch(cp._links.download.href)).arrayBuffer());
+    assert.equal(bytes.length, cp.size, `${what}: size`);
+    assert.equal(bytes.subarray(0, 16).toString("latin1"), "SQLite format 3\0", `${what}: a .bim`);
+    seen.push({ what, index, bytes });
   }
-  // twinbase answers the nearest preceding stored checkpoint (its own rule until it generates checkpoints at
-  // every changeset); a client applies the changesets after it.
+  // The file is the iModel at that changeset, as the native library reads it.
+  await startBackend(work);
+  try {
+    for (const [n, { what, index, bytes }] of seen.entries()) {
+      const file = path.join(work, `checkpoint-${n}.bim`);
+      fs.writeFileSync(file, bytes);
+      assert.deepEqual(identityOf(file), {
+        iModelId: s.alpha.id,
+        iTwinId: s.iTwinId,
+        briefcaseId: 0,
+        changeset: { id: s.changesets[index - 1].id, index },
+      }, `${what}: the checkpoint's identity and changeset`);
+    }
+  } finally {
+    await IModelHost.shutdown();
+  }
+  // Regeneration only reschedules a failed checkpoint: the named version's successful one is answered as it is.
   const regenerated = await client.checkpoints.updateNamedVersionCheckpoint({ ...base, namedVersionId: s.versions.v1.id });
-  assert.ok(regenerated.changesetIndex <= 2, `named version checkpoint at ${regenerated.changesetIndex}`);
-  if (regenerated.changesetIndex === 2) assert.equal(regenerated.changesetId, s.changesets[1].id);
-  await rejectsOneOf(client.checkpoints.getSingle({ ...base, changesetIndex: 42 }), [
-    IModelsErrorCode.ChangesetNotFound,
-    IModelsErrorCode.CheckpointNotFound,
-  ]);
-  return states.join(" ");
+  assert.equal(regenerated.state, "successful");
+  assert.equal(regenerated.changesetIndex, 2);
+  assert.equal(regenerated.changesetId, s.changesets[1].id);
+  assert.ok(regenerated._links.download?.href);
+  // No changeset 42: the changeset is what is missing (not its checkpoint).
+  await rejects(client.checkpoints.getSingle({ ...base, changesetIndex: 42 }), IModelsErrorCode.ChangesetNotFound, {
+    status: 404,
+  });
+  return seen.map((c) => `${c.what}:${c.index}`).join(" ");
 });
 
 await step("iModels.clone (at changeset 2) and createFromTemplate: the client polls operations/create", async () => {

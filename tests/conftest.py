@@ -2,8 +2,12 @@
 
 ``server`` is a session-scoped running ``twinbase serve`` (uvicorn) on loopback, parametrized over
 both metadata backends, so every test that uses it runs twice. PostgreSQL (127.0.0.1:5432, trust
-auth) must be running: a missing database fails the run, it never skips. Set
-``TWINBASE_TEST_DB=sqlite`` or ``postgres`` to run one backend while developing.
+auth) must be running: a missing database fails the run, it never skips.
+
+One backend while developing: ``TWINBASE_TEST_DB=sqlite`` (or ``postgres``) with a direct pytest run.
+``make test`` (and so CI, ``.ci/run``) sets ``TWINBASE_TEST_DB=both`` itself, so a value left in a
+shell can never narrow the full run; any other value is a usage error, and a narrowed run says so in
+its header and again, in red, at the end.
 
 Blob backends: ``blob_server`` adds the dimension (local folder, Azure Blob Storage via Azurite) for
 the tests of file links; ``azure_server`` is one server (SQLite) on Azurite for the compat tests.
@@ -150,9 +154,37 @@ def start_server(data_dir: Path, database_url: str, backend: str, **env: str) ->
     return Server(base, data_dir, database_url, proc, backend, env, env.get("TWINBASE_BLOB_BACKEND", "local"))
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
 def _backends() -> list[str]:
-    choice = os.environ.get("TWINBASE_TEST_DB", "both")
-    return ["sqlite", "postgres"] if choice == "both" else [choice]
+    """The metadata backends this run covers: both, unless a developer asked for one (module docstring)."""
+    choice = os.environ.get("TWINBASE_TEST_DB", "both").strip().lower() or "both"
+    if choice == "both":
+        return list(BACKENDS)
+    if choice in BACKENDS:
+        return [choice]
+    # A typo must not quietly run one backend (anything but "postgres" used to mean SQLite).
+    raise pytest.UsageError(f"TWINBASE_TEST_DB={choice!r}: expected both, sqlite or postgres")
+
+
+def _narrowed() -> str | None:
+    """What a one-backend run leaves out, as a warning; None when both run."""
+    chosen = _backends()
+    if len(chosen) == len(BACKENDS):
+        return None
+    left_out = ", ".join(b for b in BACKENDS if b not in chosen)
+    return f"ONLY {chosen[0]} RUNS (TWINBASE_TEST_DB={chosen[0]}): {left_out} IS NOT TESTED"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _narrowed() or f"twinbase metadata backends: {', '.join(BACKENDS)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    warning = _narrowed()
+    if warning is not None:
+        terminalreporter.write_sep("!", warning, red=True, bold=True)
 
 
 AZURITE_ACCOUNT = "devstoreaccount1"

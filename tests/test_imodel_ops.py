@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sqlite3
 import struct
+import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -21,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from conftest import SAMPLE_BIM, Server, assert_error, new_imodel, new_itwin
+from conftest import SAMPLE_BIM, Server, _backends, assert_error, new_imodel, new_itwin, running_server
 from support.changesets import make_changeset
 from twinbase.bim.seed import SEED_PATH
 from twinbase.store.blobs import LocalBlobStore
@@ -595,19 +598,119 @@ def test_copy_errors_write_nothing(server: Server, shared: dict[str, Any], direc
         assert_error(alice.get(f"/imodels/{uuid.uuid4()}/operations/create"), 404, "iModelNotFound")
 
 
-def test_copy_of_a_source_deleted_meanwhile_fails_cleanly(server: Server) -> None:
+def empty_imodel(client: httpx.Client, itwin_id: str, name: str) -> dict[str, Any]:
+    """An empty iModel: initialized by the request itself (no job runs for it)."""
+    resp = client.post("/imodels", json={"iTwinId": itwin_id, "name": name})
+    assert resp.status_code == 201, resp.text
+    created = dict(resp.json()["iModel"])
+    assert created["state"] == "initialized"
+    return created
+
+
+def start_copies(client: httpx.Client, source_id: str, itwin_id: str) -> dict[str, str]:
+    """A clone and a fork of the source: the new ids by operation."""
+    copies = {}
+    for op in ("clone", "fork"):
+        resp = client.post(f"/imodels/{source_id}/{op}", json={"iTwinId": itwin_id, "name": f"Copy {op}"})
+        assert resp.status_code == 202, resp.text
+        copies[op] = resp.headers["location"].rsplit("/", 1)[1]
+    return copies
+
+
+def assert_copied_from(operation: dict[str, Any], op: str, source_id: str) -> None:
+    """The create operation names its source (a deleted one too) in ``clonedFrom`` xor ``forkedFrom``."""
+    link, other = ("clonedFrom", "forkedFrom") if op == "clone" else ("forkedFrom", "clonedFrom")
+    assert operation[other] is None, operation
+    assert operation[link]["iModelId"] == source_id and operation[link]["changesetId"] == "", operation
+
+
+def start_worker(srv: Server, log: Path) -> subprocess.Popen[bytes]:
+    """A ``twinbase worker`` process on the server's database and data folder."""
+    env = {**os.environ, **srv.env, "TWINBASE_DATABASE_URL": srv.database_url}
+    env.pop("TWINBASE_CONFIG", None)
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "twinbase",
+                "worker",
+                "--concurrency",
+                "1",
+                "--data-dir",
+                str(srv.data_dir),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+        )
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_copies_of_a_source_deleted_before_they_run_fail_cleanly(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    # No job worker in the web process: the copy jobs wait until a worker process starts, after the
+    # source is deleted, so they certainly run on a source that is gone.
+    with running_server(backend, tmp_path_factory, TWINBASE_JOB_WORKERS="0") as srv, srv.user() as alice:
+        itwin = new_itwin(alice)
+        source = empty_imodel(alice, itwin["id"], "Vanishing")
+        copies = start_copies(alice, source["id"], itwin["id"])
+        for op, new_id in copies.items():
+            operation = alice.get(f"/imodels/{new_id}/operations/create").json()["createOperation"]
+            assert operation["state"] == "scheduled"
+            assert_copied_from(operation, op, source["id"])
+        assert alice.delete(f"/imodels/{source['id']}").status_code == 204
+        assert_error(alice.get(f"/imodels/{source['id']}"), 404, "iModelNotFound")
+        worker = start_worker(srv, tmp_path / "worker.log")
+        try:
+            for op, new_id in copies.items():
+                operation = wait_created(alice, new_id)
+                assert operation["state"] == "failed", (tmp_path / "worker.log").read_text()
+                assert_copied_from(operation, op, source["id"])
+                assert alice.get(f"/imodels/{new_id}").json()["iModel"]["state"] == "notInitialized"
+                assert_error(alice.get(f"/imodels/{new_id}/baselinefile"), 404, "BaselineFileNotFound")
+                assert alice.get(f"/imodels/{new_id}/changesets").json()["changesets"] == []
+                # The failed job wrote no file for the copy.
+                assert not (srv.data_dir / "blobs" / "imodels" / new_id).exists()
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        assert imodel_names(alice, itwin["id"]) == ["Copy clone", "Copy fork"]
+        # A failed copy can be deleted like any iModel.
+        for new_id in copies.values():
+            assert alice.delete(f"/imodels/{new_id}").status_code == 204
+        assert imodel_names(alice, itwin["id"]) == []
+
+
+def test_copies_outlive_their_source_deleted_after_they_finished(server: Server, tmp_path: Path) -> None:
     with server.user() as alice:
         itwin = new_itwin(alice)
-        source = new_imodel(alice, itwin["id"], name="Vanishing")
-        resp = alice.post(f"/imodels/{source['id']}/clone", json={"iTwinId": itwin["id"], "name": "Orphan"})
-        assert resp.status_code == 202
-        new_id = resp.headers["location"].rsplit("/", 1)[1]
+        source = empty_imodel(alice, itwin["id"], "Original")
+        copies = start_copies(alice, source["id"], itwin["id"])
+        for op, new_id in copies.items():
+            operation = wait_created(alice, new_id)
+            assert operation["state"] == "successful"
+            assert_copied_from(operation, op, source["id"])
         assert alice.delete(f"/imodels/{source['id']}").status_code == 204
-        operation = wait_created(alice, new_id)
-        # The job may have finished before the delete; either way the answer is a final state.
-        assert operation["state"] in ("successful", "failed")
-        state = alice.get(f"/imodels/{new_id}").json()["iModel"]["state"]
-        assert state == ("initialized" if operation["state"] == "successful" else "notInitialized")
+        assert_error(alice.get(f"/imodels/{source['id']}"), 404, "iModelNotFound")
+        # The copies' files are their own: deleting the source's files left them whole.
+        for op, new_id in copies.items():
+            operation = wait_created(alice, new_id)
+            assert operation["state"] == "successful"
+            assert_copied_from(operation, op, source["id"])
+            assert alice.get(f"/imodels/{new_id}").json()["iModel"]["state"] == "initialized"
+            baseline = baseline_bytes(alice, new_id)
+            assert identity_of(baseline, tmp_path) == (new_id, itwin["id"])
+            checkpoint = alice.get(f"/imodels/{new_id}/changesets/0/checkpoint").json()["checkpoint"]
+            assert checkpoint["state"] == "successful"
+            assert httpx.get(checkpoint["_links"]["download"]["href"], timeout=30).content == baseline
+        assert imodel_names(alice, itwin["id"]) == ["Copy clone", "Copy fork"]
 
 
 def test_create_operation_of_a_baseline_upload(server: Server) -> None:
@@ -1074,22 +1177,39 @@ def test_permissions(server: Server, shared: dict[str, Any]) -> None:
 
 
 def test_create_empty_from_the_seed(server: Server, tmp_path: Path) -> None:
-    """Until ``bim/data/empty.bim.gz`` exists, an empty create is a clean 503 that writes nothing."""
+    """An empty create copies the packaged seed: initialized at once, its own identity stamped in.
+
+    The seed (``bim/data/empty.bim.gz``) is part of the repository and of the package, so a 503
+    ``ServiceUnavailable`` here (what the server answers without it) is a broken build, never a pass.
+    """
+    assert SEED_PATH.is_file(), f"{SEED_PATH} is missing: the package must ship the seed (make seed)"
     with server.user() as alice:
         itwin = new_itwin(alice)
         resp = alice.post("/imodels", json={"iTwinId": itwin["id"], "name": "Empty", "description": "e"})
-        if not SEED_PATH.exists():
-            assert_error(resp, 503, "ServiceUnavailable")
-            assert imodel_names(alice, itwin["id"]) == []
-            return
         assert resp.status_code == 201, resp.text
         created = resp.json()["iModel"]
         assert created["state"] == "initialized" and created["description"] == "e"
-        assert wait_created(alice, created["id"])["state"] == "successful"
-        assert identity_of(baseline_bytes(alice, created["id"]), tmp_path) == (created["id"], itwin["id"])
+        assert created["name"] == "Empty" and created["iTwinId"] == itwin["id"]
+        assert "upload" not in created["_links"]
+        assert wait_created(alice, created["id"]) == {
+            "state": "successful",
+            "clonedFrom": None,
+            "forkedFrom": None,
+        }
+        assert alice.get(f"/imodels/{created['id']}").json()["iModel"]["state"] == "initialized"
+        assert imodel_names(alice, itwin["id"]) == ["Empty"]
+        baseline = baseline_bytes(alice, created["id"])
+        assert baseline[:16] == b"SQLite format 3\x00"
+        assert identity_of(baseline, tmp_path) == (created["id"], itwin["id"])
+        # Checkpoint 0 is that same stamped file.
+        checkpoint = alice.get(f"/imodels/{created['id']}/changesets/0/checkpoint").json()["checkpoint"]
+        assert checkpoint["state"] == "successful" and checkpoint["changesetIndex"] == 0
+        assert checkpoint["size"] == len(baseline)
+        assert httpx.get(checkpoint["_links"]["download"]["href"], timeout=30).content == baseline
         assert_error(
             alice.post("/imodels", json={"iTwinId": itwin["id"], "name": "Empty"}), 409, "iModelExists"
         )
+        assert imodel_names(alice, itwin["id"]) == ["Empty"]
 
 
 # ------------------------------------------------------------------- end to end with the other APIs

@@ -59,7 +59,16 @@ def test_defaults_and_case_insensitive_enums(server: Server) -> None:
         it = new_itwin(alice, **{"class": "endeavor", "subClass": "workpackage"})
         assert it["class"] == "Endeavor" and it["subClass"] == "WorkPackage"
         assert it["status"] == "Active" and it["dataCenterLocation"] == "East US"
-        assert it["number"]  # defaults to the id when not given
+        # Without a number, the iTwin's number is its own id (so it is unique in the account).
+        assert it["number"] == it["id"]
+        unset = ("type", "geographicLocation", "latitude", "longitude", "ianaTimeZone", "imageName", "image")
+        assert {k: it[k] for k in unset} == dict.fromkeys(unset)
+        assert alice.get(f"/itwins/{it['id']}").json()["iTwin"] == it
+        # A second one gets its own id as its number: no iTwinExists between them.
+        other = new_itwin(alice)
+        assert other["number"] == other["id"] != it["number"]
+        listed = alice.get("/itwins/", params={"number": it["id"]}).json()["iTwins"]
+        assert [i["id"] for i in listed] == [it["id"]]
 
 
 def test_accept_header_with_version_or_missing(server: Server) -> None:
@@ -67,7 +76,11 @@ def test_accept_header_with_version_or_missing(server: Server) -> None:
         it = new_itwin(alice)
         for accept in ("application/vnd.bentley.itwin-platform.v1+json", "application/json", None):
             headers = {"Accept": accept} if accept else {}
-            assert alice.get(f"/itwins/{it['id']}", headers=headers).status_code == 200
+            resp = alice.get(f"/itwins/{it['id']}", headers=headers)
+            assert resp.status_code == 200, (accept, resp.text)
+            assert resp.headers["content-type"].startswith("application/json"), resp.headers
+            # The same representation whatever the (supported) Accept says.
+            assert resp.json() == {"iTwin": it}, accept
 
 
 def test_child_itwin_under_parent(server: Server) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import Any
 
 import httpx
 import jwt
@@ -147,17 +148,52 @@ def test_non_member_gets_404_never_403(server: Server) -> None:
         assert alice.get(f"/itwins/{it['id']}").json()["iTwin"]["displayName"] == it["displayName"]
 
 
+def owners_of(client: httpx.Client, itwin_id: str) -> list[dict[str, Any]]:
+    resp = client.get(f"/accesscontrol/itwins/{itwin_id}/members/owners")
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["members"])
+
+
 def test_user_recorded_from_claims(server: Server) -> None:
-    token = server.token(
-        "claims-user",
-        name="Claire Userton",
-        email="Claire@Example.com",
-        given_name="Claire",
-        family_name="Userton",
-    )
+    """A token's profile claims become the user's record, as the APIs that show people answer them."""
+    user = f"claims-{uuid.uuid4().hex[:10]}"
+    email = f"Claire.{user}@Example.com"
+    token = server.token(user, name="Claire Userton", email=email, given_name="Claire", family_name="Userton")
     with server.client(token) as c:
         it = new_itwin(c)
-        assert it["createdBy"] == "claims-user"
+        assert it["createdBy"] == user
+        account = c.get("/itwins/myprimaryaccount").json()["iTwin"]
+        assert account["createdBy"] == user
+        assert account["displayName"] == "Claire Userton's organization"  # from ``name``
+        # The creator is the iTwin's owner: that record carries the claims, the email lowercased.
+        recorded = {"id": user, "email": email.lower(), "givenName": "Claire", "surname": "Userton"}
+        assert owners_of(c, it["id"]) == [{**recorded, "organization": ""}]
+        imodel = c.post("/imodels", json={"iTwinId": it["id"], "name": "Claims"})
+        assert imodel.status_code == 201, imodel.text
+        users = c.get(
+            f"/imodels/{imodel.json()['iModel']['id']}/users", headers={"Prefer": "return=representation"}
+        ).json()["users"]
+        assert [(u["id"], u["displayName"], u["givenName"], u["surname"], u["email"]) for u in users] == [
+            (user, email.lower(), "Claire", "Userton", email.lower())
+        ]
+    # A later token with new names updates the record when that user next creates an iTwin (a server
+    # process records a user's profile on their first request and then on such writes, not on every read).
+    renamed = server.token(user, name="Clara Other", email=email, given_name="Clara", family_name="Other")
+    with server.client(renamed) as c:
+        new_itwin(c)
+        [owner] = owners_of(c, it["id"])
+        assert (owner["givenName"], owner["surname"], owner["email"]) == ("Clara", "Other", email.lower())
+
+
+def test_an_unverified_email_is_not_recorded(server: Server) -> None:
+    """An email the issuer has not verified never becomes the user's (it would claim invitations)."""
+    user = f"unverified-{uuid.uuid4().hex[:10]}"
+    token = server.token(user, email=f"{user}@example.com", extra={"email_verified": False})
+    with server.client(token) as c:
+        it = new_itwin(c)
+        [owner] = owners_of(c, it["id"])
+        assert owner["id"] == user and owner["email"] is None
+        assert c.get("/connect/userinfo").json()["email"] is None
 
 
 def test_token_cli_prints_a_working_token(server: Server) -> None:

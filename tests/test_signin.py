@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -102,6 +105,38 @@ def code_of(resp: httpx.Response) -> str:
     return query["code"][0]
 
 
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def verified_id_token(http: httpx.Client, id_token: str, *, audience: str) -> dict[str, Any]:
+    """The id token's claims, checked as a relying party checks them: the signature against the key the
+    discovery document's JWKS publishes under the token's ``kid``, the algorithm it advertises, the
+    issuer it names, the audience (the client id) and the expiry."""
+    discovery = http.get("/.well-known/openid-configuration")
+    assert discovery.status_code == 200, discovery.text
+    config = discovery.json()
+    assert config["jwks_uri"] == f"{http.base_url}/.well-known/jwks.json"
+    assert config["id_token_signing_alg_values_supported"] == ["RS256"]
+    jwks = httpx.get(config["jwks_uri"])
+    assert jwks.status_code == 200, jwks.text
+    header = jwt.get_unverified_header(id_token)
+    assert header["alg"] == "RS256"
+    keys = {k["kid"]: k for k in jwks.json()["keys"]}
+    assert header["kid"] in keys, (header, list(keys))
+    key = jwt.PyJWK(keys[header["kid"]])
+    return dict(
+        jwt.decode(
+            id_token,
+            key.key,
+            algorithms=["RS256"],
+            audience=audience,
+            issuer=config["issuer"],
+            options={"require": ["iss", "sub", "aud", "exp", "iat", "nonce"]},
+        )
+    )
+
+
 def test_browser_app_signs_in_with_pkce(server: Server, accounts: dict[str, str]) -> None:
     verifier, challenge = pkce()
     code = code_of(
@@ -127,9 +162,21 @@ def test_browser_app_signs_in_with_pkce(server: Server, accounts: dict[str, str]
         )
         assert token.status_code == 200, token.text
         body = token.json()
-        claims = jwt.decode(body["id_token"], options={"verify_signature": False})
-        assert claims["aud"] == accounts["spa"] and claims["nonce"] == "n-1"
+        assert body["token_type"] == "Bearer" and body["scope"] == "email itwin-platform openid profile"
+        claims = verified_id_token(http, body["id_token"], audience=accounts["spa"])
+        assert claims["nonce"] == "n-1"
+        assert claims["exp"] - claims["iat"] == body["expires_in"] > 0
+        assert claims["iat"] <= time.time() + 5 and claims["exp"] > time.time()
         assert claims["sub"] == accounts["subject"] and claims["email"] == accounts["email"]
+        assert claims["email_verified"] is True and claims["name"] == "Sam Signin"
+        # Signed by the key the JWKS publishes, and by nothing else: a forged body fails the check.
+        header, _payload, signature = body["id_token"].split(".")
+        forged_claims = {**claims, "sub": "someone-else"}
+        forged = ".".join([header, b64url(json.dumps(forged_claims).encode()), signature])
+        with pytest.raises(jwt.InvalidSignatureError):
+            verified_id_token(http, forged, audience=accounts["spa"])
+        with pytest.raises(jwt.InvalidAudienceError):
+            verified_id_token(http, body["id_token"], audience=accounts["web"])
         # The same code cannot be used twice.
         again = http.post(
             "/connect/token",
