@@ -362,3 +362,17 @@ def test_checkpoints_beyond_the_budget_are_evicted_and_made_again(
         finally:
             conn.close()
         assert len(names) == 3  # the rows of changesets 1..3, not 4 and 5
+
+
+def test_an_imodel_waiting_for_its_baseline_has_no_checkpoint(server: Server) -> None:
+    """Asking for a checkpoint before the baseline is in: 404, and nothing is scheduled."""
+    with server.user() as alice:
+        itwin = new_itwin(alice)
+        made = alice.post(
+            "/imodels", json={"iTwinId": itwin["id"], "name": "No file yet", "baselineFile": {"size": 10}}
+        )
+        assert made.status_code == 201, made.text
+        iid = made.json()["iModel"]["id"]
+        for path in (f"/imodels/{iid}/changesets/0/checkpoint", f"/imodels/{iid}/briefcases/checkpoint"):
+            for _ in range(2):  # the first ask must not have scheduled anything either
+                assert_error(alice.get(path), 404, "CheckpointNotFound")

@@ -133,6 +133,7 @@ def release(session: Session, principal: Principal, imodel_id: str, raw_id: str)
 def latest_checkpoint(session: Session, jobs: JobQueue, principal: Principal, imodel_id: str) -> Checkpoint:
     """``/briefcases/checkpoint``: the checkpoint at exactly the tip (scheduled if it is not made yet)."""
     imodel = _readable(session, imodel_id, principal)
+    checkpoints.require_baseline(session, imodel.id)
     return checkpoints.exact(session, jobs, imodel.id, imodel.tip_index, imodel.tip_changeset_id or "")
 
 

@@ -215,6 +215,7 @@ def index_of(session: Session, imodel_id: str, ref: str) -> int:
 
 def checkpoint_at(session: Session, jobs: JobQueue, imodel_id: str, ref: str) -> Checkpoint:
     """``/changesets/{ref}/checkpoint``: the checkpoint at exactly that changeset (scheduled if new)."""
+    checkpoints.require_baseline(session, imodel_id)
     if parse_ref(ref) == 0:
         return checkpoints.exact(session, jobs, imodel_id, 0, "")
     cs = find_completed(session, imodel_id, ref)

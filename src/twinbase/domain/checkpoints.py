@@ -99,6 +99,15 @@ def pin_for(index: int, interval: int) -> str | None:
     return PIN_INTERVAL if interval > 0 and index % interval == 0 else None
 
 
+def require_baseline(session: Session, imodel_id: str) -> None:
+    """A client asking for a checkpoint of an iModel without its baseline yet (waiting for its file, or a
+    failed copy): 404 ``CheckpointNotFound``, rather than a checkpoint job bound to fail. (Copies
+    schedule their own checkpoints before they are initialized: this is for the API only.)"""
+    imodel = session.get(IModel, imodel_id)
+    if imodel is None or imodel.state != "initialized":
+        raise CheckpointNotFound()
+
+
 def exact(
     session: Session,
     jobs: JobQueue,
