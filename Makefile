@@ -63,6 +63,7 @@ bench: $(STAMP) compat/node_modules/.installed-stamp compat/frontend/node_module
 	-$(BIN)/python bench/mesh_export.py
 	-$(BIN)/python bench/ifc_export.py
 	-$(BIN)/python bench/imodel_export.py
+	-$(BIN)/python bench/lists.py
 
 clean:
 	rm -rf $(VENV) compat/node_modules compat/frontend/node_modules
