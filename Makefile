@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint typecheck unit compat bench clean seed chromium
+.PHONY: serve test lint typecheck unit compat bench clean seed chromium redis-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ chromium:
 	@command -v $(CHROMIUM) >/dev/null || { $(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
+# Debian's redis-server: the several-hosts tests start their own (tests/test_shared_state.py,
+# tests/test_multi_host.py), so they can also stop it. Installed like chromium when missing.
+redis-server:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; }
+
 ## Run the server with embedded defaults (SQLite + blob folder in ./twinbase-data) on http://127.0.0.1:8080
 serve: $(STAMP)
 	$(BIN)/twinbase serve
@@ -39,7 +45,7 @@ serve: $(STAMP)
 ## Run every test: lint, types, and the suite against SQLite and PostgreSQL with the official npm clients
 # Both metadata backends, always: TWINBASE_TEST_DB=sqlite left in a shell (the one-backend shortcut of a
 # direct pytest run, tests/conftest.py) must never drop PostgreSQL from this run or from CI (.ci/run).
-test: $(STAMP) compat/node_modules/.installed-stamp compat/frontend/node_modules/.installed-stamp chromium
+test: $(STAMP) compat/node_modules/.installed-stamp compat/frontend/node_modules/.installed-stamp chromium redis-server
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
