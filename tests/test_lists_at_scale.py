@@ -105,3 +105,34 @@ def test_search_finds_substrings_of_names_and_numbers_as_they_change(server: Ser
         assert search(f"bridge {tag}") == set() and search(f"viaduct {tag}") == {bridge["id"]}
         assert frank.delete(f"/itwins/{tunnel['id']}").status_code == 204
         assert search(tag) == {bridge["id"]}
+
+
+def test_imodels_list_pages_by_keyset_in_every_single_order(server: Server) -> None:
+    with server.user() as gail:
+        itwin = new_itwin(gail)
+        names = [f"Model {n:02d} {uuid.uuid4().hex[:4]}" for n in range(11)]
+        made = []
+        for name in names:
+            resp = gail.post("/imodels", json={"iTwinId": itwin["id"], "name": name})
+            assert resp.status_code == 201, resp.text
+            made.append(resp.json()["iModel"]["id"])
+        for order, expected in (
+            (None, made[::-1]),  # newest first
+            ("name", [i for _, i in sorted(zip(names, made, strict=True))]),
+            ("name desc", [i for _, i in sorted(zip(names, made, strict=True), reverse=True)]),
+            ("createdDateTime", made),
+        ):
+            params = {"iTwinId": itwin["id"], "$top": "4"}
+            if order:
+                params["$orderBy"] = order
+            ids: list[str] = []
+            resp = gail.get("/imodels", params=params)
+            while True:
+                assert resp.status_code == 200, resp.text
+                ids += [m["id"] for m in resp.json()["iModels"]]
+                nxt = resp.json()["_links"].get("next")
+                if not nxt:
+                    break
+                assert "continuationToken" in nxt["href"], nxt
+                resp = gail.get(nxt["href"])
+            assert ids == expected, order

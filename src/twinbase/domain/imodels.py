@@ -29,11 +29,13 @@ from twinbase.domain.listing import (
     BadOrderBy,
     Page,
     Paging,
+    fetch_keyset_page,
     fetch_page,
     like_contains,
     order_by_param,
     paging_or_raise,
     parse_order_by,
+    single_order,
 )
 from twinbase.errors import (
     BaselineFileNotFound,
@@ -548,13 +550,18 @@ def query(session: Session, principal: Principal, params: Mapping[str, str]) -> 
     search = params.get("$search")
     if search:
         stmt = stmt.where(or_(like_contains(IModel.name, search), like_contains(IModel.description, search)))
-    order = order_clause(
-        params,
-        {"name": IModel.name, "createdDateTime": IModel.created_at},
-        [IModel.created_at.desc()],
-        message,
-    )
-    return fetch_page(session, stmt.order_by(*order, IModel.id), paging)
+    columns = {"name": IModel.name, "createdDateTime": IModel.created_at}
+    raw_order = order_by_param(params)
+    try:
+        single = single_order(raw_order, columns) if raw_order else (IModel.created_at, True)
+    except BadOrderBy as exc:
+        raise invalid_imodels(message, invalid_value("$orderBy")) from exc
+    if single is None:  # several terms: by offset
+        order = order_clause(params, columns, [IModel.created_at.desc()], message)
+        return fetch_page(session, stmt.order_by(*order, IModel.id), paging)
+    # One term (the default: newest first): by keyset through ix_imodels_itwin_created / the name key.
+    column, descending = single
+    return fetch_keyset_page(session, stmt, paging, [column, IModel.id], descending=descending)
 
 
 # -------------------------------------------------------------------------------------------- wire

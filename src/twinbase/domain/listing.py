@@ -22,10 +22,11 @@ import binascii
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Select, func
+from sqlalchemy import Select, func, literal, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -194,6 +195,63 @@ def fetch_page(session: Session, stmt: Select[Any], paging: Paging) -> Page[Any]
     return Page(rows[: paging.top], paging, len(rows) > paging.top)
 
 
+def fetch_keyset_page(
+    session: Session,
+    stmt: Select[Any],
+    paging: Paging,
+    keys: Sequence[Any],
+    *,
+    descending: bool,
+) -> Page[Any]:
+    """One page of ``stmt`` (unordered: this orders it) by ``keys`` (columns, unique together, all in one
+    direction): after the key a continuation token carries, by index whatever the depth; from row
+    ``skip`` otherwise. The page carries its last row's key for the next token (``Page.after``)."""
+    ordered = stmt.order_by(*(k.desc() if descending else k.asc() for k in keys))
+    after = _typed_key(paging.after, keys)
+    if after is not None:
+        # Each value bound with its column's type (a datetime as the column stores it).
+        values = tuple_(*(literal(v, type_=k.type) for v, k in zip(after, keys, strict=True)))
+        bound = tuple_(*keys) < values if descending else tuple_(*keys) > values
+        rows = list(session.scalars(ordered.where(bound).limit(paging.top + 1)))
+    else:
+        rows = list(session.scalars(ordered.offset(paging.skip).limit(paging.top + 1)))
+    page = Page(rows[: paging.top], paging, len(rows) > paging.top)
+    if page.more and page.rows:
+        last = page.rows[-1]
+        return Page(page.rows, paging, True, tuple(_key_text(getattr(last, k.key)) for k in keys))
+    return page
+
+
+def _key_text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _typed_key(after: tuple[str, ...] | None, keys: Sequence[Any]) -> list[Any] | None:
+    """A token's key as the columns' values; None when it is not this list's (another order's token
+    resumes by its row number)."""
+    if after is None or len(after) != len(keys):
+        return None
+    values: list[Any] = []
+    for text, key in zip(after, keys, strict=True):
+        if _is_datetime(key):
+            try:
+                stamp = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            values.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))
+        else:
+            values.append(text)
+    return values
+
+
+def _is_datetime(key: Any) -> bool:
+    kind = getattr(key.type, "impl", key.type)  # a TypeDecorator says ``object``: ask what it stores as
+    try:
+        return bool(kind.python_type is datetime)
+    except NotImplementedError:
+        return False
+
+
 def page_of(rows: Sequence[RowT], paging: Paging) -> Page[RowT]:
     """A page from up to ``top + 1`` rows already fetched at ``skip``."""
     return Page(list(rows[: paging.top]), paging, len(rows) > paging.top)
@@ -227,6 +285,17 @@ def parse_order_by(
             raise BadOrderBy(part)
         clauses.append(column.desc() if direction == "desc" else column.asc())
     return clauses
+
+
+def single_order(raw: str | None, columns: Mapping[str, Any]) -> tuple[Any, bool] | None:
+    """A one-term ``$orderBy`` as (column, descending) for ``fetch_keyset_page``; None when absent or of
+    several terms (those page by offset); ``BadOrderBy`` as ``parse_order_by``."""
+    clauses = parse_order_by(raw, columns)
+    if clauses is None or len(clauses) != 1:
+        return None
+    words = raw.split() if raw else []
+    descending = len(words) == 2 and words[1].lower() == "desc"
+    return columns[words[0]], descending
 
 
 def order_by_param(params: Mapping[str, str]) -> str | None:

@@ -316,7 +316,11 @@ class IModel(Base):
     """
 
     __tablename__ = "imodels"
-    __table_args__ = (UniqueConstraint("itwin_id", "name", name="uq_imodels_itwin_name"),)
+    __table_args__ = (
+        UniqueConstraint("itwin_id", "name", name="uq_imodels_itwin_name"),
+        # The iModels list's default order (newest first), walked by keyset.
+        Index("ix_imodels_itwin_created", "itwin_id", "created_at", "id"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     itwin_id: Mapped[str] = mapped_column(String(36), ForeignKey("itwins.id"), index=True)
     name: Mapped[str] = mapped_column(String(255))

@@ -34,9 +34,11 @@ def upgrade() -> None:
     op.create_index("ix_itwins_number_lower", "itwins", [sa.text("lower(number)")])
     op.create_index("ix_itwins_display_name_lower", "itwins", [sa.text("lower(display_name)")])
     op.create_index("ix_itwins_display_name", "itwins", ["display_name"])
+    op.create_index("ix_imodels_itwin_created", "imodels", ["itwin_id", "created_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_imodels_itwin_created", table_name="imodels")
     op.drop_index("ix_itwins_display_name", table_name="itwins")
     op.drop_index("ix_itwins_display_name_lower", table_name="itwins")
     op.drop_index("ix_itwins_number_lower", table_name="itwins")
