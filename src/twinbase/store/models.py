@@ -25,8 +25,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
     false,
     func,
+    select,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -198,6 +200,15 @@ class Member(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The iTwin's createdDateTime (which never changes), copied here for ix_members_user_created.
     itwin_created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+@event.listens_for(Member, "before_insert")
+def _member_sort_key(_mapper: Any, connection: Any, target: Member) -> None:
+    """A membership made without its iTwin's createdDateTime gets it here (the list index needs it)."""
+    if target.itwin_created_at is None:
+        target.itwin_created_at = connection.scalar(
+            select(ITwin.created_at).where(ITwin.id == target.itwin_id)
+        )
 
 
 class MemberRole(Base):
