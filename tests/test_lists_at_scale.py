@@ -136,3 +136,25 @@ def test_imodels_list_pages_by_keyset_in_every_single_order(server: Server) -> N
                 assert "continuationToken" in nxt["href"], nxt
                 resp = gail.get(nxt["href"])
             assert ids == expected, order
+
+
+def test_briefcases_page_by_keyset_in_both_orders(server: Server) -> None:
+    with server.user() as hana:
+        itwin = new_itwin(hana)
+        made = hana.post("/imodels", json={"iTwinId": itwin["id"], "name": "Briefcases"})
+        assert made.status_code == 201, made.text
+        path = f"/imodels/{made.json()['iModel']['id']}/briefcases"
+        ids = [hana.post(path, json={}).json()["briefcase"]["briefcaseId"] for _ in range(7)]
+        for order, expected in ((None, ids), ("acquiredDateTime desc", ids[::-1])):
+            params = {"$top": "3", **({"$orderBy": order} if order else {})}
+            seen: list[int] = []
+            resp = hana.get(path, params=params, headers={"Prefer": "return=representation"})
+            while True:
+                assert resp.status_code == 200, resp.text
+                seen += [b["briefcaseId"] for b in resp.json()["briefcases"]]
+                nxt = resp.json()["_links"].get("next")
+                if not nxt:
+                    break
+                assert "continuationToken" in nxt["href"]
+                resp = hana.get(nxt["href"], headers={"Prefer": "return=representation"})
+            assert seen == expected, order

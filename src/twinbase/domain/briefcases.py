@@ -15,12 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import operators
 
 from twinbase.domain import access, checkpoints, locks
-from twinbase.domain.imodels import application_of, links_base, order_clause, parse_paging, visible_imodel
+from twinbase.domain.imodels import application_of, links_base, ordered_page, parse_paging, visible_imodel
 from twinbase.domain.itwins import iso
-from twinbase.domain.listing import Page, fetch_page
+from twinbase.domain.listing import Page
 from twinbase.errors import (
     BriefcaseNotFound,
     ErrorDetail,
@@ -150,11 +149,12 @@ def query(
     owner = params.get("ownerId", "")
     if owner:
         stmt = stmt.where(Briefcase.owner_id == (principal.user_id if owner.lower() == "me" else owner))
-    order = order_clause(params, {"acquiredDateTime": Briefcase.acquired_at}, [], message)
-    # Briefcases acquired in the same instant keep the direction asked for, by id.
-    descending = bool(order) and getattr(order[0], "modifier", None) is operators.desc_op
-    last = Briefcase.briefcase_id.desc() if descending else Briefcase.briefcase_id.asc()
-    return imodel, fetch_page(session, stmt.order_by(*order, last), paging)
+    # By id by default; by acquiredDateTime when asked (ties by id, in the direction asked for).
+    columns = {"acquiredDateTime": Briefcase.acquired_at}
+    default = (Briefcase.briefcase_id, False)
+    return imodel, ordered_page(
+        session, stmt, params, paging, columns, default, Briefcase.briefcase_id, message
+    )
 
 
 # -------------------------------------------------------------------------------------------- wire

@@ -529,6 +529,32 @@ def order_clause(
     return default if clauses is None else clauses
 
 
+def ordered_page(
+    session: Session,
+    stmt: Select[Any],
+    params: Mapping[str, str],
+    paging: Paging,
+    columns: Mapping[str, Any],
+    default: tuple[Any, bool],
+    tiebreak: Any,
+    message: str,
+) -> Page[Any]:
+    """One page of an iModels-API list in its ``$orderBy`` (one of ``columns``) or ``default`` (column,
+    descending), then ``tiebreak`` (unique) in the same direction: by keyset behind the ``next`` links
+    (the same few index pages at any depth); a several-term ``$orderBy`` pages by offset."""
+    raw = order_by_param(params)
+    try:
+        single = single_order(raw, columns) if raw else default
+    except BadOrderBy as exc:
+        raise invalid_imodels(message, invalid_value("$orderBy")) from exc
+    if single is None:
+        order = order_clause(params, columns, [], message)
+        return fetch_page(session, stmt.order_by(*order, tiebreak), paging)
+    column, descending = single
+    keys = [column] if column is tiebreak else [column, tiebreak]
+    return fetch_keyset_page(session, stmt, paging, keys, descending=descending)
+
+
 def query(session: Session, principal: Principal, params: Mapping[str, str]) -> Page[IModel]:
     message = "Cannot query iModels."
     itwin_id = params.get("iTwinId") or params.get("itwinId") or ""
@@ -551,17 +577,8 @@ def query(session: Session, principal: Principal, params: Mapping[str, str]) -> 
     if search:
         stmt = stmt.where(or_(like_contains(IModel.name, search), like_contains(IModel.description, search)))
     columns = {"name": IModel.name, "createdDateTime": IModel.created_at}
-    raw_order = order_by_param(params)
-    try:
-        single = single_order(raw_order, columns) if raw_order else (IModel.created_at, True)
-    except BadOrderBy as exc:
-        raise invalid_imodels(message, invalid_value("$orderBy")) from exc
-    if single is None:  # several terms: by offset
-        order = order_clause(params, columns, [IModel.created_at.desc()], message)
-        return fetch_page(session, stmt.order_by(*order, IModel.id), paging)
-    # One term (the default: newest first): by keyset through ix_imodels_itwin_created / the name key.
-    column, descending = single
-    return fetch_keyset_page(session, stmt, paging, [column, IModel.id], descending=descending)
+    # Newest first by default, by keyset through ix_imodels_itwin_created.
+    return ordered_page(session, stmt, params, paging, columns, (IModel.created_at, True), IModel.id, message)
 
 
 # -------------------------------------------------------------------------------------------- wire

@@ -233,23 +233,27 @@ def _typed_key(after: tuple[str, ...] | None, keys: Sequence[Any]) -> list[Any] 
         return None
     values: list[Any] = []
     for text, key in zip(after, keys, strict=True):
-        if _is_datetime(key):
-            try:
+        kind = _python_type(key)
+        try:
+            if kind is datetime:
                 stamp = datetime.fromisoformat(text)
-            except ValueError:
-                return None
-            values.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))
-        else:
-            values.append(text)
+                values.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))
+            elif kind is int:
+                values.append(int(text))
+            else:
+                values.append(text)
+        except ValueError:
+            return None
     return values
 
 
-def _is_datetime(key: Any) -> bool:
+def _python_type(key: Any) -> type | None:
     kind = getattr(key.type, "impl", key.type)  # a TypeDecorator says ``object``: ask what it stores as
     try:
-        return bool(kind.python_type is datetime)
+        found = kind.python_type
     except NotImplementedError:
-        return False
+        return None
+    return found if isinstance(found, type) else None
 
 
 def page_of(rows: Sequence[RowT], paging: Paging) -> Page[RowT]:

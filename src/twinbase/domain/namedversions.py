@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access, changesets, checkpoints
-from twinbase.domain.imodels import Text255, application_of, order_clause, parse_paging, user_href
+from twinbase.domain.imodels import Text255, application_of, ordered_page, parse_paging, user_href
 from twinbase.domain.itwins import iso
-from twinbase.domain.listing import Page, fetch_page, like_contains
+from twinbase.domain.listing import Page, like_contains
 from twinbase.errors import (
     ErrorDetail,
     NamedVersionExists,
@@ -215,13 +215,9 @@ def query(session: Session, imodel_id: str, params: Mapping[str, str]) -> Page[N
     search = params.get("$search")
     if search:
         stmt = stmt.where(like_contains(NamedVersion.name, search))
-    order = order_clause(
-        params,
-        {"changesetIndex": NamedVersion.changeset_index, "createdDateTime": NamedVersion.created_at},
-        [NamedVersion.changeset_index.asc()],
-        QUERY_MESSAGE,
-    )
-    return fetch_page(session, stmt.order_by(*order, NamedVersion.id), paging)
+    columns = {"changesetIndex": NamedVersion.changeset_index, "createdDateTime": NamedVersion.created_at}
+    default = (NamedVersion.changeset_index, False)
+    return ordered_page(session, stmt, params, paging, columns, default, NamedVersion.id, QUERY_MESSAGE)
 
 
 # -------------------------------------------------------------------------------------------- wire
