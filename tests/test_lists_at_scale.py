@@ -158,3 +158,30 @@ def test_briefcases_page_by_keyset_in_both_orders(server: Server) -> None:
                 assert "continuationToken" in nxt["href"]
                 resp = hana.get(nxt["href"], headers={"Prefer": "return=representation"})
             assert seen == expected, order
+
+
+def test_members_page_by_keyset_in_the_order_they_joined(server: Server) -> None:
+    with server.user() as ivan:
+        itwin = new_itwin(ivan)
+        roles = ivan.get(f"/accesscontrol/itwins/{itwin['id']}/roles").json()["roles"]
+        reader = next(r["id"] for r in roles if r["displayName"] == "Reader")
+        emails = [f"joiner-{n}-{uuid.uuid4().hex[:6]}@example.com" for n in range(7)]
+        for email in emails:
+            added = ivan.post(
+                f"/accesscontrol/itwins/{itwin['id']}/members/users",
+                json={"members": [{"email": email, "roleIds": [reader]}]},
+            )
+            assert added.status_code == 201, added.text
+        seen: list[str] = []
+        resp = ivan.get(f"/accesscontrol/itwins/{itwin['id']}/members/users", params={"$top": "3"})
+        while True:
+            assert resp.status_code == 200, resp.text
+            seen += [m["email"] for m in resp.json()["members"]]
+            nxt = resp.json()["_links"].get("next")
+            if not nxt:
+                break
+            assert "continuationToken" in nxt["href"]
+            resp = ivan.get(nxt["href"])
+        assert [e for e in seen if e.startswith("joiner-")] == emails
+        owners = ivan.get(f"/accesscontrol/itwins/{itwin['id']}/members/owners", params={"$top": "1"})
+        assert owners.status_code == 200 and len(owners.json()["members"]) == 1

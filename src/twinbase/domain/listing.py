@@ -202,23 +202,29 @@ def fetch_keyset_page(
     keys: Sequence[Any],
     *,
     descending: bool,
+    rows_of: Callable[[Select[Any]], list[Any]] | None = None,
+    key_of: Callable[[Any], Sequence[Any]] | None = None,
 ) -> Page[Any]:
     """One page of ``stmt`` (unordered: this orders it) by ``keys`` (columns, unique together, all in one
     direction): after the key a continuation token carries, by index whatever the depth; from row
-    ``skip`` otherwise. The page carries its last row's key for the next token (``Page.after``)."""
+    ``skip`` otherwise. The page carries its last row's key for the next token (``Page.after``).
+    ``rows_of`` runs the statement (default: its first column's objects); ``key_of`` reads a row's key
+    (default: the keys' attributes of the row)."""
+    run = rows_of or (lambda q: list(session.scalars(q)))
     ordered = stmt.order_by(*(k.desc() if descending else k.asc() for k in keys))
     after = _typed_key(paging.after, keys)
     if after is not None:
         # Each value bound with its column's type (a datetime as the column stores it).
         values = tuple_(*(literal(v, type_=k.type) for v, k in zip(after, keys, strict=True)))
         bound = tuple_(*keys) < values if descending else tuple_(*keys) > values
-        rows = list(session.scalars(ordered.where(bound).limit(paging.top + 1)))
+        rows = run(ordered.where(bound).limit(paging.top + 1))
     else:
-        rows = list(session.scalars(ordered.offset(paging.skip).limit(paging.top + 1)))
+        rows = run(ordered.offset(paging.skip).limit(paging.top + 1))
     page = Page(rows[: paging.top], paging, len(rows) > paging.top)
     if page.more and page.rows:
         last = page.rows[-1]
-        return Page(page.rows, paging, True, tuple(_key_text(getattr(last, k.key)) for k in keys))
+        key = key_of(last) if key_of is not None else [getattr(last, k.key) for k in keys]
+        return Page(page.rows, paging, True, tuple(_key_text(v) for v in key))
     return page
 
 

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access
-from twinbase.domain.listing import Page, Paging, fetch_page, paging_or_raise
+from twinbase.domain.listing import Page, Paging, fetch_keyset_page, paging_or_raise
 from twinbase.errors import (
     Conflict,
     ErrorDetail,
@@ -333,14 +334,28 @@ def list_user_members(
 ) -> Page[tuple[User, list[Role]]]:
     itwin = _itwin(session, user_id, itwin_id, *_MEMBERS_READ)
     stmt = (
-        select(User)
+        select(User, Member.created_at)
         .join(Member, Member.user_id == User.id)
         .where(Member.itwin_id == itwin.id, _has_role_sql())
-        .order_by(Member.created_at, Member.user_id)
     )
-    page = fetch_page(session, stmt, paging)
-    roles = _roles_of(session, itwin, [u.id for u in page.rows])
-    return Page([(u, roles[u.id]) for u in page.rows], paging, page.more)
+    page = _in_join_order(session, stmt, paging)
+    users: list[User] = [row[0] for row in page.rows]
+    roles = _roles_of(session, itwin, [u.id for u in users])
+    return Page([(u, roles[u.id]) for u in users], paging, page.more, page.after)
+
+
+def _in_join_order(session: Session, stmt: Select[User, datetime], paging: Paging) -> Page[Any]:
+    """Members in the order they joined (by user id within one instant), by keyset behind the next links
+    (``ix_members_itwin_created``); rows are ``(User, joined)``."""
+    return fetch_keyset_page(
+        session,
+        cast("Select[Any]", stmt),
+        paging,
+        [Member.created_at, Member.user_id],
+        descending=False,
+        rows_of=lambda q: list(session.execute(q).all()),
+        key_of=lambda row: (row[1], row[0].id),
+    )
 
 
 def _user_member(session: Session, itwin: ITwin, member_id: str) -> tuple[Member, User, list[Role]]:
@@ -469,12 +484,12 @@ def remove_user_member(session: Session, user_id: str, itwin_id: str, member_id:
 def list_owners(session: Session, user_id: str, itwin_id: str, paging: Paging) -> Page[User]:
     itwin = _itwin(session, user_id, itwin_id, *_MEMBERS_READ)
     stmt = (
-        select(User)
+        select(User, Member.created_at)
         .join(Member, Member.user_id == User.id)
         .where(Member.itwin_id == itwin.id, Member.is_owner.is_(True))
-        .order_by(Member.created_at, Member.user_id)
     )
-    return fetch_page(session, stmt, paging)
+    page = _in_join_order(session, stmt, paging)
+    return Page([row[0] for row in page.rows], paging, page.more, page.after)
 
 
 def add_owner(session: Session, user_id: str, itwin_id: str, body: OwnerAdd) -> User:

@@ -189,6 +189,8 @@ class Member(Base):
     __table_args__ = (
         Index("ix_members_user_itwin", "user_id", "itwin_id"),
         Index("ix_members_user_created", "user_id", "itwin_created_at", "itwin_id"),
+        # An iTwin's members in the order they joined (the members lists).
+        Index("ix_members_itwin_created", "itwin_id", "created_at", "user_id"),
     )
     itwin_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("itwins.id", ondelete="CASCADE"), primary_key=True

@@ -31,6 +31,7 @@ def upgrade() -> None:
             "itwin_created_at", existing_type=twinbase.store.models.UTCDateTime(), nullable=False
         )
     op.create_index("ix_members_user_created", "members", ["user_id", "itwin_created_at", "itwin_id"])
+    op.create_index("ix_members_itwin_created", "members", ["itwin_id", "created_at", "user_id"])
     op.create_index("ix_itwins_number_lower", "itwins", [sa.text("lower(number)")])
     op.create_index("ix_itwins_display_name_lower", "itwins", [sa.text("lower(display_name)")])
     op.create_index("ix_itwins_display_name", "itwins", ["display_name"])
@@ -42,6 +43,7 @@ def downgrade() -> None:
     op.drop_index("ix_itwins_display_name", table_name="itwins")
     op.drop_index("ix_itwins_display_name_lower", table_name="itwins")
     op.drop_index("ix_itwins_number_lower", table_name="itwins")
+    op.drop_index("ix_members_itwin_created", table_name="members")
     op.drop_index("ix_members_user_created", table_name="members")
     with op.batch_alter_table("members") as batch:
         batch.drop_column("itwin_created_at")
