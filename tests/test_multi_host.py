@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +38,6 @@ from conftest import (
     Server,
     create_pg_database,
     drop_pg_database,
-    free_port,
     pg_url,
     start_server,
 )
@@ -51,40 +49,6 @@ from twinbase.tiles.glb_read import Glb, decode_meshopt, read_property_table
 
 SCRIPT_TIMEOUT = 120
 EXPORT_TIMEOUT = 60
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A redis-server of this test's own on a free port (Debian's package)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is required (Debian's redis-server package)")
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    client.close()
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @dataclass
