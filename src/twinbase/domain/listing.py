@@ -108,12 +108,6 @@ def continuation_token(skip: int, after: Sequence[str] | None = None) -> str:
     return base64.urlsafe_b64encode(check + body).decode("ascii").rstrip("=")
 
 
-def read_continuation_token(token: str) -> int | None:
-    """The row a token resumes at; ``None`` when the token is not one twinbase handed out."""
-    found = read_continuation(token)
-    return None if found is None else found[0]
-
-
 def read_continuation(token: str) -> tuple[int, tuple[str, ...] | None] | None:
     """The row a token resumes at and the sort key it resumes after; ``None`` when the token is not one
     twinbase handed out."""
