@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from PIL import Image
 
 from conftest import ROOT, Server, new_imodel, new_itwin
 from support.geometry_truth import Truth, export_truth, load_truth, make_geometry
+from support.node import run_json_driver
 from test_compat_itwins import _tool, ensure_node_modules
 from test_mesh_export_e2e import wait_complete
 
@@ -132,25 +132,7 @@ def screenshot_figures(path: Path) -> dict[str, float]:
 
 
 def run_driver(env: dict[str, str]) -> dict[str, Any]:
-    node = _tool("node")
-    try:
-        proc = subprocess.run(
-            [node, str(DRIVER)],
-            cwd=DRIVER.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=DRIVER_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{DRIVER.name} did not finish in {DRIVER_TIMEOUT} s: {exc.stdout!r} {exc.stderr!r}")
-    lines = proc.stdout.strip().splitlines()
-    try:
-        out: dict[str, Any] = json.loads(lines[-1])
-    except (ValueError, IndexError):
-        pytest.fail(f"{DRIVER.name} exited {proc.returncode} without its JSON:\n{proc.stdout}\n{proc.stderr}")
-    return out
+    return run_json_driver(_tool("node"), DRIVER, cwd=DRIVER.parent, env=env, timeout=DRIVER_TIMEOUT)
 
 
 def errors_in(console: Sequence[dict[str, str]]) -> list[dict[str, str]]:

@@ -20,9 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from conftest import SAMPLE_BIM, Server
+from support.node import run_node
 from test_compat_itwins import COMPAT, NPM_TIMEOUT, _tool, ensure_node_modules
 
 SCRIPT_TIMEOUT = 240
@@ -73,23 +72,7 @@ def run_compat_script(server: Server, script: str, **extra_env: str) -> str:
     env.pop("COMPAT_KEEP_GOING", None)
     env.pop("COMPAT_WORK_DIR", None)
     started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [node, str(COMPAT / script)],
-            cwd=COMPAT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=SCRIPT_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        partial = "\n".join(
-            out.decode(errors="replace") if isinstance(out, bytes) else out
-            for out in (exc.stdout, exc.stderr)
-            if out
-        )
-        pytest.fail(f"compat/{script} did not finish in {SCRIPT_TIMEOUT} s ({server.backend}):\n{partial}")
+    proc = run_node(node, COMPAT / script, cwd=COMPAT, env=env, timeout=SCRIPT_TIMEOUT)
     output = f"{proc.stdout}\n{proc.stderr}".strip()
     took = time.monotonic() - started
     where = f"{server.backend}, {took:.1f} s"

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Server
+from support.node import run_node
 
 COMPAT = ROOT / "compat"
 LOCK_FILE = COMPAT / "package-lock.json"
@@ -79,23 +80,7 @@ def test_itwins_client_1_6_1(server: Server) -> None:
         "TWINBASE_TOKEN_OTHER": server.token(f"compat-{run}-other"),
     }
     env.pop("COMPAT_KEEP_GOING", None)
-    try:
-        proc = subprocess.run(
-            [node, str(COMPAT / "itwins.mjs")],
-            cwd=COMPAT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=SCRIPT_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        partial = "\n".join(
-            out.decode(errors="replace") if isinstance(out, bytes) else out
-            for out in (exc.stdout, exc.stderr)
-            if out
-        )
-        pytest.fail(f"compat/itwins.mjs did not finish in {SCRIPT_TIMEOUT} s:\n{partial}")
+    proc = run_node(node, COMPAT / "itwins.mjs", cwd=COMPAT, env=env, timeout=SCRIPT_TIMEOUT)
     output = f"{proc.stdout}\n{proc.stderr}".strip()
     assert proc.returncode == 0, f"compat/itwins.mjs exited {proc.returncode} ({server.backend}):\n{output}"
     assert "all " in proc.stdout and "steps passed" in proc.stdout, output

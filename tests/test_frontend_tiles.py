@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +34,7 @@ import pytest
 
 from conftest import ROOT, Server, new_imodel, new_itwin
 from support.geometry_truth import Truth, export_truth, load_truth, make_geometry
+from support.node import run_json_driver
 from test_briefcases import acquire, push_changeset
 from test_cesium_itwin import Ground, chromium, errors_in, pick_targets, screenshot_figures
 from test_compat_itwins import _tool
@@ -98,25 +98,7 @@ def leaf_uris(tile: dict[str, Any]) -> set[str]:
 
 
 def run_driver(env: dict[str, str]) -> dict[str, Any]:
-    node = _tool("node")
-    try:
-        proc = subprocess.run(
-            [node, str(DRIVER)],
-            cwd=FRONTEND,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=DRIVER_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{DRIVER.name} did not finish in {DRIVER_TIMEOUT} s: {exc.stdout!r} {exc.stderr!r}")
-    lines = proc.stdout.strip().splitlines()
-    try:
-        out: dict[str, Any] = json.loads(lines[-1])
-    except (ValueError, IndexError):
-        pytest.fail(f"{DRIVER.name} exited {proc.returncode} without its JSON:\n{proc.stdout}\n{proc.stderr}")
-    return out
+    return run_json_driver(_tool("node"), DRIVER, cwd=FRONTEND, env=env, timeout=DRIVER_TIMEOUT)
 
 
 def query_of(url: str) -> dict[str, str]:

@@ -41,6 +41,7 @@ from conftest import (
     pg_url,
     start_server,
 )
+from support.node import run_node
 from test_compat_imodels import ensure_native_modules
 from test_compat_itwins import COMPAT, _tool
 from test_mesh_export_e2e import REPRESENTATION, fetch
@@ -150,23 +151,7 @@ def run_driver(a: Server, b: Server, token: str, result: Path) -> dict[str, Any]
         "MULTI_HOST_RESULT": str(result),
     }
     env.pop("COMPAT_KEEP_GOING", None)
-    try:
-        proc = subprocess.run(
-            [node, str(COMPAT / "multi-host.mjs")],
-            cwd=COMPAT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=SCRIPT_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        partial = "\n".join(
-            out.decode(errors="replace") if isinstance(out, bytes) else out
-            for out in (exc.stdout, exc.stderr)
-            if out
-        )
-        pytest.fail(f"compat/multi-host.mjs did not finish in {SCRIPT_TIMEOUT} s:\n{partial}")
+    proc = run_node(node, COMPAT / "multi-host.mjs", cwd=COMPAT, env=env, timeout=SCRIPT_TIMEOUT)
     output = f"{proc.stdout}\n{proc.stderr}".strip()
     print(output)
     assert proc.returncode == 0, f"compat/multi-host.mjs exited {proc.returncode}:\n{output}"
