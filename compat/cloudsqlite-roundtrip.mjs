@@ -6,6 +6,7 @@
 //     "uploads":   [{"container": "a", "dbName": "proj", "file": "/path/source.bim", "blockSize": "4M"}],
 //     "downloads": [{"container": "b", "dbName": "proj", "file": "/path/out.bim"}]}' node compat/cloudsqlite-roundtrip.mjs
 //
+// A job's own "baseUri" / "accessToken" override the spec's.
 // uploads: CloudSqlite.createCloudContainer (writeable), initializeContainer (an empty manifest; the container
 //          itself must already exist in the storage account), connect to a cache in `work`, then
 //          CloudSqlite.withWriteLock + CloudSqlite.uploadDb: exactly what the native writer puts on the wire.
@@ -25,7 +26,7 @@ const BLOCK_SIZES = { "4M": 4 * 1024 * 1024, "64K": 64 * 1024 };
 function containerOf(spec, job, writeable) {
   return CloudSqlite.createCloudContainer({
     storageType: spec.storageType ?? "azure",
-    baseUri: spec.baseUri,
+    baseUri: job.baseUri ?? spec.baseUri,
     containerId: job.container,
     accessToken: job.accessToken ?? spec.accessToken,
     writeable,

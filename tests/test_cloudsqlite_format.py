@@ -7,7 +7,8 @@ defect of a manifest, block splitting and naming.
 
 The native test: Azurite (the session fixture) holds two containers of the same real .bim, one written
 by twinbase (``write_container``, blobs uploaded as they are), one by the native library's own
-``CloudSqlite.uploadDb`` (compat/cloudsqlite-roundtrip.mjs). The native library downloads from both
+``CloudSqlite.uploadDb`` (compat/cloudsqlite-roundtrip.mjs); twinbase's folder is also served as plain
+files by a stdlib HTTP server with a made-up token. The native library downloads from all three
 (``CloudSqlite.transferDb("download")``, what V2CheckpointManager.downloadCheckpoint runs) and twinbase
 parses the native manifest. The direct CloudSqlite API takes the http Azurite endpoint as ``baseUri``
 (storageType "azure", a container SAS as the token); only core-backend's checkpoint code forces https.
@@ -15,14 +16,22 @@ parses the native manifest. The direct CloudSqlite API takes the http Azurite en
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import hashlib
+import http.server
 import json
 import os
 import random
+import shutil
 import sqlite3
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
@@ -379,6 +388,35 @@ def sqlite_content(path: Path) -> tuple[str, str]:
     return check, digest.hexdigest()
 
 
+class StaticContainers(http.server.SimpleHTTPRequestHandler):
+    """Plain GETs of the files under a folder, the query ignored; every request is recorded."""
+
+    seen: list[tuple[str, str, dict[str, str]]]
+
+    def translate_path(self, path: str) -> str:
+        return super().translate_path(urlsplit(path).path)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.seen.append((self.command, self.path, dict(self.headers)))
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    handler = type("Handler", (StaticContainers,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def test_native_library_reads_twinbase_containers_and_twinbase_reads_native_ones(
     azurite: Azurite, tmp_path: Path
 ) -> None:
@@ -407,6 +445,13 @@ def test_native_library_reads_twinbase_containers_and_twinbase_reads_native_ones
     for blob in sorted(folder.iterdir(), key=lambda p: p.name == MANIFEST_NAME):  # the manifest last
         ours.upload_blob(blob.name, blob.read_bytes())
 
+    # The same folder served as plain files under a path prefix (what a twinbase route would do), with a
+    # token that means nothing to Azure: the reader only GETs <baseUri>/<container>/<file>?<token>.
+    served = tmp_path / "served"
+    (served / "pre" / "fix").mkdir(parents=True)
+    shutil.copytree(folder, served / "pre" / "fix" / "served-container")
+    token = "tb=opaque&se=2030-01-01T00%3A00%3A00Z"
+
     out = tmp_path / "downloads"
     base_uri = f"http://127.0.0.1:{azurite.port}/{AZURITE_ACCOUNT}"
     downloads = {
@@ -420,16 +465,23 @@ def test_native_library_reads_twinbase_containers_and_twinbase_reads_native_ones
         native_name: container_sas(native_name, write=True),
         ours_name: container_sas(ours_name, write=False),
     }
-    spec = {
-        "baseUri": base_uri,
-        "work": str(tmp_path / "node"),
-        "uploads": [{"container": native_name, "dbName": "proj", "file": str(SOURCE),
-                     "accessToken": sas[native_name]}],
-        "downloads": [{"container": c, "dbName": db, "file": str(out / f"{key}.bim"), "accessToken": sas[c]}
-                      for key, (c, db) in downloads.items()],
-    }  # fmt: skip
-    env = {**os.environ, "CLOUDSQLITE_ROUNDTRIP": json.dumps(spec), "NO_PROXY": "127.0.0.1,localhost"}
-    proc = run_node(node, COMPAT / "cloudsqlite-roundtrip.mjs", cwd=COMPAT, env=env, timeout=SCRIPT_TIMEOUT)
+    with static_server(served) as (static_uri, seen):
+        spec = {
+            "baseUri": base_uri,
+            "work": str(tmp_path / "node"),
+            "uploads": [{"container": native_name, "dbName": "proj", "file": str(SOURCE),
+                         "accessToken": sas[native_name]}],
+            "downloads": [
+                *({"container": c, "dbName": db, "file": str(out / f"{key}.bim"), "accessToken": sas[c]}
+                  for key, (c, db) in downloads.items()),
+                {"container": "served-container", "dbName": "proj", "file": str(out / "served-proj.bim"),
+                 "baseUri": f"{static_uri}/pre/fix", "accessToken": f"?{token}"},
+            ],
+        }  # fmt: skip
+        env = {**os.environ, "CLOUDSQLITE_ROUNDTRIP": json.dumps(spec), "NO_PROXY": "127.0.0.1,localhost"}
+        proc = run_node(
+            node, COMPAT / "cloudsqlite-roundtrip.mjs", cwd=COMPAT, env=env, timeout=SCRIPT_TIMEOUT
+        )
     output = f"{proc.stdout}\n{proc.stderr}".strip()
     assert proc.returncode == 0, f"compat/cloudsqlite-roundtrip.mjs exited {proc.returncode}:\n{output}"
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -440,7 +492,7 @@ def test_native_library_reads_twinbase_containers_and_twinbase_reads_native_ones
     source_content = sqlite_content(SOURCE)
     assert source_content[0] == "ok"
     padded = BLOCK_SIZE * block_count(len(source_bytes))
-    for key in ("native-proj", "ours-proj", "ours-proj-copy"):
+    for key in ("native-proj", "ours-proj", "ours-proj-copy", "served-proj"):
         got = (out / f"{key}.bim").read_bytes()
         assert len(got) == padded, key
         assert got[: len(source_bytes)] == source_bytes, key
@@ -450,6 +502,18 @@ def test_native_library_reads_twinbase_containers_and_twinbase_reads_native_ones
     other = (out / "ours-long.bim").read_bytes()
     assert other[: OTHER.stat().st_size] == OTHER.read_bytes()
     assert (out / "ours-empty.bim").read_bytes() == b""  # a database of no blocks: an empty file
+
+    # What the reader asked the plain server: GETs only (a leading "?" of the token dropped), the
+    # manifest, then each block once; no Range, no Authorization.
+    prefix = "/pre/fix/served-container/"
+    proj_blocks = written.databases[0].block_ids
+    assert sorted(path for _, path, _ in seen) == sorted(
+        f"{prefix}{name}?{token}" for name in (MANIFEST_NAME, *(block_name(b) for b in proj_blocks))
+    )
+    assert {method for method, _, _ in seen} == {"GET"}
+    for _, _, headers in seen:
+        assert not {"Range", "Authorization"} & set(headers), headers
+        assert headers.get("x-ms-version"), headers
 
     # The native container, as twinbase reads it.
     blobs = {b.name: b.size for b in native.list_blobs()}
