@@ -32,6 +32,7 @@ import {
   SubCategoryAppearance,
 } from "@itwin/core-common";
 import { Box, Point3d, Range3d } from "@itwin/core-geometry";
+import { BackendIModelsAccess } from "@itwin/imodels-access-backend";
 
 import { assert, BASE, GUID, TAG, TOKEN, env, finish, http, newITwin, step } from "./lib/harness.mjs";
 
@@ -50,12 +51,24 @@ Logger.initializeToConsole();
 Logger.setLevelDefault(LogLevel.None);
 if (process.env.COMPAT_LOG) Logger.setLevel("BackendIModelsAccess", LogLevel.Info);
 
-const hubAccess = createTwinbaseHubAccess({
-  baseUrl: BASE,
-  getAccessToken: async () => TOKEN,
-  cacheDir: path.join(work, "checkpoints"),
+// TWINBASE_HUB=plain: Bentley's own BackendIModelsAccess, unmodified, pointed at twinbase's /imodels. It reads
+// checkpoints only as CloudSqlite containers from https://<storage>.blob.core.windows.net, so the site must
+// resolve that name to twinbase and the native library must trust its certificate (CLOUDSQLITE_CAINFO):
+// tests/test_checkpoint_cloudsqlite.py runs it so in a network namespace of its own. Otherwise: the adapter.
+const PLAIN = process.env.TWINBASE_HUB === "plain";
+const hubAccess = PLAIN
+  ? new BackendIModelsAccess({ api: { baseUrl: `${BASE}/imodels` } }) // its default Azure and Google storage
+  : createTwinbaseHubAccess({
+      baseUrl: BASE,
+      getAccessToken: async () => TOKEN,
+      cacheDir: path.join(work, "checkpoints"),
+    });
+await IModelHost.startup({
+  hubAccess,
+  cacheDir: path.join(work, "cache"),
+  // Calls core-backend makes without a token (pullChanges(), pushChanges() with none) ask IModelHost.
+  authorizationClient: { getAccessToken: async () => TOKEN },
 });
-await IModelHost.startup({ hubAccess, cacheDir: path.join(work, "cache") });
 // Offline machine: no waiting for the public GCS workspace on the first open.
 IModelHost.appWorkspace.settings.addDictionary(
   { name: "twinbase-e2e", priority: 200 },
@@ -111,6 +124,20 @@ async function openBriefcase(name) {
   const db = await BriefcaseDb.open({ fileName: props.fileName });
   open.push(db);
   return db;
+}
+
+/** A checkpoint answer once twinbase has made it (``successful``). */
+async function waitCheckpoint(url) {
+  let checkpoint;
+  for (let i = 0; i < 480; i++) {
+    const got = await http("GET", url);
+    assert.equal(got.status, 200, got.text);
+    checkpoint = got.json.checkpoint;
+    if (checkpoint.state !== "scheduled") break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  assert.equal(checkpoint.state, "successful", JSON.stringify(checkpoint));
+  return checkpoint;
 }
 
 // ------------------------------------------------------------------------------------------- steps
@@ -283,8 +310,36 @@ await step("a third briefcase downloaded now starts from a checkpoint and catche
   assert.deepEqual(await objects(c), await objects(state.a));
   c.close();
   await BriefcaseManager.deleteBriefcaseFiles(path.join(work, "C.bim"), TOKEN);
+  if (PLAIN) return "from a CloudSqlite container";
   const staged = fs.readdirSync(path.join(hubAccess.checkpointCacheDir, state.iModelId)).sort();
   return `staged checkpoints: ${staged.join(", ")}`;
+});
+
+await step("downloadBriefcase at every version: a checkpoint at or before it, then its changesets", async () => {
+  const seen = [];
+  for (const version of state.versions) {
+    const { changeset } = version;
+    const asOf = changeset.index === 0 ? { first: true } : { afterChangeSetId: changeset.id };
+    const name = `V${changeset.index}`;
+    const props = await BriefcaseManager.downloadBriefcase({
+      iTwinId: state.iTwinId,
+      iModelId: state.iModelId,
+      accessToken: TOKEN,
+      asOf,
+      briefcaseId: 0, // a pull-only briefcase: none to acquire and release
+      fileName: path.join(work, `${name}.bim`),
+    });
+    const db = await BriefcaseDb.open({ fileName: props.fileName, readonly: true });
+    try {
+      assert.deepEqual(db.changeset, changeset, `${name}: its changeset`);
+      if (changeset.index > 0) assert.deepEqual(await objects(db), version.objects, `${name}: objects`);
+    } finally {
+      db.close();
+    }
+    await BriefcaseManager.deleteBriefcaseFiles(props.fileName, TOKEN);
+    seen.push(`${changeset.index}`);
+  }
+  return `versions ${seen.join(", ")}`;
 });
 
 await step("read-only checkpoints at every version: twinbase's exact checkpoints open with SnapshotDb.openCheckpoint", async () => {
@@ -292,8 +347,14 @@ await step("read-only checkpoints at every version: twinbase's exact checkpoints
   // Newest first: each exact checkpoint is made by twinbase on request (replay from the nearest one).
   for (const version of [...state.versions].reverse()) {
     const { changeset } = version;
-    const staged = await hubAccess.prefetchExactCheckpoint({ iModelId: state.iModelId, changeset, accessToken: TOKEN });
-    assert.equal(staged.index, changeset.index);
+    if (PLAIN) {
+      // Attaching reads the exact checkpoint: ask twinbase for it (made on request) and wait until it is.
+      const made = await waitCheckpoint(`/imodels/${state.iModelId}/changesets/${changeset.index}/checkpoint`);
+      assert.ok(made.directoryAccessInfo, "the checkpoint is in the iModel's CloudSqlite container");
+    } else {
+      const staged = await hubAccess.prefetchExactCheckpoint({ iModelId: state.iModelId, changeset, accessToken: TOKEN });
+      assert.equal(staged.index, changeset.index);
+    }
     const db = await SnapshotDb.openCheckpoint({ iTwinId: state.iTwinId, iModelId: state.iModelId, changeset });
     try {
       assert.deepEqual(db.changeset, changeset, "the checkpoint's own changeset");
@@ -312,15 +373,19 @@ await step("read-only checkpoints at every version: twinbase's exact checkpoints
     body: { name: `v2 ${TAG}`, changesetId: state.versions[2].changeset.id },
   });
   assert.equal(nv.status, 201, nv.text);
-  let checkpoint;
-  for (let i = 0; i < 240; i++) {
-    checkpoint = (await http("GET", `/imodels/${state.iModelId}/namedversions/${nv.json.namedVersion.id}/checkpoint`)).json.checkpoint;
-    if (checkpoint.state !== "scheduled") break;
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  assert.equal(checkpoint.state, "successful", JSON.stringify(checkpoint));
+  const checkpoint = await waitCheckpoint(`/imodels/${state.iModelId}/namedversions/${nv.json.namedVersion.id}/checkpoint`);
   assert.equal(checkpoint.changesetIndex, 2);
   assert.equal(checkpoint.changesetId, state.versions[2].changeset.id);
+  // SnapshotDb.openCheckpoint at the named version's changeset.
+  const changeset = { id: checkpoint.changesetId, index: checkpoint.changesetIndex };
+  if (!PLAIN) await hubAccess.prefetchExactCheckpoint({ iModelId: state.iModelId, changeset, accessToken: TOKEN });
+  const db = await SnapshotDb.openCheckpoint({ iTwinId: state.iTwinId, iModelId: state.iModelId, changeset });
+  try {
+    assert.equal(db.changeset.index, 2);
+    assert.deepEqual(await objects(db), state.versions[2].objects, "objects at the named version");
+  } finally {
+    db.close();
+  }
   return seen.join(", ");
 });
 

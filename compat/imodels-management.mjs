@@ -287,12 +287,24 @@ await step("operations.getCreateIModelDetails: an empty iModel is created at onc
   assert.equal(details.clonedFrom ?? null, null);
 });
 
+// The test servers name a checkpoint storage account (tests/conftest.py): every checkpoint is also in the
+// iModel's CloudSqlite container, as an unmodified backend reads it (tests/test_checkpoint_containers.py).
+function assertContainer(cp, iModelId, what) {
+  const info = cp.directoryAccessInfo;
+  assert.ok(info, `${what}: directoryAccessInfo`);
+  assert.equal(info.storageType, "azure", `${what}: storageType`);
+  assert.equal(info.baseDirectory, `tb-${iModelId}`, `${what}: the iModel's container`);
+  assert.equal(info.baseUrl, `https://${info.storage}.blob.core.windows.net/tb-${iModelId}`, `${what}: baseUrl`);
+  assert.match(info.azure.sasToken, /(^|&)se=\d{4}-\d\d-\d\dT\d\d%3A\d\d%3A\d\dZ(&|$)/, `${what}: an se= expiry`);
+  assert.equal(cp.dbName, `${cp.changesetId || "baseline"}.bim`, `${what}: dbName`);
+}
+
 await step("checkpoints.getSingle(changesetIndex 0): the seed baseline, downloadable", async () => {
   const cp = await client.checkpoints.getSingle({ ...auth, iModelId: s.alpha.id, changesetIndex: 0 });
   assert.equal(cp.changesetIndex, 0);
   assert.equal(cp.changesetId, "");
   assert.equal(cp.state, "successful");
-  assert.equal(cp.directoryAccessInfo, null, "no CloudSqlite container: V1 download only");
+  assertContainer(cp, s.alpha.id, "changeset 0");
   assert.ok(cp._links.download?.href, "download link");
   const resp = await fetch(cp._links.download.href);
   assert.equal(resp.status, 200);
@@ -528,7 +540,7 @@ await step("checkpoints: by changeset id/index, named version, latest; regenerat
     assert.equal(cp.changesetIndex, index, `${what}: changesetIndex`);
     assert.equal(cp.changesetId, s.changesets[index - 1].id, `${what}: changesetId`);
     assert.equal(cp.dbName, `${s.changesets[index - 1].id}.bim`, `${what}: dbName`);
-    assert.equal(cp.directoryAccessInfo, null, `${what}: no CloudSqlite container (V1 download only)`);
+    assertContainer(cp, base.iModelId, what);
     assert.ok(cp._links.download?.href, `${what}: a successful checkpoint is downloadable`);
     const bytes = Buffer.from(await (await fetch(cp._links.download.href)).arrayBuffer());
     assert.equal(bytes.length, cp.size, `${what}: size`);

@@ -310,6 +310,9 @@ class ServerPool:
             # Likewise the per-user briefcase limit (tests/test_shared_state.py tests it): the quota
             # tests acquire a user's 100 briefcases at once.
             env["TWINBASE_BRIEFCASE_ACQUISITIONS_PER_MINUTE"] = "0"
+            # Checkpoints answer their CloudSqlite container (tests/test_checkpoint_containers.py), so
+            # every client test reads that part of the answer too.
+            env["TWINBASE_CHECKPOINT_STORAGE_ACCOUNT"] = CHECKPOINT_STORAGE_ACCOUNT
             found = running_server(backend, self.tmp_path_factory, **env)
             found.__enter__()
             self.running[(backend, blob_backend)] = found
@@ -403,6 +406,7 @@ def new_itwin(client: httpx.Client, **fields: Any) -> dict[str, Any]:
 
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+CHECKPOINT_STORAGE_ACCOUNT = "twinbasetest"
 SAMPLE_BIM = SHARED_DATA / "bim" / "imodelnative_test.bim"
 
 

@@ -619,7 +619,7 @@ def test_checkpoints(chain: dict[str, Any]) -> None:
     assert baseline.status_code == 200, baseline.text
     cp = baseline.json()["checkpoint"]
     assert cp["changesetIndex"] == 0 and cp["changesetId"] == "" and cp["state"] == "successful"
-    assert cp["directoryAccessInfo"] is None and cp["size"] > 0
+    assert cp["directoryAccessInfo"]["baseDirectory"] == f"tb-{iid}" and cp["size"] > 0
     link = cp["_links"]["download"]
     assert link["storageType"] == "azure"
     first_byte = httpx.get(link["href"], headers={"Range": "bytes=0-0"})

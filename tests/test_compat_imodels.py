@@ -57,8 +57,9 @@ def ensure_native_modules() -> None:
     )
 
 
-def run_compat_script(server: Server, script: str, **extra_env: str) -> str:
-    """Run ``node compat/<script>`` against ``server`` with two fresh users; fail on a non-zero exit."""
+def run_compat_script(server: Server, script: str, *, wrap: tuple[str, ...] = (), **extra_env: str) -> str:
+    """Run ``node compat/<script>`` against ``server`` with two fresh users; fail on a non-zero exit.
+    ``wrap``: the command that runs node (``ip netns exec <name>``)."""
     node = _tool("node")
     ensure_native_modules()
     run = uuid.uuid4().hex[:8]
@@ -72,7 +73,7 @@ def run_compat_script(server: Server, script: str, **extra_env: str) -> str:
     env.pop("COMPAT_KEEP_GOING", None)
     env.pop("COMPAT_WORK_DIR", None)
     started = time.monotonic()
-    proc = run_node(node, COMPAT / script, cwd=COMPAT, env=env, timeout=SCRIPT_TIMEOUT)
+    proc = run_node(node, COMPAT / script, cwd=COMPAT, env=env, timeout=SCRIPT_TIMEOUT, wrap=wrap)
     output = f"{proc.stdout}\n{proc.stderr}".strip()
     took = time.monotonic() - started
     where = f"{server.backend}, {took:.1f} s"

@@ -1,7 +1,7 @@
 """The official ``@itwin/itwins-client`` (npm, pinned in compat/package.json) against the live server.
 
 ``compat/itwins.mjs`` drives the unchanged client and asserts every answer; this test installs the
-locked packages (``npm ci``, only when ``compat/node_modules`` is missing or older than the lock file)
+locked packages (``npm ci``, only when ``compat/node_modules`` is missing or differs from the lock file)
 and runs the script against the ``server`` fixture. Node.js and npm are required: without them the
 test fails, it never skips.
 """
@@ -9,6 +9,7 @@ test fails, it never skips.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -36,9 +37,22 @@ def _tool(name: str) -> str:
 
 
 def _install_needed() -> bool:
+    """Whether what is installed differs from the lock file, by content: a fresh checkout or worktree
+    (whose lock file is newer than any install) must not reinstall a ``node_modules`` it shares."""
     if not INSTALLED_MARKER.exists():
         return True
-    return INSTALLED_MARKER.stat().st_mtime < LOCK_FILE.stat().st_mtime
+    wanted = json.loads(LOCK_FILE.read_text())["packages"]
+    installed = json.loads(INSTALLED_MARKER.read_text()).get("packages", {})
+    for name, entry in wanted.items():
+        if not name:
+            continue  # the project itself
+        have = installed.get(name)
+        if have is None:
+            if not entry.get("optional"):  # optional ones for other platforms are never installed
+                return True
+        elif have.get("version") != entry.get("version"):
+            return True
+    return False
 
 
 def ensure_node_modules() -> None:
@@ -71,7 +85,7 @@ def ensure_node_modules() -> None:
 
 def test_itwins_client_1_6_1(server: Server) -> None:
     node = _tool("node")
-    ensure_node_modules()  # a no-op once node_modules is newer than the lock file
+    ensure_node_modules()  # a no-op once node_modules holds what the lock file names
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,

@@ -290,7 +290,7 @@ def test_checkpoints(server: Server) -> None:
             assert (
                 cp["changesetIndex"] == index
                 and cp["changesetId"] == (pushed[1]["id"] if index else "")
-                and cp["directoryAccessInfo"] is None
+                and cp["directoryAccessInfo"]["storageType"] == "azure"
                 and cp["state"] == "successful"
             )
             if index == 0:

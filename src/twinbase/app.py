@@ -16,6 +16,7 @@ from twinbase.api import (
     blobs,
     briefcases,
     changesets,
+    containers,
     export_connections,
     identity,
     images,
@@ -194,7 +195,7 @@ def create_app(settings: Settings, *, services: Services | None = None, migrate:
     # The hottest routes first (Starlette tries them in order). Where a literal segment shares a
     # position with an id, the literal's module comes first (``/imodels/favorites`` before
     # ``/imodels/{id}``) or the id is typed (``{itwin_id:itwinid}`` cannot be ``exports``).
-    itwin_apis = [itwins, itwin_exports, repositories, images, accesscontrol, identity, blobs]
+    itwin_apis = [itwins, itwin_exports, repositories, images, accesscontrol, identity, blobs, containers]
     imodel_apis = [
         imodel_ops,
         imodels,

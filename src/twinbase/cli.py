@@ -39,6 +39,26 @@ def _check_keys(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
+def _check_tls(settings: Settings) -> None:
+    """A certificate and key that do not load stop ``serve`` with one line (uvicorn would print a
+    traceback per worker)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert_file, settings.tls_key_file
+        )
+    except (OSError, ssl.SSLError) as exc:
+        err.print(
+            f"serve: the TLS certificate {settings.tls_cert_file} and key {settings.tls_key_file} "
+            f"cannot be used: {exc}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+
+
 def _check_redis(settings: Settings) -> None:
     """A configured Redis that cannot be reached stops ``serve`` (the processes would each keep their
     own limits and cache, which is what Redis was configured to prevent)."""
@@ -76,6 +96,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_keys(settings)
+    _check_tls(settings)
     _check_redis(settings)
     upgrade(settings.database_url)
     # Workers rebuild the settings from the environment, so pass the resolved values down.
@@ -83,7 +104,9 @@ def serve(
     os.environ["TWINBASE_DATABASE_URL"] = settings.database_url
     os.environ["TWINBASE_WORKERS"] = str(settings.workers)  # the read cache depends on it
     os.environ["_TWINBASE_MIGRATED"] = "1"  # migrated once above; worker processes skip it
-    err.print(f"[bold]twinbase[/] on http://{settings.host}:{settings.port}  data: {settings.data_dir}")
+    tls = settings.tls_cert_file is not None
+    scheme = "https" if tls else "http"
+    err.print(f"[bold]twinbase[/] on {scheme}://{settings.host}:{settings.port}  data: {settings.data_dir}")
     uvicorn.run(
         "twinbase.asgi:app",
         factory=True,
@@ -93,6 +116,8 @@ def serve(
         log_level="warning",
         access_log=False,
         proxy_headers=True,
+        ssl_certfile=str(settings.tls_cert_file) if tls else None,
+        ssl_keyfile=str(settings.tls_key_file) if tls else None,
     )
 
 

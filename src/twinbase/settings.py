@@ -197,6 +197,21 @@ class Settings(BaseModel):
         description="Mesh Export: whether the job that plans a split export also makes tile jobs (on its "
         "host's cores) while it waits for them; false leaves them all to the other workers.",
     )
+    checkpoint_storage_account: str = Field(
+        default="",
+        description="The `<storage>` of `https://<storage>.blob.core.windows.net`, where an unmodified "
+        "iTwin.js backend fetches checkpoints as CloudSqlite containers (core-backend fixes the host): "
+        "the site points that DNS name at twinbase (README, Checkpoints for an unmodified backend). Empty: "
+        "checkpoints answer `directoryAccessInfo: null` (plain `.bim` download links only), as the backend "
+        "would otherwise send its requests and tokens to Microsoft's host of that name.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) `twinbase serve` answers HTTPS with, e.g. one for "
+        "`<checkpoint_storage_account>.blob.core.windows.net` and twinbase's own name; unset: plain HTTP "
+        "(behind the site's TLS proxy).",
+    )
+    tls_key_file: Path | None = Field(default=None, description="The private key of `tls_cert_file` (PEM).")
     native_brep_facets: bool = Field(
         default=False,
         description="Mesh Parasolid B-reps stored without facets with the iTwin.js native library (node and "
@@ -212,6 +227,12 @@ class Settings(BaseModel):
         if self.blob_dir is None:
             self.blob_dir = self.data_dir / "blobs"
         self.public_url = self.public_url.rstrip("/")
+        account = self.checkpoint_storage_account
+        if account and not re.fullmatch(r"[a-z0-9]{3,24}", account):
+            # An Azure storage account name: the backend puts it into a host name unescaped.
+            raise ValueError("checkpoint_storage_account: 3 to 24 lowercase letters and digits")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
         if self.blob_backend == "azure":
             if not self.azure_connection_string:
                 raise ValueError("blob_backend 'azure' needs azure_connection_string")

@@ -14,12 +14,19 @@ import pytest
 
 
 def run_node(
-    node: str, script: Path, *, cwd: Path, env: dict[str, str], timeout: float
+    node: str,
+    script: Path,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    wrap: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """``node script`` in ``cwd``; a timeout fails the test with the partial output."""
+    """``node script`` in ``cwd`` (run through ``wrap``, e.g. ``ip netns exec <name>``); a timeout fails
+    the test with the partial output."""
     try:
         return subprocess.run(
-            [node, str(script)],
+            [*wrap, node, str(script)],
             cwd=cwd,
             env=env,
             capture_output=True,

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from twinbase.api import schemas as s
+from twinbase.api.changesets import checkpoint_response
 from twinbase.api.deps import Ctx
 from twinbase.api.http import JSON, collection, no_content, parse_body, prefer
 from twinbase.api.openapi import PREFER, Op, Param, api_docs, order_by, paging, string
 from twinbase.api.routing import Body, both, query_params
 from twinbase.domain import briefcases as domain
-from twinbase.domain import checkpoints
 from twinbase.errors import INVALID_IMODELS, RateLimitExceeded
 
 router = APIRouter()
@@ -58,8 +58,7 @@ def list_briefcases(ctx: Ctx, imodel_id: str, request: Request) -> Response:
 def briefcase_checkpoint(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.write() as session:  # a tip without its checkpoint yet schedules it
         cp = domain.latest_checkpoint(session, ctx.svc.jobs, ctx.principal, imodel_id)
-        download = ctx.svc.storage_link(ctx.base, cp.blob_key)
-        answer = JSON({"checkpoint": checkpoints.to_wire(cp, download)})
+        answer = checkpoint_response(ctx, cp)
     ctx.svc.jobs.wake()
     return answer
 

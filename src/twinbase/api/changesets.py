@@ -17,7 +17,7 @@ from twinbase.api.deps import Context, Ctx
 from twinbase.api.http import JSON, collection, parse_body, prefer
 from twinbase.api.openapi import PREFER, Link, Op, Param, api_docs, integer, order_by, paging
 from twinbase.api.routing import Body, both, query_params
-from twinbase.domain import access, checkpoints, imodels
+from twinbase.domain import access, checkpoints, containers, imodels
 from twinbase.domain import changesets as domain
 from twinbase.errors import INVALID_IMODELS
 from twinbase.store.models import Changeset, Checkpoint
@@ -42,8 +42,19 @@ def _push_answer(wire: dict[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_response(ctx: Context, checkpoint: Checkpoint) -> Response:
+    """Every checkpoint answer: the plain ``.bim`` link, and the CloudSqlite container it is in when the
+    site named the storage account an unmodified backend fetches containers from."""
     download = ctx.svc.storage_link(ctx.base, checkpoint.blob_key)
-    return JSON({"checkpoint": checkpoints.to_wire(checkpoint, download)})
+    settings = ctx.svc.settings
+    directory = None
+    if settings.checkpoint_storage_account and checkpoint.blocks is not None:
+        directory = containers.directory_access(
+            settings.checkpoint_storage_account,
+            ctx.svc.signer,
+            checkpoint.imodel_id,
+            settings.signed_url_lifetime_seconds,
+        )
+    return JSON({"checkpoint": checkpoints.to_wire(checkpoint, download, directory)})
 
 
 # -------------------------------------------------------------------------------------- changesets

@@ -351,6 +351,21 @@ class CheckpointError(Wire):
     message: str
 
 
+class AzureAccess(Wire):
+    sasToken: str
+
+
+class DirectoryAccessInfo(Wire):
+    """Where the checkpoint is as a CloudSqlite container: the backend fetches
+    ``https://{storage}.blob.core.windows.net/{baseDirectory}/manifest.bcv?{azure.sasToken}``."""
+
+    baseUrl: str
+    baseDirectory: str
+    storage: str
+    storageType: str
+    azure: AzureAccess
+
+
 class Checkpoint(Wire):
     """The file at exactly one changeset: ``scheduled`` while twinbase makes it, ``successful`` with
     a download link, ``failed`` with ``error`` (a twinbase addition: why it could not be made)."""
@@ -360,7 +375,7 @@ class Checkpoint(Wire):
     size: int
     state: str
     dbName: str
-    directoryAccessInfo: dict[str, Any] | None
+    directoryAccessInfo: DirectoryAccessInfo | None
     containerAccessInfo: dict[str, Any] | None
     error: CheckpointError | None = None
     links: dict[str, StorageLink | None] = Field(alias="_links")

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from twinbase.bim.changeset import ChangesetFile, ChangesetFormatError
 from twinbase.bim.identity import BimFormatError
 from twinbase.bim.replay import ReplayError, apply_changeset, make_checkpoint, open_for_replay, replay
-from twinbase.domain import summaries
+from twinbase.domain import containers, summaries
 from twinbase.domain.imodels import FileServices
 from twinbase.errors import BlobNotFound, CheckpointNotFound
 from twinbase.jobs.context import JobContext
@@ -265,6 +265,7 @@ class MadeCheckpoint:
     size: int
     # The models of the elements the changeset updated, read from the file it made (signed ids).
     updated_models: dict[int, int]
+    blocks: bytes  # its CloudSqlite block ids (domain.containers)
 
 
 def next_checkpoint(
@@ -311,7 +312,8 @@ def next_checkpoint(
             changeset_index=index,
         )
         info = svc.blobs.upload_from(key, work)
-    return MadeCheckpoint(index, changeset_id, key, info.size, updated_models)
+        blocks = containers.store_blocks(svc.blobs, imodel_id, work)
+    return MadeCheckpoint(index, changeset_id, key, info.size, updated_models, blocks)
 
 
 def record_made(session: Session, made: MadeCheckpoint, imodel_id: str, *, pinned: str | None) -> None:
@@ -328,6 +330,7 @@ def record_made(session: Session, made: MadeCheckpoint, imodel_id: str, *, pinne
             pinned=pinned,
             created_at=now,
             used_at=now,
+            blocks=made.blocks,
         )
     )
 
@@ -369,6 +372,7 @@ def materialize(svc: FileServices, imodel_id: str, index: int, ctx: JobContext |
                 changeset_index=index,
             )
             info = svc.blobs.upload_from(key, work)
+            blocks = containers.store_blocks(svc.blobs, imodel_id, work)
     except (ChangesetFormatError, BimFormatError, CheckpointUnmakeable) as exc:
         _finish_failed(svc, imodel_id, index, str(exc), ctx)
         return
@@ -382,12 +386,13 @@ def materialize(svc: FileServices, imodel_id: str, index: int, ctx: JobContext |
             gone = True
         elif row.state == SCHEDULED:
             now = utcnow()
-            row.state, row.size, row.error, row.created_at, row.used_at = (
+            row.state, row.size, row.error, row.created_at, row.used_at, row.blocks = (
                 SUCCESSFUL,
                 info.size,
                 None,
                 now,
                 now,
+                blocks,
             )
             base = session.get(Checkpoint, (imodel_id, the_plan.base_index))
             if base is not None:
@@ -468,18 +473,23 @@ def register(svc: FileServices) -> None:
 # ------------------------------------------------------------------------------------------ wire
 
 
-def to_wire(checkpoint: Checkpoint, download: dict[str, str] | None) -> dict[str, Any]:
-    """``directoryAccessInfo`` stays null: twinbase serves plain (V1) .bim checkpoints, not CloudSqlite.
-    Only a successful checkpoint has a download link; a failed one says why in ``error``."""
+def to_wire(
+    checkpoint: Checkpoint, download: dict[str, str] | None, directory: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``directoryAccessInfo``: where the checkpoint is as a CloudSqlite container
+    (``containers.directory_access``), null when it is not one or the site serves none; the plain
+    ``.bim`` link (``_links.download``) stays for every other client. Only a successful checkpoint has
+    either; a failed one says why in ``error``."""
+    successful = checkpoint.state == SUCCESSFUL
     wire: dict[str, Any] = {
         "changesetId": checkpoint.changeset_id,
         "changesetIndex": checkpoint.changeset_index,
         "size": checkpoint.size,
         "state": checkpoint.state,
-        "dbName": f"{checkpoint.changeset_id or 'baseline'}.bim",
-        "directoryAccessInfo": None,
+        "dbName": containers.db_name(checkpoint.changeset_id),
+        "directoryAccessInfo": directory if successful else None,
         "containerAccessInfo": None,
-        "_links": {"download": download if checkpoint.state == SUCCESSFUL else None},
+        "_links": {"download": download if successful else None},
     }
     if checkpoint.state == FAILED:
         wire["error"] = {"code": "CheckpointGenerationFailed", "message": checkpoint.error or "Unknown."}

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from twinbase.bim.identity import BimFormatError, read_identity, stamp
 from twinbase.bim.seed import SeedMissing, write_empty_seed
-from twinbase.domain import access, uploads
+from twinbase.domain import access, containers, uploads
 from twinbase.domain.itwins import iso
 from twinbase.domain.listing import (
     BadOrderBy,
@@ -328,6 +328,7 @@ def store_baseline(svc: FileServices, session: Session, imodel: IModel, path: Pa
 class StagedBaseline:
     size: int
     sha256: str
+    blocks: bytes  # its CloudSqlite block ids (domain.containers)
 
 
 def stage_baseline(svc: FileServices, imodel_id: str, path: Path) -> StagedBaseline:
@@ -335,7 +336,8 @@ def stage_baseline(svc: FileServices, imodel_id: str, path: Path) -> StagedBasel
     the checkpoint until ``record_baseline`` commits, and the baseline key is the iModel's own)."""
     info = svc.blobs.upload_from(checkpoint_key(imodel_id, 0), path)
     svc.blobs.upload_from(baseline_key(imodel_id), path)
-    return StagedBaseline(size=info.size, sha256=file_sha256(path))
+    blocks = containers.store_blocks(svc.blobs, imodel_id, path)
+    return StagedBaseline(size=info.size, sha256=file_sha256(path), blocks=blocks)
 
 
 def record_baseline(session: Session, imodel: IModel, staged: StagedBaseline, user_id: str) -> None:
@@ -359,6 +361,7 @@ def record_baseline(session: Session, imodel: IModel, staged: StagedBaseline, us
             blob_key=checkpoint_key(imodel.id, 0),
             size=size,
             pinned="baseline",
+            blocks=staged.blocks,
         )
     )
     session.flush()

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -496,6 +497,9 @@ class Checkpoint(Base):
     pinned: Mapped[str | None] = mapped_column(String(16))
     # Last time it was served or replayed from: the least recently used unpinned ones go first.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Its CloudSqlite block ids (16 bytes each, in file order; ``domain.containers``): the database
+    # the iModel's container manifest lists for it. NULL: no container (made before containers were).
+    blocks: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Briefcase(Base):

@@ -8,6 +8,7 @@
     imodels/<imodelId>/baseline.bim                 the completed baseline file
     imodels/<imodelId>/checkpoints/<index>.bim      checkpoints
     imodels/<imodelId>/changesets/<csId>.cs         completed changesets
+    imodels/<imodelId>/container/<BLOCKID>.bcv      CloudSqlite blocks of its checkpoints (content-addressed)
     imodels/<imodelId>/thumbnail-<size>.png         thumbnails
     uploads/<final key>                             where an upload link writes, until completion
     staging/<sha1(key)>/<sha1(block id)>            Put Block parts before their Put Block List
@@ -102,6 +103,15 @@ def checkpoint_of(imodel_id: str, index: int, changeset_id: str) -> str:
     """A checkpoint made by a completion: named by its changeset too, as racing completions on one
     parent each make their own before one of them wins."""
     return f"{imodel_prefix(imodel_id)}/checkpoints/{index}-{changeset_id}.bim"
+
+
+def container_prefix(imodel_id: str) -> str:
+    """The iModel's CloudSqlite container: the blocks of every checkpoint, shared where identical."""
+    return f"{imodel_prefix(imodel_id)}/container"
+
+
+def container_block(imodel_id: str, block_name: str) -> str:
+    return f"{container_prefix(imodel_id)}/{block_name}"
 
 
 def changeset(imodel_id: str, changeset_id: str) -> str:

@@ -129,3 +129,9 @@ class UrlSigner:
             return False
         prefix = "/".join(segments[: int(depth)])
         return hmac.compare_digest(self.signature(prefix, int(expires), perm, scope="d"), sig)
+
+    def verify_prefix(self, prefix: str, expires: int, sig: str | None, now: float | None = None) -> bool:
+        """A read signature over every key under ``prefix`` (``prefix_query``'s), unexpired."""
+        if not sig or not sig.isascii() or expires < (now or time.time()):
+            return False
+        return hmac.compare_digest(self.signature(prefix, expires, "r", scope="d"), sig)

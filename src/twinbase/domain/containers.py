@@ -1,0 +1,144 @@
+"""Checkpoints as CloudSqlite containers, the only form an unmodified iTwin.js 5.x backend downloads or
+attaches (reference ``cloudsqlite-checkpoints.md``).
+
+Every iModel has one container, named ``tb-<iModelId>`` (``container_name``): one database per stored
+checkpoint, named as the checkpoint's ``dbName``, whose blocks are the checkpoint file cut into 4 MiB
+blocks (``bim.cloudsqlite``). Block ids are content-addressed, so a block that several checkpoints share
+is stored once (``store_blocks`` skips the ones already there), and the same id never names different
+bytes, which the backend's block cache relies on across containers.
+
+The manifest is never stored: ``manifest`` composes it from the checkpoint rows that hold block lists,
+so it always lists exactly the checkpoints the API answers, with no write to race on. The blocks are
+written before the row that names them commits, so a manifest never lists a block that is not there.
+
+Access: ``directory_access`` answers the platform's ``directoryAccessInfo``; its ``azure.sasToken`` is
+twinbase's own read-only token for the container (``sp=r``, an ``se=`` expiry in ISO form as the backend
+parses it, ``sig``: an HMAC with the URL-signing key over the container's blob prefix and the expiry),
+checked by ``token_valid``. The backend then fetches
+``https://<checkpoint_storage_account>.blob.core.windows.net/<container>/<file>?<token>``, which the site
+resolves to twinbase (``api.containers``).
+
+Blocks of checkpoints evicted or deleted stay until the iModel is deleted (no collection yet).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from twinbase.bim.cloudsqlite import (
+    BLOCK_SIZE,
+    ID_BYTES,
+    Manifest,
+    ManifestDatabase,
+    block_name,
+    compose_manifest,
+    split_file,
+)
+from twinbase.errors import BlobNotFound
+from twinbase.store.blobs import BlobStore, UrlSigner
+from twinbase.store.blobs import keys as blob_keys
+from twinbase.store.models import Checkpoint
+
+CONTAINER_PREFIX = "tb-"
+_CONTAINER = re.compile(r"^tb-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+#: The Azure REST version the token names (the one the native library sends in ``x-ms-version``).
+SAS_VERSION = "2020-10-02"
+MANIFEST = "manifest.bcv"
+
+
+def container_name(imodel_id: str) -> str:
+    return f"{CONTAINER_PREFIX}{imodel_id}"
+
+
+def imodel_of(container: str) -> str | None:
+    """The iModel id a container name stands for; None when it is not one of twinbase's."""
+    found = _CONTAINER.match(container)
+    return found.group(1) if found else None
+
+
+def db_name(changeset_id: str) -> str:
+    """The checkpoint's database in the container, also the API's ``dbName``."""
+    return f"{changeset_id or 'baseline'}.bim"
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def store_blocks(blobs: BlobStore, imodel_id: str, path: Path) -> bytes:
+    """Store the file's blocks in the iModel's container (those not there already) and answer their ids
+    in file order, concatenated: the checkpoint row's ``blocks``."""
+    ids = bytearray()
+    for block_id, data in split_file(path):
+        key = blob_keys.container_block(imodel_id, block_name(block_id))
+        try:
+            blobs.stat(key)
+        except BlobNotFound:
+            # Content-addressed: a concurrent writer of the same key writes the same bytes.
+            blobs.put(key, [data])
+        ids += block_id
+    return bytes(ids)
+
+
+def manifest(session: Session, imodel_id: str) -> bytes:
+    """The container's ``manifest.bcv``: one database per successful checkpoint with blocks, its id the
+    changeset index + 1 (stable, ascending, as the format requires)."""
+    rows = session.execute(
+        select(Checkpoint.changeset_index, Checkpoint.changeset_id, Checkpoint.blocks)
+        .where(
+            Checkpoint.imodel_id == imodel_id,
+            Checkpoint.state == "successful",
+            Checkpoint.blocks.is_not(None),
+        )
+        .order_by(Checkpoint.changeset_index)
+    ).all()
+    databases = tuple(
+        ManifestDatabase(id=index + 1, name=db_name(changeset_id), block_ids=_ids(blocks or b""))
+        for index, changeset_id, blocks in rows
+    )
+    return compose_manifest(Manifest(block_size=BLOCK_SIZE, databases=databases))
+
+
+def _ids(blocks: bytes) -> tuple[bytes, ...]:
+    return tuple(bytes(blocks[i : i + ID_BYTES]) for i in range(0, len(blocks), ID_BYTES))
+
+
+# -------------------------------------------------------------------------------------------- access
+
+
+def sas_token(signer: UrlSigner, imodel_id: str, lifetime: int, now: float | None = None) -> str:
+    expires = int((now if now is not None else time.time()) + lifetime)
+    stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sig = signer.signature(blob_keys.container_prefix(imodel_id), expires, "r", scope="d")
+    return f"sv={SAS_VERSION}&sr=c&sp=r&se={quote(stamp, safe='')}&sig={sig}"
+
+
+def token_valid(signer: UrlSigner, imodel_id: str, params: dict[str, str], now: float | None = None) -> bool:
+    """Whether the query of a container request carries an unexpired token for this container."""
+    try:
+        expires = datetime.strptime(params.get("se", ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    if params.get("sp") != "r":
+        return False
+    prefix = blob_keys.container_prefix(imodel_id)
+    return signer.verify_prefix(prefix, int(expires.timestamp()), params.get("sig"), now=now)
+
+
+def directory_access(storage: str, signer: UrlSigner, imodel_id: str, lifetime: int) -> dict[str, Any]:
+    """The checkpoint answer's ``directoryAccessInfo``: where the backend finds the container."""
+    container = container_name(imodel_id)
+    return {
+        "baseUrl": f"https://{storage}.blob.core.windows.net/{container}",
+        "baseDirectory": container,
+        "storage": storage,
+        "storageType": "azure",
+        "azure": {"sasToken": sas_token(signer, imodel_id, lifetime)},
+    }

@@ -1,0 +1,169 @@
+"""Checkpoints as CloudSqlite containers, read over HTTP the way the native library reads them.
+
+Every checkpoint twinbase makes is also cut into 4 MiB content-addressed blocks in the iModel's container
+``tb-<iModelId>``; the checkpoint answer names it in ``directoryAccessInfo`` (when the site named the
+storage account), and ``GET /tb-<id>/manifest.bcv?<token>`` and ``GET /tb-<id>/<BLOCKID>.bcv?<token>``
+serve it. Here the manifest is parsed with the documented layout and the blocks put back together must be
+the checkpoint's ``.bim``, byte for byte; the unmodified iTwin.js backend reading them is
+tests/test_checkpoint_cloudsqlite.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from conftest import (
+    CHECKPOINT_STORAGE_ACCOUNT,
+    Server,
+    assert_error,
+    new_imodel,
+    new_itwin,
+    running_server,
+)
+from test_checkpoints import baseline_copy, push_file, readonly_chain, wait_checkpoint
+from twinbase.bim.cloudsqlite import BLOCK_SIZE, block_name, parse_manifest
+from twinbase.domain import containers
+from twinbase.store.blobs import LocalBlobStore, UrlSigner
+from twinbase.store.blobs import keys as blob_keys
+
+
+def fetch_container(server: Server, info: dict[str, str], db_name: str) -> tuple[bytes, list[str]]:
+    """The database ``db_name`` of the container, put together from its blocks as the native reader
+    does, and the names of the manifest's databases."""
+    token = info["azure"]["sasToken"]
+    base = f"{server.base_url}/{info['baseDirectory']}"
+    resp = httpx.get(f"{base}/manifest.bcv?{token}", timeout=30)
+    assert resp.status_code == 200, resp.text
+    manifest = parse_manifest(resp.content)
+    assert manifest.block_size == BLOCK_SIZE
+    databases = {db.name: db for db in manifest.databases}
+    body = bytearray()
+    for block_id in databases[db_name].block_ids:
+        block = httpx.get(f"{base}/{block_name(block_id)}?{token}", timeout=30)
+        assert block.status_code == 200, block.text
+        assert len(block.content) == BLOCK_SIZE  # zero-padded, as the native writer stores them
+        body += block.content
+    return bytes(body), [db.name for db in manifest.databases]
+
+
+def download(url: str) -> bytes:
+    resp = httpx.get(url, timeout=60)
+    assert resp.status_code == 200
+    return resp.content
+
+
+def test_checkpoint_is_served_as_a_cloudsqlite_container(server: Server) -> None:
+    client = server.user()
+    itwin = new_itwin(client)
+    imodel = new_imodel(client, itwin["id"])
+    checkpoint = wait_checkpoint(client, f"/imodels/{imodel['id']}/changesets/0/checkpoint")
+
+    info = checkpoint["directoryAccessInfo"]
+    container = f"tb-{imodel['id']}"
+    assert info["storage"] == CHECKPOINT_STORAGE_ACCOUNT
+    assert info["storageType"] == "azure"
+    assert info["baseDirectory"] == container
+    assert info["baseUrl"] == f"https://{CHECKPOINT_STORAGE_ACCOUNT}.blob.core.windows.net/{container}"
+    token = dict(parse_qsl(info["azure"]["sasToken"]))
+    assert token["sp"] == "r" and token["sr"] == "c"
+    expiry = time.mktime(time.strptime(token["se"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert time.time() < expiry < time.time() + 2 * 3600  # an ISO expiry, as the backend parses it
+    assert checkpoint["dbName"] == "baseline.bim"
+
+    plain = download(checkpoint["_links"]["download"]["href"])
+    body, names = fetch_container(server, info, "baseline.bim")
+    assert names == ["baseline.bim"]
+    assert len(body) == -(-len(plain) // BLOCK_SIZE) * BLOCK_SIZE
+    assert body[: len(plain)] == plain
+    assert not any(body[len(plain) :])
+
+
+def test_container_lists_a_database_per_checkpoint(server: Server, tmp_path: Path) -> None:
+    """The real ReadOnlyTest chain: each changeset's checkpoint becomes one more database of the iModel's
+    container, holding that checkpoint's exact bytes."""
+    client = server.user()
+    itwin = new_itwin(client)
+    imodel = new_imodel(client, itwin["id"], path=baseline_copy(tmp_path))
+    briefcase = client.post(f"/imodels/{imodel['id']}/briefcases", json={}).json()["briefcase"]["briefcaseId"]
+    chain = readonly_chain()
+    for cs in chain:
+        assert push_file(client, imodel["id"], briefcase, cs).status_code == 200
+    answers = [
+        wait_checkpoint(client, f"/imodels/{imodel['id']}/changesets/{index}/checkpoint")
+        for index in range(len(chain) + 1)
+    ]
+    expected = ["baseline.bim"] + [f"{cs['id']}.bim" for cs in chain]
+    for answer, name in zip(answers, expected, strict=True):
+        assert answer["state"] == "successful"
+        assert answer["dbName"] == name
+        plain = download(answer["_links"]["download"]["href"])
+        body, names = fetch_container(server, answer["directoryAccessInfo"], name)
+        assert names == expected
+        assert body[: len(plain)] == plain
+
+
+def test_container_requests_need_the_containers_token(server: Server) -> None:
+    client = server.user()
+    itwin = new_itwin(client)
+    first = new_imodel(client, itwin["id"])
+    second = new_imodel(client, itwin["id"])
+    info = wait_checkpoint(client, f"/imodels/{first['id']}/changesets/0/checkpoint")["directoryAccessInfo"]
+    other = wait_checkpoint(client, f"/imodels/{second['id']}/changesets/0/checkpoint")["directoryAccessInfo"]
+    manifest = f"{server.base_url}/{info['baseDirectory']}/manifest.bcv"
+    token = info["azure"]["sasToken"]
+    assert httpx.get(f"{manifest}?{token}").status_code == 200
+
+    signer = UrlSigner.from_file(server.data_dir / "keys" / "url-signing.key", create=False)
+    expired = containers.sas_token(signer, first["id"], 60, now=time.time() - 3600)
+    tampered = token.replace("sig=", "sig=A")
+    for query in ("", other["azure"]["sasToken"], expired, tampered, token.replace("sp=r", "sp=w")):
+        assert_error(httpx.get(f"{manifest}?{query}"), 404, "FileNotFound")
+    # A block name that is not one, and a block the container does not hold.
+    base = f"{server.base_url}/{info['baseDirectory']}"
+    assert_error(httpx.get(f"{base}/not-a-block.bcv?{token}"), 404, "FileNotFound")
+    assert_error(httpx.get(f"{base}/{'AB' * 16}.bcv?{token}"), 404, "FileNotFound")
+    # A container of an iModel that does not exist (a token for it can only be forged with the key).
+    ghost = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    forged = containers.sas_token(signer, ghost, 60)
+    assert_error(httpx.get(f"{server.base_url}/tb-{ghost}/manifest.bcv?{forged}"), 404, "FileNotFound")
+
+
+def test_no_storage_account_no_directory_access(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Without ``checkpoint_storage_account`` a backend would send its requests to Microsoft's host of
+    that name: the answer stays ``directoryAccessInfo: null`` (the plain link still works)."""
+    with running_server("sqlite", tmp_path_factory) as server:
+        client = server.user()
+        imodel = new_imodel(client, new_itwin(client)["id"])
+        checkpoint = wait_checkpoint(client, f"/imodels/{imodel['id']}/changesets/0/checkpoint")
+        assert checkpoint["directoryAccessInfo"] is None
+        plain = download(checkpoint["_links"]["download"]["href"])
+        assert plain[:16] == b"SQLite format 3\0"
+        assert len(plain) == checkpoint["size"]
+
+
+def test_identical_blocks_are_stored_once(tmp_path: Path) -> None:
+    """Two checkpoints that differ in one 4 MiB block share the rest: the second stores one block."""
+    store = LocalBlobStore(tmp_path / "blobs", UrlSigner(os.urandom(32)))
+    imodel_id = "11111111-2222-4333-8444-555555555555"
+    first, second = tmp_path / "a.bim", tmp_path / "b.bim"
+    blocks = [bytes([n]) * BLOCK_SIZE for n in range(3)]
+    first.write_bytes(b"".join(blocks) + b"tail")
+    second.write_bytes(blocks[0] + b"\x09" * BLOCK_SIZE + blocks[2] + b"tail")
+
+    ids_a = containers.store_blocks(store, imodel_id, first)
+    stored = sorted((tmp_path / "blobs").rglob("*.bcv"))
+    ids_b = containers.store_blocks(store, imodel_id, second)
+    stored_after = sorted((tmp_path / "blobs").rglob("*.bcv"))
+
+    assert len(ids_a) == len(ids_b) == 4 * 16
+    assert ids_a[:16] == ids_b[:16] and ids_a[32:] == ids_b[32:] and ids_a[16:32] != ids_b[16:32]
+    assert len(stored) == 4 and len(stored_after) == 5
+    prefix = blob_keys.container_prefix(imodel_id)
+    last = store.stat(f"{prefix}/{block_name(ids_a[48:])}")
+    assert last.size == BLOCK_SIZE  # the tail, zero-padded
