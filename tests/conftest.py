@@ -246,6 +246,8 @@ class Azurite:
             "TWINBASE_BLOB_BACKEND": "azure",
             "TWINBASE_AZURE_CONNECTION_STRING": self.connection_string,
             "TWINBASE_AZURE_CONTAINER": f"tb-{uuid.uuid4().hex[:12]}",
+            # The blob service serves checkpoint containers itself, under its own account's name.
+            "TWINBASE_CHECKPOINT_STORAGE_ACCOUNT": AZURITE_ACCOUNT,
         }
 
 
@@ -312,7 +314,7 @@ class ServerPool:
             env["TWINBASE_BRIEFCASE_ACQUISITIONS_PER_MINUTE"] = "0"
             # Checkpoints answer their CloudSqlite container (tests/test_checkpoint_containers.py), so
             # every client test reads that part of the answer too.
-            env["TWINBASE_CHECKPOINT_STORAGE_ACCOUNT"] = CHECKPOINT_STORAGE_ACCOUNT
+            env.setdefault("TWINBASE_CHECKPOINT_STORAGE_ACCOUNT", CHECKPOINT_STORAGE_ACCOUNT)
             found = running_server(backend, self.tmp_path_factory, **env)
             found.__enter__()
             self.running[(backend, blob_backend)] = found

@@ -11,6 +11,10 @@ through ``CLOUDSQLITE_CAINFO``. ``compat/backend-e2e.mjs`` with ``TWINBASE_HUB=p
 briefcases at every version and opens checkpoints with ``SnapshotDb.openCheckpoint``, at a named version
 too. Nothing can leave the namespace: it has no other interface.
 
+The same with the Azure blob backend: Azurite serves HTTPS on 443 inside the namespace under its account's
+production host name (``devstoreaccount1.blob.core.windows.net``), and the backend reads the containers
+from the blob service itself with a container SAS; twinbase only says where they are.
+
 Needs root (network namespaces) and ``ip``: without them the test fails, it never skips.
 """
 
@@ -24,7 +28,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
     CHECKPOINT_STORAGE_ACCOUNT,
     Server,
     create_pg_database,
@@ -41,7 +47,7 @@ from conftest import (
     pg_url,
 )
 from test_compat_imodels import ensure_native_modules, run_compat_script
-from test_compat_itwins import _tool
+from test_compat_itwins import COMPAT, _tool
 
 BLOB_HOST = f"{CHECKPOINT_STORAGE_ACCOUNT}.blob.core.windows.net"
 HEALTH_TIMEOUT = 60
@@ -50,8 +56,8 @@ HEALTH_TIMEOUT = 60
 # --------------------------------------------------------------------------------------- test CA
 
 
-def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """A test CA, and a server certificate it signed for the blob host name and 127.0.0.1."""
+def make_certificates(folder: Path, host: str) -> tuple[Path, Path, Path]:
+    """A test CA, and a server certificate it signed for ``host`` and 127.0.0.1."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "twinbase test CA")])
@@ -83,10 +89,10 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     )
     key = ec.generate_private_key(ec.SECP256R1())
     loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-    names = [x509.DNSName(BLOB_HOST), x509.DNSName("localhost"), loopback]
+    names = [x509.DNSName(host), x509.DNSName("localhost"), loopback]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, BLOB_HOST)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -115,16 +121,16 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 
 @contextmanager
-def network_namespace() -> Iterator[tuple[str, ...]]:
-    """A loopback-only network namespace whose hosts file resolves the blob host to 127.0.0.1; yields
-    the command prefix that runs a program in it."""
+def network_namespace(host: str) -> Iterator[tuple[str, ...]]:
+    """A loopback-only network namespace whose hosts file resolves ``host`` to 127.0.0.1; yields the
+    command prefix that runs a program in it."""
     ip = _tool("ip")
     if os.geteuid() != 0:
         pytest.fail("network namespaces need root (this test makes one with `ip netns add`)")
     name = f"tb{uuid.uuid4().hex[:10]}"
     etc = Path("/etc/netns") / name
     etc.mkdir(parents=True)
-    (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.0.1 {BLOB_HOST}\n")
+    (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.0.1 {host}\n")
     subprocess.run([ip, "netns", "add", name], check=True)
     try:
         wrap = (ip, "netns", "exec", name)
@@ -138,64 +144,120 @@ def network_namespace() -> Iterator[tuple[str, ...]]:
 _WAIT_HEALTHY = """
 import ssl, sys, time, urllib.request
 context = ssl.create_default_context(cafile=sys.argv[1])
-deadline = time.monotonic() + float(sys.argv[2])
+deadline = time.monotonic() + float(sys.argv[3])
 while True:
     try:
-        with urllib.request.urlopen("https://127.0.0.1/health", context=context, timeout=1) as resp:
+        with urllib.request.urlopen(sys.argv[2], context=context, timeout=1) as resp:
             if resp.status == 200:
                 break
     except OSError:
         if time.monotonic() > deadline:
-            sys.exit("twinbase did not answer https://127.0.0.1/health")
+            sys.exit(f"no answer from {sys.argv[2]}")
         time.sleep(0.1)
 """
 
 
+def wait_healthy(wrap: tuple[str, ...], url: str, ca: Path, log_path: Path) -> None:
+    ready = subprocess.run(
+        [*wrap, sys.executable, "-c", _WAIT_HEALTHY, str(ca), url, str(HEALTH_TIMEOUT)],
+        capture_output=True,
+        text=True,
+        timeout=HEALTH_TIMEOUT + 30,
+        check=False,
+    )
+    if ready.returncode != 0:
+        pytest.fail(f"{ready.stderr}\n{log_path.read_text()}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def server_in_namespace(
-    wrap: tuple[str, ...], tmp: Path, database_url: str, backend: str, cert: Path, key: Path, ca: Path
+    wrap: tuple[str, ...], tmp: Path, database_url: str, backend: str, ca: Path, env: dict[str, str], url: str
 ) -> Iterator[Server]:
-    """``twinbase serve`` on https://127.0.0.1:443 inside the namespace."""
+    """``twinbase serve`` inside the namespace at ``url`` (its port, and TLS when ``env`` names a
+    certificate)."""
     data_dir = tmp / "data"
-    env = {
+    full_env = {
         **os.environ,
         "TWINBASE_DATABASE_URL": database_url,
         "TWINBASE_JOB_WORKERS": "2",
-        "TWINBASE_CHECKPOINT_STORAGE_ACCOUNT": CHECKPOINT_STORAGE_ACCOUNT,
-        "TWINBASE_TLS_CERT_FILE": str(cert),
-        "TWINBASE_TLS_KEY_FILE": str(key),
-        "TWINBASE_PUBLIC_URL": "https://127.0.0.1",
+        "TWINBASE_PUBLIC_URL": url,
         "TWINBASE_RATE_LIMIT_BURST": "100000",
         "PYTHONFAULTHANDLER": "1",
+        **env,
     }
-    env.pop("TWINBASE_CONFIG", None)
+    full_env.pop("TWINBASE_CONFIG", None)
+    port = url.rsplit(":", 1)[1] if url.count(":") == 2 else "443"
     log_path = tmp / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*wrap, sys.executable, "-m", "twinbase", "serve", "--port", "443", "--data-dir", str(data_dir)],
-            env=env,
+            [*wrap, sys.executable, "-m", "twinbase", "serve", "--port", port, "--data-dir", str(data_dir)],
+            env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp,
         )
     try:
-        ready = subprocess.run(
-            [*wrap, sys.executable, "-c", _WAIT_HEALTHY, str(ca), str(HEALTH_TIMEOUT)],
+        wait_healthy(wrap, f"{url}/health", ca, log_path)
+        yield Server(url, data_dir, database_url, proc, backend)
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def azurite_in_namespace(wrap: tuple[str, ...], tmp: Path, cert: Path, key: Path, ca: Path) -> Iterator[None]:
+    """Azurite's blob service on https://127.0.0.1:443 inside the namespace, with the test certificate."""
+    binary = COMPAT / "node_modules" / ".bin" / "azurite-blob"
+    log_path = tmp / "azurite.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*wrap, _tool("node"), str(binary), "--silent", "--disableTelemetry", "--inMemoryPersistence",
+             "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", "443",
+             "--cert", str(cert), "--key", str(key)],
+            cwd=tmp,
+            # Server-side copies: Azurite fetches the source blob from itself, through its certificate.
+            env={**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        # Any answer will do (Azurite answers an unsigned request 4xx): it listens and speaks TLS.
+        probe = subprocess.run(
+            [*wrap, sys.executable, "-c", _WAIT_LISTENING, str(ca), str(HEALTH_TIMEOUT)],
             capture_output=True,
             text=True,
             timeout=HEALTH_TIMEOUT + 30,
             check=False,
         )
-        if ready.returncode != 0:
-            pytest.fail(f"twinbase in the namespace did not start: {ready.stderr}\n{log_path.read_text()}")
-        yield Server("https://127.0.0.1", data_dir, database_url, proc, backend)
+        if probe.returncode != 0:
+            pytest.fail(f"Azurite in the namespace did not start: {probe.stderr}\n{log_path.read_text()}")
+        yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+_WAIT_LISTENING = """
+import socket, ssl, sys, time
+context = ssl.create_default_context(cafile=sys.argv[1])
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        with socket.create_connection(("127.0.0.1", 443), timeout=1) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit("nothing speaks TLS on 127.0.0.1:443")
+        time.sleep(0.1)
+"""
 
 
 def _socket_url(tcp_url: str) -> str:
@@ -204,19 +266,48 @@ def _socket_url(tcp_url: str) -> str:
     return tcp_url.replace("@127.0.0.1:5432/", "@/", 1) + "?host=/var/run/postgresql"
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_unmodified_backend_reads_checkpoints_as_cloudsqlite_containers(backend: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "blobs"), [("sqlite", "local"), ("postgres", "local"), ("sqlite", "azure")]
+)
+def test_unmodified_backend_reads_checkpoints_as_cloudsqlite_containers(
+    backend: str, blobs: str, tmp_path: Path
+) -> None:
+    """``local``: twinbase serves the containers itself, on 443 under the blob host name. ``azure``: the
+    blob service (Azurite, on 443 with the test certificate, under its account's production host name)
+    serves them, twinbase only answers where they are."""
     ensure_native_modules()
-    ca, cert, key = make_certificates(tmp_path)
+    host = BLOB_HOST if blobs == "local" else f"{AZURITE_ACCOUNT}.blob.core.windows.net"
+    ca, cert, key = make_certificates(tmp_path, host)
     pg_name = create_pg_database() if backend == "postgres" else None
     database_url = (
         _socket_url(pg_url(pg_name)) if pg_name else f"sqlite:///{tmp_path / 'data' / 'twinbase.db'}"
     )
     try:
-        with (
-            network_namespace() as wrap,
-            server_in_namespace(wrap, tmp_path, database_url, backend, cert, key, ca) as server,
-        ):
+        with ExitStack() as stack:
+            wrap = stack.enter_context(network_namespace(host))
+            if blobs == "local":
+                env = {
+                    "TWINBASE_CHECKPOINT_STORAGE_ACCOUNT": CHECKPOINT_STORAGE_ACCOUNT,
+                    "TWINBASE_TLS_CERT_FILE": str(cert),
+                    "TWINBASE_TLS_KEY_FILE": str(key),
+                }
+                url = "https://127.0.0.1"
+            else:
+                stack.enter_context(azurite_in_namespace(wrap, tmp_path, cert, key, ca))
+                env = {
+                    "TWINBASE_BLOB_BACKEND": "azure",
+                    "TWINBASE_AZURE_CONNECTION_STRING": (
+                        f"DefaultEndpointsProtocol=https;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                        f"BlobEndpoint=https://127.0.0.1:443/{AZURITE_ACCOUNT};"
+                    ),
+                    "TWINBASE_AZURE_CONTAINER": "twinbase",
+                    "TWINBASE_CHECKPOINT_STORAGE_ACCOUNT": AZURITE_ACCOUNT,
+                    "REQUESTS_CA_BUNDLE": str(ca),  # twinbase's own Azure SDK calls
+                }
+                url = "http://127.0.0.1:8080"
+            server = stack.enter_context(
+                server_in_namespace(wrap, tmp_path, database_url, backend, ca, env, url)
+            )
             output = run_compat_script(
                 server,
                 "backend-e2e.mjs",

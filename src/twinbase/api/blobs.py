@@ -129,7 +129,7 @@ def download(request: Request, key: str) -> Response:
     store = _authorize(svc, request, key, "r")
     info = store.stat(key)
     bundled = blob_keys.split_bundle(key) is not None
-    cache = blob_keys.BUNDLE_CACHE_CONTROL if bundled else "private, max-age=300"
+    cache = blob_keys.bundle_cache_control(key) or "private, max-age=300"
     headers = {**_blob_headers(info), "Cache-Control": cache}
     if_match = request.headers.get("if-match")
     if if_match and if_match not in ("*", info.etag):

@@ -58,7 +58,7 @@ def list_briefcases(ctx: Ctx, imodel_id: str, request: Request) -> Response:
 def briefcase_checkpoint(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.write() as session:  # a tip without its checkpoint yet schedules it
         cp = domain.latest_checkpoint(session, ctx.svc.jobs, ctx.principal, imodel_id)
-        answer = checkpoint_response(ctx, cp)
+        answer = checkpoint_response(ctx, session, cp)
     ctx.svc.jobs.wake()
     return answer
 

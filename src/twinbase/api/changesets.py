@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from twinbase.api import schemas as s
@@ -41,16 +42,19 @@ def _push_answer(wire: dict[str, Any]) -> dict[str, Any]:
     return wire
 
 
-def checkpoint_response(ctx: Context, checkpoint: Checkpoint) -> Response:
-    """Every checkpoint answer: the plain ``.bim`` link, and the CloudSqlite container it is in when the
-    site named the storage account an unmodified backend fetches containers from."""
-    download = ctx.svc.storage_link(ctx.base, checkpoint.blob_key)
-    settings = ctx.svc.settings
+def checkpoint_response(ctx: Context, session: Session, checkpoint: Checkpoint) -> Response:
+    """Every checkpoint answer (in a write transaction): the plain ``.bim`` link, and the CloudSqlite
+    container it is in when the site named the storage account an unmodified backend fetches
+    containers from."""
+    svc, settings = ctx.svc, ctx.svc.settings
+    download = svc.storage_link(ctx.base, checkpoint.blob_key)
     directory = None
     if settings.checkpoint_storage_account and checkpoint.blocks is not None:
+        containers.publish(session, svc.blobs, checkpoint.imodel_id)
         directory = containers.directory_access(
             settings.checkpoint_storage_account,
-            ctx.svc.signer,
+            svc.signer,
+            svc.blobs,
             checkpoint.imodel_id,
             settings.signed_url_lifetime_seconds,
         )
@@ -160,7 +164,7 @@ def get_changeset_checkpoint(ctx: Ctx, imodel_id: str, ref: str) -> Response:
     with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
         checkpoint = domain.checkpoint_at(session, ctx.svc.jobs, imodel.id, ref)
-        answer = checkpoint_response(ctx, checkpoint)
+        answer = checkpoint_response(ctx, session, checkpoint)
     ctx.svc.jobs.wake()  # after the commit: this process's idle workers take a new job at once
     return answer
 

@@ -20,7 +20,6 @@ from twinbase.domain import imodel_ops as ops
 from twinbase.domain import imodels as domain
 from twinbase.domain import mesh_exports
 from twinbase.errors import INVALID_IMODELS, BaselineFileNotFound
-from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import BaselineFile, IModel
 
 router = APIRouter()
@@ -84,15 +83,16 @@ def delete_imodel(ctx: Ctx, imodel_id: str) -> Response:
     with ctx.svc.db.write() as session:
         # Read first: deleting the iModel deletes its exports' rows by cascade.
         bundles = mesh_exports.bundles_of_imodel(session, imodel_id)
-        prefix = ops.delete_imodel(session, ctx.principal, imodel_id)
+        prefixes = ops.delete_imodel(session, ctx.principal, imodel_id)
     for bundle in bundles:  # a running export's job notices the row is gone and drops its own files
         mesh_exports.delete_bundle(ctx.svc.blobs, bundle)
     try:
-        for each in (prefix, blob_keys.upload(prefix)):  # its files, and uploads never completed
+        for each in prefixes:  # its files, its checkpoint container, uploads never completed
             ctx.svc.blobs.delete_prefix(each)
     except OSError:  # the rows are gone: orphan files at worst, never a half-deleted iModel
         log.warning(
-            "could not delete iModel files", extra={"action": "imodel_blobs_delete_failed", "key": prefix}
+            "could not delete iModel files",
+            extra={"action": "imodel_blobs_delete_failed", "key": prefixes[0]},
         )
     return no_content()
 

@@ -72,7 +72,7 @@ def get_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) -> Respon
     with ctx.svc.db.write() as session:
         imodel, _ = imodels.visible_imodel(session, imodel_id, ctx.principal.user_id, access.IMODELS_READ)
         nv = domain.find(session, imodel.id, nv_id)
-        answer = checkpoint_response(ctx, domain.checkpoint(session, ctx.svc.jobs, nv))
+        answer = checkpoint_response(ctx, session, domain.checkpoint(session, ctx.svc.jobs, nv))
     ctx.svc.jobs.wake()
     return answer
 
@@ -86,7 +86,7 @@ def regenerate_named_version_checkpoint(ctx: Ctx, imodel_id: str, nv_id: str) ->
         )
         nv = domain.find(session, imodel.id, nv_id)
         row = checkpoints.regenerate(session, ctx.svc.jobs, domain.checkpoint(session, ctx.svc.jobs, nv))
-        answer = checkpoint_response(ctx, row)
+        answer = checkpoint_response(ctx, session, row)
     ctx.svc.jobs.wake()
     return answer
 

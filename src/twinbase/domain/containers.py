@@ -45,7 +45,7 @@ from twinbase.bim.cloudsqlite import (
 from twinbase.errors import BlobNotFound
 from twinbase.store.blobs import BlobStore, UrlSigner
 from twinbase.store.blobs import keys as blob_keys
-from twinbase.store.models import Checkpoint
+from twinbase.store.models import Checkpoint, IModel
 
 CONTAINER_PREFIX = "tb-"
 _CONTAINER = re.compile(r"^tb-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -132,13 +132,39 @@ def token_valid(signer: UrlSigner, imodel_id: str, params: dict[str, str], now: 
     return signer.verify_prefix(prefix, int(expires.timestamp()), params.get("sig"), now=now)
 
 
-def directory_access(storage: str, signer: UrlSigner, imodel_id: str, lifetime: int) -> dict[str, Any]:
-    """The checkpoint answer's ``directoryAccessInfo``: where the backend finds the container."""
-    container = container_name(imodel_id)
+def directory_access(
+    storage: str, signer: UrlSigner, blobs: BlobStore, imodel_id: str, lifetime: int
+) -> dict[str, Any]:
+    """The checkpoint answer's ``directoryAccessInfo``: where the backend finds the container. With a blob
+    service that serves containers itself (Azure), its account, container and a read-only SAS; otherwise
+    ``storage`` (the name the site resolves to twinbase) and twinbase's own token."""
+    cloud = blobs.cloud_container(blob_keys.container_prefix(imodel_id), lifetime)
+    if cloud is not None:
+        storage, container, token = cloud.account, cloud.container, cloud.sas
+    else:
+        container, token = container_name(imodel_id), sas_token(signer, imodel_id, lifetime)
     return {
         "baseUrl": f"https://{storage}.blob.core.windows.net/{container}",
         "baseDirectory": container,
         "storage": storage,
         "storageType": "azure",
-        "azure": {"sasToken": sas_token(signer, imodel_id, lifetime)},
+        "azure": {"sasToken": token},
     }
+
+
+def publish(session: Session, blobs: BlobStore, imodel_id: str) -> None:
+    """Store the container's manifest where a blob service serves it (Azure) when it differs from what
+    the checkpoint rows say, before a checkpoint answer sends a backend there. Called in the answer's
+    write transaction with the iModel's row locked, so two answers never store their manifests in the
+    wrong order (a stale manifest would lack a database just answered)."""
+    if blobs.cloud_container(blob_keys.container_prefix(imodel_id), 60) is None:
+        return  # twinbase composes it on each request (api.containers)
+    session.get(IModel, imodel_id, with_for_update=True)
+    wanted = manifest(session, imodel_id)
+    key = blob_keys.container_manifest(imodel_id)
+    try:
+        stored = b"".join(blobs.open_range(key))
+    except BlobNotFound:
+        stored = b""
+    if stored != wanted:
+        blobs.put(key, [wanted])

@@ -163,14 +163,14 @@ IMODEL_TABLES: tuple[Any, ...] = (
 )
 
 
-def delete_imodel(session: Session, principal: Principal, imodel_id: str) -> str:
-    """Delete the iModel's rows; returns the blob prefix to delete once the transaction is committed."""
+def delete_imodel(session: Session, principal: Principal, imodel_id: str) -> list[str]:
+    """Delete the iModel's rows; returns the blob prefixes to delete once the transaction is committed."""
     imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_DELETE, for_update=True)
     for table in IMODEL_TABLES:
         session.execute(delete(table).where(table.imodel_id == imodel.id))
     session.delete(imodel)
     session.flush()
-    return blob_prefix(imodel.id)
+    return blob_keys.imodel_prefixes(imodel.id)
 
 
 # ------------------------------------------------------------------------------------------ copies
@@ -443,7 +443,8 @@ def run_copy(svc: FileServices, payload: Mapping[str, Any], ctx: JobContext | No
         _mark_failed(svc, imodel_id, "a file of the source is missing (was it deleted?)", ctx)
         return
     if gone:  # deleted while being copied: drop what this job wrote
-        svc.blobs.delete_prefix(blob_prefix(imodel_id))
+        for prefix in blob_keys.imodel_prefixes(imodel_id):
+            svc.blobs.delete_prefix(prefix)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from twinbase.store.blobs.base import (
     BlobInfo,
     BlobStore,
     BlobWriter,
+    CloudContainer,
     InvalidBlobKey,
     Perm,
     PrefixLink,
@@ -34,6 +35,7 @@ __all__ = [
     "BlobInfo",
     "BlobStore",
     "BlobWriter",
+    "CloudContainer",
     "InvalidBlobKey",
     "LocalBlobStore",
     "LocalBlobWriter",
@@ -58,6 +60,13 @@ def build_blob_store(settings: Settings, signer: UrlSigner) -> BlobStore:
         azure = AzureBlobStore.from_connection_string(
             settings.azure_connection_string, settings.azure_container
         )
+        account = str(azure.service.account_name)
+        if settings.checkpoint_storage_account and settings.checkpoint_storage_account != account:
+            # The blob service serves checkpoint containers itself, under its own account's host name.
+            raise ValueError(
+                f"checkpoint_storage_account is {settings.checkpoint_storage_account!r}, but with the azure "
+                f"backend it must be the storage account's name, {account!r}"
+            )
         try:
             if azure.allow_browsers(settings.azure_cors_origin_list):
                 log.info("added a CORS rule to the blob service", extra={"action": "azure_cors_added"})

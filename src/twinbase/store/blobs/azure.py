@@ -54,7 +54,15 @@ from azure.storage.blob import (
 
 from twinbase.errors import BlobNotFound
 from twinbase.store.blobs import keys
-from twinbase.store.blobs.base import CHUNK, BlobInfo, Perm, PrefixLink, check_key, write_all
+from twinbase.store.blobs.base import (
+    CHUNK,
+    BlobInfo,
+    CloudContainer,
+    Perm,
+    PrefixLink,
+    check_key,
+    write_all,
+)
 
 BLOCK_SIZE = 8 * CHUNK
 TRANSFER_CONCURRENCY = 4
@@ -126,10 +134,9 @@ def _content_settings(key: str, encoded: bool = False) -> ContentSettings:
     """Stored on the blob, answered by the blob service: the same media type and caching as
     twinbase's own file routes give (a tileset's files are immutable, so browsers keep them), and
     the encoding of a blob stored gzip-compressed."""
-    bundled = keys.split_bundle(key) is not None
     return ContentSettings(
         content_type=keys.content_type(key),
-        cache_control=keys.BUNDLE_CACHE_CONTROL if bundled else None,
+        cache_control=keys.bundle_cache_control(key),
         content_encoding=GZIP if encoded else None,
     )
 
@@ -456,6 +463,13 @@ class AzureBlobStore:
             expiry=expiry,
         )
         return PrefixLink(base=container.url, query=sas)
+
+    def cloud_container(self, prefix: str, lifetime: int) -> CloudContainer | None:
+        found = keys.split_bundle(prefix.rstrip("/"))
+        if found is None or found[1]:
+            raise ValueError(f"cloud containers are bundles, not {prefix!r}")
+        link = self.presign_prefix(prefix, "r", lifetime, "")
+        return CloudContainer(str(self.service.account_name), self._bundle_container(found[0]), link.query)
 
 
 def _window(chunks: Iterable[bytes], start: int, end: int | None) -> Iterator[bytes]:

@@ -56,6 +56,16 @@ class PrefixLink:
         return f"{self.base}/{relative_path}?{self.query}"
 
 
+@dataclass(frozen=True)
+class CloudContainer:
+    """A bundle as the blob service itself serves it to CloudSqlite readers:
+    ``https://<account>.blob.core.windows.net/<container>/<file>?<sas>`` (read-only ``sas``)."""
+
+    account: str
+    container: str
+    sas: str
+
+
 class BlobWriter(Protocol):
     """An incremental, atomic write: nothing is visible under the key until ``commit``."""
 
@@ -133,6 +143,11 @@ class BlobStore(Protocol):
 
     def presign_prefix(self, prefix: str, perm: Perm, lifetime: int, base_url: str) -> PrefixLink:
         """One link for every file under ``prefix``, which must be a bundle (``keys.bundle``)."""
+        ...
+
+    def cloud_container(self, prefix: str, lifetime: int) -> CloudContainer | None:
+        """Where the blob service serves the bundle ``prefix`` to CloudSqlite readers by itself; None
+        when it does not (the local folder: twinbase serves it, ``api.containers``)."""
         ...
 
 

@@ -8,11 +8,12 @@
     imodels/<imodelId>/baseline.bim                 the completed baseline file
     imodels/<imodelId>/checkpoints/<index>.bim      checkpoints
     imodels/<imodelId>/changesets/<csId>.cs         completed changesets
-    imodels/<imodelId>/container/<BLOCKID>.bcv      CloudSqlite blocks of its checkpoints (content-addressed)
     imodels/<imodelId>/thumbnail-<size>.png         thumbnails
     uploads/<final key>                             where an upload link writes, until completion
     staging/<sha1(key)>/<sha1(block id)>            Put Block parts before their Put Block List
     bundles/<bundleId>/<relative path>              file trees shared by one prefix link (3D Tiles)
+    bundles/<iModelId hex>/<BLOCKID>.bcv            an iModel's CloudSqlite container: its checkpoints'
+                                                    blocks (content-addressed) and manifest.bcv
 
 Upload links never point at a final key: completion checks the staged file and *promotes* it
 (``BlobStore.promote``), so completed history cannot be rewritten through an old link.
@@ -20,8 +21,10 @@ Upload links never point at a final key: completion checks the staged file and *
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 
 UPLOADS = "uploads"
@@ -36,6 +39,7 @@ _BUNDLE = re.compile(rf"^{BUNDLES}/(?P<bundle>[0-9a-f]{{32}})(?:/(?P<rest>.+))?$
 
 # A bundle's files never change (a re-run writes a new bundle), so clients may keep them.
 BUNDLE_CACHE_CONTROL = "private, max-age=86400, immutable"
+CONTAINER_MANIFEST = "manifest.bcv"
 
 _CONTENT_TYPES = (
     (".png", "image/png"),
@@ -87,8 +91,11 @@ def imodel_prefix(imodel_id: str) -> str:
 
 
 def imodel_prefixes(imodel_id: str) -> list[str]:
-    """What deleting an iModel removes: its files and any upload still staged for it."""
-    return [imodel_prefix(imodel_id), upload(imodel_prefix(imodel_id))]
+    """What deleting an iModel removes: its files, its checkpoint container and any upload still staged."""
+    prefixes = [imodel_prefix(imodel_id), upload(imodel_prefix(imodel_id))]
+    with contextlib.suppress(ValueError):  # not a uuid: twinbase made no such iModel, nor its container
+        prefixes.append(container_prefix(imodel_id))
+    return prefixes
 
 
 def baseline(imodel_id: str) -> str:
@@ -106,12 +113,17 @@ def checkpoint_of(imodel_id: str, index: int, changeset_id: str) -> str:
 
 
 def container_prefix(imodel_id: str) -> str:
-    """The iModel's CloudSqlite container: the blocks of every checkpoint, shared where identical."""
-    return f"{imodel_prefix(imodel_id)}/container"
+    """The iModel's CloudSqlite container: the blocks of every checkpoint, shared where identical. A bundle
+    (named by the iModel's id), so one read-only link serves all of it, by the Azure blob service too."""
+    return bundle(uuid.UUID(imodel_id).hex)
 
 
 def container_block(imodel_id: str, block_name: str) -> str:
     return f"{container_prefix(imodel_id)}/{block_name}"
+
+
+def container_manifest(imodel_id: str) -> str:
+    return f"{container_prefix(imodel_id)}/{CONTAINER_MANIFEST}"
 
 
 def changeset(imodel_id: str, changeset_id: str) -> str:
@@ -161,6 +173,15 @@ def bundle(bundle_id: str) -> str:
     if not _BUNDLE.match(prefix):
         raise ValueError(f"not a bundle id: {bundle_id!r}")
     return prefix
+
+
+def bundle_cache_control(key: str) -> str | None:
+    """How long clients may keep a bundle's file: for good, except a container manifest, which changes as
+    checkpoints come and go; None for keys outside bundles."""
+    found = split_bundle(key)
+    if found is None:
+        return None
+    return "no-cache" if found[1] == CONTAINER_MANIFEST else BUNDLE_CACHE_CONTROL
 
 
 def split_bundle(key: str) -> tuple[str, str] | None:

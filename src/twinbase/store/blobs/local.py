@@ -17,7 +17,16 @@ from urllib.parse import quote
 
 from twinbase.errors import BlobNotFound
 from twinbase.store.blobs import keys
-from twinbase.store.blobs.base import CHUNK, BlobInfo, InvalidBlobKey, Perm, PrefixLink, check_key, write_all
+from twinbase.store.blobs.base import (
+    CHUNK,
+    BlobInfo,
+    CloudContainer,
+    InvalidBlobKey,
+    Perm,
+    PrefixLink,
+    check_key,
+    write_all,
+)
 from twinbase.store.blobs.signer import UrlSigner
 
 COPY_CHUNK = 8 * CHUNK
@@ -183,6 +192,9 @@ class LocalBlobStore:
             raise ValueError(f"prefix links are for bundles only, not {prefix!r}")
         query = self._signing().prefix_query(prefix, lifetime, perm=perm)
         return PrefixLink(base=f"{base_url}/blobs/{quote(prefix)}", query=query)
+
+    def cloud_container(self, prefix: str, lifetime: int) -> CloudContainer | None:
+        return None  # no blob service: twinbase serves the container (api.containers)
 
 
 class LocalBlobWriter:
