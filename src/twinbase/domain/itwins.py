@@ -619,6 +619,17 @@ def _visible_ids(user_id: str, scope: QueryScope) -> Any:
     return or_(member_of, in_owned_account)
 
 
+def _visible_each(user_id: str) -> Any:
+    """``_visible_ids`` for "all" as two index probes per row, for a list another index drives (the
+    favorites): the owned accounts as an ``IN`` list would be read whole (PostgreSQL prices a user who
+    owns many at a full read of their memberships, and its JIT compiler then costs more than the page)."""
+    member_of = exists().where(Member.itwin_id == ITwin.id, Member.user_id == user_id)
+    owns_account = exists().where(
+        Member.itwin_id == ITwin.itwin_account_id, Member.user_id == user_id, Member.is_owner.is_(True)
+    )
+    return or_(member_of, owns_account)
+
+
 def _search(q: str, dialect: str | None) -> Any:
     """``$search``: displayName or number contains ``q``, case-insensitively. On SQLite through the
     ``itwins_search`` FTS5 trigram table (migration 0012: a trigram phrase is a substring) when ``q`` has
@@ -835,7 +846,7 @@ def favorites(session: Session, principal: Principal, q: ITwinQuery) -> Page[ITw
     stmt = (
         select(ITwin, Favorite.created_at)
         .join(Favorite, Favorite.itwin_id == ITwin.id)
-        .where(Favorite.user_id == principal.user_id, _visible_ids(principal.user_id, "all"))
+        .where(Favorite.user_id == principal.user_id, _visible_each(principal.user_id))
     )
     page = fetch_keyset_page(
         session,
