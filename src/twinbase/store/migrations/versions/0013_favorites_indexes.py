@@ -1,7 +1,10 @@
 """lists at scale: a user's favorite iTwins and iModels newest first, by keyset
 
+Follows 0014 (which was merged first and revises 0012), so that a database already at 0014 gets these
+indexes too; the history stays one line.
+
 Revision ID: 0013
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-01 10:00:00
 """
 
@@ -10,7 +13,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0012"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
