@@ -13,7 +13,10 @@ warm-up and its p50 and p99 printed:
 - ``number``: ``$filter=number eq '<one>'``;
 - ``name``: ``$filter=displayName eq '<one>'``;
 - ``search``: ``$search=<a name's middle>``;
-- ``order-name``: ``$orderby=displayName`` first page.
+- ``order-name``: ``$orderby=displayName`` first page;
+- ``order-name-next``: the page ``_links.next`` leads to from the page before the last, in that order;
+- ``favorites``: ``GET /itwins/favorites?$top=100`` (every iTwin is also a favorite);
+- ``favorites-next``: the favorites page ``_links.next`` leads to from the page before the last.
 
     PYTHONPATH=src .venv/bin/python bench/lists.py [--sizes 10000,100000,1000000] [--backends sqlite,postgres]
 
@@ -50,11 +53,12 @@ def _name(i: int) -> str:
 
 
 def seed(url: str, n: int) -> list[dict[str, str]]:
-    """``n`` iTwins the user is a member of; answers a few of them (numbers and names) to look up."""
+    """``n`` iTwins the user is a member of and has as favorites; answers a few of them (numbers and
+    names) to look up."""
     from sqlalchemy import create_engine, insert
 
     from twinbase.store.db import upgrade
-    from twinbase.store.models import ITwin, Member, User
+    from twinbase.store.models import Favorite, ITwin, Member, User
 
     upgrade(url)
     engine = create_engine(url)
@@ -65,6 +69,7 @@ def seed(url: str, n: int) -> list[dict[str, str]]:
         for start in range(0, n, BATCH):
             rows = []
             members = []
+            favorites = []
             for i in range(start, min(n, start + BATCH)):
                 iid = str(uuid.UUID(int=i + 1))
                 stamp = base + timedelta(seconds=i)
@@ -92,8 +97,10 @@ def seed(url: str, n: int) -> list[dict[str, str]]:
                         "itwin_created_at": stamp,
                     }
                 )
+                favorites.append({"user_id": USER, "itwin_id": iid, "created_at": stamp})
             conn.execute(insert(ITwin), rows)
             conn.execute(insert(Member), members)
+            conn.execute(insert(Favorite), favorites)
         for i in (0, n // 2, n - 1):
             picks.append(
                 {"number": f"N-{i:07d}", "name": f"Project {i:07d} {uuid.UUID(int=i * 7919 + 13).hex[:8]}"}
@@ -121,16 +128,24 @@ def measure(base: str, token: str, n: int, picks: list[dict[str, str]]) -> dict[
     out: dict[str, tuple[float, float]] = {}
     last_skip = max(0, (n - 1) // 100 * 100)
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
-        _, before_last = _timed(client, "/itwins/", {"$top": "100", "$skip": str(max(0, last_skip - 100))})
-        next_href = before_last["_links"].get("next", {}).get("href", "")
+
+        def next_of(path: str, params: dict[str, str]) -> str:
+            """The ``next`` link of the page before the last (reached by ``$skip``), as a path."""
+            page = {"$top": "100", "$skip": str(max(0, last_skip - 100)), **params}
+            href = str(_timed(client, path, page)[1]["_links"].get("next", {}).get("href", ""))
+            return href.replace(base, "") if href else path
+
         cases: dict[str, tuple[str, dict[str, str] | None]] = {
             "page": ("/itwins/", {"$top": "100"}),
-            "next": (next_href.replace(base, "") if next_href else "/itwins/", None),
+            "next": (next_of("/itwins/", {}), None),
             "skip-end": ("/itwins/", {"$top": "100", "$skip": str(last_skip)}),
             "number": ("/itwins/", {"$filter": f"number eq '{picks[1]['number']}'"}),
             "name": ("/itwins/", {"$filter": f"displayName eq '{picks[1]['name']}'"}),
             "search": ("/itwins/", {"$search": picks[1]["name"][-6:]}),
             "order-name": ("/itwins/", {"$top": "100", "$orderby": "displayName"}),
+            "order-name-next": (next_of("/itwins/", {"$orderby": "displayName"}), None),
+            "favorites": ("/itwins/favorites", {"$top": "100"}),
+            "favorites-next": (next_of("/itwins/favorites", {}), None),
         }
         for name, (path, params) in cases.items():
             for _ in range(3):

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from sqlalchemy import Select, case, delete, func, insert, or_, select, update
@@ -58,7 +58,15 @@ from twinbase.domain.imodels import (
     visible_imodel,
 )
 from twinbase.domain.itwins import iso
-from twinbase.domain.listing import Page, Paging, fetch_page
+from twinbase.domain.listing import (
+    BadOrderBy,
+    Page,
+    Paging,
+    fetch_keyset_page,
+    fetch_page,
+    order_by_param,
+    single_order,
+)
 from twinbase.errors import (
     BlobNotFound,
     ChangesetNotFound,
@@ -599,15 +607,25 @@ def _itwin_of_list(session: Session, principal: Principal, params: Mapping[str, 
 
 
 def favorites(session: Session, principal: Principal, params: Mapping[str, str]) -> Page[IModel]:
+    """The caller's favorite iModels of one iTwin, newest favorite first, by keyset through
+    ix_imodel_favorites_user_created behind the next links."""
     itwin = _itwin_of_list(session, principal, params)
     paging = parse_paging(params, message=LIST_MESSAGE)
     stmt = (
-        select(IModel)
+        select(IModel, IModelFavorite.created_at)
         .join(IModelFavorite, IModelFavorite.imodel_id == IModel.id)
         .where(IModelFavorite.user_id == principal.user_id, IModel.itwin_id == itwin.id)
-        .order_by(IModelFavorite.created_at.desc(), IModel.id)
     )
-    return fetch_page(session, stmt, paging)
+    page = fetch_keyset_page(
+        session,
+        cast("Select[Any]", stmt),
+        paging,
+        [IModelFavorite.created_at, IModelFavorite.imodel_id],
+        descending=True,
+        rows_of=lambda ordered: list(session.execute(ordered).all()),
+        key_of=lambda row: (row[1], row[0].id),
+    )
+    return Page([row[0] for row in page.rows], paging, page.more, page.after)
 
 
 def add_favorite(session: Session, principal: Principal, imodel_id: str) -> None:
@@ -822,8 +840,21 @@ def users(
     message = "Cannot query Users."
     imodel, _ = visible_imodel(session, imodel_id, principal.user_id, access.IMODELS_WEBVIEW)
     paging = parse_paging(params, message=message)
-    order = order_clause(params, USER_ORDER_COLUMNS, [User.given_name.asc(), User.surname.asc()], message)
-    return imodel, fetch_page(session, _users_of(imodel).order_by(*order, User.id), paging)
+    raw = order_by_param(params)
+    try:
+        single = single_order(raw, USER_ORDER_COLUMNS) if raw else None
+    except BadOrderBy as exc:
+        raise invalid_imodels(message, invalid_value("$orderBy")) from exc
+    if raw and single is None:  # several terms: by offset
+        order = order_clause(params, USER_ORDER_COLUMNS, [], message)
+        return imodel, fetch_page(session, _users_of(imodel).order_by(*order, User.id), paging)
+    # By keyset behind the next links (the name columns are never NULL): given name, surname, id by
+    # default; the one column asked for, then id.
+    if single is None:
+        keys, descending = [User.given_name, User.surname, User.id], False
+    else:
+        keys, descending = [single[0], User.id], single[1]
+    return imodel, fetch_keyset_page(session, _users_of(imodel), paging, keys, descending=descending)
 
 
 def user(session: Session, principal: Principal, imodel_id: str, user_id: str) -> tuple[IModel, User]:

@@ -12,7 +12,7 @@ import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -44,11 +44,14 @@ from twinbase.domain.listing import (
     BadOrderBy,
     Page,
     Paging,
+    fetch_keyset_page,
     like_contains,
     order_by_param,
+    order_tag,
     page_of,
     parse_order_by,
     parse_paging,
+    single_order,
 )
 from twinbase.domain.odata import FilterSyntaxError, UnknownProperty, compile_filter
 from twinbase.errors import ErrorDetail, InvalidRequest, ITwinExists, ITwinNotFound, invalid_value
@@ -616,6 +619,17 @@ def _visible_ids(user_id: str, scope: QueryScope) -> Any:
     return or_(member_of, in_owned_account)
 
 
+def _visible_each(user_id: str) -> Any:
+    """``_visible_ids`` for "all" as two index probes per row, for a list another index drives (the
+    favorites): the owned accounts as an ``IN`` list would be read whole (PostgreSQL prices a user who
+    owns many at a full read of their memberships, and its JIT compiler then costs more than the page)."""
+    member_of = exists().where(Member.itwin_id == ITwin.id, Member.user_id == user_id)
+    owns_account = exists().where(
+        Member.itwin_id == ITwin.itwin_account_id, Member.user_id == user_id, Member.is_owner.is_(True)
+    )
+    return or_(member_of, owns_account)
+
+
 def _search(q: str, dialect: str | None) -> Any:
     """``$search``: displayName or number contains ``q``, case-insensitively. On SQLite through the
     ``itwins_search`` FTS5 trigram table (migration 0012: a trigram phrase is a substring) when ``q`` has
@@ -673,14 +687,16 @@ def apply_query(stmt: Select[Any], q: ITwinQuery, dialect: str | None = None) ->
     return stmt
 
 
+def _bad_order(exc: BadOrderBy) -> InvalidRequest:
+    return InvalidRequest("Cannot query iTwins.", code=INVALID, details=[invalid_value("$orderby")])
+
+
 def apply_order(stmt: Select[Any], order_by: str | None, default: Any) -> Select[Any]:
     """``$orderby`` over ``ORDER_COLUMNS``, names case-insensitive as the iTwins API takes them."""
     try:
         clauses = parse_order_by(order_by, ORDER_COLUMNS, case_insensitive=True)
     except BadOrderBy as exc:
-        raise InvalidRequest(
-            "Cannot query iTwins.", code=INVALID, details=[invalid_value("$orderby")]
-        ) from exc
+        raise _bad_order(exc) from exc
     if clauses is None:
         return stmt.order_by(*default)
     return stmt.order_by(*clauses, ITwin.id)
@@ -699,8 +715,41 @@ def query(
     stmt = apply_query(
         select(*columns).where(_visible_ids(principal.user_id, q.scope)), q, dialect_of(session)
     )
-    stmt = apply_order(stmt, q.order_by, DEFAULT_ORDER)
-    return _page(session, stmt, q, plain=True)
+    keyset = keyset_order(q.order_by)
+    if keyset is None:
+        return _page(session, apply_order(stmt, q.order_by, DEFAULT_ORDER), q, plain=True)
+    if q.top == 0:
+        return Page([], Paging(q.top, q.skip), False)
+    keys, descending = keyset
+    # The key's columns ride along at the end of each row: a minimal row has no createdDateTime.
+    stmt = stmt.add_columns(*(k.label(f"sort_key{n}") for n, k in enumerate(keys)))
+    return fetch_keyset_page(
+        session,
+        stmt,
+        Paging(q.top, q.skip, q.after),
+        keys,
+        descending=descending,
+        rows_of=lambda ordered: list(session.execute(ordered).all()),
+        key_of=lambda row: tuple(row)[-len(keys) :],
+    )
+
+
+def keyset_order(order_by: str | None) -> tuple[list[Any], bool] | None:
+    """The keyset an iTwins list in ``$orderby`` pages by: (columns, descending), the column asked for
+    then the id in the same direction; the default order (newest first) when none is asked for. None:
+    the list pages by offset, for several terms, or one term over a column that may be NULL (NULLs sort
+    first on SQLite and last on PostgreSQL, and a NULL in a row comparison answers neither true nor
+    false, which would skip rows)."""
+    if order_by is None or not order_by.strip():
+        return [ITwin.created_at, ITwin.id], True
+    try:
+        single = single_order(order_by, ORDER_COLUMNS, case_insensitive=True)
+    except BadOrderBy as exc:
+        raise _bad_order(exc) from exc
+    if single is None or single[0].expression.nullable:
+        return None
+    column, descending = single
+    return ([column] if column is ITwin.id else [column, ITwin.id]), descending
 
 
 def _plain_list(session: Session | Connection, user_id: str, q: ITwinQuery, minimal: bool) -> Page[Any]:
@@ -717,14 +766,19 @@ def _plain_list(session: Session | Connection, user_id: str, q: ITwinQuery, mini
     page = page_of(rows, Paging(q.top, q.skip, q.after))
     if page.more and page.rows:
         last = page.rows[-1]
-        return dataclasses.replace(page, after=(last.list_key.isoformat(), last.id))
+        return dataclasses.replace(page, after=(last.list_key.isoformat(), last.id, _NEWEST_FIRST))
     return page
+
+
+# The plain list's key is the default order's (a membership's itwin_created_at is its iTwin's
+# createdDateTime), so the two read each other's tokens.
+_NEWEST_FIRST = order_tag([ITwin.created_at, ITwin.id], True)
 
 
 def _after(key: tuple[str, ...] | None) -> tuple[datetime, str] | None:
     """A continuation token's sort key as the plain list's (createdDateTime, id); None otherwise (a
     token of another list order resumes by its row number)."""
-    if key is None or len(key) != 2:
+    if key is None or len(key) != 3 or key[2] != _NEWEST_FIRST:
         return None
     try:
         stamp = datetime.fromisoformat(key[0])
@@ -785,13 +839,25 @@ def _page(
 
 
 def favorites(session: Session, principal: Principal, q: ITwinQuery) -> Page[ITwin]:
+    """The caller's favorite iTwins, newest favorite first, by keyset through ix_favorites_user_created
+    behind the next links."""
+    if q.top == 0:
+        return Page([], Paging(q.top, q.skip), False)
     stmt = (
-        select(ITwin)
+        select(ITwin, Favorite.created_at)
         .join(Favorite, Favorite.itwin_id == ITwin.id)
-        .where(Favorite.user_id == principal.user_id, _visible_ids(principal.user_id, "all"))
+        .where(Favorite.user_id == principal.user_id, _visible_each(principal.user_id))
     )
-    stmt = apply_query(stmt, q, dialect_of(session)).order_by(Favorite.created_at.desc(), ITwin.id)
-    return _page(session, stmt, q)
+    page = fetch_keyset_page(
+        session,
+        apply_query(cast("Select[Any]", stmt), q, dialect_of(session)),
+        Paging(q.top, q.skip, q.after),
+        [Favorite.created_at, Favorite.itwin_id],
+        descending=True,
+        rows_of=lambda ordered: list(session.execute(ordered).all()),
+        key_of=lambda row: (row[1], row[0].id),
+    )
+    return Page([row[0] for row in page.rows], page.paging, page.more, page.after)
 
 
 def add_favorite(session: Session, principal: Principal, itwin_id: str) -> None:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Select, func, literal, tuple_
+from sqlalchemy import Connection, Select, func, literal, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -38,6 +38,9 @@ TOP = "$top"
 SKIP = "$skip"
 CONTINUATION = "$continuationToken"
 _TOKEN_CHECK = b"twinbase-continuation-v1"
+# The longest token read: a key of up to three 255-character strings (a name order's, the users list's
+# given name, surname and id), each character up to 6 bytes as JSON, in base64.
+MAX_TOKEN = 8192
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def continuation_token(skip: int, after: Sequence[str] | None = None) -> str:
 def read_continuation(token: str) -> tuple[int, tuple[str, ...] | None] | None:
     """The row a token resumes at and the sort key it resumes after; ``None`` when the token is not one
     twinbase handed out."""
-    if not token or len(token) > 200:
+    if not token or len(token) > MAX_TOKEN:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -190,7 +193,7 @@ def fetch_page(session: Session, stmt: Select[Any], paging: Paging) -> Page[Any]
 
 
 def fetch_keyset_page(
-    session: Session,
+    session: Session | Connection,
     stmt: Select[Any],
     paging: Paging,
     keys: Sequence[Any],
@@ -199,14 +202,15 @@ def fetch_keyset_page(
     rows_of: Callable[[Select[Any]], list[Any]] | None = None,
     key_of: Callable[[Any], Sequence[Any]] | None = None,
 ) -> Page[Any]:
-    """One page of ``stmt`` (unordered: this orders it) by ``keys`` (columns, unique together, all in one
-    direction): after the key a continuation token carries, by index whatever the depth; from row
-    ``skip`` otherwise. The page carries its last row's key for the next token (``Page.after``).
-    ``rows_of`` runs the statement (default: its first column's objects); ``key_of`` reads a row's key
-    (default: the keys' attributes of the row)."""
+    """One page of ``stmt`` (unordered: this orders it) by ``keys`` (non-null columns, unique together,
+    all in one direction): after the key a continuation token carries, by index whatever the depth; from
+    row ``skip`` otherwise. The page carries its last row's key for the next token (``Page.after``),
+    tagged with the order it belongs to. ``rows_of`` runs the statement (default: its first column's
+    objects); ``key_of`` reads a row's key (default: the keys' attributes of the row)."""
     run = rows_of or (lambda q: list(session.scalars(q)))
     ordered = stmt.order_by(*(k.desc() if descending else k.asc() for k in keys))
-    after = _typed_key(paging.after, keys)
+    tag = order_tag(keys, descending)
+    after = _typed_key(paging.after, keys, tag)
     if after is not None:
         # Each value bound with its column's type (a datetime as the column stores it).
         values = tuple_(*(literal(v, type_=k.type) for v, k in zip(after, keys, strict=True)))
@@ -218,21 +222,32 @@ def fetch_keyset_page(
     if page.more and page.rows:
         last = page.rows[-1]
         key = key_of(last) if key_of is not None else [getattr(last, k.key) for k in keys]
-        return Page(page.rows, paging, True, tuple(_key_text(v) for v in key))
+        return Page(page.rows, paging, True, (*(_key_text(v) for v in key), tag))
     return page
 
 
+def order_tag(keys: Sequence[Any], descending: bool) -> str:
+    """A short name of a keyset order (its columns and direction), carried as the last item of the key
+    in a token: a token of another order (the same list sorted by another column of the same type)
+    must not be read as a key of this one, it resumes by its row number."""
+    spec = ",".join(str(getattr(k, "expression", k)) for k in keys) + (" desc" if descending else " asc")
+    return hashlib.blake2b(spec.encode(), digest_size=4).hexdigest()
+
+
 def _key_text(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    # repr: the shortest text that reads back as the same float.
+    return repr(value) if isinstance(value, float) else str(value)
 
 
-def _typed_key(after: tuple[str, ...] | None, keys: Sequence[Any]) -> list[Any] | None:
-    """A token's key as the columns' values; None when it is not this list's (another order's token
+def _typed_key(after: tuple[str, ...] | None, keys: Sequence[Any], tag: str) -> list[Any] | None:
+    """A token's key as the columns' values; None when it is not this order's (another order's token
     resumes by its row number)."""
-    if after is None or len(after) != len(keys):
+    if after is None or len(after) != len(keys) + 1 or after[-1] != tag:
         return None
     values: list[Any] = []
-    for text, key in zip(after, keys, strict=True):
+    for text, key in zip(after[:-1], keys, strict=True):
         kind = _python_type(key)
         try:
             if kind is datetime:
@@ -240,6 +255,8 @@ def _typed_key(after: tuple[str, ...] | None, keys: Sequence[Any]) -> list[Any] 
                 values.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))
             elif kind is int:
                 values.append(int(text))
+            elif kind is float:
+                values.append(float(text))
             else:
                 values.append(text)
         except ValueError:
@@ -291,14 +308,18 @@ def parse_order_by(
     return clauses
 
 
-def single_order(raw: str | None, columns: Mapping[str, Any]) -> tuple[Any, bool] | None:
+def single_order(
+    raw: str | None, columns: Mapping[str, Any], *, case_insensitive: bool = False
+) -> tuple[Any, bool] | None:
     """A one-term ``$orderBy`` as (column, descending) for ``fetch_keyset_page``; None when absent or of
     several terms (those page by offset); ``BadOrderBy`` as ``parse_order_by``."""
-    clauses = parse_order_by(raw, columns)
+    clauses = parse_order_by(raw, columns, case_insensitive=case_insensitive)
     if clauses is None or len(clauses) != 1:
         return None
     words = raw.split() if raw else []
     descending = len(words) == 2 and words[1].lower() == "desc"
+    if case_insensitive:
+        return {k.lower(): v for k, v in columns.items()}[words[0].lower()], descending
     return columns[words[0]], descending
 
 

@@ -254,6 +254,8 @@ class RepositoryResource(Base):
 
 class Favorite(Base):
     __tablename__ = "favorites"
+    # A user's favorites newest first, from the top or from a continuation token's row.
+    __table_args__ = (Index("ix_favorites_user_created", "user_id", "created_at", "itwin_id"),)
     user_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("users.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
     )
@@ -548,6 +550,8 @@ class ReleasedLock(Base):
 
 class IModelFavorite(Base):
     __tablename__ = "imodel_favorites"
+    # A user's favorite iModels newest first, from the top or from a continuation token's row.
+    __table_args__ = (Index("ix_imodel_favorites_user_created", "user_id", "created_at", "imodel_id"),)
     user_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("users.id", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
     )
