@@ -16,13 +16,17 @@ from conftest import Server, assert_error, new_itwin, running_server
 from twinbase.app import create_app
 from twinbase.settings import Settings
 
-# Endpoints that are public by design: discovery, keys, the token grant, signed blob links, health.
+# Endpoints that are public by design: discovery, keys, the token grant, signed blob links and
+# checkpoint containers, health.
 PUBLIC = {
     "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
     "/connect/token",
     "/connect/authorize",  # the sign-in page: public by design
     "/blobs/{key:path}",
+    # Checkpoint containers: their token is in the query (tests/test_checkpoint_containers.py).
+    "/{container:container}/manifest.bcv",
+    "/{container:container}/{name}",
     "/health",
     "/docs",
     "/openapi.json",
