@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+import sqlalchemy
 
 from conftest import (
     CHECKPOINT_STORAGE_ACCOUNT,
@@ -132,6 +133,33 @@ def test_container_requests_need_the_containers_token(server: Server) -> None:
     ghost = "0" * 8 + "-0000-4000-8000-" + "0" * 12
     forged = containers.sas_token(signer, ghost, 60)
     assert_error(httpx.get(f"{server.base_url}/tb-{ghost}/manifest.bcv?{forged}"), 404, "FileNotFound")
+
+
+def test_checkpoints_stored_before_containers_get_one(server: Server) -> None:
+    """A checkpoint stored by an earlier version (no blocks) is answered without ``directoryAccessInfo``
+    and given its container by a job; then answered with it, the container holding its exact bytes."""
+    client = server.user()
+    imodel = new_imodel(client, new_itwin(client)["id"])
+    url = f"/imodels/{imodel['id']}/changesets/0/checkpoint"
+    wait_checkpoint(client, url)
+    engine = sqlalchemy.create_engine(server.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sqlalchemy.text("UPDATE checkpoints SET blocks = NULL WHERE imodel_id = :id"),
+                {"id": imodel["id"]},
+            )
+    finally:
+        engine.dispose()
+    first = client.get(url).json()["checkpoint"]
+    assert first["state"] == "successful" and first["directoryAccessInfo"] is None
+    deadline = time.monotonic() + 60
+    while (answer := client.get(url).json()["checkpoint"])["directoryAccessInfo"] is None:
+        assert time.monotonic() < deadline, "no container after 60 s"
+        time.sleep(0.2)
+    plain = download(answer["_links"]["download"]["href"])
+    body, names = fetch_container(server, answer["directoryAccessInfo"], "baseline.bim")
+    assert names == ["baseline.bim"] and body[: len(plain)] == plain
 
 
 def test_no_storage_account_no_directory_access(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -35,6 +35,7 @@ from twinbase.api.http import EdgeMiddleware, install_error_handlers
 from twinbase.api.limits import Limiter
 from twinbase.api.openapi import install_docs
 from twinbase.domain import checkpoints as checkpoint_jobs
+from twinbase.domain import containers as container_jobs
 from twinbase.domain import export_connections as export_run_jobs
 from twinbase.domain import imodel_ops as imodel_op_jobs
 from twinbase.domain import imodels as imodel_jobs
@@ -142,6 +143,7 @@ def build_services(
     imodel_jobs.register(svc)
     imodel_op_jobs.register(svc)
     checkpoint_jobs.register(svc)
+    container_jobs.register(svc)
     mesh_export_jobs.register(svc)
     mesh_tile_jobs.register(svc)
     export_run_jobs.register(svc)

@@ -49,7 +49,9 @@ def checkpoint_response(ctx: Context, session: Session, checkpoint: Checkpoint) 
     svc, settings = ctx.svc, ctx.svc.settings
     download = svc.storage_link(ctx.base, checkpoint.blob_key)
     directory = None
-    if settings.checkpoint_storage_account and checkpoint.blocks is not None:
+    if settings.checkpoint_storage_account and checkpoint.blocks is None and checkpoint.state == "successful":
+        containers.schedule_container(session, svc.jobs, checkpoint)  # stored before containers were
+    elif settings.checkpoint_storage_account and checkpoint.blocks is not None:
         containers.publish(session, svc.blobs, checkpoint.imodel_id)
         directory = containers.directory_access(
             settings.checkpoint_storage_account,

@@ -18,16 +18,21 @@ checked by ``token_valid``. The backend then fetches
 ``https://<checkpoint_storage_account>.blob.core.windows.net/<container>/<file>?<token>``, which the site
 resolves to twinbase (``api.containers``).
 
+Checkpoints stored before containers existed have no blocks: the first answer about one schedules a
+``checkpoint_container`` job (``schedule_container``) that cuts its file into the container, and the
+answers carry ``directoryAccessInfo`` once it has.
+
 Blocks of checkpoints evicted or deleted stay until the iModel is deleted (no collection yet).
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from sqlalchemy import select
@@ -43,15 +48,20 @@ from twinbase.bim.cloudsqlite import (
     split_file,
 )
 from twinbase.errors import BlobNotFound
+from twinbase.jobs.context import JobContext, JobStatus
+from twinbase.jobs.queue import JobQueue
+from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore, UrlSigner
 from twinbase.store.blobs import keys as blob_keys
-from twinbase.store.models import Checkpoint, IModel
+from twinbase.store.db import Database
+from twinbase.store.models import Checkpoint, IModel, Job
 
 CONTAINER_PREFIX = "tb-"
 _CONTAINER = re.compile(r"^tb-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 #: The Azure REST version the token names (the one the native library sends in ``x-ms-version``).
 SAS_VERSION = "2020-10-02"
 MANIFEST = "manifest.bcv"
+CONTAINER_JOB = "checkpoint_container"
 
 
 def container_name(imodel_id: str) -> str:
@@ -70,6 +80,13 @@ def db_name(changeset_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- writing
+
+
+class ContainerServices(Protocol):
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    jobs: JobQueue
 
 
 def store_blocks(blobs: BlobStore, imodel_id: str, path: Path) -> bytes:
@@ -104,6 +121,53 @@ def manifest(session: Session, imodel_id: str) -> bytes:
         for index, changeset_id, blocks in rows
     )
     return compose_manifest(Manifest(block_size=BLOCK_SIZE, databases=databases))
+
+
+def schedule_container(session: Session, jobs: JobQueue, checkpoint: Checkpoint) -> None:
+    """Schedule the container of a stored checkpoint that has none (made before containers were), once:
+    not while such a job is queued or running."""
+    imodel_id, index = checkpoint.imodel_id, str(checkpoint.changeset_index)
+    pending = session.scalar(
+        select(Job.id)
+        .where(
+            Job.kind == CONTAINER_JOB,
+            Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+            Job.payload["imodel_id"].as_string() == imodel_id,
+            Job.payload["index"].as_string() == index,
+        )
+        .limit(1)
+    )
+    if pending is None:
+        jobs.enqueue(session, CONTAINER_JOB, {"imodel_id": imodel_id, "index": index})
+
+
+def make_container(svc: ContainerServices, imodel_id: str, index: int, ctx: JobContext | None = None) -> None:
+    """The ``checkpoint_container`` job: the stored checkpoint's file cut into the iModel's container."""
+    with svc.db.read() as session:
+        row = session.get(Checkpoint, (imodel_id, index))
+        if row is None or row.state != "successful" or row.blocks is not None:
+            return  # gone, not made yet (its maker writes the blocks), or done
+        key = row.blob_key
+    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+        path = Path(tmp) / "checkpoint.bim"
+        try:
+            svc.blobs.download_to(key, path)
+        except BlobNotFound:
+            return  # evicted meanwhile: nothing to serve
+        blocks = store_blocks(svc.blobs, imodel_id, path)
+    with svc.db.write() as session:
+        if ctx is not None:
+            ctx.fence(session)
+        row = session.get(Checkpoint, (imodel_id, index), with_for_update=True)
+        if row is not None and row.blob_key == key and row.blocks is None:
+            row.blocks = blocks
+
+
+def register(svc: ContainerServices) -> None:
+    def handler(ctx: JobContext) -> None:
+        make_container(svc, str(ctx.payload["imodel_id"]), int(ctx.payload["index"]), ctx)
+
+    svc.jobs.register(CONTAINER_JOB, handler)
 
 
 def _ids(blocks: bytes) -> tuple[bytes, ...]:
