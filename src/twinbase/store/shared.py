@@ -16,6 +16,7 @@ Keys are ``<prefix>:...`` (``TWINBASE_REDIS_PREFIX``), so deployments may share 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -26,7 +27,9 @@ import redis.asyncio as aredis
 
 log = logging.getLogger("twinbase.shared")
 
-# KEYS[1] the bucket; ARGV rate (tokens per second), burst. Answers the seconds to wait ("0": taken).
+# KEYS[1] the bucket, KEYS[2] the generation; ARGV rate (tokens per second), burst. Answers the seconds
+# to wait ("0": taken) and the deployment's generation: a request's one round trip to Redis serves both
+# its rate limit and its read cache.
 _TAKE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
@@ -54,8 +57,14 @@ if rate > 0 then
   ttl = math.ceil(burst / rate * 1000) + 1000
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
-return tostring(wait)
+return {tostring(wait), redis.call('GET', KEYS[2]) or '0'}
 """
+
+#: The generation the current request's ``take`` read along (each request is one task: a context
+#: variable is the request's own).
+_REQUEST_GENERATION: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "twinbase_request_generation", default=None
+)
 
 #: Seconds a Redis call may take before the caller goes on without it.
 TIMEOUT = 0.5
@@ -74,6 +83,9 @@ class SharedState:
         self._async_loop: Any = None
         self._options = options
         self._generation_key = f"{prefix}:generation"
+        # EVALSHA: the script's text crosses the wire once per connection pool, not on every request.
+        self._take_sync = self._sync.register_script(_TAKE)
+        self._take_async: Any = None
         self._complained = 0.0
         self._lock = threading.Lock()
 
@@ -96,7 +108,10 @@ class SharedState:
         return int(value) if value is not None else 0
 
     async def generation_async(self) -> int | None:
-        """As ``generation``, on the event loop."""
+        """As ``generation``, on the event loop: what this request's ``take`` read along, else a read."""
+        along = _REQUEST_GENERATION.get()
+        if along is not None:
+            return along
         try:
             value = await self._async_client().get(self._generation_key)
         except (redis.RedisError, OSError) as exc:
@@ -109,21 +124,28 @@ class SharedState:
     async def take(self, client: str, per_second: float, burst: float) -> float | None:
         """Take one token from ``client``'s bucket: 0, or the seconds to wait; None when Redis failed."""
         try:
-            conn = self._async_client()
-            wait = await conn.eval(_TAKE, 1, f"{self.prefix}:rate:{client}", repr(per_second), repr(burst))
+            self._async_client()
+            wait, generation = await self._take_async(
+                keys=[f"{self.prefix}:rate:{client}", self._generation_key],
+                args=[repr(per_second), repr(burst)],
+            )
         except (redis.RedisError, OSError) as exc:
             self._complain("take a rate-limit token", exc)
             return None
-        return float(wait.decode() if isinstance(wait, bytes) else wait)
+        _REQUEST_GENERATION.set(int(generation))
+        return float(wait)
 
     def take_sync(self, client: str, per_second: float, burst: float) -> float | None:
         """As ``take``, from a thread."""
         try:
-            wait = self._sync.eval(_TAKE, 1, f"{self.prefix}:rate:{client}", repr(per_second), repr(burst))
+            wait, _ = self._take_sync(
+                keys=[f"{self.prefix}:rate:{client}", self._generation_key],
+                args=[repr(per_second), repr(burst)],
+            )
         except (redis.RedisError, OSError) as exc:
             self._complain("take a rate-limit token", exc)
             return None
-        return float(wait.decode() if isinstance(wait, bytes) else wait)
+        return float(wait)
 
     def _async_client(self) -> aredis.Redis:
         import asyncio
@@ -133,6 +155,7 @@ class SharedState:
             # A connection pool belongs to the event loop that made it (each uvicorn worker has one).
             self._async = aredis.Redis.from_url(self.url, **self._options)
             self._async_loop = loop
+            self._take_async = self._async.register_script(_TAKE)
         return self._async
 
     def _complain(self, what: str, exc: Exception) -> None:
