@@ -999,8 +999,11 @@ def main() -> int:
                         results.append(res)
             finally:
                 if cfg.redis:
-                    removed = redis_cleanup(args.redis_url, redis_prefix)
-                    print(f"removed {removed} Redis keys under {redis_prefix}:", flush=True)
+                    try:
+                        removed = redis_cleanup(args.redis_url, redis_prefix)
+                        print(f"removed {removed} Redis keys under {redis_prefix}:", flush=True)
+                    except Exception as exc:  # report it, and keep the run's own error if there is one
+                        print(f"could not remove the Redis keys under {redis_prefix}: ({exc})", flush=True)
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
