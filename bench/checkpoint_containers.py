@@ -363,7 +363,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=100, help="the model's size in MiB (default 100)")
     ap.add_argument("--versions", type=int, default=10, help="checkpoints (default 10)")
-    ap.add_argument("--pattern", choices=("area", "recent", "scattered"), default="area", help="where edits fall")
+    ap.add_argument(
+        "--pattern", choices=("area", "recent", "scattered"), default="area", help="where edits fall"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = ap.parse_args()
 
