@@ -162,20 +162,22 @@ def changed_pages(old: Path, new: Path, page: int) -> list[int]:
             number += len(chunk_b) // page
 
 
-def owners(path: Path, pages: list[int]) -> list[tuple[str, int]]:
-    """Which tables and indexes the pages belong to (the dbstat table), most pages first."""
+def owners(path: Path, pages: list[int], page: int, block_size: int) -> list[tuple[str, int, int]]:
+    """Which tables and indexes the pages belong to (the dbstat table): (name, pages, 4 MiB blocks they
+    fall in), most blocks first."""
     import sqlite3
 
     wanted = {p + 1 for p in pages}  # dbstat counts pages from 1
-    counts: dict[str, int] = {}
+    found: dict[str, list[int]] = {}
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as db:
         try:
             for name, pageno in db.execute("SELECT name, pageno FROM dbstat"):
                 if pageno in wanted:
-                    counts[name] = counts.get(name, 0) + 1
+                    found.setdefault(name, []).append(pageno - 1)
         except sqlite3.OperationalError:
             return []  # this sqlite3 was built without dbstat
-    return sorted(counts.items(), key=lambda item: -item[1])
+    counts = [(name, len(ps), len({p * page // block_size for p in ps})) for name, ps in found.items()]
+    return sorted(counts, key=lambda item: (-item[2], -item[1]))
 
 
 # --------------------------------------------------------------------------------------- the writers
@@ -408,10 +410,11 @@ def main() -> int:
         else:
             changed = f"{'-':>15}{size // page:>10,}{'-':>17}"
         print(f"{path.stem:>8}{mib(size):>10}{len(blocks):>8}{new:>12}{changed}")
-    top = owners(files[1], changed_pages(files[0], files[1], page)) if len(files) > 1 else []
-    if top:
-        listed = ", ".join(f"{name} {n}" for name, n in top[:6])
-        print(f"pages changed by {files[1].stem}, by table or index: {listed}")
+    if len(files) > 1:
+        top = owners(files[1], changed_pages(files[0], files[1], page), page, BLOCK_SIZE)
+        print(f"pages changed by {files[1].stem}, by table or index (pages / 4 MiB blocks they fall in):")
+        for name, n, hit in top[:6]:
+            print(f"  {name:70}{n:>6}{hit:>5}")
 
     manifest = Manifest(
         block_size=BLOCK_SIZE,
