@@ -30,6 +30,8 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,18 +91,33 @@ class ContainerServices(Protocol):
     jobs: JobQueue
 
 
+#: Blocks stored at once: a blob service answers each request after a round trip, so a few in flight keep
+#: the link busy; memory stays bounded (each holds one 4 MiB block).
+STORE_CONCURRENCY = 4
+
+
 def store_blocks(blobs: BlobStore, imodel_id: str, path: Path) -> bytes:
     """Store the file's blocks in the iModel's container (those not there already) and answer their ids
     in file order, concatenated: the checkpoint row's ``blocks``."""
-    ids = bytearray()
-    for block_id, data in split_file(path):
+
+    def store(block_id: bytes, data: bytes) -> None:
         key = blob_keys.container_block(imodel_id, block_name(block_id))
         try:
             blobs.stat(key)
         except BlobNotFound:
             # Content-addressed: a concurrent writer of the same key writes the same bytes.
             blobs.put(key, [data])
-        ids += block_id
+
+    ids = bytearray()
+    with ThreadPoolExecutor(STORE_CONCURRENCY, thread_name_prefix="container-blocks") as pool:
+        pending: deque[Future[None]] = deque()
+        for block_id, data in split_file(path):
+            if len(pending) >= STORE_CONCURRENCY:
+                pending.popleft().result()  # raises the first failure
+            pending.append(pool.submit(store, block_id, data))
+            ids += block_id
+        for each in pending:
+            each.result()
     return bytes(ids)
 
 

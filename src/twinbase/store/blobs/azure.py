@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
@@ -549,14 +550,22 @@ class AzureBlobWriter:
         encoded = self._deflater is not None
         if self._deflater is not None:
             self._buffer += self._deflater.flush()
-        if self._buffer or not self._ids:
-            self._stage()
-        self.blob.commit_block_list(
-            [BlobBlock(block_id=i) for i in self._ids],
-            content_settings=_content_settings(self.key, encoded),
-            metadata={DECODED_SIZE: str(self.size)} if encoded else None,
-        )
-        return self.store.stat(self.key)
+        settings = _content_settings(self.key, encoded)
+        metadata = {DECODED_SIZE: str(self.size)} if encoded else None
+        if not self._ids:
+            # All of it fits one block: one Put Blob (atomic too) instead of Put Block + Put Block List.
+            answer = self.blob.upload_blob(
+                bytes(self._buffer), overwrite=True, content_settings=settings, metadata=metadata
+            )
+        else:
+            if self._buffer:
+                self._stage()
+            answer = self.blob.commit_block_list(
+                [BlobBlock(block_id=i) for i in self._ids], content_settings=settings, metadata=metadata
+            )
+        self._buffer.clear()
+        # The answer carries the new ETag and time: no Get Blob Properties round trip.
+        return _info(self.key, SimpleNamespace(**answer), size=self.size)
 
     def abort(self) -> None:
         # Uncommitted blocks are invisible and the service drops them (after a week at most).
