@@ -10,6 +10,7 @@ tests/test_checkpoint_cloudsqlite.py.
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from twinbase.bim.cloudsqlite import BLOCK_SIZE, block_name, parse_manifest
 from twinbase.domain import containers
 from twinbase.store.blobs import LocalBlobStore, UrlSigner
 from twinbase.store.blobs import keys as blob_keys
+from twinbase.store.models import Job
 
 
 def fetch_container(server: Server, info: dict[str, str], db_name: str) -> tuple[bytes, list[str]]:
@@ -195,3 +197,50 @@ def test_identical_blocks_are_stored_once(tmp_path: Path) -> None:
     prefix = blob_keys.container_prefix(imodel_id)
     last = store.stat(f"{prefix}/{block_name(ids_a[48:])}")
     assert last.size == BLOCK_SIZE  # the tail, zero-padded
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_blocks_of_evicted_checkpoints_are_collected(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """With no budget for unpinned checkpoints each completion evicts the one before; an hour later (here:
+    the sweep job's time and the blocks' times moved back) their blocks go, the others stay."""
+    env = {"TWINBASE_CHECKPOINT_BUDGET_BYTES": "0", "TWINBASE_CHECKPOINT_STORAGE_ACCOUNT": "twinbasetest"}
+    with running_server(backend, tmp_path_factory, **env) as server:
+        client = server.user()
+        imodel = new_imodel(client, new_itwin(client)["id"], path=baseline_copy(tmp_path))
+        briefcase = client.post(f"/imodels/{imodel['id']}/briefcases", json={})
+        briefcase_id = briefcase.json()["briefcase"]["briefcaseId"]
+        for cs in readonly_chain():
+            assert push_file(client, imodel["id"], briefcase_id, cs).status_code == 200
+
+        engine = sqlalchemy.create_engine(server.database_url)
+        try:
+            with engine.begin() as conn:
+                sweeps = conn.execute(
+                    sqlalchemy.select(Job.payload).where(Job.kind == "container_sweep")
+                ).all()
+            assert len(sweeps) == 2  # checkpoints 1 and 2, evicted by the next completions
+            container = server.data_dir / "blobs" / blob_keys.container_prefix(imodel["id"])
+            evicted = {block_name(bytes.fromhex(payload["blocks"])) for (payload,) in sweeps}
+            kept = {p.name for p in container.glob("*.bcv")} - evicted
+            assert evicted and kept and all((container / name).exists() for name in evicted)
+            hours_ago = time.time() - 7200
+            for path in container.glob("*.bcv"):
+                os.utime(path, (hours_ago, hours_ago))
+            with engine.begin() as conn:
+                long_ago = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+                conn.execute(
+                    sqlalchemy.update(Job).where(Job.kind == "container_sweep").values(run_after=long_ago)
+                )
+        finally:
+            engine.dispose()
+        deadline = time.monotonic() + 60
+        while any((container / name).exists() for name in evicted):
+            assert time.monotonic() < deadline, "the sweep did not delete the evicted blocks in 60 s"
+            time.sleep(0.2)
+        assert {p.name for p in container.glob("*.bcv")} == kept
+        tip = wait_checkpoint(client, f"/imodels/{imodel['id']}/changesets/3/checkpoint")
+        plain = download(tip["_links"]["download"]["href"])
+        body, names = fetch_container(server, tip["directoryAccessInfo"], tip["dbName"])
+        assert names == ["baseline.bim", tip["dbName"]] and body[: len(plain)] == plain

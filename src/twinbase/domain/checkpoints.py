@@ -445,12 +445,18 @@ def evict(session: Session, budget: int, *, keep: tuple[str, int]) -> list[str]:
     if excess <= 0:
         return []
     candidates = session.execute(
-        select(Checkpoint.imodel_id, Checkpoint.changeset_index, Checkpoint.size, Checkpoint.blob_key)
+        select(
+            Checkpoint.imodel_id,
+            Checkpoint.changeset_index,
+            Checkpoint.size,
+            Checkpoint.blob_key,
+            Checkpoint.blocks,
+        )
         .where(Checkpoint.pinned.is_(None), Checkpoint.state == SUCCESSFUL)
         .order_by(func.coalesce(Checkpoint.used_at, Checkpoint.created_at), Checkpoint.changeset_index)
     ).all()
     keys: list[str] = []
-    for imodel_id, index, size, key in candidates:
+    for imodel_id, index, size, key, blocks in candidates:
         if excess <= 0:
             break
         if (imodel_id, index) == keep:
@@ -459,6 +465,8 @@ def evict(session: Session, budget: int, *, keep: tuple[str, int]) -> list[str]:
             delete(Checkpoint).where(Checkpoint.imodel_id == imodel_id, Checkpoint.changeset_index == index)
         )
         keys.append(str(key))
+        if blocks:
+            containers.schedule_sweep(session, imodel_id, blocks)
         excess -= int(size)
     return keys
 

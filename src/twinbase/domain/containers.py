@@ -22,7 +22,10 @@ Checkpoints stored before containers existed have no blocks: the first answer ab
 ``checkpoint_container`` job (``schedule_container``) that cuts its file into the container, and the
 answers carry ``directoryAccessInfo`` once it has.
 
-Blocks of checkpoints evicted or deleted stay until the iModel is deleted (no collection yet).
+Blocks of evicted checkpoints are collected an hour later (``schedule_sweep``, the ``container_sweep``
+job), as the native writer does: readers that fetched a manifest listing them may still be reading. A
+block is deleted only if no checkpoint row names it then and it was not written within that hour;
+``store_blocks`` rewrites an old block it reuses, so a checkpoint being made cannot lose one to a sweep.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -56,7 +59,7 @@ from twinbase.settings import Settings
 from twinbase.store.blobs import BlobStore, UrlSigner
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.db import Database
-from twinbase.store.models import Checkpoint, IModel, Job
+from twinbase.store.models import Checkpoint, IModel, Job, utcnow
 
 CONTAINER_PREFIX = "tb-"
 _CONTAINER = re.compile(r"^tb-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -64,6 +67,9 @@ _CONTAINER = re.compile(r"^tb-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 SAS_VERSION = "2020-10-02"
 MANIFEST = "manifest.bcv"
 CONTAINER_JOB = "checkpoint_container"
+SWEEP_JOB = "container_sweep"
+#: How long the blocks of an evicted checkpoint are kept for readers still on its manifest.
+SWEEP_DELAY = timedelta(hours=1)
 
 
 def container_name(imodel_id: str) -> str:
@@ -100,13 +106,17 @@ def store_blocks(blobs: BlobStore, imodel_id: str, path: Path) -> bytes:
     """Store the file's blocks in the iModel's container (those not there already) and answer their ids
     in file order, concatenated: the checkpoint row's ``blocks``."""
 
+    fresh_after = time.time() - SWEEP_DELAY.total_seconds() / 2
+
     def store(block_id: bytes, data: bytes) -> None:
         key = blob_keys.container_block(imodel_id, block_name(block_id))
         try:
-            blobs.stat(key)
+            if blobs.stat(key).modified > fresh_after:
+                return  # stored recently: no sweep can take it before this checkpoint's row names it
         except BlobNotFound:
-            # Content-addressed: a concurrent writer of the same key writes the same bytes.
-            blobs.put(key, [data])
+            pass
+        # Content-addressed: a concurrent writer of the same key writes the same bytes.
+        blobs.put(key, [data])
 
     ids = bytearray()
     with ThreadPoolExecutor(STORE_CONCURRENCY, thread_name_prefix="container-blocks") as pool:
@@ -180,11 +190,48 @@ def make_container(svc: ContainerServices, imodel_id: str, index: int, ctx: JobC
             row.blocks = blocks
 
 
+def schedule_sweep(session: Session, imodel_id: str, blocks: bytes) -> None:
+    """After ``SWEEP_DELAY``, delete those of ``blocks`` (an evicted checkpoint's) no checkpoint uses."""
+    job = JobQueue.enqueue(session, SWEEP_JOB, {"imodel_id": imodel_id, "blocks": blocks.hex()})
+    job.run_after = utcnow() + SWEEP_DELAY
+
+
+def sweep(svc: ContainerServices, imodel_id: str, candidates: bytes) -> int:
+    """The ``container_sweep`` job: delete the candidate blocks that no checkpoint row names and that were
+    not written within ``SWEEP_DELAY``; answers how many were deleted."""
+    with svc.db.read() as session:
+        used = {
+            block
+            for (blocks,) in session.execute(
+                select(Checkpoint.blocks).where(
+                    Checkpoint.imodel_id == imodel_id, Checkpoint.blocks.is_not(None)
+                )
+            )
+            for block in _ids(blocks or b"")
+        }
+    cutoff = time.time() - SWEEP_DELAY.total_seconds()
+    deleted = 0
+    for block in set(_ids(candidates)) - used:
+        key = blob_keys.container_block(imodel_id, block_name(block))
+        try:
+            if svc.blobs.stat(key).modified > cutoff:
+                continue  # written again since: a checkpoint being made may use it
+        except BlobNotFound:
+            continue
+        svc.blobs.delete(key)
+        deleted += 1
+    return deleted
+
+
 def register(svc: ContainerServices) -> None:
-    def handler(ctx: JobContext) -> None:
+    def make(ctx: JobContext) -> None:
         make_container(svc, str(ctx.payload["imodel_id"]), int(ctx.payload["index"]), ctx)
 
-    svc.jobs.register(CONTAINER_JOB, handler)
+    def collect(ctx: JobContext) -> None:
+        sweep(svc, str(ctx.payload["imodel_id"]), bytes.fromhex(str(ctx.payload["blocks"])))
+
+    svc.jobs.register(CONTAINER_JOB, make)
+    svc.jobs.register(SWEEP_JOB, collect)
 
 
 def _ids(blocks: bytes) -> tuple[bytes, ...]:
