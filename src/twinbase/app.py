@@ -46,6 +46,7 @@ from twinbase.identity.tokens import SigningKey, TokenIssuer, TokenVerifier
 from twinbase.jobs.queue import JobQueue
 from twinbase.jobs.worker import WorkerPool
 from twinbase.settings import Settings
+from twinbase.store import scratch
 from twinbase.store.blobs import UrlSigner, build_blob_store
 from twinbase.store.db import Database, upgrade
 from twinbase.store.shared import SharedState
@@ -102,6 +103,7 @@ def build_services(
     ``TWINBASE_JOB_MODULES``, each with a ``register(services)`` like the domain's own kinds. ``shared``:
     the deployment's shared state (default: made from the settings)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    scratch.sweep(settings.data_dir)  # left by processes of this host that were killed
     if migrate:
         upgrade(settings.database_url)
     db = Database(settings.database_url)

@@ -35,6 +35,7 @@ from twinbase.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimitExceeded,
+    ServiceUnavailable,
     TwinbaseError,
 )
 from twinbase.identity.tokens import Principal, TokenVerifier
@@ -148,6 +149,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(InvalidRequest(message, code=code, details=[detail]))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if type(exc).__module__.startswith("azure."):
+            # The blob service failed (or refused): not the client's fault and often brief. Matched by
+            # module, so the Azure SDK is imported only where it is the configured backend.
+            log.error("blob service failed", exc_info=exc, extra={"action": "blob_service_failed"})
+            return error_response(
+                ServiceUnavailable("The blob service did not complete the request. Retry later.")
+            )
         log.exception("unexpected error", extra={"action": "unexpected_error"})
         return error_response(TwinbaseError())
 

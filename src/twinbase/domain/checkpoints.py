@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from twinbase.jobs.context import JobContext
 from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import Changeset, ChangesetElement, Checkpoint, IModel, utcnow
+from twinbase.store.scratch import scratch
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def next_checkpoint(
             return None
     index = parent_index + 1
     key = blob_keys.checkpoint_of(imodel_id, index, changeset_id)
-    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+    with scratch(svc.settings.data_dir, "checkpoint") as tmp:
         work = Path(tmp) / "next.bim"
         try:
             build_file(svc, the_plan, work)
@@ -361,7 +361,7 @@ def materialize(svc: FileServices, imodel_id: str, index: int, ctx: JobContext |
         )
         key = target.blob_key
     try:
-        with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+        with scratch(svc.settings.data_dir, "checkpoint") as tmp:
             work = Path(tmp) / "checkpoint.bim"
             models = build_file(svc, the_plan, work, ctx, models_of=missing)
             make_checkpoint(

@@ -31,7 +31,6 @@ block is deleted only if no checkpoint row names it then and it was not written 
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +59,7 @@ from twinbase.store.blobs import BlobStore, UrlSigner
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.db import Database
 from twinbase.store.models import Checkpoint, IModel, Job, utcnow
+from twinbase.store.scratch import scratch
 
 CONTAINER_PREFIX = "tb-"
 _CONTAINER = re.compile(r"^tb-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -175,7 +175,7 @@ def make_container(svc: ContainerServices, imodel_id: str, index: int, ctx: JobC
         if row is None or row.state != "successful" or row.blocks is not None:
             return  # gone, not made yet (its maker writes the blocks), or done
         key = row.blob_key
-    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+    with scratch(svc.settings.data_dir, "container") as tmp:
         path = Path(tmp) / "checkpoint.bim"
         try:
             svc.blobs.download_to(key, path)

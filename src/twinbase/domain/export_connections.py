@@ -34,7 +34,6 @@ import hashlib
 import importlib
 import logging
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -68,6 +67,7 @@ from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import BlobStore
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import Changeset, ExportConnection, ExportRun, IModel, ITwin, utcnow
+from twinbase.store.scratch import scratch
 
 log = logging.getLogger("twinbase.export_connections")
 
@@ -830,7 +830,7 @@ def run_export(
                     output=(key, _file_name(work.name), info.size),
                 )
                 return {"result": previous.result, "reused": previous.id}
-        with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+        with scratch(svc.settings.data_dir, "ifc") as tmp:
             out = Path(tmp) / "export.ifc"
             produced = _jsonable(_produce(svc, work, ctx, writer, out))
             with svc.db.write() as session:

@@ -24,7 +24,6 @@ import functools
 import io
 import logging
 import struct
-import tempfile
 import uuid
 import zlib
 from collections.abc import Mapping
@@ -103,6 +102,7 @@ from twinbase.store.models import (
     new_id,
     utcnow,
 )
+from twinbase.store.scratch import scratch
 
 log = logging.getLogger("twinbase.imodels")
 
@@ -416,7 +416,7 @@ def run_copy(svc: FileServices, payload: Mapping[str, Any], ctx: JobContext | No
         return
     gone = False
     try:
-        with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+        with scratch(svc.settings.data_dir, "copy") as tmp:
             path = Path(tmp) / "baseline.bim"
             if squashed is not None:
                 checkpoints.build_file(svc, squashed, path, ctx)

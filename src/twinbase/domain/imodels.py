@@ -8,7 +8,6 @@ permission 403. Functions take the caller's session and never commit.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from twinbase.store.blobs import BlobStore
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.db import Database
 from twinbase.store.models import BaselineFile, Checkpoint, IModel, ITwin, new_id
+from twinbase.store.scratch import scratch
 
 BASELINE_JOB = "imodel_baseline"
 
@@ -308,7 +308,7 @@ class SeedUnavailable(ServiceUnavailable):
 def create_empty(svc: FileServices, session: Session, principal: Principal, body: IModelCreate) -> IModel:
     """A real, valid empty iModel: a stamped copy of the seed as its baseline and checkpoint 0."""
     imodel = new_imodel(session, principal, body, state="initialized", create_state="successful")
-    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+    with scratch(svc.settings.data_dir, "baseline") as tmp:
         path = Path(tmp) / "empty.bim"
         try:
             write_empty_seed(path)
@@ -453,7 +453,7 @@ def initialize_baseline(svc: FileServices, imodel_id: str, ctx: JobContext | Non
         itwin_id, key, user_id = imodel.itwin_id, baseline.blob_key, baseline.created_by
     state = "initialized"
     staged: StagedBaseline | None = None
-    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+    with scratch(svc.settings.data_dir, "baseline") as tmp:
         path = Path(tmp) / "baseline.bim"
         svc.blobs.download_to(key, path)
         if ctx is not None:

@@ -33,7 +33,6 @@ import hashlib
 import importlib
 import logging
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -69,6 +68,7 @@ from twinbase.jobs.queue import JobQueue
 from twinbase.store.blobs import BlobStore, check_key
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import Changeset, ITwin, Member, MemberRole, MeshExport, Role, utcnow
+from twinbase.store.scratch import scratch
 from twinbase.tiles.imdl import IMDL_MESHOPT_VERSION, IMDL_VERSION
 
 log = logging.getLogger("twinbase.mesh_export")
@@ -849,7 +849,7 @@ def _produce(
                 f"The iModel's file at changeset {run.changeset_index} cannot be made: {exc}."
             ) from exc
     sink = BundleSink(svc.blobs, run.bundle_id, ctx.raise_if_cancelled if ctx is not None else lambda: None)
-    with tempfile.TemporaryDirectory(dir=svc.settings.data_dir) as tmp:
+    with scratch(svc.settings.data_dir, "export") as tmp:
         bim = Path(tmp) / "imodel.bim"
         if ctx is not None:
             ctx.progress(0.0, "Making the iModel's file")

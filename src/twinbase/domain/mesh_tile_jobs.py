@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -53,6 +52,7 @@ from twinbase.jobs.worker import WorkerPool
 from twinbase.store.blobs import check_key
 from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import Job, MeshExport
+from twinbase.store.scratch import make_scratch
 from twinbase.tiles.tiler import TilePlan
 
 log = logging.getLogger("twinbase.mesh_export")
@@ -306,7 +306,7 @@ def _make_workshop(svc: Services, payload: Mapping[str, Any], ctx: JobContext) -
     """The export's file, plan and a pool of this host's cores, made here (another host, or a worker
     process of this one): the file at the export's changeset through exact checkpoints, and the plan
     checked against the coordinator's."""
-    folder = Path(tempfile.mkdtemp(prefix="tiles-", dir=svc.settings.data_dir))
+    folder = make_scratch(svc.settings.data_dir, "tiles")
     try:
         config = for_export_type(parse_tiler_config(payload["tiler_config"]), str(payload["export_type"]))
         with svc.db.read() as session:
