@@ -103,7 +103,7 @@ def seed(url: str, n: int) -> list[dict[str, str]]:
             conn.execute(insert(Favorite), favorites)
         for i in (0, n // 2, n - 1):
             picks.append(
-                {"number": f"N-{i:07d}", "name": f"Project {i:07d} {uuid.UUID(int=i * 7919 + 13).hex[:8]}"}
+                {"number": f"N-{i:07d}", "name": _name(i)}
             )
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
