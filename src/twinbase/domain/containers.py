@@ -1,22 +1,25 @@
 """Checkpoints as CloudSqlite containers, the only form an unmodified iTwin.js 5.x backend downloads or
 attaches (reference ``cloudsqlite-checkpoints.md``).
 
-Every iModel has one container, named ``tb-<iModelId>`` (``container_name``): one database per stored
-checkpoint, named as the checkpoint's ``dbName``, whose blocks are the checkpoint file cut into 4 MiB
-blocks (``bim.cloudsqlite``). Block ids are content-addressed, so a block that several checkpoints share
-is stored once (``store_blocks`` skips the ones already there), and the same id never names different
-bytes, which the backend's block cache relies on across containers.
+Every iModel has one container, a bundle of the blob store (``keys.container_prefix``): one database per
+stored checkpoint, named as the checkpoint's ``dbName``, whose blocks are the checkpoint file cut into
+4 MiB blocks (``bim.cloudsqlite``). Block ids are content-addressed, so a block that several checkpoints
+share is stored once (``store_blocks`` skips the ones already there), and the same id never names
+different bytes, which the backend's block cache relies on across containers.
 
-The manifest is never stored: ``manifest`` composes it from the checkpoint rows that hold block lists,
-so it always lists exactly the checkpoints the API answers, with no write to race on. The blocks are
-written before the row that names them commits, so a manifest never lists a block that is not there.
+``manifest`` composes the manifest from the checkpoint rows that hold block lists, so it lists exactly
+the checkpoints the API answers. On the local folder twinbase serves the container as ``tb-<iModelId>``
+(``container_name``, ``api.containers``) and composes the manifest on each request: nothing to store or
+race on. A blob service that serves containers itself (Azure: ``BlobStore.cloud_container``) needs it
+stored: ``publish`` does so in each checkpoint answer's transaction. The blocks are written before the
+row that names them commits, so a manifest never lists a block that is not there.
 
 Access: ``directory_access`` answers the platform's ``directoryAccessInfo``; its ``azure.sasToken`` is
 twinbase's own read-only token for the container (``sp=r``, an ``se=`` expiry in ISO form as the backend
 parses it, ``sig``: an HMAC with the URL-signing key over the container's blob prefix and the expiry),
-checked by ``token_valid``. The backend then fetches
+checked by ``token_valid`` (with Azure: the blob service's own container SAS). The backend then fetches
 ``https://<checkpoint_storage_account>.blob.core.windows.net/<container>/<file>?<token>``, which the site
-resolves to twinbase (``api.containers``).
+resolves to twinbase (or to the blob service).
 
 Checkpoints stored before containers existed have no blocks: the first answer about one schedules a
 ``checkpoint_container`` job (``schedule_container``) that cuts its file into the container, and the
