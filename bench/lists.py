@@ -102,9 +102,7 @@ def seed(url: str, n: int) -> list[dict[str, str]]:
             conn.execute(insert(Member), members)
             conn.execute(insert(Favorite), favorites)
         for i in (0, n // 2, n - 1):
-            picks.append(
-                {"number": f"N-{i:07d}", "name": _name(i)}
-            )
+            picks.append({"number": f"N-{i:07d}", "name": _name(i)})
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE")
