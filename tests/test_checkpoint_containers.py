@@ -10,18 +10,21 @@ tests/test_checkpoint_cloudsqlite.py.
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 import sqlalchemy
+from azure.storage.blob import BlobServiceClient
 
 from conftest import (
     CHECKPOINT_STORAGE_ACCOUNT,
+    Azurite,
     Server,
     assert_error,
     new_imodel,
@@ -33,7 +36,32 @@ from twinbase.bim.cloudsqlite import BLOCK_SIZE, block_name, parse_manifest
 from twinbase.domain import containers
 from twinbase.store.blobs import LocalBlobStore, UrlSigner
 from twinbase.store.blobs import keys as blob_keys
-from twinbase.store.models import Job
+
+IMODEL = "11111111-2222-4333-8444-555555555555"
+
+
+def _manifest_of(azurite: Azurite, info: dict[str, Any], db_name: str) -> tuple[str, list[bytes]]:
+    """The blob service's own URL of the container and the block ids of ``db_name`` in its manifest."""
+    base = f"http://127.0.0.1:{azurite.port}/devstoreaccount1/{info['baseDirectory']}"
+    resp = httpx.get(f"{base}/manifest.bcv?{info['azure']['sasToken']}", timeout=30)
+    assert resp.status_code == 200, resp.text
+    manifest = parse_manifest(resp.content)
+    return base, list({db.name: db for db in manifest.databases}[db_name].block_ids)
+
+
+def body_blocks(azurite: Azurite, info: dict[str, Any], db_name: str) -> set[str]:
+    return {block_name(b) for b in _manifest_of(azurite, info, db_name)[1]}
+
+
+def fetch_from_blob_service(azurite: Azurite, info: dict[str, Any], db_name: str) -> tuple[bytes, int]:
+    """``db_name`` put together from the blocks the blob service itself serves with the answer's SAS."""
+    base, ids = _manifest_of(azurite, info, db_name)
+    body = bytearray()
+    for block_id in ids:
+        block = httpx.get(f"{base}/{block_name(block_id)}?{info['azure']['sasToken']}", timeout=30)
+        assert block.status_code == 200, block.text
+        body += block.content
+    return bytes(body), len(ids)
 
 
 def fetch_container(server: Server, info: dict[str, str], db_name: str) -> tuple[bytes, list[str]]:
@@ -82,6 +110,8 @@ def test_checkpoint_is_served_as_a_cloudsqlite_container(server: Server) -> None
     plain = download(checkpoint["_links"]["download"]["href"])
     body, names = fetch_container(server, info, "baseline.bim")
     assert names == ["baseline.bim"]
+    # Served from the checkpoint file itself: the local folder stores no block.
+    assert not (server.data_dir / "blobs" / blob_keys.container_prefix(imodel["id"])).exists()
     assert len(body) == -(-len(plain) // BLOCK_SIZE) * BLOCK_SIZE
     assert body[: len(plain)] == plain
     assert not any(body[len(plain) :])
@@ -177,35 +207,58 @@ def test_no_storage_account_no_directory_access(tmp_path_factory: pytest.TempPat
         assert len(plain) == checkpoint["size"]
 
 
-def test_identical_blocks_are_stored_once(tmp_path: Path) -> None:
-    """Two checkpoints that differ in one 4 MiB block share the rest: the second stores one block."""
-    store = LocalBlobStore(tmp_path / "blobs", UrlSigner(os.urandom(32)))
-    imodel_id = "11111111-2222-4333-8444-555555555555"
+def _two_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """Two files that differ in their second 4 MiB block only (the fourth is a short tail)."""
     first, second = tmp_path / "a.bim", tmp_path / "b.bim"
     blocks = [bytes([n]) * BLOCK_SIZE for n in range(3)]
     first.write_bytes(b"".join(blocks) + b"tail")
     second.write_bytes(blocks[0] + b"\x09" * BLOCK_SIZE + blocks[2] + b"tail")
+    return first, second
 
-    ids_a = containers.store_blocks(store, imodel_id, first)
-    stored = sorted((tmp_path / "blobs").rglob("*.bcv"))
-    ids_b = containers.store_blocks(store, imodel_id, second)
-    stored_after = sorted((tmp_path / "blobs").rglob("*.bcv"))
 
+def test_the_local_folder_stores_no_block(tmp_path: Path) -> None:
+    """twinbase serves blocks from the checkpoint files: the ids are all a checkpoint needs."""
+    store = LocalBlobStore(tmp_path / "blobs", UrlSigner(os.urandom(32)))
+    first, second = _two_versions(tmp_path)
+    ids_a = containers.store_blocks(store, IMODEL, first)
+    ids_b = containers.store_blocks(store, IMODEL, second)
     assert len(ids_a) == len(ids_b) == 4 * 16
     assert ids_a[:16] == ids_b[:16] and ids_a[32:] == ids_b[32:] and ids_a[16:32] != ids_b[16:32]
-    assert len(stored) == 4 and len(stored_after) == 5
-    prefix = blob_keys.container_prefix(imodel_id)
-    last = store.stat(f"{prefix}/{block_name(ids_a[48:])}")
-    assert last.size == BLOCK_SIZE  # the tail, zero-padded
+    assert not list((tmp_path / "blobs").rglob("*.bcv"))
+
+
+def test_identical_blocks_are_stored_once_by_a_blob_service(azurite: Azurite, tmp_path: Path) -> None:
+    """Where the blob service serves the container (Azure), two checkpoints that differ in one block share
+    the rest: the second stores one block; the last, short one is stored zero-padded."""
+    from twinbase.store.blobs.azure import AzureBlobStore
+
+    store = AzureBlobStore.from_connection_string(azurite.connection_string, f"tb-{uuid.uuid4().hex[:12]}")
+    first, second = _two_versions(tmp_path)
+    cloud = store.cloud_container(blob_keys.container_prefix(IMODEL), 60)
+    assert cloud is not None
+    listing = store.service.get_container_client(cloud.container)
+
+    ids_a = containers.store_blocks(store, IMODEL, first)
+    stored = sorted(b.name for b in listing.list_blobs())
+    ids_b = containers.store_blocks(store, IMODEL, second)
+    stored_after = sorted(b.name for b in listing.list_blobs())
+
+    assert stored == sorted({block_name(ids_a[i : i + 16]) for i in range(0, 64, 16)})
+    assert set(stored_after) - set(stored) == {block_name(ids_b[16:32])}
+    assert store.stat(blob_keys.container_block(IMODEL, block_name(ids_a[48:]))).size == BLOCK_SIZE
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_blocks_of_evicted_checkpoints_are_collected(
-    backend: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    backend: str, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    """With no budget for unpinned checkpoints each completion evicts the one before; an hour later (here:
-    the sweep job's time and the blocks' times moved back) their blocks go, the others stay."""
-    env = {"TWINBASE_CHECKPOINT_BUDGET_BYTES": "0", "TWINBASE_CHECKPOINT_STORAGE_ACCOUNT": "twinbasetest"}
+    """The Azure backend with no budget for unpinned checkpoints: each completion evicts the one before,
+    and after the grace time (1 s here) the blocks only they used go; the others stay."""
+    env = {
+        **azurite.server_env(),
+        "TWINBASE_CHECKPOINT_BUDGET_BYTES": "0",
+        "TWINBASE_CHECKPOINT_BLOCK_GRACE_SECONDS": "1",
+    }
     with running_server(backend, tmp_path_factory, **env) as server:
         client = server.user()
         imodel = new_imodel(client, new_itwin(client)["id"], path=baseline_copy(tmp_path))
@@ -213,34 +266,20 @@ def test_blocks_of_evicted_checkpoints_are_collected(
         briefcase_id = briefcase.json()["briefcase"]["briefcaseId"]
         for cs in readonly_chain():
             assert push_file(client, imodel["id"], briefcase_id, cs).status_code == 200
-
-        engine = sqlalchemy.create_engine(server.database_url)
-        try:
-            with engine.begin() as conn:
-                sweeps = conn.execute(
-                    sqlalchemy.select(Job.payload).where(Job.kind == "container_sweep")
-                ).all()
-            assert len(sweeps) == 2  # checkpoints 1 and 2, evicted by the next completions
-            container = server.data_dir / "blobs" / blob_keys.container_prefix(imodel["id"])
-            evicted = {block_name(bytes.fromhex(payload["blocks"])) for (payload,) in sweeps}
-            kept = {p.name for p in container.glob("*.bcv")} - evicted
-            assert evicted and kept and all((container / name).exists() for name in evicted)
-            hours_ago = time.time() - 7200
-            for path in container.glob("*.bcv"):
-                os.utime(path, (hours_ago, hours_ago))
-            with engine.begin() as conn:
-                long_ago = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
-                conn.execute(
-                    sqlalchemy.update(Job).where(Job.kind == "container_sweep").values(run_after=long_ago)
-                )
-        finally:
-            engine.dispose()
-        deadline = time.monotonic() + 60
-        while any((container / name).exists() for name in evicted):
-            assert time.monotonic() < deadline, "the sweep did not delete the evicted blocks in 60 s"
-            time.sleep(0.2)
-        assert {p.name for p in container.glob("*.bcv")} == kept
         tip = wait_checkpoint(client, f"/imodels/{imodel['id']}/changesets/3/checkpoint")
-        plain = download(tip["_links"]["download"]["href"])
-        body, names = fetch_container(server, tip["directoryAccessInfo"], tip["dbName"])
-        assert names == ["baseline.bim", tip["dbName"]] and body[: len(plain)] == plain
+        baseline = wait_checkpoint(client, f"/imodels/{imodel['id']}/changesets/0/checkpoint")
+
+        info = tip["directoryAccessInfo"]
+        container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
+            info["baseDirectory"]
+        )
+        wanted = set()
+        for answer in (baseline, tip):
+            body, _ = fetch_from_blob_service(azurite, info, answer["dbName"])
+            assert body[: answer["size"]] == download(answer["_links"]["download"]["href"])
+            wanted |= body_blocks(azurite, info, answer["dbName"])
+        deadline = time.monotonic() + 60
+        while (names := {b.name for b in container.list_blobs()} - {"manifest.bcv"}) != wanted:
+            assert names >= wanted, "a block still in use was deleted"
+            assert time.monotonic() < deadline, f"blocks of evicted checkpoints left: {names - wanted}"
+            time.sleep(0.3)

@@ -205,6 +205,13 @@ class Settings(BaseModel):
         "checkpoints answer `directoryAccessInfo: null` (plain `.bim` download links only), as the backend "
         "would otherwise send its requests and tokens to Microsoft's host of that name.",
     )
+    checkpoint_block_grace_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="How long the container blocks of an evicted checkpoint stay for backends still reading "
+        "an older manifest, with a blob service that serves containers itself (Azure); the local folder "
+        "serves blocks from the checkpoint files themselves.",
+    )
     tls_cert_file: Path | None = Field(
         default=None,
         description="PEM certificate (chain) `twinbase serve` answers HTTPS with, e.g. one for "

@@ -144,7 +144,10 @@ def complete_changeset(ctx: Ctx, imodel_id: str, ref: str, raw: Body) -> Respons
             wire = _push_answer(domain.to_wire(cs, ctx.base, around=around))
             evicted = (
                 checkpoints.evict(
-                    session, ctx.svc.settings.checkpoint_budget_bytes, keep=(cs.imodel_id, made.index)
+                    session,
+                    ctx.svc.settings.checkpoint_budget_bytes,
+                    keep=(cs.imodel_id, made.index),
+                    grace=ctx.svc.settings.checkpoint_block_grace_seconds,
                 )
                 if made is not None
                 else []

@@ -1,6 +1,7 @@
 """Checkpoints as CloudSqlite containers, read the way the native library reads Azure blobs:
 ``GET /tb-<iModelId>/manifest.bcv?<token>`` and ``GET /tb-<iModelId>/<BLOCKID>.bcv?<token>``
-(``domain.containers``).
+(``domain.containers``). The manifest is composed from the checkpoint rows; a block is read from a
+checkpoint file that holds it (``domain.containers.find_block``), so nothing is stored twice.
 
 An unmodified iTwin.js backend sends them to ``https://<storage>.blob.core.windows.net``, which the site
 resolves to twinbase (README, Checkpoints for an unmodified backend); the paths are the blob service's,
@@ -10,6 +11,8 @@ expired token is answered like a missing blob (404), as the signed blob links ar
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +24,6 @@ from twinbase.api.openapi import Op, Param, api_docs, enum, string
 from twinbase.bim.cloudsqlite import BLOCK_SIZE, parse_block_name
 from twinbase.domain import containers
 from twinbase.errors import BlobNotFound
-from twinbase.store.blobs import keys as blob_keys
 from twinbase.store.models import IModel
 
 router = APIRouter()
@@ -71,15 +73,35 @@ async def get_manifest(request: Request, container: str) -> Response:
 async def get_block(request: Request, container: str, name: str) -> Response:
     svc = services(request)
     imodel_id = _imodel_of(svc, container, request)
-    if parse_block_name(name) is None:
+    block_id = parse_block_name(name)
+    if block_id is None:
         raise BlobNotFound()
-    key = blob_keys.container_block(imodel_id, name)
-    info = await run_in_threadpool(svc.blobs.stat, key)
+    source = await run_in_threadpool(_find, svc, imodel_id, block_id)
     return StreamingResponse(
-        svc.blobs.open_range(key, 0, None, chunk_size=BLOCK_SIZE),
-        headers={"Content-Length": str(info.size), "Cache-Control": BLOCK_CACHE_CONTROL},
+        _padded(svc, source),
+        headers={"Content-Length": str(BLOCK_SIZE), "Cache-Control": BLOCK_CACHE_CONTROL},
         media_type="application/octet-stream",
     )
+
+
+def _find(svc: Services, imodel_id: str, block_id: bytes) -> containers.BlockSource:
+    with svc.db.read() as session:
+        source = containers.find_block(session, imodel_id, block_id)
+    if source is None:
+        raise BlobNotFound()
+    svc.blobs.stat(source.key)  # the file is there (an eviction may have just removed it): else 404 now
+    return source
+
+
+def _padded(svc: Services, source: containers.BlockSource) -> Iterator[bytes]:
+    """The block's bytes from its checkpoint file, then zeros to ``BLOCK_SIZE``, as the native writer
+    stores a file's last block."""
+    if source.size:
+        yield from svc.blobs.open_range(
+            source.key, source.offset, source.offset + source.size - 1, BLOCK_SIZE
+        )
+    if source.size < BLOCK_SIZE:
+        yield bytes(BLOCK_SIZE - source.size)
 
 
 _TOKEN = (

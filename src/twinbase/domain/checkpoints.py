@@ -312,7 +312,7 @@ def next_checkpoint(
             changeset_index=index,
         )
         info = svc.blobs.upload_from(key, work)
-        blocks = containers.store_blocks(svc.blobs, imodel_id, work)
+        blocks = containers.checkpoint_blocks(svc, imodel_id, work)
     return MadeCheckpoint(index, changeset_id, key, info.size, updated_models, blocks)
 
 
@@ -372,7 +372,7 @@ def materialize(svc: FileServices, imodel_id: str, index: int, ctx: JobContext |
                 changeset_index=index,
             )
             info = svc.blobs.upload_from(key, work)
-            blocks = containers.store_blocks(svc.blobs, imodel_id, work)
+            blocks = containers.checkpoint_blocks(svc, imodel_id, work)
     except (ChangesetFormatError, BimFormatError, CheckpointUnmakeable) as exc:
         _finish_failed(svc, imodel_id, index, str(exc), ctx)
         return
@@ -399,7 +399,12 @@ def materialize(svc: FileServices, imodel_id: str, index: int, ctx: JobContext |
                 base.used_at = now
             if models:
                 summaries.fill_models(session, imodel_id, models)
-            evicted = evict(session, svc.settings.checkpoint_budget_bytes, keep=(imodel_id, index))
+            evicted = evict(
+                session,
+                svc.settings.checkpoint_budget_bytes,
+                keep=(imodel_id, index),
+                grace=svc.settings.checkpoint_block_grace_seconds,
+            )
     if gone:
         svc.blobs.delete(key)
     for old in evicted:
@@ -433,7 +438,7 @@ def _models_of(db: apsw.Connection, element_ids: list[int]) -> dict[int, int]:
     return found
 
 
-def evict(session: Session, budget: int, *, keep: tuple[str, int]) -> list[str]:
+def evict(session: Session, budget: int, *, keep: tuple[str, int], grace: float) -> list[str]:
     """Delete the least recently used unpinned checkpoints until the unpinned ones fit in ``budget``
     bytes (all iModels together); never ``keep``. Returns the blob keys to delete after commit."""
     total = session.scalar(
@@ -466,7 +471,7 @@ def evict(session: Session, budget: int, *, keep: tuple[str, int]) -> list[str]:
         )
         keys.append(str(key))
         if blocks:
-            containers.schedule_sweep(session, imodel_id, blocks)
+            containers.schedule_sweep(session, imodel_id, blocks, grace)
         excess -= int(size)
     return keys
 

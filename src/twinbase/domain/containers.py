@@ -3,9 +3,11 @@ attaches (reference ``cloudsqlite-checkpoints.md``).
 
 Every iModel has one container, a bundle of the blob store (``keys.container_prefix``): one database per
 stored checkpoint, named as the checkpoint's ``dbName``, whose blocks are the checkpoint file cut into
-4 MiB blocks (``bim.cloudsqlite``). Block ids are content-addressed, so a block that several checkpoints
-share is stored once (``store_blocks`` skips the ones already there), and the same id never names
-different bytes, which the backend's block cache relies on across containers.
+4 MiB blocks (``bim.cloudsqlite``). Block ids are content-addressed, so the same id never names different
+bytes, which the backend's block cache relies on across containers. On the local folder no block is
+stored: twinbase serves each from a checkpoint file that holds it (``find_block``). A blob service that
+serves the container itself (Azure) needs the blocks as blobs: ``store_blocks`` writes those not there
+already, so a block that several checkpoints share is stored once.
 
 ``manifest`` composes the manifest from the checkpoint rows that hold block lists, so it lists exactly
 the checkpoints the API answers. On the local folder twinbase serves the container as ``tb-<iModelId>``
@@ -25,10 +27,11 @@ Checkpoints stored before containers existed have no blocks: the first answer ab
 ``checkpoint_container`` job (``schedule_container``) that cuts its file into the container, and the
 answers carry ``directoryAccessInfo`` once it has.
 
-Blocks of evicted checkpoints are collected an hour later (``schedule_sweep``, the ``container_sweep``
-job), as the native writer does: readers that fetched a manifest listing them may still be reading. A
-block is deleted only if no checkpoint row names it then and it was not written within that hour;
-``store_blocks`` rewrites an old block it reuses, so a checkpoint being made cannot lose one to a sweep.
+Stored blocks of evicted checkpoints are collected an hour later (``checkpoint_block_grace_seconds``;
+``schedule_sweep``, the ``container_sweep`` job), as the native writer does: readers that fetched a
+manifest listing them may still be reading. A block is deleted only if no checkpoint row names it then
+and it was not written within that time; ``store_blocks`` rewrites an old block it reuses, so a
+checkpoint being made cannot lose one to a sweep.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,8 +75,9 @@ SAS_VERSION = "2020-10-02"
 MANIFEST = "manifest.bcv"
 CONTAINER_JOB = "checkpoint_container"
 SWEEP_JOB = "container_sweep"
-#: How long the blocks of an evicted checkpoint are kept for readers still on its manifest.
-SWEEP_DELAY = timedelta(hours=1)
+#: How long the blocks of an evicted checkpoint are kept for readers still on its manifest, by default
+#: (``checkpoint_block_grace_seconds``): the native writer's hour.
+DEFAULT_GRACE = 3600.0
 
 
 def container_name(imodel_id: str) -> str:
@@ -105,11 +110,14 @@ class ContainerServices(Protocol):
 STORE_CONCURRENCY = 4
 
 
-def store_blocks(blobs: BlobStore, imodel_id: str, path: Path) -> bytes:
-    """Store the file's blocks in the iModel's container (those not there already) and answer their ids
-    in file order, concatenated: the checkpoint row's ``blocks``."""
-
-    fresh_after = time.time() - SWEEP_DELAY.total_seconds() / 2
+def store_blocks(blobs: BlobStore, imodel_id: str, path: Path, grace: float = DEFAULT_GRACE) -> bytes:
+    """The file's block ids in file order, concatenated: the checkpoint row's ``blocks``. Where a blob
+    service serves the container itself (``BlobStore.cloud_container``), the blocks not there already
+    are stored too; otherwise twinbase serves each block from the checkpoint file (``find_block``), so
+    nothing is stored twice. ``grace``: how long a sweep leaves an unused block (``sweep``)."""
+    if blobs.cloud_container(blob_keys.container_prefix(imodel_id), 60) is None:
+        return b"".join(block_id for block_id, _ in split_file(path))
+    fresh_after = time.time() - grace / 2
 
     def store(block_id: bytes, data: bytes) -> None:
         key = blob_keys.container_block(imodel_id, block_name(block_id))
@@ -132,6 +140,47 @@ def store_blocks(blobs: BlobStore, imodel_id: str, path: Path) -> bytes:
         for each in pending:
             each.result()
     return bytes(ids)
+
+
+def checkpoint_blocks(svc: ContainerServices, imodel_id: str, path: Path) -> bytes:
+    """``store_blocks`` for a checkpoint file just stored, with the deployment's grace time."""
+    return store_blocks(svc.blobs, imodel_id, path, svc.settings.checkpoint_block_grace_seconds)
+
+
+@dataclass(frozen=True)
+class BlockSource:
+    """Where a block's bytes are: ``size`` bytes of the checkpoint file ``key`` from ``offset`` (fewer
+    than ``BLOCK_SIZE`` for a file's last block, which readers get zero-padded)."""
+
+    key: str
+    offset: int
+    size: int
+
+
+def find_block(session: Session, imodel_id: str, block_id: bytes) -> BlockSource | None:
+    """A stored checkpoint of the iModel that holds the block, and where; None when none does."""
+    rows = session.execute(
+        select(Checkpoint.blob_key, Checkpoint.size, Checkpoint.blocks).where(
+            Checkpoint.imodel_id == imodel_id,
+            Checkpoint.state == "successful",
+            Checkpoint.blocks.is_not(None),
+        )
+    ).all()
+    for key, size, blocks in rows:
+        at = _find_aligned(blocks or b"", block_id)
+        if at is not None:
+            offset = at * BLOCK_SIZE
+            return BlockSource(key, offset, max(0, min(BLOCK_SIZE, int(size) - offset)))
+    return None
+
+
+def _find_aligned(blocks: bytes, block_id: bytes) -> int | None:
+    start = blocks.find(block_id)
+    while start >= 0:
+        if start % ID_BYTES == 0:
+            return start // ID_BYTES
+        start = blocks.find(block_id, start + 1)
+    return None
 
 
 def manifest(session: Session, imodel_id: str) -> bytes:
@@ -184,7 +233,7 @@ def make_container(svc: ContainerServices, imodel_id: str, index: int, ctx: JobC
             svc.blobs.download_to(key, path)
         except BlobNotFound:
             return  # evicted meanwhile: nothing to serve
-        blocks = store_blocks(svc.blobs, imodel_id, path)
+        blocks = checkpoint_blocks(svc, imodel_id, path)
     with svc.db.write() as session:
         if ctx is not None:
             ctx.fence(session)
@@ -193,15 +242,15 @@ def make_container(svc: ContainerServices, imodel_id: str, index: int, ctx: JobC
             row.blocks = blocks
 
 
-def schedule_sweep(session: Session, imodel_id: str, blocks: bytes) -> None:
-    """After ``SWEEP_DELAY``, delete those of ``blocks`` (an evicted checkpoint's) no checkpoint uses."""
+def schedule_sweep(session: Session, imodel_id: str, blocks: bytes, grace: float) -> None:
+    """After ``grace`` seconds, delete those of ``blocks`` (an evicted checkpoint's) no checkpoint uses."""
     job = JobQueue.enqueue(session, SWEEP_JOB, {"imodel_id": imodel_id, "blocks": blocks.hex()})
-    job.run_after = utcnow() + SWEEP_DELAY
+    job.run_after = utcnow() + timedelta(seconds=grace)
 
 
 def sweep(svc: ContainerServices, imodel_id: str, candidates: bytes) -> int:
     """The ``container_sweep`` job: delete the candidate blocks that no checkpoint row names and that were
-    not written within ``SWEEP_DELAY``; answers how many were deleted."""
+    not written within the grace time; answers how many were deleted (none where no block is stored)."""
     with svc.db.read() as session:
         used = {
             block
@@ -212,7 +261,7 @@ def sweep(svc: ContainerServices, imodel_id: str, candidates: bytes) -> int:
             )
             for block in _ids(blocks or b"")
         }
-    cutoff = time.time() - SWEEP_DELAY.total_seconds()
+    cutoff = time.time() - svc.settings.checkpoint_block_grace_seconds
     deleted = 0
     for block in set(_ids(candidates)) - used:
         key = blob_keys.container_block(imodel_id, block_name(block))

@@ -336,7 +336,7 @@ def stage_baseline(svc: FileServices, imodel_id: str, path: Path) -> StagedBasel
     the checkpoint until ``record_baseline`` commits, and the baseline key is the iModel's own)."""
     info = svc.blobs.upload_from(checkpoint_key(imodel_id, 0), path)
     svc.blobs.upload_from(baseline_key(imodel_id), path)
-    blocks = containers.store_blocks(svc.blobs, imodel_id, path)
+    blocks = containers.checkpoint_blocks(svc, imodel_id, path)
     return StagedBaseline(size=info.size, sha256=file_sha256(path), blocks=blocks)
 
 
