@@ -51,13 +51,11 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +66,10 @@ CACHE = ROOT / ".cache" / "checkpoint-versions"
 NODE_TIMEOUT = 1800
 MIB = 2**20
 IMODEL_ID = "5b0e3c1a-18cf-4a6e-9d2b-0c0c0c0c0018"
-AZURITE_ACCOUNT = "devstoreaccount1"
-# Azurite's fixed, publicly documented development key (not a secret).
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 SMALLER_BLOCKS = (1024 * 1024, 256 * 1024, 64 * 1024)
+
+sys.path.insert(0, str(ROOT / "tests"))
+from support.azurite import AZURITE_ACCOUNT, AZURITE_KEY, connection_string, running_azurite  # noqa: E402
 
 
 def node() -> str:
@@ -253,53 +251,6 @@ def folder_bytes(folder: Path) -> int:
 # -------------------------------------------------------------------------------------------- Azurite
 
 
-@contextlib.contextmanager
-def azurite(workdir: Path) -> Iterator[int]:
-    """Microsoft's emulator from compat/node_modules, in memory, as the tests start it; its port."""
-    binary = COMPAT / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        raise RuntimeError(f"{binary} is missing: azurite is a dependency in compat/package.json")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "azurite.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [node(), str(binary), "--silent", "--disableTelemetry", "--inMemoryPersistence",
-             "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(port)],
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"Azurite exited ({proc.returncode}): {log_path.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"Azurite did not listen in 60 s: {log_path.read_text()}") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def connection_string(port: int) -> str:
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
-    )
-
-
 def container_bytes(port: int, container: str) -> int:
     """Bytes of the blobs in ``container`` and in the ones named after it: ``AzureBlobStore`` puts an
     iModel's CloudSqlite container in a storage container of its own (``<container>-<iModel id>``)."""
@@ -446,7 +397,7 @@ def main() -> int:
             local[method] = folder_bytes(target)
             rows.append((f"{method} -> local disk", figures["seconds"], local[method],
                          figures["peak_rss_mb"], figures["rss_before_mb"]))  # fmt: skip
-        with azurite(tmp / "azurite") as port:
+        with running_azurite(tmp / "azurite") as port:
             from azure.storage.blob import BlobServiceClient
 
             for method in ("store_blocks-azurite", "copy-azurite"):

@@ -24,6 +24,7 @@ flat, under 200 MB. Exit status 0 when met. Loopback only; every loop is bounded
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -34,6 +35,9 @@ import time
 from pathlib import Path
 
 from common import api, free_port, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.azurite import connection_string, running_azurite
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
@@ -87,37 +91,11 @@ def drop_page_cache_hint(path: Path) -> None:
         pass
 
 
-AZURITE_ACCOUNT = "devstoreaccount1"
-# Azurite's fixed, publicly documented development key (not a secret).
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_azurite(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = ROOT / "compat" / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        raise RuntimeError(f"{binary} is missing: run 'npm ci' in compat/")
-    port = free_port()
-    (tmp / "azurite").mkdir()
-    proc = subprocess.Popen(
-        [shutil.which("node") or "node", str(binary), "--silent", "--disableTelemetry",
-         "--skipApiVersionCheck", "--location", str(tmp / "azurite"),
-         "--blobHost", "127.0.0.1", "--blobPort", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for(f"http://127.0.0.1:{port}/", proc, "Azurite")
-    connection = (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
-    )
-    return proc, connection
 
 
 def curl(*args: str) -> None:
@@ -241,7 +219,7 @@ def main() -> int:
         return 2
     (ROOT / ".bench-tmp").mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="transfer-", dir=str(ROOT / ".bench-tmp")))
-    azurite: subprocess.Popen[bytes] | None = None
+    services = contextlib.ExitStack()
     try:
         src = tmp / "source.bin"
         size = args.size * CHUNK
@@ -255,7 +233,9 @@ def main() -> int:
 
         azure_env: dict[str, str] = {}
         if "azure" in backends:
-            azurite, connection = start_azurite(tmp)
+            # On disk (a 1 GiB file would sit in Azurite's memory otherwise), beside the data dir.
+            port = services.enter_context(running_azurite(tmp / "azurite-run", location=tmp / "azurite"))
+            connection = connection_string(port)
             azure_env = {
                 "TWINBASE_BLOB_BACKEND": "azure",
                 "TWINBASE_AZURE_CONNECTION_STRING": connection,
@@ -298,12 +278,7 @@ def main() -> int:
         )
         return 0 if met else 1
     finally:
-        if azurite is not None:
-            azurite.terminate()
-            try:
-                azurite.wait(10)
-            except subprocess.TimeoutExpired:
-                azurite.kill()
+        services.close()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 import pytest
 
+from support.azurite import AZURITE_ACCOUNT, AzuriteError, running_azurite
+from support.azurite import connection_string as azurite_connection_string
 from twinbase.identity.tokens import SigningKey, TokenIssuer
 from twinbase.settings import Settings
 
@@ -223,22 +225,13 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-AZURITE_ACCOUNT = "devstoreaccount1"
-# Azurite's fixed, publicly documented development key (not a secret).
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
 @dataclass
 class Azurite:
     port: int
-    process: subprocess.Popen[bytes]
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
-        )
+        return azurite_connection_string(self.port)
 
     def server_env(self) -> dict[str, str]:
         """Settings of a twinbase server on this Azurite, in a container of its own."""
@@ -253,44 +246,16 @@ class Azurite:
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One Azurite for the session (tests/support/azurite.py); each server gets its own container."""
     from test_compat_itwins import _tool, ensure_node_modules
 
-    node = _tool("node")
+    _tool("node")
     ensure_node_modules()
-    binary = ROOT / "compat" / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        pytest.fail(f"{binary} is missing: azurite is a dependency in compat/package.json (npm ci)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("azurite")
-    log_path = workdir / "azurite.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [node, str(binary), "--silent", "--disableTelemetry", "--inMemoryPersistence",
-             "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(port)],
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"Azurite exited ({proc.returncode}): {log_path.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"Azurite did not listen on port {port} in 60 s: {log_path.read_text()}")
-            time.sleep(0.1)
     try:
-        yield Azurite(port, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with running_azurite(tmp_path_factory.mktemp("azurite")) as port:
+            yield Azurite(port)
+    except AzuriteError as exc:
+        pytest.fail(str(exc))
 
 
 class ServerPool:

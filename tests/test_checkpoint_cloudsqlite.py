@@ -38,16 +38,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import (
-    AZURITE_ACCOUNT,
-    AZURITE_KEY,
     CHECKPOINT_STORAGE_ACCOUNT,
     Server,
     create_pg_database,
     drop_pg_database,
     pg_url,
 )
+from support.azurite import AZURITE_ACCOUNT, connection_string, running_azurite
 from test_compat_imodels import ensure_native_modules, run_compat_script
-from test_compat_itwins import COMPAT, _tool
+from test_compat_itwins import _tool
 
 BLOB_HOST = f"{CHECKPOINT_STORAGE_ACCOUNT}.blob.core.windows.net"
 HEALTH_TIMEOUT = 60
@@ -215,20 +214,8 @@ def server_in_namespace(
 @contextmanager
 def azurite_in_namespace(wrap: tuple[str, ...], tmp: Path, cert: Path, key: Path, ca: Path) -> Iterator[None]:
     """Azurite's blob service on https://127.0.0.1:443 inside the namespace, with the test certificate."""
-    binary = COMPAT / "node_modules" / ".bin" / "azurite-blob"
-    log_path = tmp / "azurite.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*wrap, _tool("node"), str(binary), "--silent", "--disableTelemetry", "--inMemoryPersistence",
-             "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", "443",
-             "--cert", str(cert), "--key", str(key)],
-            cwd=tmp,
-            # Server-side copies: Azurite fetches the source blob from itself, through its certificate.
-            env={**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
+
+    def ready(proc: subprocess.Popen[bytes], log_path: Path) -> None:
         # Any answer will do (Azurite answers an unsigned request 4xx): it listens and speaks TLS.
         probe = subprocess.run(
             [*wrap, sys.executable, "-c", _WAIT_LISTENING, str(ca), str(HEALTH_TIMEOUT)],
@@ -239,9 +226,17 @@ def azurite_in_namespace(wrap: tuple[str, ...], tmp: Path, cert: Path, key: Path
         )
         if probe.returncode != 0:
             pytest.fail(f"Azurite in the namespace did not start: {probe.stderr}\n{log_path.read_text()}")
+
+    with running_azurite(
+        tmp,
+        port=443,
+        extra=("--cert", str(cert), "--key", str(key)),
+        wrap=wrap,
+        # Server-side copies: Azurite fetches the source blob from itself, through its certificate.
+        env={**os.environ, "NODE_EXTRA_CA_CERTS": str(ca)},
+        ready=ready,
+    ):
         yield
-    finally:
-        stop(proc)
 
 
 _WAIT_LISTENING = """
@@ -296,10 +291,7 @@ def test_unmodified_backend_reads_checkpoints_as_cloudsqlite_containers(
                 stack.enter_context(azurite_in_namespace(wrap, tmp_path, cert, key, ca))
                 env = {
                     "TWINBASE_BLOB_BACKEND": "azure",
-                    "TWINBASE_AZURE_CONNECTION_STRING": (
-                        f"DefaultEndpointsProtocol=https;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-                        f"BlobEndpoint=https://127.0.0.1:443/{AZURITE_ACCOUNT};"
-                    ),
+                    "TWINBASE_AZURE_CONNECTION_STRING": connection_string(443, scheme="https"),
                     "TWINBASE_AZURE_CONTAINER": "twinbase",
                     "TWINBASE_CHECKPOINT_STORAGE_ACCOUNT": AZURITE_ACCOUNT,
                     "REQUESTS_CA_BUNDLE": str(ca),  # twinbase's own Azure SDK calls

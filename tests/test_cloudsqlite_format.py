@@ -36,7 +36,8 @@ from urllib.parse import urlsplit
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-from conftest import AZURITE_ACCOUNT, AZURITE_KEY, ROOT, SHARED_DATA, Azurite
+from conftest import ROOT, SHARED_DATA, Azurite
+from support.azurite import AZURITE_ACCOUNT, AZURITE_KEY
 from support.node import run_node
 from twinbase.bim.cloudsqlite import (
     BLOCK_SIZE,
