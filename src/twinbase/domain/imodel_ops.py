@@ -61,6 +61,7 @@ from twinbase.domain.listing import (
     BadOrderBy,
     Page,
     Paging,
+    fetch_entities_by_key,
     fetch_keyset_page,
     fetch_page,
     order_by_param,
@@ -616,16 +617,8 @@ def favorites(session: Session, principal: Principal, params: Mapping[str, str])
         .join(IModelFavorite, IModelFavorite.imodel_id == IModel.id)
         .where(IModelFavorite.user_id == principal.user_id, IModel.itwin_id == itwin.id)
     )
-    page = fetch_keyset_page(
-        session,
-        cast("Select[Any]", stmt),
-        paging,
-        [IModelFavorite.created_at, IModelFavorite.imodel_id],
-        descending=True,
-        rows_of=lambda ordered: list(session.execute(ordered).all()),
-        key_of=lambda row: (row[1], row[0].id),
-    )
-    return Page([row[0] for row in page.rows], paging, page.more, page.after)
+    keys = [IModelFavorite.created_at, IModelFavorite.imodel_id]
+    return fetch_entities_by_key(session, cast("Select[Any]", stmt), paging, keys, descending=True)
 
 
 def add_favorite(session: Session, principal: Principal, imodel_id: str) -> None:

@@ -44,6 +44,7 @@ from twinbase.domain.listing import (
     BadOrderBy,
     Page,
     Paging,
+    fetch_entities_by_key,
     fetch_keyset_page,
     like_contains,
     order_by_param,
@@ -848,16 +849,13 @@ def favorites(session: Session, principal: Principal, q: ITwinQuery) -> Page[ITw
         .join(Favorite, Favorite.itwin_id == ITwin.id)
         .where(Favorite.user_id == principal.user_id, _visible_each(principal.user_id))
     )
-    page = fetch_keyset_page(
+    return fetch_entities_by_key(
         session,
         apply_query(cast("Select[Any]", stmt), q, dialect_of(session)),
         Paging(q.top, q.skip, q.after),
         [Favorite.created_at, Favorite.itwin_id],
         descending=True,
-        rows_of=lambda ordered: list(session.execute(ordered).all()),
-        key_of=lambda row: (row[1], row[0].id),
     )
-    return Page([row[0] for row in page.rows], page.paging, page.more, page.after)
 
 
 def add_favorite(session: Session, principal: Principal, itwin_id: str) -> None:

@@ -234,6 +234,24 @@ def order_tag(keys: Sequence[Any], descending: bool) -> str:
     return hashlib.blake2b(spec.encode(), digest_size=4).hexdigest()
 
 
+def fetch_entities_by_key(
+    session: Session, stmt: Select[Any], paging: Paging, keys: Sequence[Any], *, descending: bool
+) -> Page[Any]:
+    """``fetch_keyset_page`` of a statement selecting ``(entity, sort value)`` (a join's column, e.g. when
+    a favorite was made), keyed by ``keys`` = [that column, the entity's id column]; the page holds the
+    entities."""
+    page = fetch_keyset_page(
+        session,
+        stmt,
+        paging,
+        keys,
+        descending=descending,
+        rows_of=lambda ordered: list(session.execute(ordered).all()),
+        key_of=lambda row: (row[1], row[0].id),
+    )
+    return Page([row[0] for row in page.rows], page.paging, page.more, page.after)
+
+
 def _key_text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()

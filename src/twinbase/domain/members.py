@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from twinbase.domain import access
-from twinbase.domain.listing import Page, Paging, fetch_keyset_page, paging_or_raise
+from twinbase.domain.listing import Page, Paging, fetch_entities_by_key, paging_or_raise
 from twinbase.errors import (
     Conflict,
     ErrorDetail,
@@ -339,23 +339,16 @@ def list_user_members(
         .where(Member.itwin_id == itwin.id, _has_role_sql())
     )
     page = _in_join_order(session, stmt, paging)
-    users: list[User] = [row[0] for row in page.rows]
+    users: list[User] = page.rows
     roles = _roles_of(session, itwin, [u.id for u in users])
     return Page([(u, roles[u.id]) for u in users], paging, page.more, page.after)
 
 
 def _in_join_order(session: Session, stmt: Select[User, datetime], paging: Paging) -> Page[Any]:
     """Members in the order they joined (by user id within one instant), by keyset behind the next links
-    (``ix_members_itwin_created``); rows are ``(User, joined)``."""
-    return fetch_keyset_page(
-        session,
-        cast("Select[Any]", stmt),
-        paging,
-        [Member.created_at, Member.user_id],
-        descending=False,
-        rows_of=lambda q: list(session.execute(q).all()),
-        key_of=lambda row: (row[1], row[0].id),
-    )
+    (``ix_members_itwin_created``); the page holds the users."""
+    keys = [Member.created_at, Member.user_id]
+    return fetch_entities_by_key(session, cast("Select[Any]", stmt), paging, keys, descending=False)
 
 
 def _user_member(session: Session, itwin: ITwin, member_id: str) -> tuple[Member, User, list[Role]]:
@@ -488,8 +481,7 @@ def list_owners(session: Session, user_id: str, itwin_id: str, paging: Paging) -
         .join(Member, Member.user_id == User.id)
         .where(Member.itwin_id == itwin.id, Member.is_owner.is_(True))
     )
-    page = _in_join_order(session, stmt, paging)
-    return Page([row[0] for row in page.rows], paging, page.more, page.after)
+    return _in_join_order(session, stmt, paging)
 
 
 def add_owner(session: Session, user_id: str, itwin_id: str, body: OwnerAdd) -> User:
