@@ -89,7 +89,7 @@ class SharedState:
         self._complained = 0.0
         self._lock = threading.Lock()
 
-    # -- read cache generation (sync: called from request threads and the commit hook)
+    # -- read cache generation (``bump``: from the commit hook, in request threads)
 
     def bump(self) -> None:
         """A write was committed in this process: every process's cached answers are stale."""
@@ -98,17 +98,9 @@ class SharedState:
         except redis.RedisError as exc:
             self._complain("bump the shared generation", exc)
 
-    def generation(self) -> int | None:
-        """The deployment's write counter, or None when Redis cannot say (serve nothing cached)."""
-        try:
-            value = self._sync.get(self._generation_key)
-        except redis.RedisError as exc:
-            self._complain("read the shared generation", exc)
-            return None
-        return int(value) if value is not None else 0
-
     async def generation_async(self) -> int | None:
-        """As ``generation``, on the event loop: what this request's ``take`` read along, else a read."""
+        """The deployment's write counter, or None when Redis cannot say (serve nothing cached): what this
+        request's ``take`` read along, else a read."""
         along = _REQUEST_GENERATION.get()
         if along is not None:
             return along
