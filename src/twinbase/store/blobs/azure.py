@@ -469,8 +469,18 @@ class AzureBlobStore:
         found = keys.split_bundle(prefix.rstrip("/"))
         if found is None or found[1]:
             raise ValueError(f"cloud containers are bundles, not {prefix!r}")
-        link = self.presign_prefix(prefix, "r", lifetime, "")
-        return CloudContainer(str(self.service.account_name), self._bundle_container(found[0]), link.query)
+        # Only a name and a signature: no request to the blob service (writes make the container).
+        container = self._bundle_container(found[0])
+        start, expiry = self._expiry(lifetime)
+        sas = generate_container_sas(
+            account_name=str(self.service.account_name),
+            container_name=container,
+            account_key=self._account_key,
+            permission=ContainerSasPermissions(read=True),
+            start=start,
+            expiry=expiry,
+        )
+        return CloudContainer(str(self.service.account_name), container, sas)
 
 
 def _window(chunks: Iterable[bytes], start: int, end: int | None) -> Iterator[bytes]:
