@@ -69,6 +69,8 @@ IMODEL_ID = "5b0e3c1a-18cf-4a6e-9d2b-0c0c0c0c0018"
 SMALLER_BLOCKS = (1024 * 1024, 256 * 1024, 64 * 1024)
 
 sys.path.insert(0, str(ROOT / "tests"))
+from common import run_json  # noqa: E402
+
 from support.azurite import AZURITE_ACCOUNT, AZURITE_KEY, connection_string, running_azurite  # noqa: E402
 
 
@@ -226,17 +228,8 @@ def writer_child(method: str, target: str, listing: str) -> None:
 def run_writer(method: str, target: str, files: list[Path], tmp: Path) -> dict[str, Any]:
     listing = tmp / "files.txt"
     listing.write_text("".join(f"{p}\n" for p in files))
-    proc = subprocess.run(
-        [sys.executable, __file__, "--writer-child", method, target, str(listing)],
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"writer {method} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return figures
+    command = [sys.executable, __file__, "--writer-child", method, target, str(listing)]
+    return run_json(command, f"writer {method}", timeout=NODE_TIMEOUT)
 
 
 def folder_bytes(folder: Path) -> int:

@@ -9,6 +9,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -43,3 +46,22 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{what} did not start in 60 s")
+
+
+def run_json(
+    command: Sequence[str],
+    what: str,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run a measuring child (a Python child of the bench, or a compat script) and answer the JSON object
+    on its last stdout line; a failure raises with everything it printed."""
+    proc = subprocess.run(
+        list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from common import run_json  # noqa: E402
 
 from support.geometry_truth import BENCH_ELEMENTS, load_manifest, make_geometry  # noqa: E402
 
@@ -107,12 +107,7 @@ def child_read(path: str, sample: str) -> dict[str, Any]:
 
 def _child(*args: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return run_json([sys.executable, __file__, "--child", *args], args[0], env=env)
 
 
 def main() -> int:

@@ -23,7 +23,6 @@ import gzip
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from common import run_json  # noqa: E402
 
 from support.geometry_truth import BENCH_ELEMENTS, load_manifest, make_geometry  # noqa: E402
 
@@ -73,15 +73,8 @@ def child(model: str, export_type: str, out: str) -> dict[str, Any]:
 
 def _run(model: Path, export_type: str, out: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(model), export_type, str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{export_type} export failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    command = [sys.executable, __file__, "--child", str(model), export_type, str(out)]
+    return run_json(command, f"{export_type} export", env=env)
 
 
 def _sizes(folder: Path) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import api, free_port, wait_for
+from common import api, free_port, run_json, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPAT = ROOT / "compat"
@@ -78,38 +78,21 @@ def run_twinbase_replay(chain: Chain, tmp: Path) -> dict[str, float]:
     shutil.copyfile(chain.baseline, target)
     listing = tmp / "changesets.txt"
     listing.write_text("".join(f"{c.path}\n" for c in chain.changesets))
-    proc = subprocess.run(
-        [sys.executable, __file__, "--replay-child", str(target), str(listing)],
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"twinbase replay failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    figures: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return figures
+    command = [sys.executable, __file__, "--replay-child", str(target), str(listing)]
+    return {k: float(v) for k, v in run_json(command, "twinbase replay", timeout=NODE_TIMEOUT).items()}
 
 
 def run_node(chain: Chain, tmp: Path, mode: str, extra_env: dict[str, str]) -> dict[str, Any]:
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("'node' is required for the iTwin.js side and is not on PATH")
-    proc = subprocess.run(
+    return run_json(
         [node, str(COMPAT / "apply-chain.mjs"), str(chain.root), str(tmp / f"itwinjs-{mode}"), mode],
+        f"compat/apply-chain.mjs {mode}",
         cwd=COMPAT,
         env={**os.environ, **extra_env},
-        capture_output=True,
-        text=True,
         timeout=NODE_TIMEOUT,
-        check=False,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"compat/apply-chain.mjs {mode} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return figures
 
 
 def run_itwinjs_from_twinbase(chain: Chain, tmp: Path) -> dict[str, Any]:

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the geometry maker and truth loader live with the tests
+from common import run_json  # noqa: E402
 
 from support.geometry_truth import (  # noqa: E402
     BENCH_ANGLE_TOL,
@@ -135,19 +135,14 @@ def twinbase_child(model: str, chord_tol: str, angle_tol: str) -> None:
 
 def run_twinbase(model: Path, chord_tol: float, angle_tol: float) -> dict[str, Any]:
     started = time.perf_counter()
-    proc = subprocess.run(
+    figures = run_json(
         [sys.executable, __file__, "--twinbase-child", str(model), repr(chord_tol), repr(angle_tol)],
-        capture_output=True,
-        text=True,
+        "twinbase tessellation",
         env={
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
         },
-        check=False,
     )
-    if proc.returncode != 0:
-        raise SystemExit(f"twinbase tessellation failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     figures["wall_seconds"] = time.perf_counter() - started
     return figures
 

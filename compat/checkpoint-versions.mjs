@@ -35,22 +35,12 @@ import { CloudSqlite, IModelHost, PhysicalModel, SnapshotDb, SpatialCategory } f
 import { Logger, LogLevel } from "@itwin/core-bentley";
 import { Code, ColorDef, GeometryStreamBuilder, IModel, SubCategoryAppearance } from "@itwin/core-common";
 import { Box, Cone, Point3d, PolyfaceBuilder, Range3d, Sphere, YawPitchRollAngles } from "@itwin/core-geometry";
+import { rng } from "./lib/random.mjs";
 
 const require = createRequire(import.meta.url);
 const started = Date.now();
 const seconds = (t0 = started) => Number(((Date.now() - t0) / 1000).toFixed(3));
 
-/** A deterministic generator (mulberry32). */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function startHost(work) {
   Logger.initializeToConsole();

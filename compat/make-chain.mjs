@@ -69,6 +69,7 @@ import {
   Vector3d,
   YawPitchRollAngles,
 } from "@itwin/core-geometry";
+import { rng } from "./lib/random.mjs";
 
 const require = createRequire(import.meta.url);
 const { HubMock } = require("@itwin/core-backend/lib/cjs/internal/HubMock");
@@ -92,17 +93,6 @@ const seconds = () => Number(((Date.now() - started) / 1000).toFixed(2));
 
 // ------------------------------------------------------------------------------------------- geometry
 
-/** A deterministic generator (mulberry32), so a profile makes the same kind of chain on every run. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function stream(...primitives) {
   const builder = new GeometryStreamBuilder();

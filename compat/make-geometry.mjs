@@ -92,6 +92,7 @@ import {
   Vector3d,
   YawPitchRollAngles,
 } from "@itwin/core-geometry";
+import { rng } from "./lib/random.mjs";
 
 const require = createRequire(import.meta.url);
 
@@ -109,17 +110,6 @@ if (fs.existsSync(outFile)) {
 const started = Date.now();
 const seconds = (t0 = started) => Number(((Date.now() - t0) / 1000).toFixed(2));
 
-/** A deterministic generator (mulberry32). */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ------------------------------------------------------------------------------------------- geometry
 
